@@ -1,0 +1,67 @@
+"""The LogHog wire format (protocol version 1), shared by the client and the daemon.
+
+A frame is ``size: uint32 BE | flags: uint32 BE | payload: size bytes``.  The payload is
+a UTF-8 JSON object, zlib-compressed when ``FLAG_ZLIB`` is set.  See the README's
+"Protocol" section.  This module is pure: bytes and values in, bytes and values out.
+"""
+
+import hashlib
+import hmac
+import json
+import struct
+import zlib
+
+VERSION = 1
+
+HEADER = struct.Struct('>II')
+HEADER_SIZE = HEADER.size
+
+FLAG_ZLIB = 0x01
+# Extension (not in the original protocol): the client asks the daemon to acknowledge
+# the frames of this connection.  See the README's "Acknowledged delivery".
+FLAG_ACK = 0x02
+KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK
+
+SIGNED_FIELDS = ('app_id', 'module', 'stamp', 'nsecs', 'body')
+
+
+def signature(secret, app_id, module, stamp, nsecs, body):
+    """Return the lowercase hex HMAC-MD5 of a message, as the original client computed it.
+
+    ``stamp`` and ``nsecs`` are integers and are signed in their decimal form.
+    """
+    if isinstance(secret, str):
+        secret = secret.encode('utf-8')
+    hashable = (app_id + module + str(stamp) + str(nsecs) + body).encode('utf-8')
+    return hmac.new(secret, hashable, hashlib.md5).hexdigest()
+
+
+def make_payload(app_id, module, stamp, nsecs, hostname, body, secret=None):
+    """Return the JSON payload (bytes) for one message, signed when ``secret`` is given."""
+    data = {
+        'version': VERSION,
+        'app_id': app_id,
+        'module': module,
+        'stamp': stamp,
+        'nsecs': nsecs,
+        'hostname': hostname,
+        'body': body,
+    }
+    if secret:
+        data['signature'] = signature(secret, app_id, module, stamp, nsecs, body)
+    return json.dumps(data).encode('utf-8')
+
+
+def make_frame(payload, compress=False, flags=0):
+    """Wrap a payload in a frame header; zlib-compress it first when ``compress`` is true."""
+    if compress:
+        payload = zlib.compress(payload)
+        flags |= FLAG_ZLIB
+    return HEADER.pack(len(payload), flags) + payload
+
+
+def encode_message(app_id, module, stamp, nsecs, hostname, body, secret=None,
+                   compress=False, flags=0):
+    """Return one complete frame for a message: the client's whole encoding step."""
+    payload = make_payload(app_id, module, stamp, nsecs, hostname, body, secret)
+    return make_frame(payload, compress, flags)

@@ -1,0 +1,176 @@
+"""The ``loghogd`` command: options, --check-config, bind, run, and exit codes.
+
+``main(argv)`` returns an exit code; the console script, ``python -m loghogd`` and the
+tests all call it.
+"""
+
+import argparse
+import logging
+import logging.handlers
+import os
+import sys
+
+from . import __version__
+from .binding import bind_all, make_tls_context, write_listen_file
+from .errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError, LoghogError, describe_os_error
+from .config import load_config
+from .facilities import load_facilities
+from .loop import EventLoop
+from .server import Server
+from .stats import Counters
+from .writer import Writer
+
+log = logging.getLogger('loghogd')
+
+DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
+LOG_FORMAT = '%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s'
+
+# Command-line options that override a key of loghogd.conf: dest -> (section, key).
+OVERRIDES = {
+    'facilities_config': ('main', 'facilities_config'),
+    'logdir': ('main', 'logdir'),
+    'logfile': ('log', 'filename'),
+    'pidfile': ('main', 'pidfile'),
+    'user': ('main', 'user'),
+    'workdir': ('main', 'workdir'),
+    'rundir': ('main', 'rundir'),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='loghogd', description='LogHog log daemon: receives log messages over TCP, UDP '
+        'and TLS, writes one file per application facility, rotates and compresses them.')
+    parser.add_argument('-c', '--config', default=None, metavar='FILE',
+                        help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
+    parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
+                        help='facilities.conf (default: [main] facilities_config)')
+    parser.add_argument('--check-config', action='store_true',
+                        help='check both files, print the errors, exit 0 or 78')
+    parser.add_argument('-d', '--daemon', action='store_true', default=None,
+                        help='detach into the background')
+    parser.add_argument('-f', '--foreground', dest='daemon', action='store_false',
+                        help='stay in the foreground even if the config says daemon = yes')
+    parser.add_argument('-L', '--log-dir', dest='logdir', metavar='DIR', help='[main] logdir')
+    parser.add_argument('-l', '--log', dest='logfile', metavar='FILE', help='[log] filename')
+    parser.add_argument('-p', '--pid', dest='pidfile', metavar='FILE', help='[main] pidfile')
+    parser.add_argument('--user', metavar='USER', help='[main] user')
+    parser.add_argument('--work-dir', dest='workdir', metavar='DIR', help='[main] workdir')
+    parser.add_argument('--run-dir', dest='rundir', metavar='DIR', help='[main] rundir')
+    parser.add_argument('--version', action='version', version='loghogd %s' % __version__)
+    return parser
+
+
+def _overrides(args):
+    """Command-line values as raw config strings, made absolute against the cwd."""
+    result = {}
+    for dest, key in OVERRIDES.items():
+        value = getattr(args, dest)
+        if value is not None:
+            result[key] = os.path.abspath(value) if dest != 'user' else value
+    if args.daemon is not None:
+        result[('main', 'daemon')] = 'yes' if args.daemon else 'no'
+    return result
+
+
+def load(args):
+    """Load and check both files; return (config, table) or raise ConfigError with all errors."""
+    path = args.config
+    if path is None:
+        path = DEFAULT_CONFIG
+    if not os.path.exists(path):
+        raise ConfigError('%s: no such file (use --config FILE)' % path)
+    config = load_config(path, _overrides(args))
+    errors = []
+    try:
+        table = load_facilities(config.main.facilities_config)
+    except ConfigError as exc:
+        errors += exc.errors
+        table = None
+    if any(kind == 'tls' for kind, _, _ in config.listen_addresses()):
+        try:
+            make_tls_context(config.server.pemfile, config.server.cacert)
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    return config, table
+
+
+def setup_logging(config, foreground):
+    """The daemon's own log: [log] filename, and stderr while in the foreground."""
+    root = logging.getLogger('loghogd')
+    root.setLevel(config.log.level)
+    root.propagate = False
+    formatter = logging.Formatter(LOG_FORMAT)
+    handlers = []
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if config.log.filename and config.log.filename != '-':
+        os.makedirs(os.path.dirname(config.log.filename), mode=0o750, exist_ok=True)
+        handlers.append(logging.handlers.WatchedFileHandler(config.log.filename))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    return handlers
+
+
+def main(argv=None):
+    """Run loghogd; return the exit status (0 ok, 64 usage, 78 config, 71 OS, ...)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config, table = load(args)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print('loghogd: %s' % error, file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        return EX_OK
+    if config.main.daemon:
+        print('loghogd: --daemon (daemon = yes) is not available yet in this build; '
+              'run in the foreground under a supervisor', file=sys.stderr)
+        return EX_USAGE
+    os.umask(0o027)
+    try:
+        return run(config, table, foreground=True)
+    except LoghogError as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print('loghogd: %s' % message, file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print('loghogd: %s' % describe_os_error(exc), file=sys.stderr)
+        return 71
+
+
+def run(config, table, foreground):
+    """Bind, set up, serve until stopped.  Returns 0 after a clean stop."""
+    for folder in (config.main.logdir, config.main.workdir, config.main.rundir):
+        os.makedirs(folder, mode=0o750, exist_ok=True)
+    bound = bind_all(config)
+    handlers = setup_logging(config, foreground)
+    counters = Counters()
+    loop = EventLoop()
+    writer = Writer(config.main.logdir, counters, config.server.max_backlog)
+    server = Server(config, table, writer, counters, loop, bound)
+    server.reload_hooks.append(lambda: [h.reopen_file() for h in handlers
+                                        if isinstance(h, logging.handlers.WatchedFileHandler)])
+    listen_file = write_listen_file(config.main.rundir, bound)
+    log.info('loghogd %s started: %d facilities; listening on %s', __version__, len(table),
+             ', '.join('%s %s' % (kind, _address(a)) for kind, addresses in
+                       bound.addresses().items() for a in addresses) or 'nothing')
+    try:
+        server.run()
+    finally:
+        loop.close()
+        try:
+            os.unlink(listen_file)
+        except OSError:
+            pass
+    log.info('loghogd stopped')
+    return EX_OK
+
+
+def _address(pair):
+    host, port = pair
+    return '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)

@@ -1,0 +1,157 @@
+"""loghogd.conf: the daemon's own settings, each declared once with its default and help.
+
+Defaults are safe: loopback only, conservative limits.  Relative paths are relative to
+the folder of the configuration file.  Command-line options override the file.
+"""
+
+import os
+
+from . import converters as conv
+from .errors import ConfigError
+from .inifile import IniFile, Setting
+from .schedule import parse_rotate
+
+SECTIONS = {
+    'main': [
+        Setting('logdir', conv.text, '/var/log/loghogd', 'Where application logs are written.'),
+        Setting('workdir', conv.text, '/var/lib/loghogd', 'State kept across restarts (rotation times).'),
+        Setting('rundir', conv.text, '/run/loghogd', 'Pidfile, listen.json and status snapshots.'),
+        Setting('facilities_config', conv.text, 'facilities.conf', 'The facilities file.'),
+        Setting('pidfile', conv.text, '', 'Pidfile (default: <rundir>/loghogd.pid).'),
+        Setting('user', conv.text, '', 'Drop privileges to this user after binding (empty: stay).'),
+        Setting('daemon', conv.boolean, 'no', 'Detach into the background.'),
+    ],
+    'log': [
+        Setting('filename', conv.text, '', "The daemon's own log (default: <logdir>/loghogd.log; "
+                                            "'-' for none)."),
+        Setting('level', conv.log_level, 'INFO', 'DEBUG, INFO, WARNING or ERROR.'),
+        Setting('when', parse_rotate, 'daily', "When the daemon's own log rotates."),
+        Setting('backup_count', conv.integer_in(0, 100000), '14', "Rotated own logs to keep."),
+    ],
+    'compressor': [
+        Setting('format', conv.choice('xz', 'gzip', 'bzip2'), 'xz', 'xz, gzip or bzip2.'),
+        Setting('level', conv.integer_in(0, 9), '6', '0 (fastest) to 9 (smallest).'),
+    ],
+    'server': [
+        Setting('listen_ipv4', conv.address_list(4, None), '127.0.0.1',
+                'IPv4 addresses for TCP and UDP: "127.0.0.1, 10.0.0.5:25566".'),
+        Setting('listen_ipv6', conv.address_list(6, None), '[::1]',
+                'IPv6 addresses for TCP and UDP: "[::1], [::]:25566".'),
+        Setting('default_port', conv.integer_in(0, 65535), '5566', 'Port where an address names none.'),
+        Setting('listen_ipv4_ssl', conv.address_list(4, None), '', 'IPv4 addresses for TLS.'),
+        Setting('listen_ipv6_ssl', conv.address_list(6, None), '', 'IPv6 addresses for TLS.'),
+        Setting('default_port_ssl', conv.integer_in(0, 65535), '5577', 'TLS port where none is named.'),
+        Setting('pemfile', conv.text, '', "The server's key and certificate, in one PEM file."),
+        Setting('cacert', conv.text, '', 'The CA that client certificates must be signed by.'),
+        # 64 KiB holds any sane log record, tracebacks included, yet keeps a single
+        # connection's buffer small; the original allowed only 8 KB.
+        Setting('max_message_size', conv.size_bytes, '64K',
+                'Largest message, after decompression.'),
+        # Below the usual 1024-descriptor soft limit once files and listeners are counted.
+        Setting('max_connections', conv.integer_in(1, 1000000), '900',
+                'Stream connections at once; beyond it, new ones wait in the backlog.'),
+        # A frame that takes longer than this to arrive is a slow or hostile peer.
+        Setting('frame_timeout', conv.positive_float, '30',
+                'Seconds a started frame may take to complete.'),
+        Setting('handshake_timeout', conv.positive_float, '10', 'Seconds for a TLS handshake.'),
+        # Idle connections are normal for a quiet application: don't cut them by default.
+        Setting('idle_timeout', conv.optional(conv.positive_float), '',
+                'Close a connection silent for this many seconds (empty: never).'),
+        Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
+        Setting('max_backlog', conv.size_bytes, '64M',
+                'Bytes of lines kept in memory while a file cannot be written.'),
+    ],
+}
+
+PATH_KEYS = {('main', 'logdir'), ('main', 'workdir'), ('main', 'rundir'),
+             ('main', 'facilities_config'), ('main', 'pidfile'), ('log', 'filename'),
+             ('server', 'pemfile'), ('server', 'cacert')}
+
+
+class Config:
+    """The daemon's settings: ``config.section.key`` (e.g. ``config.server.max_connections``).
+
+    ``path`` is the absolute path of the file read (None for built-in defaults).
+    """
+
+    def __init__(self, path, values):
+        self.path = path
+        for section, settings in values.items():
+            setattr(self, section, _Section(settings))
+
+    def listen_addresses(self):
+        """Return [(kind, host, port)] with kind 'plain' (TCP+UDP) or 'tls'."""
+        server = self.server
+        result = []
+        for kind, keys, port in (('plain', ('listen_ipv4', 'listen_ipv6'), server.default_port),
+                                 ('tls', ('listen_ipv4_ssl', 'listen_ipv6_ssl'), server.default_port_ssl)):
+            for key in keys:
+                for host, given_port in getattr(server, key):
+                    result.append((kind, host, port if given_port is None else given_port))
+        return result
+
+
+class _Section:
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        return repr(self.__dict__)
+
+
+def _resolve(base, value):
+    if not value or value == '-' or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base, value))
+
+
+def load_config(path, overrides=None):
+    """Read loghogd.conf (``path`` may be None for the defaults) and return a Config.
+
+    ``overrides`` maps (section, key) to raw strings from the command line; they win over
+    the file.  Raises ConfigError listing every mistake.
+    """
+    ini = IniFile(os.path.abspath(path) if path else '<defaults>')
+    if path:
+        ini.read()
+        for section in ini.sections():
+            if section not in SECTIONS:
+                ini.error(section, None, 'unknown section (known: %s)' % ', '.join(SECTIONS))
+        if ini.errors and not ini.sections():
+            raise ConfigError(ini.errors)
+    for (section, key), value in (overrides or {}).items():
+        if not ini.parser.has_section(section):
+            ini.parser.add_section(section)
+        ini.parser.set(section, key, value)
+    base = os.path.dirname(ini.path) if path else os.getcwd()
+    values = {}
+    for section, settings in SECTIONS.items():
+        table = {s.name: s for s in settings}
+        converted, _ = ini.convert_section(section, table)
+        for key in list(converted):
+            if (section, key) in PATH_KEYS:
+                converted[key] = _resolve(base, converted[key])
+        values[section] = converted
+    if ini.errors:
+        raise ConfigError(ini.errors)
+    main = values['main']
+    main['pidfile'] = main['pidfile'] or os.path.join(main['rundir'], 'loghogd.pid')
+    if not values['log']['filename']:
+        values['log']['filename'] = os.path.join(main['logdir'], 'loghogd.log')
+    config = Config(ini.path if path else None, values)
+    _check_tls(ini, config)
+    if ini.errors:
+        raise ConfigError(ini.errors)
+    return config
+
+
+def _check_tls(ini, config):
+    """TLS addresses need a readable pemfile and cacert (their content is checked at bind)."""
+    if not any(kind == 'tls' for kind, _, _ in config.listen_addresses()):
+        return
+    for key in ('pemfile', 'cacert'):
+        value = getattr(config.server, key)
+        if not value:
+            ini.error('server', key, 'required when listen_ipv4_ssl or listen_ipv6_ssl is set')
+        elif not os.access(value, os.R_OK):
+            ini.error('server', key, '%s cannot be read' % value)

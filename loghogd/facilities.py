@@ -1,0 +1,177 @@
+"""facilities.conf: which applications may log, and where each module's lines go.
+
+A section ``[app]`` is an application's root facility; ``[app:web.requests]`` is a
+facility for the module path ``web.requests`` (``root.web.requests`` is the same).
+A message lands in the most specific facility configured for its app and module.
+"""
+
+from . import converters as conv
+from .errors import ConfigError
+from .inifile import IniFile, Setting
+from .schedule import parse_rotate
+
+SETTINGS = {s.name: s for s in [
+    Setting('rotate', parse_rotate, None,
+            'When to rotate: hourly, daily, weekly, monthly, yearly, a cron expression, or size.'),
+    Setting('backup_count', conv.integer_in(0, 100000), None,
+            'How many rotated files to keep.'),
+    Setting('max_size', conv.optional(conv.size_bytes), '',
+            'Rotate when the file reaches this size (bytes; K, M, G suffixes).'),
+    Setting('flush_every', conv.integer_in(1, 1000000), '1',
+            'At most this many messages of a file are ever not yet fsynced.'),
+    Setting('file_per_host', conv.boolean, 'no',
+            'One file per sending host: <host>-<module>.log.'),
+    Setting('secret', conv.text, '',
+            'Shared secret: messages must carry a valid HMAC-MD5 signature.'),
+]}
+
+# Settings a sub-facility takes from its app's root facility unless it sets them itself.
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret')
+
+# Bound on the (app, module) -> facility cache, so that a peer sending endless
+# distinct module names cannot grow the daemon's memory.
+_CACHE_LIMIT = 4096
+
+
+def module_path(module):
+    """Normalise a module name to a path tuple: 'root.web.requests.' -> ('web', 'requests')."""
+    parts = [part for part in module.split('.') if part]
+    if parts and parts[0] == 'root':
+        parts = parts[1:]
+    return tuple(parts)
+
+
+class Facility:
+    """One facility: where its lines go and how its file is rotated and synced."""
+
+    __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
+                 'file_per_host', 'secret', 'section')
+
+    def __init__(self, app, path, section, values):
+        self.app = app
+        self.path = path
+        self.section = section
+        self.rotate = values['rotate']
+        self.backup_count = values['backup_count']
+        self.max_size = values.get('max_size') or None
+        self.flush_every = values['flush_every']
+        self.file_per_host = values['file_per_host']
+        self.secret = values['secret'] or None
+
+    @property
+    def name(self):
+        """The facility's file name stem: 'root' or 'web.requests'."""
+        return '.'.join(self.path) if self.path else 'root'
+
+    def file_name(self, host=None):
+        """The log file name inside the app's folder (host already made safe)."""
+        if self.file_per_host and host is not None:
+            return '%s-%s.log' % (host, self.name)
+        return '%s.log' % self.name
+
+    def settings(self):
+        """The values that decide rotation and syncing, to compare across reloads."""
+        return (self.rotate, self.backup_count, self.max_size, self.flush_every,
+                self.file_per_host, self.secret)
+
+    def __repr__(self):
+        return 'Facility(%s:%s)' % (self.app, self.name)
+
+
+class FacilityTable:
+    """All facilities, with a bounded cache for the (app, module) lookup."""
+
+    def __init__(self, facilities, source=None):
+        self.source = source
+        self.by_app = {}
+        for facility in facilities:
+            self.by_app.setdefault(facility.app, {})[facility.path] = facility
+        self._cache = {}
+
+    def __iter__(self):
+        for app_facilities in self.by_app.values():
+            yield from app_facilities.values()
+
+    def __len__(self):
+        return sum(len(f) for f in self.by_app.values())
+
+    def lookup(self, app, module):
+        """Return the most specific Facility for ``app`` and ``module``, or None."""
+        key = (app, module)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        facility = self._find(app, module)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = facility
+        return facility
+
+    def _find(self, app, module):
+        app_facilities = self.by_app.get(app)
+        if app_facilities is None:
+            return None
+        path = module_path(module)
+        for length in range(len(path), -1, -1):
+            facility = app_facilities.get(path[:length])
+            if facility is not None:
+                return facility
+        return None
+
+
+def _parse_section_name(ini, section):
+    """'app' or 'app:module.path' -> (app, path); records an error and returns None if bad."""
+    app, _, module = section.partition(':')
+    try:
+        conv.safe_name(app)
+    except ValueError as exc:
+        ini.error(section, None, 'application name: %s' % exc)
+        return None
+    path = module_path(module)
+    if ':' in section and not module.strip('.'):
+        ini.error(section, None, 'empty module path after ":"')
+        return None
+    for part in path:
+        try:
+            conv.safe_name(part)
+        except ValueError as exc:
+            ini.error(section, None, 'module name: %s' % exc)
+            return None
+    return app, path
+
+
+def load_facilities(path):
+    """Read facilities.conf and return a FacilityTable, or raise ConfigError with every mistake."""
+    ini = IniFile(path).read()
+    parsed = []
+    for section in ini.sections():
+        names = _parse_section_name(ini, section)
+        values, given = ini.convert_section(section, SETTINGS)
+        if names is not None:
+            parsed.append((names, section, values, given))
+    roots = {names[0]: values for names, _, values, _ in parsed if not names[1]}
+    seen = {}
+    facilities = []
+    for (app, path), section, values, given in parsed:
+        if (app, path) in seen:
+            ini.error(section, None, 'the same facility as [%s]' % seen[(app, path)])
+            continue
+        seen[(app, path)] = section
+        if path:
+            root = roots.get(app)
+            if root is None:
+                ini.error(section, None, 'sub-facility without its application: add a [%s] section' % app)
+                continue
+            for name in INHERITED:
+                if name not in given and name in root:
+                    values[name] = root[name]
+        if 'rotate' not in values or 'backup_count' not in values:
+            continue  # already reported
+        if values['rotate'].is_size_only and not values.get('max_size'):
+            ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
+            continue
+        facilities.append(Facility(app, path, section, values))
+    if ini.errors:
+        raise ConfigError(ini.errors)
+    return FacilityTable(facilities, source=path)

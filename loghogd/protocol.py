@@ -1,0 +1,195 @@
+"""Decoding LogHog frames and messages: bytes in, messages or rejections out.
+
+Pure code: no sockets, no files, no clock.  Expected bad input is a value (a
+``Rejection`` with a reason code that feeds counters and logs), never an exception.
+"""
+
+import hmac
+import json
+import zlib
+
+from loghog.wire import FLAG_ZLIB, HEADER, HEADER_SIZE, KNOWN_FLAGS, VERSION, signature
+
+# Reasons a frame or message is rejected; counters and logs use these names.
+BAD_FLAGS = 'bad_flags'
+TOO_LARGE = 'too_large'
+BAD_ZLIB = 'bad_zlib'
+BAD_UTF8 = 'bad_utf8'
+BAD_JSON = 'bad_json'
+BAD_FIELDS = 'bad_fields'
+UNKNOWN_APP = 'unknown_app'
+MISSING_SIGNATURE = 'missing_signature'
+BAD_SIGNATURE = 'bad_signature'
+LOST_FRAMING = 'lost_framing'
+
+REASONS = (BAD_FLAGS, TOO_LARGE, BAD_ZLIB, BAD_UTF8, BAD_JSON, BAD_FIELDS, UNKNOWN_APP,
+           MISSING_SIGNATURE, BAD_SIGNATURE, LOST_FRAMING)
+
+# A declared frame size above this is not a log message that is merely too big: the
+# stream is garbage (or a TLS/HTTP client on the wrong port) and the framing is lost.
+SKIP_LIMIT = 16 * 1024 * 1024
+
+_STRING_FIELDS = ('app_id', 'module', 'hostname', 'body')
+_INT_FIELDS = ('stamp', 'nsecs')
+
+
+class Rejection:
+    """Why one frame or message was not accepted: ``reason`` (a code) and ``detail`` (text)."""
+
+    __slots__ = ('reason', 'detail')
+
+    def __init__(self, reason, detail):
+        self.reason = reason
+        self.detail = detail
+
+    def __repr__(self):
+        return 'Rejection(%r, %r)' % (self.reason, self.detail)
+
+
+class Message:
+    """One decoded, well-formed message (not yet routed or checked for a signature)."""
+
+    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature')
+
+    def __init__(self, app_id, module, stamp, nsecs, hostname, body, signature=None):
+        self.app_id = app_id
+        self.module = module
+        self.stamp = stamp
+        self.nsecs = nsecs
+        self.hostname = hostname
+        self.body = body
+        self.signature = signature
+
+    def __repr__(self):
+        return 'Message(%r, %r, %r)' % (self.app_id, self.module, self.body)
+
+
+class FrameSplitter:
+    """Splits a byte stream into (flags, payload) frames.
+
+    ``feed(data)`` returns a list whose items are ``(flags, payload)`` tuples or
+    ``Rejection`` values for frames that were skipped whole (too large).  Once the
+    framing is lost (an absurd size), ``lost`` is set and the caller must close the
+    stream; nothing more is returned.
+    """
+
+    def __init__(self, max_size):
+        self.max_size = max_size
+        self.buffer = bytearray()
+        self.skip_remaining = 0
+        self.lost = False
+
+    @property
+    def is_mid_frame(self):
+        """True while part of a frame has arrived and the rest has not."""
+        return bool(self.buffer) or self.skip_remaining > 0
+
+    def feed(self, data):
+        if self.lost:
+            return []
+        if self.skip_remaining:
+            skipped = min(self.skip_remaining, len(data))
+            self.skip_remaining -= skipped
+            data = data[skipped:]
+        buffer = self.buffer
+        buffer += data
+        frames = []
+        offset = 0
+        end = len(buffer)
+        max_size = self.max_size
+        unpack_from = HEADER.unpack_from
+        while end - offset >= HEADER_SIZE:
+            size, flags = unpack_from(buffer, offset)
+            if size > max_size:
+                if size > SKIP_LIMIT:
+                    self.lost = True
+                    frames.append(Rejection(LOST_FRAMING, 'frame size %d bytes' % size))
+                    buffer.clear()
+                    return frames
+                frames.append(Rejection(TOO_LARGE, 'frame of %d bytes (max %d)' % (size, max_size)))
+                available = end - offset - HEADER_SIZE
+                if available >= size:
+                    offset += HEADER_SIZE + size
+                    continue
+                self.skip_remaining = size - available
+                offset = end
+                break
+            start = offset + HEADER_SIZE
+            if end - start < size:
+                break
+            frames.append((flags, bytes(buffer[start:start + size])))
+            offset = start + size
+        if offset:
+            del buffer[:offset]
+        return frames
+
+
+def inflate(payload, max_size):
+    """zlib-decompress ``payload`` producing at most ``max_size`` bytes, or a Rejection."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, max_size + 1)
+    except zlib.error as exc:
+        return Rejection(BAD_ZLIB, 'zlib: %s' % exc)
+    if len(data) > max_size or inflater.unconsumed_tail:
+        return Rejection(TOO_LARGE, 'message inflates to more than %d bytes' % max_size)
+    if not inflater.eof:
+        return Rejection(BAD_ZLIB, 'zlib stream is truncated')
+    return data
+
+
+def decode_message(flags, payload, max_size, loads=json.loads):
+    """Decode one frame's payload into a Message, or return a Rejection.
+
+    ``loads`` may be a faster JSON decoder with json.loads' contract for ``str`` input.
+    """
+    if flags & ~KNOWN_FLAGS:
+        return Rejection(BAD_FLAGS, 'unknown flag bits 0x%x' % (flags & ~KNOWN_FLAGS))
+    if flags & FLAG_ZLIB:
+        payload = inflate(payload, max_size)
+        if isinstance(payload, Rejection):
+            return payload
+    try:
+        text = payload.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        return Rejection(BAD_UTF8, 'invalid UTF-8 at byte %d' % exc.start)
+    try:
+        data = loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
+    return message_from_object(data)
+
+
+def message_from_object(data):
+    """Check the shape and types of a decoded JSON object; return a Message or a Rejection."""
+    if type(data) is not dict:
+        return Rejection(BAD_FIELDS, 'payload is not a JSON object')
+    try:
+        if data['version'] != VERSION or type(data['version']) is not int:
+            return Rejection(BAD_FIELDS, 'unsupported protocol version %r' % (data['version'],))
+        for name in _STRING_FIELDS:
+            if type(data[name]) is not str:
+                return Rejection(BAD_FIELDS, 'field %s is not a string' % name)
+        for name in _INT_FIELDS:
+            value = data[name]
+            if type(value) is not int or not -(1 << 63) <= value < (1 << 63):
+                return Rejection(BAD_FIELDS, 'field %s is not an integer' % name)
+    except KeyError as exc:
+        return Rejection(BAD_FIELDS, 'missing field %s' % exc.args[0])
+    sig = data.get('signature')
+    if sig is not None and type(sig) is not str:
+        return Rejection(BAD_FIELDS, 'field signature is not a string')
+    return Message(data['app_id'], data['module'], data['stamp'], data['nsecs'],
+                   data['hostname'], data['body'], sig)
+
+
+def check_signature(message, secret):
+    """Return None when ``message`` is validly signed with ``secret``, else a Rejection."""
+    if not message.signature:
+        return Rejection(MISSING_SIGNATURE, 'message is not signed')
+    expected = signature(secret, message.app_id, message.module, message.stamp,
+                         message.nsecs, message.body)
+    given = message.signature.lower().encode('utf-8', 'replace')
+    if not hmac.compare_digest(expected.encode('ascii'), given):
+        return Rejection(BAD_SIGNATURE, 'signature does not match')
+    return None

@@ -1,0 +1,285 @@
+"""The server: the loop's owner.  Turns frames into lines, and signals into actions.
+
+``run_once`` is one iteration: wait for sockets or the nearest deadline, decode and
+route what arrived, write it (one write per file), then act on signals and deadlines.
+"""
+
+import json
+import logging
+import signal
+import time
+
+from . import protocol
+from .connections import DatagramListener, StreamListener
+from .errors import ConfigError
+from .facilities import load_facilities
+from .protocol import Rejection, check_signature, decode_message
+from .stats import RateLimiter
+
+log = logging.getLogger('loghogd.server')
+
+HOUSEKEEPING_INTERVAL_S = 1.0
+# On SIGTERM, read at most this much more from each connection before closing it.
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+# After EMFILE, stop accepting for this long.
+ACCEPT_PAUSE_S = 1.0
+
+
+def format_receive_time(now):
+    """'YYYY-MM-DD HH:MM:SS.ffffff - ' in local time: the prefix of every line."""
+    seconds = int(now)
+    return '%s.%06d - ' % (time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(seconds)),
+                           int((now - seconds) * 1e6))
+
+
+def printable_host(host):
+    """A host name as it appears inside a line: control characters cannot break the line."""
+    if host.isprintable():
+        return host
+    return ''.join(c if c.isprintable() else '?' for c in host)
+
+
+class Server:
+    """Owns the loop, the listeners and connections, the facility table and the writer.
+
+    ``tasks`` are objects with ``next_deadline()`` (Unix time or None) and
+    ``tick(now)``, run after the writer has flushed (rotation, stats publishing).
+    """
+
+    def __init__(self, config, table, writer, counters, loop, bound, tasks=(), clock=time.time,
+                 loads=json.loads):
+        self.config = config
+        self.table = table
+        self.writer = writer
+        self.counters = counters
+        self.loop = loop
+        self.tasks = list(tasks)
+        self.reload_hooks = []
+        self.clock = clock
+        self.loads = loads
+        self.max_message_size = config.server.max_message_size
+        self.recv_buffer = bytearray(256 * 1024)
+        self.connections = set()
+        self.listeners = []
+        self.datagram_listeners = []
+        self.stopping = False
+        self.now = clock()
+        self.line_prefix = format_receive_time(self.now)
+        self.limiter = RateLimiter()
+        self._accept_paused_until = None
+        self._listeners_paused = False
+        self._next_housekeeping = 0.0
+        for kind, sock in bound.sockets:
+            if kind == 'udp':
+                self.datagram_listeners.append(DatagramListener(self, sock))
+            else:
+                context = bound.tls_context if kind == 'tls' else None
+                self.listeners.append(StreamListener(self, sock, kind, context))
+
+    # -- start and stop ------------------------------------------------------------------
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+    def start(self):
+        self.loop.install_signal_handlers(self.SIGNALS)
+        for listener in self.listeners + self.datagram_listeners:
+            listener.start()
+
+    def run(self):
+        """Serve until SIGTERM or SIGINT, then drain, write, sync and return."""
+        self.start()
+        while not self.stopping:
+            self.run_once()
+        self.shutdown()
+
+    def shutdown(self):
+        """Stop accepting, read what clients already sent, write and fsync everything."""
+        for listener in self.listeners:
+            listener.close()
+        for listener in self.datagram_listeners:
+            self._drain_datagrams(listener)
+            listener.close()
+        self.now = self.clock()
+        self.line_prefix = format_receive_time(self.now)
+        for connection in list(self.connections):
+            connection.drain(DRAIN_LIMIT_BYTES)
+            connection.close(None)
+        self.writer.close(self.clock())
+        for task in self.tasks:
+            close = getattr(task, 'close', None)
+            if close is not None:
+                close()
+        self.loop.restore_signal_handlers(self.SIGNALS)
+
+    def _drain_datagrams(self, listener):
+        listener.on_event(None)
+
+    # -- one iteration -------------------------------------------------------------------
+
+    def run_once(self):
+        """Wait for input or the nearest deadline, process it, write it, act on signals."""
+        self.loop.run_once(self._timeout(), self._read_clock)
+        now = self._read_clock()
+        self.writer.flush(now)
+        for signum in self.loop.pop_signals():
+            self.handle_signal(signum)
+        if now >= self._next_housekeeping:
+            self._housekeeping(now)
+        for task in self.tasks:
+            deadline = task.next_deadline()
+            if deadline is not None and now >= deadline:
+                task.tick(now)
+
+    def _read_clock(self):
+        """One clock reading per batch: the receive time of every line in it."""
+        now = self.now = self.clock()
+        self.line_prefix = format_receive_time(now)
+        return now
+
+    def _timeout(self):
+        now = self.now = self.clock()
+        deadlines = [self._next_housekeeping, self.writer.next_deadline()]
+        deadlines += [task.next_deadline() for task in self.tasks]
+        nearest = min(d for d in deadlines if d is not None)
+        return max(0.0, nearest - now)
+
+    def _housekeeping(self, now):
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+        server = self.config.server
+        for connection in list(self.connections):
+            connection.check_timeouts(now, server.frame_timeout, server.handshake_timeout,
+                                      server.idle_timeout)
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            self._update_accepting()
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def handle_signal(self, signum):
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if not self.stopping:
+                log.info('received %s: finishing writes and stopping', signal.Signals(signum).name)
+            self.stopping = True
+        elif signum == signal.SIGHUP:
+            self.reload()
+        elif signum == signal.SIGUSR1:
+            log.info('status: %s', json.dumps(self.summary(), sort_keys=True))
+
+    def reload(self):
+        """Re-read facilities.conf; keep the running table if the file is bad.  Reopen files."""
+        path = self.config.main.facilities_config
+        try:
+            table = load_facilities(path)
+        except ConfigError as exc:
+            self.counters.count('reloads_failed')
+            for error in exc.errors:
+                log.error('reload: %s', error)
+            log.error('reload: %s has errors; still using the facilities loaded before', path)
+        else:
+            self.writer.flush(self.clock())
+            self.table = table
+            self.writer.retarget(table)
+            self.counters.count('reloads')
+            log.info('reloaded %s: %d facilities', path, len(table))
+        self.writer.reopen()
+        for hook in self.reload_hooks:
+            hook()
+
+    def summary(self):
+        """A short dict of the main counters (for SIGUSR1 and status)."""
+        return {
+            'connections': len(self.connections),
+            'accepted': sum(self.counters.accepted.values()),
+            'rejected': sum(self.counters.rejected.values()),
+            'files': len(self.writer.files),
+        }
+
+    # -- connections -----------------------------------------------------------------------
+
+    def add_connection(self, connection):
+        self.connections.add(connection)
+        self.counters.count('connections_accepted')
+        if len(self.connections) >= self.config.server.max_connections:
+            self._update_accepting()
+
+    def remove_connection(self, connection):
+        self.connections.discard(connection)
+        if self._listeners_paused:
+            self._update_accepting()
+
+    def can_accept(self):
+        return (not self.stopping and self._accept_paused_until is None
+                and len(self.connections) < self.config.server.max_connections)
+
+    def out_of_descriptors(self, exc):
+        log.error('cannot accept connections: %s; pausing for %gs', exc.strerror, ACCEPT_PAUSE_S)
+        self._accept_paused_until = self.clock() + ACCEPT_PAUSE_S
+        self._update_accepting()
+
+    def _update_accepting(self):
+        accepting = self.can_accept()
+        if accepting == (not self._listeners_paused):
+            return
+        for listener in self.listeners:
+            (listener.start if accepting else listener.pause)()
+        self._listeners_paused = not accepting
+        if accepting:
+            log.warning('accepting connections again (%d open)', len(self.connections))
+        else:
+            log.warning('not accepting new connections for now (%d open, max_connections %d)',
+                        len(self.connections), self.config.server.max_connections)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def ingest(self, frames, source):
+        """Decode, route and queue ``frames`` from ``source`` (a connection or UDP peer)."""
+        max_size = self.max_message_size
+        loads = self.loads
+        lookup = self.table.lookup
+        add = self.writer.add
+        accepted = self.counters.accepted
+        accepted_bytes = self.counters.accepted_bytes
+        prefix = self.line_prefix
+        for frame in frames:
+            if frame.__class__ is Rejection:
+                self.reject(frame, source)
+                continue
+            message = decode_message(frame[0], frame[1], max_size, loads)
+            if message.__class__ is Rejection:
+                self.reject(message, source)
+                continue
+            facility = lookup(message.app_id, message.module)
+            if facility is None:
+                self.reject(Rejection(protocol.UNKNOWN_APP, 'unknown application %r'
+                                      % message.app_id[:100]), source)
+                continue
+            if facility.secret is not None:
+                rejection = check_signature(message, facility.secret)
+                if rejection is not None:
+                    rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
+                    self.reject(rejection, source)
+                    continue
+            body = message.body
+            if body.endswith('\n'):
+                body = body.rstrip('\n')
+            host = message.hostname
+            add(facility, host, prefix + printable_host(host) + ' - ' + body + '\n')
+            key = (facility.app, facility.name)
+            accepted[key] += 1
+            accepted_bytes[key] += len(frame[1])
+
+    def reject(self, rejection, source):
+        self.counters.reject(rejection.reason, source.peer_host)
+        allowed, suppressed = self.limiter.allow(rejection.reason, self.now)
+        if allowed:
+            more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
+            log.warning('rejected a message from %s: %s: %s%s', source.peer, rejection.reason,
+                        rejection.detail, more)
+
+    def warn(self, key, message, *args):
+        """A warning that could repeat per peer: rate-limited per ``key``."""
+        allowed, suppressed = self.limiter.allow(key, self.now)
+        if allowed:
+            if suppressed:
+                message += ' (%d more like it were not logged)' % suppressed
+            log.warning(message, *args)
