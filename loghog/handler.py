@@ -1,0 +1,130 @@
+"""LoghogHandler: the ``logging`` handler that sends records to a LogHog daemon."""
+
+import functools
+import logging
+import socket
+import sys
+
+from loghog import wire
+from loghog.sender import Sender
+from loghog.transport import make_ssl_context, open_connection
+
+
+class LoghogHandler(logging.Handler):
+    """A logging handler that sends each record to loghogd, without ever blocking the caller.
+
+    The constructor is the original loghog 0.7 client's, so existing code and ``dictConfig``
+    settings keep working:
+
+    - ``app_name``: the application, a section of the daemon's facilities.conf.
+    - ``host``, ``port``: the daemon; a name with several addresses (IPv4 and IPv6 alike) is
+      resolved at each connection and one address picked at random.  5577 is the usual TLS port.
+    - ``stream``: True for TCP (or TLS), False for UDP (one datagram per record, no delivery
+      guarantee, no TLS).
+    - ``secret``: sign each message (HMAC-MD5) with the facility's shared secret.
+    - ``compression``: zlib-compress each message.
+    - ``hostname``: the host name written in the log line; ``socket.gethostname()`` by default.
+    - ``ssl_info``: ``{'pemfile': client cert + key, 'cacert': the LogHog CA}`` turns on
+      mutually authenticated TLS 1.2+; an optional ``'check_hostname': True`` also checks that
+      the daemon's certificate names ``host`` (see ``loghog.transport.make_ssl_context``).
+    - ``max_buffer_size``: how many messages may wait while the daemon is unreachable; when
+      full, the oldest is dropped and counted in ``dropped``.
+    - ``print_debug``: report connection problems on standard error (never raised).
+
+    Keyword-only extras, not in the original: ``flush_timeout_s`` bounds ``flush()``,
+    ``close_timeout_s`` bounds ``close()`` (and so interpreter exit, where ``logging.shutdown``
+    calls both), ``retry_min_s`` and ``retry_max_s`` bound the reconnection backoff.
+
+    ``emit()`` formats and encodes the record and queues the frame; a background thread sends.
+    Raises ``ValueError`` for an inconsistent configuration (TLS over UDP, a bad buffer size)
+    and ``OSError`` when the TLS files cannot be loaded, so mistakes show at start-up.
+    """
+
+    def __init__(self, app_name, host='localhost', port=5566, stream=True, secret=None,
+                 compression=False, hostname=None, ssl_info=None, max_buffer_size=1024,
+                 print_debug=False, *, flush_timeout_s=5.0, close_timeout_s=2.0,
+                 retry_min_s=1.0, retry_max_s=30.0):
+        super().__init__()
+        self.app_name = app_name
+        self.host = host
+        self.port = int(port)
+        self.secret = secret
+        self.compression = bool(compression)
+        self.hostname = hostname or socket.gethostname()
+        self.print_debug = bool(print_debug)
+        self.flush_timeout_s = flush_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.transport = _choose_transport(stream, ssl_info)
+        if ssl_info:
+            _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
+        connect = functools.partial(self._connect, ssl_info)
+        self._sender = Sender(connect, int(max_buffer_size), retry_min_s, retry_max_s,
+                              report=self._report)
+
+    @property
+    def dropped(self):
+        """How many messages were given up on (buffer full, or unsent at close)."""
+        return self._sender.dropped
+
+    def emit(self, record):
+        """Queue ``record`` for the daemon; returns at once and never raises.
+
+        A record that cannot be formatted goes to ``handleError``, like every stdlib handler.
+        """
+        try:
+            frame = wire.encode_message(
+                self.app_name, record.name, int(record.created), int(record.msecs * 10**6),
+                self.hostname, self.format(record), self.secret, self.compression)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self._sender.put(frame)
+
+    def flush(self):
+        """Wait up to ``flush_timeout_s`` until queued messages are written to the daemon.
+
+        Returns early when the daemon is unreachable (the messages stay queued).
+        """
+        self._sender.flush(self.flush_timeout_s)
+
+    def close(self):
+        """Send what can be sent within ``close_timeout_s``, then stop the sender thread."""
+        try:
+            self._sender.close(self.close_timeout_s)
+        finally:
+            super().close()
+
+    def _connect(self, ssl_info, timeout_s, is_cancelled):
+        # A new context for each connection: a renewed certificate is picked up without a
+        # restart, and a fork child never shares OpenSSL state with its parent's thread.
+        ssl_context = _ssl_context_from_info(ssl_info) if ssl_info else None
+        return open_connection(self.host, self.port, self.transport, ssl_context, timeout_s,
+                               is_cancelled)
+
+    def _report(self, text):
+        if self.print_debug:
+            print(f'loghog: {self.app_name} -> {self.host}:{self.port}: {text}',
+                  file=sys.stderr, flush=True)
+
+    def __repr__(self):
+        level = logging.getLevelName(self.level)
+        return (f'<{type(self).__name__} {self.app_name} {self.transport}://'
+                f'{self.host}:{self.port} ({level})>')
+
+
+def _choose_transport(stream, ssl_info):
+    if ssl_info and not stream:
+        raise ValueError('TLS needs a stream: ssl_info cannot be used with stream=False')
+    if ssl_info:
+        return 'tls'
+    return 'tcp' if stream else 'udp'
+
+
+def _ssl_context_from_info(ssl_info):
+    missing = {'pemfile', 'cacert'} - set(ssl_info)
+    if missing:
+        raise ValueError(f'ssl_info lacks {", ".join(sorted(missing))}')
+    return make_ssl_context(ssl_info['pemfile'], ssl_info['cacert'],
+                            ssl_info.get('check_hostname', False))
