@@ -1,0 +1,376 @@
+"""LoghogHandler against in-test servers: what arrives, in what order, and what never blocks."""
+
+import logging
+import logging.config
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from loghog import LoghogHandler, wire
+from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port, wait_until
+
+FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
+
+
+@pytest.fixture
+def make_logger(request):
+    """Return ``make(handler)``: a fresh logger with ``handler`` attached and closed afterwards.
+
+    Fails the test if a sender thread outlives ``close()``.
+    """
+    handlers = []
+
+    def make(handler, level=logging.DEBUG):
+        logger = logging.getLogger(f'test.{request.node.name}.{len(handlers)}')
+        logger.propagate = False
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        handlers.append((logger, handler))
+        return logger
+
+    yield make
+    for logger, handler in handlers:
+        logger.removeHandler(handler)
+        handler.close()
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == 'loghog-sender'])
+
+
+@pytest.fixture
+def server():
+    with FrameServer() as running:
+        yield running
+    assert running.errors == []
+
+
+def test_quick_start_record_arrives_with_the_original_fields(server, make_logger):
+    handler = LoghogHandler('my-first-app', host='127.0.0.1', port=server.port, hostname='web1')
+    handler.setFormatter(logging.Formatter('%(levelname)s - %(message)s'))
+    logger = make_logger(handler)
+    before = int(time.time())
+    logger.info('Hello world!')
+    [message] = server.wait_for(1)
+    assert message['body'] == 'INFO - Hello world!'
+    assert message['app_id'] == 'my-first-app'
+    assert message['module'] == logger.name
+    assert message['hostname'] == 'web1'
+    assert message['version'] == 1
+    assert before <= message['stamp'] <= time.time()
+    assert 0 <= message['nsecs'] < 10**9
+    assert 'signature' not in message
+    assert server.flags == [0]
+
+
+def test_root_logger_module_is_root_and_hostname_defaults_to_this_host(server):
+    handler = LoghogHandler('app', host='127.0.0.1', port=server.port)
+    record = logging.LogRecord('root', logging.INFO, __file__, 1, 'hi', None, None)
+    try:
+        handler.handle(record)
+        [message] = server.wait_for(1)
+    finally:
+        handler.close()
+    assert (message['module'], message['hostname']) == ('root', socket.gethostname())
+    assert message['stamp'] == int(record.created)
+    assert message['nsecs'] == int(record.msecs * 10**6)
+
+
+def test_signed_messages_carry_the_protocol_signature(server, make_logger):
+    logger = make_logger(LoghogHandler('app', '127.0.0.1', server.port, secret='s3cret'))
+    logger.warning('signed: %s', 'é')
+    [message] = server.wait_for(1)
+    assert message['signature'] == wire.signature(
+        's3cret', 'app', logger.name, message['stamp'], message['nsecs'], 'signed: é')
+
+
+def test_compressed_messages_set_the_zlib_flag(server, make_logger):
+    logger = make_logger(LoghogHandler('app', '127.0.0.1', server.port, compression=True))
+    logger.info('x' * 2000)
+    [message] = server.wait_for(1)
+    assert message['body'] == 'x' * 2000
+    assert server.flags == [wire.FLAG_ZLIB]
+
+
+@pytest.mark.parametrize('host', ['127.0.0.1', '::1'])
+def test_udp_sends_one_datagram_per_record(host, make_logger):
+    with DatagramServer(host) as udp:
+        logger = make_logger(LoghogHandler('app', host, udp.port, stream=False))
+        for n in range(5):
+            logger.info('datagram %d', n)
+        assert [m['body'] for m in udp.wait_for(5)] == [f'datagram {n}' for n in range(5)]
+        assert udp.errors == []
+
+
+def test_ipv6_tcp(make_logger):
+    with FrameServer('::1') as server6:
+        logger = make_logger(LoghogHandler('app', '::1', server6.port))
+        logger.info('over IPv6')
+        assert server6.wait_for(1)[0]['body'] == 'over IPv6'
+
+
+def test_many_records_arrive_in_order_over_one_connection(server, make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', server.port, max_buffer_size=5000)
+    logger = make_logger(handler)
+    for n in range(3000):
+        logger.info('message %d', n)
+    handler.flush()
+    assert server.wait_for(3000) and server.bodies() == [f'message {n}' for n in range(3000)]
+    assert server.accepted == 1 and handler.dropped == 0
+
+
+def test_dict_config_django_example(server):
+    config = {
+        'version': 1,
+        'disable_existing_loggers': False,
+        'formatters': {'simple': {'format': '%(levelname)s - %(message)s'}},
+        'handlers': {'root': {'level': 'DEBUG', 'class': 'loghog.LoghogHandler',
+                              'app_name': 'my-first-app', 'formatter': 'simple',
+                              'host': '127.0.0.1', 'port': str(server.port)}},
+        'loggers': {'django.request': {'handlers': ['root'], 'level': 'INFO',
+                                       'propagate': False}},
+    }
+    logging.config.dictConfig(config)
+    logger = logging.getLogger('django.request')
+    try:
+        logger.debug('not sent: below INFO')
+        logger.error('Internal Server Error: /')
+        [message] = server.wait_for(1)
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False})
+    assert (message['module'], message['body']) == \
+        ('django.request', 'ERROR - Internal Server Error: /')
+
+
+def test_server_down_at_first_then_up_gets_every_message_in_order(make_logger):
+    port = free_port()
+    handler = LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY)
+    logger = make_logger(handler)
+    for n in range(20):
+        logger.info('early %d', n)
+    with FrameServer(port=port) as late:
+        logger.info('on time')
+        late.wait_for(21)
+        assert late.bodies() == [f'early {n}' for n in range(20)] + ['on time']
+    assert handler.dropped == 0
+
+
+def test_server_restart_mid_stream_loses_nothing_sent_after_the_close(make_logger):
+    first = FrameServer()
+    port = first.port
+    logger = make_logger(LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY))
+    for n in range(5):
+        logger.info('before %d', n)
+    first.wait_for(5)
+    first.stop()
+    for n in range(5):
+        logger.info('during %d', n)
+    with FrameServer(port=port) as second:
+        logger.info('after')
+        second.wait_for(6)
+        assert second.bodies() == [f'during {n}' for n in range(5)] + ['after']
+    assert first.bodies() == [f'before {n}' for n in range(5)]
+
+
+def test_full_buffer_drops_the_oldest_and_counts_them(make_logger):
+    port = free_port()
+    handler = LoghogHandler('app', '127.0.0.1', port, max_buffer_size=3, **FAST_RETRY)
+    logger = make_logger(handler)
+    for n in range(10):
+        logger.info('message %d', n)
+    assert handler.dropped == 7
+    with FrameServer(port=port) as late:
+        assert [m['body'] for m in late.wait_for(3)] == ['message 7', 'message 8', 'message 9']
+
+
+def test_flush_waits_until_the_queue_is_written(server, make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', server.port, max_buffer_size=10000)
+    logger = make_logger(handler)
+    for n in range(2000):
+        logger.info('message %d', n)
+    handler.flush()
+    server.wait_for(2000, timeout_s=1)
+
+
+def test_flush_and_close_return_quickly_when_the_server_is_down(make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', free_port(), close_timeout_s=0.3)
+    logger = make_logger(handler)
+    logger.info('nobody listens')
+    started = time.monotonic()
+    handler.flush()
+    handler.close()
+    assert time.monotonic() - started < 1.0
+    assert handler.dropped == 1  # given up on at close
+    logger.info('after close')  # still never raises
+    assert handler.dropped == 2
+
+
+@pytest.fixture
+def black_hole():
+    """A 127.0.0.1 port whose listen backlog is full: a client's connect() just hangs."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):  # enough to fill the SYN and accept queues; the rest would time out
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    time.sleep(0.05)
+    yield listener.getsockname()[1]
+    for sock in fillers + [listener]:
+        sock.close()
+
+
+def test_emit_stays_fast_while_the_server_is_black_holed(black_hole, make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', black_hole, max_buffer_size=100,
+                            close_timeout_s=0.3)
+    logger = make_logger(handler)
+    durations = []
+    for n in range(500):
+        started = time.perf_counter()
+        logger.info('message %d', n)
+        durations.append(time.perf_counter() - started)
+    assert max(durations) < 0.05, f'slowest emit took {max(durations) * 1000:.1f} ms'
+    assert handler.dropped == 400
+    started = time.monotonic()
+    handler.close()
+    assert time.monotonic() - started < 1.0
+
+
+def test_format_errors_go_to_handle_error_and_never_raise(server, make_logger, capsys):
+    logger = make_logger(LoghogHandler('app', '127.0.0.1', server.port))
+    logger.info('%d items', 'not a number')
+    logger.info('still working')
+    assert server.wait_for(1)[0]['body'] == 'still working'
+    assert '--- Logging error ---' in capsys.readouterr().err
+
+
+def test_print_debug_reports_connection_problems_on_stderr(make_logger, capsys):
+    port = free_port()
+    quiet = LoghogHandler('app', '127.0.0.1', port, close_timeout_s=0.1)
+    make_logger(quiet).info('lost quietly')
+    quiet.close()
+    assert capsys.readouterr().err == ''
+    chatty = LoghogHandler('app', '127.0.0.1', port, print_debug=True, close_timeout_s=0.1)
+    make_logger(chatty).info('lost loudly')
+    chatty.close()
+    err = capsys.readouterr().err
+    assert f'loghog: app -> 127.0.0.1:{port}: cannot connect: [Errno 111] Connection refused' in err
+    assert 'closing: 1 messages could not be sent' in err
+
+
+def test_several_addresses_share_the_load_and_a_dead_one_is_skipped(monkeypatch):
+    with FrameServer('127.0.0.1') as four, FrameServer('::1') as six:
+        addresses = {'127.0.0.1': four.port, '::1': six.port}
+        fake_dns(monkeypatch, 'logs.example', addresses)
+        handlers = [LoghogHandler('app', 'logs.example', 5566) for _ in range(16)]
+        for n, handler in enumerate(handlers):
+            handler.handle(logging.makeLogRecord({'msg': f'from handler {n}'}))
+            handler.close()
+        wait_until(lambda: len(four.messages) + len(six.messages) == 16)
+        four_count, six_count = len(four.messages), len(six.messages)
+        assert four_count and six_count  # all 16 on one side: 1 chance in 32768
+        six.stop()
+        handler = LoghogHandler('app', 'logs.example', 5566, **FAST_RETRY)
+        for n in range(8):
+            handler.handle(logging.makeLogRecord({'msg': f'only IPv4 {n}'}))
+        handler.flush()
+        handler.close()
+        assert four.wait_for(four_count + 8)[-1]['body'] == 'only IPv4 7'
+
+
+def fake_dns(monkeypatch, name, addresses):
+    """Make ``name`` resolve to each of ``addresses`` ({ip: port}), IPv4 and IPv6 alike."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if host != name:
+            return real_getaddrinfo(host, port, family, type, proto, flags)
+        return [(socket.AF_INET6 if ':' in ip else socket.AF_INET, type, 0, '',
+                 (ip, ip_port, 0, 0) if ':' in ip else (ip, ip_port))
+                for ip, ip_port in addresses.items()]
+
+    monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+
+
+def test_bad_configuration_fails_at_construction(tmp_path):
+    with pytest.raises(ValueError, match='stream'):
+        LoghogHandler('app', stream=False, ssl_info={'pemfile': 'x', 'cacert': 'y'})
+    with pytest.raises(ValueError, match='cacert'):
+        LoghogHandler('app', ssl_info={'pemfile': 'x'})
+    with pytest.raises(OSError):
+        LoghogHandler('app', ssl_info={'pemfile': str(tmp_path / 'missing.pem'),
+                                       'cacert': str(tmp_path / 'missing.cert')})
+    with pytest.raises(ValueError, match='max_buffer_size'):
+        LoghogHandler('app', max_buffer_size=0)
+
+
+# -- fork ----------------------------------------------------------------------------------
+
+def run_in_child(function):
+    """Fork; in the child run ``function()`` and exit (1 on exception).  Returns the pid."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            function()
+            status = 0
+        finally:
+            os._exit(status)
+    return pid
+
+
+def wait_child(pid):
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_parent_and_forked_children_each_deliver_their_own_lines_once(server):
+    handler = LoghogHandler('app', '127.0.0.1', server.port)
+    logger = logging.getLogger('test.fork')
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        logger.info('parent before fork')
+        server.wait_for(1)
+
+        def child_logs(number):
+            for n in range(50):
+                logger.info('child %d line %d', number, n)
+            handler.close()
+
+        pids = [run_in_child(lambda number=number: child_logs(number)) for number in range(4)]
+        for n in range(50):
+            logger.info('parent line %d', n)
+        assert [wait_child(pid) for pid in pids] == [0, 0, 0, 0]
+        server.wait_for(1 + 50 * 5)
+        expected = ['parent before fork'] + [f'parent line {n}' for n in range(50)] + \
+            [f'child {c} line {n}' for c in range(4) for n in range(50)]
+        time.sleep(0.1)  # a duplicate would arrive right behind the originals
+        assert sorted(server.bodies()) == sorted(expected)
+        assert server.accepted == 5  # the parent's connection and one per child
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_frames_queued_in_the_parent_are_not_sent_again_by_a_child():
+    port = free_port()
+    handler = LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY)
+    record = logging.makeLogRecord
+    try:
+        handler.handle(record({'msg': 'queued in the parent'}))
+        with FrameServer(port=port) as late:
+            pid = run_in_child(lambda: (handler.handle(record({'msg': 'from the child'})),
+                                        handler.close()))
+            assert wait_child(pid) == 0
+            late.wait_for(2)
+            time.sleep(0.2)
+            assert sorted(late.bodies()) == ['from the child', 'queued in the parent']
+    finally:
+        handler.close()
