@@ -153,7 +153,7 @@ def run(config, table, foreground):
     loop = EventLoop()
     writer = Writer(config.main.logdir, counters, config.server.max_backlog)
     server = Server(config, table, writer, counters, loop, bound)
-    server.reload_hooks.append(lambda: [h.reopen_file() for h in handlers
+    server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in handlers
                                         if isinstance(h, logging.handlers.WatchedFileHandler)])
     listen_file = write_listen_file(config.main.rundir, bound)
     log.info('loghogd %s started: %d facilities; listening on %s', __version__, len(table),

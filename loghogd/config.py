@@ -114,11 +114,11 @@ def load_config(path, overrides=None):
     ini = IniFile(os.path.abspath(path) if path else '<defaults>')
     if path:
         ini.read()
+        if ini.errors:
+            raise ConfigError(ini.errors)  # syntax errors: nothing more can be trusted
         for section in ini.sections():
             if section not in SECTIONS:
                 ini.error(section, None, 'unknown section (known: %s)' % ', '.join(SECTIONS))
-        if ini.errors and not ini.sections():
-            raise ConfigError(ini.errors)
     for (section, key), value in (overrides or {}).items():
         if not ini.parser.has_section(section):
             ini.parser.add_section(section)

@@ -117,6 +117,10 @@ class StreamConnection:
             self.close('TLS error: %s' % (exc.reason or exc))
         except OSError as exc:
             self.close('socket error: %s' % (exc.strerror or exc))
+        except Exception:
+            # A bug must cost this connection only, never the daemon.
+            log.exception('internal error on the connection from %s; closing it', self.peer)
+            self.close(None)
 
     def _handshake(self):
         try:

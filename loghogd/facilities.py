@@ -144,6 +144,8 @@ def _parse_section_name(ini, section):
 def load_facilities(path):
     """Read facilities.conf and return a FacilityTable, or raise ConfigError with every mistake."""
     ini = IniFile(path).read()
+    if ini.errors:
+        raise ConfigError(ini.errors)  # syntax errors: nothing more can be trusted
     parsed = []
     for section in ini.sections():
         names = _parse_section_name(ini, section)
@@ -166,8 +168,8 @@ def load_facilities(path):
             for name in INHERITED:
                 if name not in given and name in root:
                     values[name] = root[name]
-        if 'rotate' not in values or 'backup_count' not in values:
-            continue  # already reported
+        if any(name not in values for name in SETTINGS):
+            continue  # a missing or bad value: already reported
         if values['rotate'].is_size_only and not values.get('max_size'):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
             continue

@@ -122,13 +122,20 @@ class Server:
         now = self._read_clock()
         self.writer.flush(now)
         for signum in self.loop.pop_signals():
-            self.handle_signal(signum)
+            self._guarded(self.handle_signal, signum)
         if now >= self._next_housekeeping:
-            self._housekeeping(now)
+            self._guarded(self._housekeeping, now)
         for task in self.tasks:
             deadline = task.next_deadline()
             if deadline is not None and now >= deadline:
-                task.tick(now)
+                self._guarded(task.tick, now)
+
+    def _guarded(self, action, *args):
+        """Run one piece of the loop's own work; a bug in it is logged, never fatal."""
+        try:
+            action(*args)
+        except Exception:
+            log.exception('internal error in %s (carrying on)', getattr(action, '__qualname__', action))
 
     def _read_clock(self):
         """One clock reading per batch: the receive time of every line in it."""

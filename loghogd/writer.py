@@ -49,7 +49,8 @@ class LogFile:
         """Open (creating the folder and file as needed) for appending."""
         folder = os.path.dirname(self.path)
         os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        # Read access only to look at the last byte (see below); writes always append.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         fd = os.open(self.path, flags, FILE_MODE)
         try:
             self.size = os.fstat(fd).st_size

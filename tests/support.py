@@ -1,0 +1,178 @@
+"""Running real loghogd processes in tests: config files in a tmp folder, ports chosen at run
+time (port 0, read back from <rundir>/listen.json), stopped by PID with the exit code checked.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from loghog.wire import encode_message
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, timeout=10.0, interval=0.02, message='condition'):
+    """Poll ``condition()`` until it returns a true value; return it, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %gs waiting for %s' % (timeout, message))
+        time.sleep(interval)
+
+
+def read_lines(path):
+    try:
+        with open(path, encoding='utf-8', errors='backslashreplace') as stream:
+            return stream.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_lines(path, count, timeout=10.0):
+    """Wait until ``path`` holds at least ``count`` lines; return all its lines."""
+    return wait_for(lambda: (lambda lines: lines if len(lines) >= count else None)(read_lines(path)),
+                    timeout, message='%d lines in %s' % (count, path))
+
+
+def line_body(line):
+    """The body part of a written line: '<time> - <host> - <body>' -> body."""
+    return line.split(' - ', 2)[2]
+
+
+class Daemon:
+    """One loghogd process with its own folders under ``base``."""
+
+    def __init__(self, base, facilities, server=None, sections=None, extra_args=()):
+        self.base = Path(base)
+        self.logdir = self.base / 'log'
+        self.workdir = self.base / 'lib'
+        self.rundir = self.base / 'run'
+        self.config_path = self.base / 'loghogd.conf'
+        self.facilities_path = self.base / 'facilities.conf'
+        self.extra_args = list(extra_args)
+        self.facilities_path.write_text(textwrap.dedent(facilities))
+        options = {'listen_ipv4': '127.0.0.1:0', 'listen_ipv6': ''}
+        options.update(server or {})
+        text = ('[main]\nlogdir = log\nworkdir = lib\nrundir = run\n'
+                'facilities_config = facilities.conf\n[log]\nfilename = daemon.log\nlevel = DEBUG\n')
+        for name, values in (sections or {}).items():
+            text += '[%s]\n' % name + ''.join('%s = %s\n' % kv for kv in values.items())
+        text += '[server]\n' + ''.join('%s = %s\n' % kv for kv in options.items())
+        self.config_path.write_text(text)
+        self.proc = None
+        self.addresses = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def daemon_log(self):
+        return self.base / 'daemon.log'
+
+    def command(self):
+        return [sys.executable, '-m', 'loghogd', '--config', str(self.config_path)] + self.extra_args
+
+    def start(self, timeout=15.0):
+        listen = self.rundir / 'listen.json'
+        if listen.exists():
+            listen.unlink()
+        self.stderr = open(self.base / 'stderr.txt', 'ab')
+        self.proc = subprocess.Popen(self.command(), cwd=str(ROOT), stdout=self.stderr,
+                                     stderr=subprocess.STDOUT)
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError('loghogd exited with %s:\n%s' % (self.proc.returncode, self.output()))
+            return listen.exists()
+        wait_for(ready, timeout, message='loghogd to listen')
+        self.addresses = json.loads(listen.read_text())
+        return self
+
+    def output(self):
+        return (self.base / 'stderr.txt').read_text(errors='replace')
+
+    def port(self, kind='tcp', index=0):
+        return self.addresses[kind][index][1]
+
+    @property
+    def tcp_port(self):
+        return self.port('tcp')
+
+    @property
+    def udp_port(self):
+        return self.port('udp')
+
+    @property
+    def tls_port(self):
+        return self.port('tls') if self.addresses.get('tls') else None
+
+    def log_file(self, app, name='root'):
+        return self.logdir / app / ('%s.log' % name)
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def reload(self, facilities=None, timeout=10.0):
+        """Write new facilities (optional), SIGHUP, and wait until the daemon logged the reload."""
+        if facilities is not None:
+            self.facilities_path.write_text(textwrap.dedent(facilities))
+        before = self.output().count('reload')
+        self.signal(signal.SIGHUP)
+        wait_for(lambda: self.output().count('reload') > before, timeout, message='reload')
+
+    def stop(self, timeout=20.0):
+        """SIGTERM, wait, and return the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError('loghogd did not stop within %gs after SIGTERM' % timeout)
+        finally:
+            self.stderr.close()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.stderr.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+
+def start_daemon(base, facilities, **server_options):
+    """Start a loghogd with ``facilities`` (facilities.conf text) and [server] options."""
+    return Daemon(base, facilities, server_options).start()
+
+
+def frame(app, body, module='root', host='web1', secret=None, compress=False, stamp=1700000000,
+          nsecs=0):
+    return encode_message(app, module, stamp, nsecs, host, body, secret=secret, compress=compress)
+
+
+def send_tcp(port, data, host='127.0.0.1'):
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+
+
+def send_udp(port, data, host='127.0.0.1'):
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.sendto(data, (host, port))

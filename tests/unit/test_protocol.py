@@ -1,0 +1,156 @@
+import json
+import struct
+import zlib
+
+from hypothesis import given, settings, strategies as st
+
+from loghog.wire import encode_message, make_frame, signature
+from loghogd import protocol
+from loghogd.protocol import FrameSplitter, Message, Rejection, check_signature, decode_message
+
+MAX = 65536
+
+
+def payload(**overrides):
+    data = {'version': 1, 'app_id': 'app', 'module': 'web', 'stamp': 1, 'nsecs': 2,
+            'hostname': 'h', 'body': 'hello'}
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+def decode(data, flags=0):
+    return decode_message(flags, data, MAX)
+
+
+def reason(result):
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+def original_client_frame(app, module, body, secret=None, compress=False):
+    """Bytes exactly as loghog 0.7's LoghogHandler._encode built them (py2 json.dumps defaults)."""
+    data = {'version': 1, 'app_id': app, 'module': module, 'stamp': 1700000000,
+            'nsecs': int(123.456 * 10 ** 6), 'hostname': 'web1', 'body': body}
+    if secret:
+        fields = ['app_id', 'module', 'stamp', 'nsecs', 'body']
+        hashable = ''.join(str(data[f]) for f in fields).encode('utf-8')
+        import hashlib, hmac
+        data['signature'] = hmac.new(secret.encode(), hashable, hashlib.md5).hexdigest()
+    body_bytes = json.dumps(data).encode('ascii')
+    if compress:
+        body_bytes = zlib.compress(body_bytes)
+    size = len(body_bytes)
+    return struct.pack('!LL %ds' % size, size, 1 if compress else 0, body_bytes)
+
+
+def test_original_client_bytes_decode():
+    data = original_client_frame('my-first-app', 'root', 'INFO - Hello w\u00f6rld!', secret='k')
+    (flags, body), = FrameSplitter(MAX).feed(data)
+    message = decode_message(flags, body, MAX)
+    assert (message.app_id, message.module, message.body) == ('my-first-app', 'root', 'INFO - Hello w\u00f6rld!')
+    assert check_signature(message, 'k') is None
+    assert reason(check_signature(message, 'other')) == protocol.BAD_SIGNATURE
+
+
+def test_original_client_compressed_bytes_decode():
+    data = original_client_frame('a', 'x.y', 'zipped ' * 50, compress=True)
+    (flags, body), = FrameSplitter(MAX).feed(data)
+    assert decode_message(flags, body, MAX).body == 'zipped ' * 50
+
+
+def test_our_encoder_matches_the_protocol_signature_rule():
+    assert signature('k', 'a', 'm', 1, 2, 'b') == __import__('hmac').new(
+        b'k', b'am12b', __import__('hashlib').md5).hexdigest()
+
+
+frames_strategy = st.lists(st.tuples(st.text(max_size=50), st.booleans()), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames_strategy, st.data())
+def test_any_split_of_a_stream_yields_the_same_messages(items, data):
+    stream = b''.join(encode_message('a', 'm', 1, 2, 'h', body, compress=z) for body, z in items)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))
+    splitter = FrameSplitter(MAX)
+    frames = []
+    start = 0
+    for cut in cuts + [len(stream)]:
+        frames += splitter.feed(stream[start:cut])
+        start = cut
+    assert [decode_message(f, p, MAX).body for f, p in frames] == [body for body, _ in items]
+    assert not splitter.is_mid_frame
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_never_raises(blob):
+    splitter = FrameSplitter(1024)
+    for item in splitter.feed(blob):
+        if not isinstance(item, Rejection):
+            result = decode_message(item[0], item[1], 1024)
+            assert isinstance(result, (Message, Rejection))
+
+
+def test_oversized_frame_is_skipped_and_the_stream_continues():
+    big = make_frame(payload(body='x' * 200))
+    good = make_frame(payload(body='ok'))
+    splitter = FrameSplitter(150)
+    items = splitter.feed(big[:50]) + splitter.feed(big[50:] + good)
+    assert reason(items[0]) == protocol.TOO_LARGE
+    assert decode_message(*items[1], 150).body == 'ok' and len(items) == 2
+    assert not splitter.lost
+
+
+def test_absurd_size_loses_the_framing():
+    splitter = FrameSplitter(MAX)
+    items = splitter.feed(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+    assert reason(items[0]) == protocol.LOST_FRAMING
+    assert splitter.lost and splitter.feed(make_frame(payload())) == []
+
+
+def test_zlib_bomb_is_refused_without_inflating_it():
+    bomb = zlib.compress(b'{' + b' ' * (200 * 1024 * 1024) + b'}', 9)
+    assert len(bomb) < 300 * 1024
+    assert reason(decode(bomb, flags=1)) == protocol.TOO_LARGE
+
+
+def test_truncated_zlib():
+    data = zlib.compress(payload())
+    assert reason(decode(data[:-6], flags=1)) == protocol.BAD_ZLIB
+    assert reason(decode(b'not zlib', flags=1)) == protocol.BAD_ZLIB
+
+
+def test_unknown_flag_bits():
+    assert reason(decode(payload(), flags=0x80)) == protocol.BAD_FLAGS
+
+
+def test_invalid_utf8_and_json():
+    assert reason(decode(b'{"body": "\xff"}')) == protocol.BAD_UTF8
+    assert reason(decode(b'{"body": ')) == protocol.BAD_JSON
+    assert reason(decode(b'[' * 100000 + b']' * 100000)) in (protocol.BAD_JSON, protocol.BAD_FIELDS)
+    assert reason(decode(b'{"stamp": ' + b'9' * 5000 + b'}')) == protocol.BAD_JSON
+
+
+def test_wrong_shapes_and_types():
+    assert reason(decode(b'[]')) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp='1'))) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp=2 ** 80))) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp=True))) == protocol.BAD_FIELDS
+    assert reason(decode(payload(body={'nested': 1}))) == protocol.BAD_FIELDS
+    assert reason(decode(payload(version=2))) == protocol.BAD_FIELDS
+    assert reason(decode(payload(signature=5))) == protocol.BAD_FIELDS
+    data = json.loads(payload())
+    del data['hostname']
+    result = decode(json.dumps(data).encode())
+    assert reason(result) == protocol.BAD_FIELDS and 'hostname' in result.detail
+
+
+def test_signature_rules():
+    message = decode(payload(signature=signature('k', 'app', 'web', 1, 2, 'hello')))
+    assert check_signature(message, 'k') is None
+    assert reason(check_signature(decode(payload()), 'k')) == protocol.MISSING_SIGNATURE
+    assert reason(check_signature(message, 'other-facility-secret')) == protocol.BAD_SIGNATURE
+    tampered = decode(payload(body='HELLO', signature=signature('k', 'app', 'web', 1, 2, 'hello')))
+    assert reason(check_signature(tampered, 'k')) == protocol.BAD_SIGNATURE
+    weird = decode(payload(signature='\u00e9\ud800'))
+    assert reason(check_signature(weird, 'k')) == protocol.BAD_SIGNATURE
