@@ -99,6 +99,7 @@ class FrameServer(_Collector):
             while True:
                 data = sock.recv(65536)
                 if not data:
+                    sock.close()  # like loghogd: the client's end of stream ends the connection
                     break
                 decoded, buffer = decode_frames(buffer + data)
                 self.record(decoded)

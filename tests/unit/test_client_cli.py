@@ -1,0 +1,105 @@
+"""The ``loghog`` command, called through ``main(argv)`` and once as a real process."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from loghog import wire
+from loghog.cli import main
+from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port
+
+
+@pytest.fixture
+def server():
+    with FrameServer() as running:
+        yield running
+    assert running.errors == []
+
+
+def run(server_port, *args, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr('sys.stdin', io.StringIO(stdin))
+    return main(['-a', 'my-app', '-H', '127.0.0.1', '-p', str(server_port), *args])
+
+
+def test_arguments_are_joined_into_one_message(server, capsys):
+    assert run(server.port, '-m', 'cron', '--hostname', 'web1', 'backup', 'done:', '42 files') == 0
+    [message] = server.wait_for(1)
+    assert (message['app_id'], message['module'], message['hostname'], message['body']) == \
+        ('my-app', 'cron', 'web1', 'backup done: 42 files')
+    assert capsys.readouterr() == ('', '')
+
+
+def test_each_stdin_line_is_one_message_and_empty_lines_are_skipped(server, monkeypatch):
+    assert run(server.port, stdin='first\n\nsecond\r\nthird', monkeypatch=monkeypatch) == 0
+    assert [m['body'] for m in server.wait_for(3)] == ['first', 'second', 'third']
+    assert [m['module'] for m in server.messages] == ['root'] * 3
+    assert server.accepted == 1
+
+
+def test_secret_signs_from_the_option_or_the_environment(server, monkeypatch):
+    assert run(server.port, '--secret', 'opt', 'one') == 0
+    monkeypatch.setenv('LOGHOG_SECRET', 'env')
+    assert run(server.port, 'two') == 0
+    first, second = server.wait_for(2)
+    for message, secret in ((first, 'opt'), (second, 'env')):
+        assert message['signature'] == wire.signature(
+            secret, 'my-app', 'root', message['stamp'], message['nsecs'], message['body'])
+
+
+def test_compress_sets_the_zlib_flag(server):
+    assert run(server.port, '--compress', 'squeezed') == 0
+    assert server.wait_for(1)[0]['body'] == 'squeezed'
+    assert server.flags == [wire.FLAG_ZLIB]
+
+
+def test_connection_refused_exits_69_with_a_clear_message(capsys):
+    port = free_port()
+    assert run(port, 'hello') == 69
+    assert capsys.readouterr().err == \
+        f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
+
+
+def test_udp_is_sent_and_exits_0_even_without_a_listener(monkeypatch):
+    with DatagramServer() as udp:
+        assert run(udp.port, '--udp', stdin='a\nb\n', monkeypatch=monkeypatch) == 0
+        assert [m['body'] for m in udp.wait_for(2)] == ['a', 'b']
+    assert run(free_port(), '--udp', 'into the void') == 0
+
+
+def test_ipv6(capsys):
+    with FrameServer('::1') as server6:
+        assert main(['-a', 'app', '-H', '::1', '-p', str(server6.port), 'v6']) == 0
+        assert server6.wait_for(1)[0]['body'] == 'v6'
+
+
+@pytest.mark.parametrize('args, complaint', [
+    (['-a', 'app', '--tls', 'x'], '--tls needs --pem FILE and --ca FILE'),
+    (['-a', 'app', '--udp', '--tls', '--pem', 'p', '--ca', 'c', 'x'], 'cannot be combined'),
+    (['-a', 'app', '--pem', 'p', 'x'], '--pem and --ca are only used with --tls'),
+    (['-a', 'app', '-p', '70000', 'x'], 'is not a port number'),
+    (['hello'], 'the following arguments are required: -a/--app'),
+    (['-a', 'app', '-p', 'http', 'x'], "invalid int value: 'http'"),
+])
+def test_bad_options_exit_2_and_say_what_is_wrong(args, complaint, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('usage: loghog') and complaint in err
+
+
+def test_help_exits_0(capsys):
+    assert main(['--help']) == 0
+    assert 'Send log messages to a LogHog daemon' in capsys.readouterr().out
+
+
+def test_installed_command_reads_stdin_and_sets_the_exit_status(server):
+    command = [sys.executable, '-m', 'loghog', '-a', 'my-app', '-H', '127.0.0.1']
+    result = subprocess.run(command + ['-p', str(server.port)], input='from\na pipe\n',
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, '')
+    assert [m['body'] for m in server.wait_for(2)] == ['from', 'a pipe']
+    refused = subprocess.run(command + ['-p', str(free_port()), 'x'], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 69 and 'Connection refused' in refused.stderr

@@ -1,0 +1,67 @@
+"""The pure parts of the client: the bounded frame queue and the frame accounting of writes."""
+
+import pytest
+
+from loghog.sender import FrameQueue
+from loghog.transport import _whole_frames, format_address
+
+
+def test_queue_drops_the_oldest_when_full_and_counts():
+    queue = FrameQueue(3)
+    for frame in (b'a', b'b', b'c', b'd', b'e'):
+        queue.append(frame)
+    assert queue.take(100) == [b'c', b'd', b'e']
+    assert queue.dropped == 2
+
+
+def test_take_returns_at_least_one_frame_and_respects_the_byte_limit():
+    queue = FrameQueue(10)
+    for frame in (b'x' * 50, b'y' * 30, b'z' * 30, b'w'):
+        queue.append(frame)
+    assert queue.take(10) == [b'x' * 50]           # bigger than the limit, still sent
+    assert queue.take(60) == [b'y' * 30, b'z' * 30]
+    assert queue.take(60) == [b'w'] and len(queue) == 0
+
+
+def test_requeued_frames_go_back_in_front_in_order():
+    queue = FrameQueue(10)
+    for frame in (b'1', b'2', b'3'):
+        queue.append(frame)
+    batch = queue.take(2)
+    queue.append(b'4')
+    queue.requeue(batch)
+    assert queue.take(100) == [b'1', b'2', b'3', b'4']
+
+
+def test_requeue_into_a_queue_that_filled_meanwhile_drops_the_requeued_oldest():
+    queue = FrameQueue(3)
+    for frame in (b'1', b'2'):
+        queue.append(frame)
+    batch = queue.take(100)
+    for frame in (b'3', b'4', b'5'):
+        queue.append(frame)
+    queue.requeue(batch)
+    assert queue.take(100) == [b'3', b'4', b'5'] and queue.dropped == 2
+
+
+def test_discard_all_counts_as_dropped():
+    queue = FrameQueue(5)
+    queue.append(b'1')
+    queue.append(b'2')
+    queue.discard_all()
+    assert (len(queue), queue.dropped) == (0, 2)
+
+
+def test_queue_needs_room_for_one_frame():
+    with pytest.raises(ValueError, match='max_buffer_size must be at least 1'):
+        FrameQueue(0)
+
+
+@pytest.mark.parametrize('written, whole', [(0, 0), (3, 0), (4, 1), (6, 1), (9, 3), (99, 3)])
+def test_only_frames_written_entirely_count_as_sent(written, whole):
+    assert _whole_frames([b'aaaa', b'bbb', b'cc'], written) == whole
+
+
+def test_addresses_are_shown_with_brackets_for_ipv6():
+    assert format_address(('127.0.0.1', 5566)) == '127.0.0.1:5566'
+    assert format_address(('::1', 5566, 0, 0)) == '[::1]:5566'
