@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import checker, loadgen, measure, systems  # noqa: E402
+from benchmarks import checker, loadgen, measure, pyspy, systems  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +154,14 @@ def run_idle(instance, workload):
             'exit_code': exit_code, 'ok': not errors and accepted and exit_code == 0}
 
 
-def run_one(system, workload, messages, root, certs, index, keep):
+def run_one(system, workload, messages, root, certs, index, keep, profile_dir=None):
     folder = tempfile.mkdtemp(prefix='%s-%s-%d-' % (system.name, workload.name, index), dir=root)
     instance = system.start(folder, workload, certs)
+    profiler = None
+    if profile_dir and system.name == 'loghogd' and not workload.idle_connections:
+        profile = os.path.join(profile_dir, '%s-%d.txt' % (workload.name, index + 1))
+        profiler = pyspy.start(instance.pid, profile)
+        time.sleep(0.5)     # let py-spy attach before the load starts
     try:
         if workload.idle_connections:
             result = run_idle(instance, workload)
@@ -166,6 +171,15 @@ def run_one(system, workload, messages, root, certs, index, keep):
     except BaseException:
         instance.stop()
         raise
+    finally:
+        if profiler is not None:
+            try:
+                profiler.wait(30)   # py-spy ends with the daemon and writes its file
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait(5)
+    if profiler is not None:
+        result['profile'] = profile
     if not result['ok']:
         result['stderr'] = instance.stderr_tail()
         keep = True
@@ -270,6 +284,9 @@ def parse_args(argv):
     parser.add_argument('--json', metavar='FILE', help='also write every run to FILE')
     parser.add_argument('--keep', action='store_true', help='keep every run folder')
     parser.add_argument('--tmpdir', help='where run folders go (default: system temp)')
+    parser.add_argument('--profile', metavar='DIR',
+                        help='sample every loghogd with py-spy into DIR and summarise '
+                        '(slows it down: use a separate run for the table)')
     args = parser.parse_args(argv)
     quick = args.quick
     args.messages = args.messages or (20_000 if quick else 200_000)
@@ -279,6 +296,8 @@ def parse_args(argv):
         if name not in WORKLOADS:
             parser.error('unknown workload %r' % name)
     args.workloads = [WORKLOADS[n] for n in names]
+    if args.profile and not pyspy.find_pyspy():
+        parser.error('--profile needs py-spy: pip install py-spy')
     args.systems = [n for n in args.systems.split(',') if n]
     for name in args.systems:
         if name not in systems.SYSTEMS:
@@ -304,6 +323,8 @@ def main(argv=None):
     log('machine: %s' % json.dumps(info))
     results, failures = {}, []
     root = tempfile.mkdtemp(prefix='loghog-bench-', dir=args.tmpdir)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     try:
         certs = systems.make_certs(os.path.join(root, 'certs'))
         for index in range(args.runs):
@@ -315,7 +336,8 @@ def main(argv=None):
                         continue
                     started = time.monotonic()
                     try:
-                        result = run_one(system, workload, messages, root, certs, index, args.keep)
+                        result = run_one(system, workload, messages, root, certs, index,
+                                         args.keep, args.profile)
                     except RuntimeError as exc:
                         result = {'ok': False, 'error': str(exc)}
                     results.setdefault((workload.name, system.name), []).append(result)
@@ -338,6 +360,11 @@ def main(argv=None):
     for workload in args.workloads:
         if workload.note and 'rsyslog' in names:
             print('- %s: %s' % (workload.name, workload.note))
+    if args.profile:
+        for workload in args.workloads:
+            for result in results.get((workload.name, 'loghogd'), [])[:1]:
+                if result.get('profile') and os.path.exists(result['profile']):
+                    print('\n' + pyspy.summarise(result['profile']))
     for workload_name, system_name, result in failures:
         print('\nFAILED %s on %s: %s' % (workload_name, system_name, json.dumps(
             {k: v for k, v in result.items() if k in (
