@@ -5,14 +5,16 @@ tests all call it.
 """
 
 import argparse
+import errno
 import logging
 import logging.handlers
 import os
 import sys
 
-from . import __version__
+from . import __version__, daemon
 from .binding import bind_all, make_tls_context, write_listen_file
-from .errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError, LoghogError, describe_os_error
+from .errors import (EX_CONFIG, EX_OK, EX_OSERR, ConfigError, LoghogError, StartupError,
+                     describe_os_error)
 from .config import load_config
 from .facilities import load_facilities
 from .loop import EventLoop
@@ -127,28 +129,61 @@ def main(argv=None):
         return EX_CONFIG
     if args.check_config:
         return EX_OK
-    if config.main.daemon:
-        print('loghogd: --daemon (daemon = yes) is not available yet in this build; '
-              'run in the foreground under a supervisor', file=sys.stderr)
-        return EX_USAGE
-    os.umask(0o027)
+    os.umask(daemon.UMASK)
     try:
-        return run(config, table, foreground=True)
+        return start(config, table)
     except LoghogError as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print('loghogd: %s' % message, file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         print('loghogd: %s' % describe_os_error(exc), file=sys.stderr)
-        return 71
+        return EX_OSERR
 
 
-def run(config, table, foreground):
-    """Bind, set up, serve until stopped.  Returns 0 after a clean stop."""
+def start(config, table):
+    """Everything that can fail happens here, in the foreground; then detach (if asked) and run.
+
+    Order: pidfile check, folders, bind, log files, ownership; detach; serve.
+    """
+    detaching = config.main.daemon
+    pidfile = daemon.PidFile(config.main.pidfile)
+    pidfile.check()
+    uid = gid = None
+    if config.main.user:
+        uid, gid = daemon.lookup_user(config.main.user)
+        if os.geteuid() != 0 and uid != os.geteuid():
+            raise StartupError(errno.EPERM, '[main] user = %s: only root can switch to another user'
+                               % config.main.user)
     for folder in (config.main.logdir, config.main.workdir, config.main.rundir):
         os.makedirs(folder, mode=0o750, exist_ok=True)
     bound = bind_all(config)
-    handlers = setup_logging(config, foreground)
+    try:
+        handlers = setup_logging(config, foreground=not detaching)
+        if uid is not None and os.geteuid() == 0:
+            owned = [config.main.logdir, config.main.workdir, config.main.rundir]
+            if config.log.filename not in ('', '-'):
+                owned.append(config.log.filename)
+            daemon.give_to_user(owned, uid, gid)
+        if uid is not None:
+            daemon.drop_privileges(config.main.user, uid, gid)
+        if detaching:
+            preserve = [sock for _, sock in bound.sockets]
+            preserve += [h.stream for h in handlers if getattr(h, 'stream', None) is not None]
+            daemon.detach(pidfile, config.main.workdir, preserve)
+        else:
+            pidfile.acquire()
+    except BaseException:
+        bound.close()
+        raise
+    try:
+        return run(config, table, bound, handlers)
+    finally:
+        pidfile.release()
+
+
+def run(config, table, bound, handlers):
+    """Serve on the sockets already bound until stopped.  Returns 0 after a clean stop."""
     counters = Counters()
     loop = EventLoop()
     writer = Writer(config.main.logdir, counters, config.server.max_backlog)

@@ -47,6 +47,6 @@ class AlreadyRunning(LoghogError, OSError):
 
 def describe_os_error(exc):
     """Return 'what: why' for an OSError, without Python's '[Errno N]' noise."""
-    reason = exc.strerror or os.strerror(exc.errno or 0) or str(exc)
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
     where = exc.filename if exc.filename is not None else ''
     return '%s: %s' % (where, reason) if where else reason
