@@ -96,3 +96,16 @@ def test_sizes_take_suffixes(tmp_path):
     config = load_config(str(write(tmp_path, '[server]\nmax_message_size = 8K\nmax_backlog = 1G\n')))
     assert config.server.max_message_size == 8192
     assert config.server.max_backlog == 1024 ** 3
+
+
+def test_the_packaged_configuration_is_valid_and_safe():
+    from pathlib import Path
+    from loghogd.facilities import load_facilities
+    conf = Path(__file__).resolve().parents[2] / 'conf'
+    config = load_config(str(conf / 'loghogd.conf'))
+    assert config.listen_addresses() == [('plain', '127.0.0.1', 5566), ('plain', '::1', 5566)]
+    assert config.main.user == 'loghog'
+    assert len(load_facilities(str(conf / 'facilities.conf'))) == 0
+    dev = load_config(str(conf / 'dev' / 'loghogd.conf'))
+    assert dev.main.user == '' and dev.main.logdir == str(conf.parent / 'var' / 'log' / 'loghogd')
+    assert len(load_facilities(dev.main.facilities_config)) == 1
