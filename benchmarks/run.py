@@ -225,7 +225,7 @@ def _fmt(value, pattern):
 def table(results, workloads, names):
     """The results table as Markdown."""
     head = ('| workload | system | msgs/s | CPU µs/msg | peak RSS MB | loss | order viol. '
-            '| p99 latency ms | loghogd/rsyslog | checks |')
+            '| latency p50/p99 ms | loghogd/rsyslog | checks |')
     lines = [head, '|' + '---|' * 10]
     for workload in workloads:
         by_system = {name: summarise(results[(workload.name, name)]) for name in names
@@ -245,10 +245,12 @@ def table(results, workloads, names):
             loss = _fmt(s['loss'], '%.0f')
             if s['loss']:
                 loss += ' (%.2f%%)' % s['loss_pct']
+            latency = '-' if s['lat_p99_ms'] is None else '%.2f / %.2f' % (
+                s['lat_p50_ms'], s['lat_p99_ms'])
             lines.append('| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s |' % (
                 workload.name, name, '-' if s['msgs_per_s'] is None else '{:,.0f}'.format(s['msgs_per_s']),
                 _fmt(s['cpu_us_per_msg'], '%.2f'), _fmt(s['peak_rss_mb'], '%.1f'), loss,
-                s['order_violations_max'], _fmt(s['lat_p99_ms'], '%.2f'), ratio, checks))
+                s['order_violations_max'], latency, ratio, checks))
     if not lines[2:]:
         lines.append('| (no results) |')
     return '\n'.join(lines)
@@ -316,55 +318,54 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def pick_systems(names):
+    """The systems that can run here; says why any other is skipped."""
     chosen = []
-    for name in args.systems:
+    for name in names:
         system = systems.SYSTEMS[name]()
         problem = system.problem()
         if problem:
             log('skipping %s: %s' % (name, problem))
         else:
             chosen.append(system)
-    if not chosen:
-        log('no system to benchmark')
-        return 2
-    raise_fd_limit(max([w.idle_connections for w in args.workloads] + [0]) + 1024)
-    info = machine(chosen)
-    log('machine: %s' % json.dumps(info))
+    return chosen
+
+
+def run_all(args, chosen, root):
+    """Every run of every workload on every system, alternating the systems' order.
+
+    Returns ({(workload, system): [result, ...]}, [(workload, system, failed result)]).
+    """
     results, failures = {}, []
-    root = tempfile.mkdtemp(prefix='loghog-bench-', dir=args.tmpdir)
-    if args.profile:
-        os.makedirs(args.profile, exist_ok=True)
-    try:
-        certs = systems.make_certs(os.path.join(root, 'certs'))
-        for index in range(args.runs):
-            for workload in args.workloads:
-                order = chosen if index % 2 == 0 else chosen[::-1]
-                messages = args.messages if not workload.rate else min(args.messages, PACED_MESSAGES)
-                for system in order:
-                    if system.name == 'sink' and workload.transport == 'tls':
-                        continue
-                    started = time.monotonic()
-                    try:
-                        result = run_one(system, workload, messages, root, certs, index,
-                                         args.keep, args.profile)
-                    except RuntimeError as exc:
-                        result = {'ok': False, 'error': str(exc)}
-                    results.setdefault((workload.name, system.name), []).append(result)
-                    log('run %d %-14s %-8s %s (%.1f s)' % (
-                        index + 1, workload.name, system.name, _brief(result),
-                        time.monotonic() - started))
-                    if not result['ok']:
-                        failures.append((workload.name, system.name, result))
-    finally:
-        if not args.keep and not failures:
-            shutil.rmtree(root, ignore_errors=True)
-    names = [s.name for s in chosen]
+    certs = systems.make_certs(os.path.join(root, 'certs'))
+    for index in range(args.runs):
+        for workload in args.workloads:
+            order = chosen if index % 2 == 0 else chosen[::-1]
+            messages = args.messages if not workload.rate else min(args.messages, PACED_MESSAGES)
+            for system in order:
+                if system.name == 'sink' and workload.transport == 'tls':
+                    continue
+                started = time.monotonic()
+                try:
+                    result = run_one(system, workload, messages, root, certs, index,
+                                     args.keep, args.profile)
+                except RuntimeError as exc:
+                    result = {'ok': False, 'error': str(exc)}
+                results.setdefault((workload.name, system.name), []).append(result)
+                log('run %d %-14s %-8s %s (%.1f s)' % (
+                    index + 1, workload.name, system.name, _brief(result),
+                    time.monotonic() - started))
+                if not result['ok']:
+                    failures.append((workload.name, system.name, result))
+    return results, failures
+
+
+def report(args, argv, info, names, results, failures):
+    """Print the command, the machine, the table, notes, profiles and failures."""
     print('\n' + command_line(argv))
     print('machine: %d cores, %s; Linux %s; Python %s; %s; load average at start %.2f' % (
         info['nproc'], info['cpu'], info['kernel'], info['python'],
-        '; '.join('%s: %s' % (s.name, info[s.name]) for s in chosen), info['load_average'][0]))
+        '; '.join('%s: %s' % (name, info[name]) for name in names), info['load_average'][0]))
     print('messages per run: %d (paced: %d); medians of %d runs\n' % (
         args.messages, min(args.messages, PACED_MESSAGES), args.runs))
     print(table(results, args.workloads, names))
@@ -386,6 +387,30 @@ def main(argv=None):
             json.dump({'machine': info, 'command': command_line(argv),
                        'results': {'%s/%s' % key: runs for key, runs in results.items()}},
                       handle, indent=1, default=str)
+
+
+def main(argv=None):
+    """Run the benchmark; return 0, 1 when a loghogd run failed a check, 2 when none could run."""
+    args = parse_args(argv)
+    chosen = pick_systems(args.systems)
+    if not chosen:
+        log('no system to benchmark')
+        return 2
+    raise_fd_limit(max([w.idle_connections for w in args.workloads] + [0]) + 1024)
+    info = machine(chosen)
+    log('machine: %s' % json.dumps(info))
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+    root = tempfile.mkdtemp(prefix='loghog-bench-', dir=args.tmpdir)
+    results, failures = {}, []
+    try:
+        results, failures = run_all(args, chosen, root)
+    finally:
+        if not args.keep and not failures:
+            shutil.rmtree(root, ignore_errors=True)
+        elif failures:
+            log('run folders kept under %s' % root)
+    report(args, argv, info, [s.name for s in chosen], results, failures)
     return 1 if any(system == 'loghogd' for _, system, _ in failures) else 0
 
 
