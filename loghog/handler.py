@@ -55,6 +55,7 @@ class LoghogHandler(logging.Handler):
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
         self.transport = _choose_transport(stream, ssl_info)
+        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, self.compression)
         if ssl_info:
             _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
         connect = functools.partial(self._connect, ssl_info)
@@ -72,9 +73,9 @@ class LoghogHandler(logging.Handler):
         A record that cannot be formatted goes to ``handleError``, like every stdlib handler.
         """
         try:
-            frame = wire.encode_message(
-                self.app_name, record.name, int(record.created), int(record.msecs * 10**6),
-                self.hostname, self.format(record), self.secret, self.compression)
+            # A hand-made record may lack a name; '' and 'root' both mean the root facility.
+            frame = self._encoder.encode(record.name or 'root', int(record.created),
+                                         int(record.msecs * 10**6), self.format(record))
         except RecursionError:
             raise
         except Exception:

@@ -1,0 +1,40 @@
+"""MessageEncoder, the handler's fast encoder, must produce what encode_message produces."""
+
+import json
+import zlib
+
+from hypothesis import given, strategies as st
+
+from loghog import wire
+
+# Any text, including what JSON must escape: quotes, backslashes, control characters,
+# non-ASCII, astral code points and lone surrogates (logging passes whatever it was given).
+texts = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF))
+
+
+def decoded(frame):
+    size, flags = wire.HEADER.unpack_from(frame)
+    payload = frame[wire.HEADER_SIZE:]
+    assert size == len(payload)
+    if flags & wire.FLAG_ZLIB:
+        payload = zlib.decompress(payload)
+    return flags, json.loads(payload)
+
+
+@given(app_id=texts, hostname=texts, module=texts, body=texts,
+       stamp=st.integers(0, 2**40), nsecs=st.integers(0, 10**9 - 1),
+       secret=st.none() | st.text(min_size=1), compress=st.booleans())
+def test_message_encoder_matches_encode_message(app_id, hostname, module, body, stamp, nsecs,
+                                                secret, compress):
+    fast = wire.MessageEncoder(app_id, hostname, secret, compress).encode(module, stamp, nsecs,
+                                                                          body)
+    reference = wire.encode_message(app_id, module, stamp, nsecs, hostname, body, secret,
+                                    compress)
+    assert decoded(fast) == decoded(reference)
+
+
+def test_message_encoder_output_is_plain_ascii_json():
+    frame = wire.MessageEncoder('app', 'web1').encode('root', 1, 2, 'café "quoted"\n')
+    assert frame[wire.HEADER_SIZE:].decode('ascii') == (
+        '{"version": 1, "app_id": "app", "hostname": "web1", "module": "root", '
+        '"stamp": 1, "nsecs": 2, "body": "caf\\u00e9 \\"quoted\\"\\n"}')
