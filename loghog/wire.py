@@ -95,3 +95,26 @@ class MessageEncoder:
             text += ', "signature": "%s"' % signature(self.secret, self.app_id, module, stamp,
                                                        nsecs, body)
         return make_frame((text + '}').encode('ascii'), self.compress, self.flags)
+
+
+def make_ack(count, rejected=(), more_rejected=0):
+    """The daemon's answer on an acknowledged connection: the first ``count`` frames are done.
+
+    ``rejected`` lists ``[frame number, reason]`` pairs among them (1-based numbers).
+    """
+    data = {'ack': count}
+    if rejected:
+        data['rejected'] = list(rejected)
+    if more_rejected:
+        data['more_rejected'] = more_rejected
+    return make_frame(json.dumps(data, separators=(',', ':')).encode('ascii'), flags=FLAG_ACK)
+
+
+def parse_ack(flags, payload):
+    """Decode an ack frame's payload into its dict; raise ValueError if it is not one."""
+    if not flags & FLAG_ACK:
+        raise ValueError('not an ack frame (flags 0x%x)' % flags)
+    data = json.loads(payload.decode('ascii'))
+    if type(data) is not dict or type(data.get('ack')) is not int:
+        raise ValueError('malformed ack: %r' % (payload[:80],))
+    return data

@@ -26,6 +26,20 @@ ACCEPT_BATCH = 64
 # Datagrams read per readiness event: drain the socket, but let others run too.
 UDP_BATCH = 1024
 BAD_DATAGRAM = 'bad_datagram'
+# Acks a peer may leave unread before it is cut off (acks are tiny: this is thousands).
+MAX_OUTGOING_BYTES = 1024 * 1024
+
+
+def log_internal_error(server, peer):
+    """Log the exception being handled (a bug) with its traceback, rate-limited.
+
+    A bug that a peer can trigger at will must not become a way to fill the disk.
+    """
+    server.counters.count('internal_errors')
+    allowed, suppressed = server.limiter.allow('internal_error', server.now)
+    if allowed:
+        more = ' (%d more not logged)' % suppressed if suppressed else ''
+        log.exception('internal error on input from %s; dropped it%s', peer, more)
 
 
 def peer_name(address):
@@ -70,9 +84,26 @@ class StreamListener:
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
-                raise
+                # Anything else (ENETDOWN, EPERM from a firewall, ...) is about one
+                # connection attempt: never let it escape into the loop.
+                self.server.warn('accept', 'accept() on %s failed: %s', self.kind,
+                                 exc.strerror or exc)
+                return
+            self._open(sock, address)
+
+    def _open(self, sock, address):
+        try:
             sock.setblocking(False)
-            StreamConnection(self.server, sock, address, self.kind, self.tls_context).start()
+            connection = StreamConnection(self.server, sock, address, self.kind, self.tls_context)
+        except OSError as exc:
+            # wrap_socket() asks for the peer's address and raises if the peer is
+            # already gone (or sent data and reset): that costs this connection only.
+            self.server.counters.count('connections_lost_at_accept')
+            log.debug('connection from %s lost at accept: %s', peer_name(address),
+                      getattr(exc, 'reason', None) or exc.strerror or exc)
+            sock.close()
+            return
+        connection.start()
 
     def close(self):
         self.pause()
@@ -96,6 +127,9 @@ class StreamConnection:
         self.frame_started_at = None
         self.handshaking = False
         self.closed = False
+        self.acks = None              # AckState once the client asks for acknowledgements
+        self.outgoing = bytearray()   # acks not yet taken by the kernel
+        self.waiting_to_send = False
         if tls_context is not None:
             self.sock = tls_context.wrap_socket(sock, server_side=True,
                                                 do_handshake_on_connect=False)
@@ -109,7 +143,10 @@ class StreamConnection:
         try:
             if self.handshaking:
                 self._handshake()
-            else:
+                return
+            if mask & WRITE and self.outgoing:
+                self._send_outgoing()
+            if mask & READ and not self.closed:
                 self._read()
         except (ConnectionError, TimeoutError) as exc:
             self.close('connection error: %s' % (exc.strerror or exc))
@@ -119,8 +156,8 @@ class StreamConnection:
             self.close('socket error: %s' % (exc.strerror or exc))
         except Exception:
             # A bug must cost this connection only, never the daemon.
-            log.exception('internal error on the connection from %s; closing it', self.peer)
-            self.close(None)
+            log_internal_error(self.server, self.peer)
+            self.close('internal error')
 
     def _handshake(self):
         try:
@@ -139,16 +176,24 @@ class StreamConnection:
             return
         self.handshaking = False
         self.server.counters.count('tls_handshakes')
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('TLS connection from %s: %s, %s, client %s', self.peer, self.sock.version(),
+                      self.sock.cipher()[0], _subject(self.sock.getpeercert()))
         self.server.loop.modify(self.sock, READ, self.on_event)
-        self._read()
+        self._read(after_handshake=True)
 
-    def _read(self):
+    def _read(self, after_handshake=False):
         buffer = self.server.recv_buffer
         try:
             count = self.sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError):
             return
-        except ssl.SSLWantWriteError:
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            # Readable, yet no data: bytes arrived but not a whole TLS record.  A record
+            # that never completes (a TLS slowloris) is timed like a frame that never
+            # completes.  (Right after the handshake there may simply be nothing yet.)
+            if not after_handshake and self.frame_started_at is None:
+                self.frame_started_at = self.server.now
             return
         if not count:
             self.close('closed by peer' if not self.splitter.is_mid_frame
@@ -164,29 +209,66 @@ class StreamConnection:
 
     def _feed(self, data):
         server = self.server
+        splitter = self.splitter
         self.last_activity = server.now
-        frames = self.splitter.feed(data)
+        was_skipping = splitter.skip_remaining > 0
+        frames = splitter.feed(data)
         if frames:
             server.ingest(frames, self)
-        if self.splitter.lost:
+        if splitter.lost:
             self.close('framing lost (not a LogHog stream?)')
             return
-        if self.splitter.is_mid_frame:
-            if self.frame_started_at is None:
-                self.frame_started_at = server.now
-        else:
+        if not splitter.is_mid_frame:
             self.frame_started_at = None
+        elif (self.frame_started_at is None or frames
+              or (was_skipping and not splitter.skip_remaining)):
+            # A frame ended in this read, so the unfinished one started in it: the
+            # timer is per frame, and a busy stream that never pauses between frames
+            # must not be cut.
+            self.frame_started_at = server.now
+
+    def send(self, data):
+        """Queue ``data`` (an ack) for the peer and send what the kernel takes now."""
+        if self.closed:
+            return
+        self.outgoing += data
+        try:
+            self._send_outgoing()
+        except (OSError, ssl.SSLError) as exc:
+            self.close('cannot send acknowledgements: %s' % (getattr(exc, 'strerror', None) or exc))
+
+    def _send_outgoing(self):
+        try:
+            sent = self.sock.send(self.outgoing)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        del self.outgoing[:sent]
+        if len(self.outgoing) > MAX_OUTGOING_BYTES:
+            self.close('the peer does not read its acknowledgements')
+            return
+        waiting = bool(self.outgoing)
+        if waiting != self.waiting_to_send:
+            self.waiting_to_send = waiting
+            self.server.loop.modify(self.sock, READ | WRITE if waiting else READ, self.on_event)
 
     def check_timeouts(self, now, frame_timeout_s, handshake_timeout_s, idle_timeout_s):
         """Close the connection if it is too slow; called about once a second."""
+        server = self.server
         if self.handshaking:
             if now - self.opened_at > handshake_timeout_s:
-                self.server.counters.count('tls_handshakes_failed')
+                server.counters.count('tls_handshakes_failed')
+                server.counters.count('handshake_timeouts')
+                server.warn('handshake_timeout', 'closed the connection from %s: no TLS '
+                            'handshake within handshake_timeout (%gs)', self.peer,
+                            handshake_timeout_s)
                 self.close('TLS handshake took longer than %gs' % handshake_timeout_s)
         elif self.frame_started_at is not None and now - self.frame_started_at > frame_timeout_s:
-            self.server.counters.count('frame_timeouts')
+            server.counters.count('frame_timeouts')
+            server.warn('frame_timeout', 'closed the connection from %s: a frame took longer '
+                        'than frame_timeout (%gs) to arrive', self.peer, frame_timeout_s)
             self.close('a frame took longer than %gs to arrive' % frame_timeout_s)
         elif idle_timeout_s and now - self.last_activity > idle_timeout_s:
+            server.counters.count('idle_timeouts')
             self.close('idle for more than %gs' % idle_timeout_s)
 
     def drain(self, max_bytes):
@@ -243,23 +325,38 @@ class DatagramListener:
                 return
             server.counters.count('udp_datagrams')
             peer = _DatagramPeer(address)
-            if count < HEADER_SIZE:
-                server.ingest([Rejection(BAD_DATAGRAM, 'datagram of %d bytes' % count)], peer)
-                continue
-            size, flags = HEADER.unpack_from(buffer)
-            if size != count - HEADER_SIZE:
-                reason = TOO_LARGE if size > max_size else BAD_DATAGRAM
-                server.ingest([Rejection(reason, 'frame says %d bytes, datagram holds %d'
-                                         % (size, count - HEADER_SIZE))], peer)
-                continue
-            if size > max_size:
-                server.ingest([Rejection(TOO_LARGE, 'frame of %d bytes' % size)], peer)
-                continue
-            server.ingest([(flags, bytes(buffer[HEADER_SIZE:count]))], peer)
+            try:
+                server.ingest([self._frame(buffer, count, max_size)], peer)
+            except Exception:
+                # A bug must cost this datagram only, never the daemon.
+                log_internal_error(server, peer.peer)
+
+    @staticmethod
+    def _frame(buffer, count, max_size):
+        """The datagram's (flags, payload), or a Rejection."""
+        if count < HEADER_SIZE:
+            return Rejection(BAD_DATAGRAM, 'datagram of %d bytes' % count)
+        size, flags = HEADER.unpack_from(buffer)
+        if size != count - HEADER_SIZE:
+            reason = TOO_LARGE if size > max_size else BAD_DATAGRAM
+            return Rejection(reason, 'frame says %d bytes, datagram holds %d'
+                             % (size, count - HEADER_SIZE))
+        if size > max_size:
+            return Rejection(TOO_LARGE, 'frame of %d bytes' % size)
+        return (flags, bytes(buffer[HEADER_SIZE:count]))
 
     def close(self):
         self.server.loop.unregister(self.sock)
         self.sock.close()
+
+
+def _subject(certificate):
+    """The commonName of a peer certificate (as ``getpeercert()`` returns it), for logs."""
+    for rdn in (certificate or {}).get('subject', ()):
+        for key, value in rdn:
+            if key == 'commonName':
+                return repr(value)
+    return '(no common name)'
 
 
 class _DatagramPeer:

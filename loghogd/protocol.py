@@ -8,7 +8,7 @@ import hmac
 import json
 import zlib
 
-from loghog.wire import FLAG_ZLIB, HEADER, HEADER_SIZE, KNOWN_FLAGS, VERSION, signature
+from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, KNOWN_FLAGS, VERSION, signature
 
 # Reasons a frame or message is rejected; counters and logs use these names.
 BAD_FLAGS = 'bad_flags'
@@ -28,6 +28,13 @@ REASONS = (BAD_FLAGS, TOO_LARGE, BAD_ZLIB, BAD_UTF8, BAD_JSON, BAD_FIELDS, UNKNO
 # A declared frame size above this is not a log message that is merely too big: the
 # stream is garbage (or a TLS/HTTP client on the wrong port) and the framing is lost.
 SKIP_LIMIT = 16 * 1024 * 1024
+
+# Longest host name accepted (a DNS name has at most 253 characters; Linux's
+# HOST_NAME_MAX is 64).  Host names become part of file names with file_per_host.
+MAX_HOSTNAME_CHARS = 255
+# Longest module (logger) name accepted.  Routing tries every prefix of the dotted
+# path, so an unbounded name would cost time quadratic in its length per message.
+MAX_MODULE_CHARS = 1024
 
 _STRING_FIELDS = ('app_id', 'module', 'hostname', 'body')
 _INT_FIELDS = ('stamp', 'nsecs')
@@ -49,9 +56,11 @@ class Rejection:
 class Message:
     """One decoded, well-formed message (not yet routed or checked for a signature)."""
 
-    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature')
+    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature',
+                 'sid', 'seq')
 
     def __init__(self, app_id, module, stamp, nsecs, hostname, body, signature=None):
+        self.sid = self.seq = None   # set for acknowledged frames that carry them
         self.app_id = app_id
         self.module = module
         self.stamp = stamp
@@ -157,7 +166,12 @@ def decode_message(flags, payload, max_size, loads=json.loads):
         data = loads(text)
     except (ValueError, RecursionError) as exc:
         return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
-    return message_from_object(data)
+    message = message_from_object(data)
+    if flags & FLAG_ACK and message.__class__ is Message:
+        sid, seq = data.get('sid'), data.get('seq')
+        if type(sid) is str and type(seq) is int and len(sid) <= 64:
+            message.sid, message.seq = sid, seq
+    return message
 
 
 def message_from_object(data):
@@ -166,7 +180,8 @@ def message_from_object(data):
         return Rejection(BAD_FIELDS, 'payload is not a JSON object')
     try:
         if data['version'] != VERSION or type(data['version']) is not int:
-            return Rejection(BAD_FIELDS, 'unsupported protocol version %r' % (data['version'],))
+            return Rejection(BAD_FIELDS, 'unsupported protocol version %s'
+                             % _shorten(repr(data['version'])))
         for name in _STRING_FIELDS:
             if type(data[name]) is not str:
                 return Rejection(BAD_FIELDS, 'field %s is not a string' % name)
@@ -179,16 +194,30 @@ def message_from_object(data):
     sig = data.get('signature')
     if sig is not None and type(sig) is not str:
         return Rejection(BAD_FIELDS, 'field signature is not a string')
+    if len(data['hostname']) > MAX_HOSTNAME_CHARS:
+        return Rejection(BAD_FIELDS, 'hostname longer than %d characters' % MAX_HOSTNAME_CHARS)
+    if len(data['module']) > MAX_MODULE_CHARS:
+        return Rejection(BAD_FIELDS, 'module name longer than %d characters' % MAX_MODULE_CHARS)
     return Message(data['app_id'], data['module'], data['stamp'], data['nsecs'],
                    data['hostname'], data['body'], sig)
+
+
+def _shorten(text, limit=60):
+    """Peer-supplied text cut to ``limit`` characters for a log line."""
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def check_signature(message, secret):
     """Return None when ``message`` is validly signed with ``secret``, else a Rejection."""
     if not message.signature:
         return Rejection(MISSING_SIGNATURE, 'message is not signed')
-    expected = signature(secret, message.app_id, message.module, message.stamp,
-                         message.nsecs, message.body)
+    try:
+        expected = signature(secret, message.app_id, message.module, message.stamp,
+                             message.nsecs, message.body)
+    except UnicodeEncodeError:
+        # JSON can carry lone surrogates ("\ud800"), which have no UTF-8 form: no
+        # client can have signed such a message.
+        return Rejection(BAD_SIGNATURE, 'message holds unpaired surrogates and cannot be signed')
     given = message.signature.lower().encode('utf-8', 'replace')
     if not hmac.compare_digest(expected.encode('ascii'), given):
         return Rejection(BAD_SIGNATURE, 'signature does not match')

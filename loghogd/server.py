@@ -13,7 +13,8 @@ from . import protocol
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
-from .protocol import Rejection, check_signature, decode_message
+from .acks import AckState, Sessions
+from .protocol import FLAG_ACK, Rejection, check_signature, decode_message
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -60,6 +61,8 @@ class Server:
         self.max_message_size = config.server.max_message_size
         self.recv_buffer = bytearray(256 * 1024)
         self.connections = set()
+        self.ack_connections = set()
+        self.sessions = Sessions()
         self.listeners = []
         self.datagram_listeners = []
         self.stopping = False
@@ -103,8 +106,11 @@ class Server:
         self.line_prefix = format_receive_time(self.now)
         for connection in list(self.connections):
             connection.drain(DRAIN_LIMIT_BYTES)
-            connection.close(None)
         self.writer.close(self.clock())
+        if self.ack_connections:
+            self.send_acks()   # best effort: what is not acked now will be resent
+        for connection in list(self.connections):
+            connection.close(None)
         for task in self.tasks:
             close = getattr(task, 'close', None)
             if close is not None:
@@ -121,6 +127,8 @@ class Server:
         self.loop.run_once(self._timeout(), self._read_clock)
         now = self._read_clock()
         self.writer.flush(now)
+        if self.ack_connections:
+            self.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
         if now >= self._next_housekeeping:
@@ -247,41 +255,71 @@ class Server:
         accepted = self.counters.accepted
         accepted_bytes = self.counters.accepted_bytes
         prefix = self.line_prefix
+        acks = getattr(source, 'acks', None)
         for frame in frames:
+            if acks is not None:
+                acks.received += 1
+            elif frame.__class__ is not Rejection and frame[0] & FLAG_ACK and source.kind != 'udp':
+                acks = self.start_acks(source)
+                acks.received += 1
             if frame.__class__ is Rejection:
-                self.reject(frame, source)
+                self.reject(frame, source, acks)
                 continue
             message = decode_message(frame[0], frame[1], max_size, loads)
             if message.__class__ is Rejection:
-                self.reject(message, source)
+                self.reject(message, source, acks)
                 continue
             facility = lookup(message.app_id, message.module)
             if facility is None:
                 self.reject(Rejection(protocol.UNKNOWN_APP, 'unknown application %r'
-                                      % message.app_id[:100]), source)
+                                      % message.app_id[:100]), source, acks)
                 continue
             if facility.secret is not None:
                 rejection = check_signature(message, facility.secret)
                 if rejection is not None:
                     rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
-                    self.reject(rejection, source)
+                    self.reject(rejection, source, acks)
                     continue
+            if message.sid is not None and self.sessions.is_duplicate(message.sid, message.seq):
+                self.counters.count('duplicates_skipped')
+                continue
             body = message.body
             if body.endswith('\n'):
                 body = body.rstrip('\n')
             host = message.hostname
-            add(facility, host, prefix + printable_host(host) + ' - ' + body + '\n')
+            log_file = add(facility, host, prefix + printable_host(host) + ' - ' + body + '\n')
+            if acks is not None:
+                acks.files.add(log_file)
             key = (facility.app, facility.name)
             accepted[key] += 1
             accepted_bytes[key] += len(frame[1])
 
-    def reject(self, rejection, source):
+    def reject(self, rejection, source, acks=None):
         self.counters.reject(rejection.reason, source.peer_host)
+        if acks is not None:
+            acks.reject(rejection.reason)
         allowed, suppressed = self.limiter.allow(rejection.reason, self.now)
         if allowed:
             more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
             log.warning('rejected a message from %s: %s: %s%s', source.peer, rejection.reason,
                         rejection.detail, more)
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def start_acks(self, connection):
+        """Switch ``connection`` to acknowledged mode (its first frame with FLAG_ACK)."""
+        connection.acks = AckState()
+        self.ack_connections.add(connection)
+        self.counters.count('ack_connections')
+        return connection.acks
+
+    def send_acks(self):
+        """After a flush: ack every connection whose frames are all written (or rejected)."""
+        for connection in list(self.ack_connections):
+            if connection.closed:
+                self.ack_connections.discard(connection)
+            elif connection.acks.is_due():
+                connection.send(connection.acks.take_ack())
 
     def warn(self, key, message, *args):
         """A warning that could repeat per peer: rate-limited per ``key``."""

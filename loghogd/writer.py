@@ -167,11 +167,12 @@ class Writer:
         return log_file
 
     def add(self, facility, host, line):
-        """Queue one complete line (str, ending in a newline) for its file."""
+        """Queue one complete line (str, ending in a newline) for its file; return the file."""
         log_file = self.file_for(facility, host)
         if not log_file.pending:
             self.dirty.append(log_file)
         log_file.pending.append(line)
+        return log_file
 
     def flush(self, now):
         """Write every queued line (one write per file) and fsync by policy.
