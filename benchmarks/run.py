@@ -265,13 +265,30 @@ def machine(system_objects):
                 model = line.split(':', 1)[1].strip()
                 break
     info = {'nproc': os.cpu_count(), 'cpu': model, 'kernel': platform.release(),
-            'python': platform.python_version(), 'load_average': os.getloadavg()}
+            'python': platform.python_version(), 'load_average': os.getloadavg(),
+            'checkout': checkout()}
     for system in system_objects:
         try:
             info[system.name] = system.version()
         except (OSError, subprocess.SubprocessError) as exc:
             info[system.name] = 'unknown (%s)' % exc
     return info
+
+
+def checkout():
+    """The commit measured, '+ changes' when loghogd/ or loghog/ differ from it."""
+    def git(*argv):
+        try:
+            result = subprocess.run(['git'] + list(argv), cwd=systems.REPO,
+                                    capture_output=True, text=True)
+        except OSError:
+            return ''
+        return result.stdout.strip() if result.returncode == 0 else ''
+    commit = git('rev-parse', '--short', 'HEAD')
+    if not commit:
+        return 'unknown'
+    dirty = git('status', '--porcelain', '--', 'loghogd', 'loghog')
+    return commit + (' + uncommitted changes in loghogd/loghog' if dirty else '')
 
 
 def raise_fd_limit(wanted):
@@ -366,6 +383,7 @@ def report(args, argv, info, names, results, failures):
     print('machine: %d cores, %s; Linux %s; Python %s; %s; load average at start %.2f' % (
         info['nproc'], info['cpu'], info['kernel'], info['python'],
         '; '.join('%s: %s' % (name, info[name]) for name in names), info['load_average'][0]))
+    print('checkout: %s' % info['checkout'])
     print('messages per run: %d (paced: %d); medians of %d runs\n' % (
         args.messages, min(args.messages, PACED_MESSAGES), args.runs))
     print(table(results, args.workloads, names))
