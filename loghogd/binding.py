@@ -7,12 +7,21 @@ the error reaches the terminal (and the init script) with a non-zero exit status
 import errno
 import json
 import os
+import resource
 import socket
 import ssl
 
 from .errors import ConfigError, StartupError, describe_os_error
 
 LISTEN_BACKLOG = 1024
+# Descriptors needed beside the connections: listeners, log files, the daemon's own
+# log, the wakeup socketpair, the compressor's temporary files.
+RESERVED_DESCRIPTORS = 256
+# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3's suites are all fine and
+# are configured apart by OpenSSL).
+TLS_CIPHERS = 'ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20'
+# Rounds of the in-memory handshake that checks the server certificate at start-up.
+_CHECK_ROUNDS = 10
 # Binding port 0 on TCP then asking UDP for the same number can collide with another
 # program's UDP socket: try a few times.
 _PORT_ZERO_TRIES = 20
@@ -81,23 +90,129 @@ def _bind_plain(host, port, receive_buffer):
 
 
 def make_tls_context(pemfile, cacert):
-    """A server context: TLS 1.2+, modern ciphers, client certificates required."""
+    """A server context: TLS 1.2+, modern ciphers, client certificates required.
+
+    Raises ConfigError with a sentence a sysadmin can act on when ``pemfile`` (key and
+    certificate in one PEM file) or ``cacert`` cannot be read or loaded, when the key is
+    protected by a passphrase, when the key does not belong to the certificate, or when
+    the server's certificate would not be accepted by clients that trust ``cacert``.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.set_ciphers('ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20')
+    # No TLS compression (CRIME); the server picks the suite; no client-initiated
+    # renegotiation (a cheap way to make the server do expensive work).
+    context.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+                        | getattr(ssl, 'OP_NO_RENEGOTIATION', 0))
+    context.set_ciphers(TLS_CIPHERS)
     try:
-        context.load_cert_chain(pemfile)
+        # Without a callback OpenSSL would ask for a passphrase on the terminal.
+        context.load_cert_chain(pemfile, password=_refuse_passphrase)
+    except _PassphraseNeeded:
+        raise ConfigError('[server] pemfile: %s: the private key is encrypted with a passphrase; '
+                          'loghogd needs it unencrypted (openssl pkey -in FILE -out NEW.pem)'
+                          % pemfile) from None
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError('[server] pemfile: %s: cannot load the key and certificate: %s'
-                          % (pemfile, getattr(exc, 'reason', None) or exc)) from None
+                          % (pemfile, _describe_pem_error(pemfile, exc))) from None
     try:
         context.load_verify_locations(cafile=cacert)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError('[server] cacert: %s: cannot load the CA certificate: %s'
-                          % (cacert, getattr(exc, 'reason', None) or exc)) from None
+                          % (cacert, _describe_ca_error(exc))) from None
+    problem = check_server_certificate(context, cacert)
+    if problem:
+        raise ConfigError('[server] pemfile: %s: clients that trust cacert %s would refuse this '
+                          'certificate: %s' % (pemfile, cacert, problem))
     return context
+
+
+class _PassphraseNeeded(Exception):
+    pass
+
+
+def _refuse_passphrase():
+    raise _PassphraseNeeded()
+
+
+def _describe_pem_error(path, exc):
+    if not isinstance(exc, ssl.SSLError):
+        return describe_os_error(exc).replace('%s: ' % path, '', 1)
+    if exc.reason == 'KEY_VALUES_MISMATCH':
+        return 'the private key does not belong to the certificate'
+    try:
+        with open(path, 'rb') as stream:
+            text = stream.read(1024 * 1024)
+    except OSError:
+        text = b''
+    if b'PRIVATE KEY-----' not in text:
+        return 'it holds no PEM private key (it must hold the key and the certificate)'
+    if b'-----BEGIN CERTIFICATE-----' not in text:
+        return 'it holds no PEM certificate (it must hold the key and the certificate)'
+    return exc.reason or str(exc)
+
+
+def _describe_ca_error(exc):
+    if not isinstance(exc, ssl.SSLError):
+        return describe_os_error(exc)
+    if exc.reason == 'NO_CERTIFICATE_OR_CRL_FOUND':
+        return 'it holds no PEM certificate'
+    return exc.reason or str(exc)
+
+
+def check_server_certificate(server_context, cacert):
+    """Return None if a client trusting ``cacert`` accepts the server's certificate, else why.
+
+    Runs a handshake in memory between ``server_context`` and a client context that
+    trusts only ``cacert`` (as loghog clients do), without a client certificate: the
+    client checks the server's certificate (chain, dates, serverAuth usage) before the
+    server gets to refuse the missing client certificate.
+    """
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.load_verify_locations(cafile=cacert)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    from_server, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, from_client, server_hostname=None)
+    server = server_context.wrap_bio(to_server, from_server, server_side=True)
+    for _ in range(_CHECK_ROUNDS):
+        try:
+            client.do_handshake()
+            return None
+        except ssl.SSLCertVerificationError as exc:
+            return exc.verify_message or exc.reason or str(exc)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError:
+            return None  # the server ended it (no client certificate): its own was accepted
+        to_server.write(from_client.read())
+        try:
+            server.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLError):
+            pass
+        to_client.write(from_server.read())
+    return None
+
+
+def raise_descriptor_limit(max_connections):
+    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so that ``max_connections`` fit.
+
+    Returns a warning (str) when even the hard limit is too low, else None.
+    """
+    needed = max_connections + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):
+                target = soft
+        if target < needed:
+            return ('max_connections %d needs about %d file descriptors, but the limit is %d: '
+                    'beyond that, accepting pauses (raise "ulimit -n" / LimitNOFILE)'
+                    % (max_connections, needed, target))
+    return None
 
 
 class BoundSockets:
@@ -106,6 +221,7 @@ class BoundSockets:
     def __init__(self):
         self.sockets = []
         self.tls_context = None
+        self.warnings = []   # for the daemon's log, once it is set up
 
     def addresses(self):
         """{'tcp': [[host, port]], 'udp': [...], 'tls': [...]} as actually bound."""
@@ -123,6 +239,9 @@ class BoundSockets:
 def bind_all(config):
     """Bind every configured address; raise StartupError (or ConfigError for TLS files)."""
     bound = BoundSockets()
+    warning = raise_descriptor_limit(config.server.max_connections)
+    if warning:
+        bound.warnings.append(warning)
     addresses = config.listen_addresses()
     if any(kind == 'tls' for kind, _, _ in addresses):
         bound.tls_context = make_tls_context(config.server.pemfile, config.server.cacert)
