@@ -208,6 +208,7 @@ def close(sock):
     """Close a client socket, letting the kernel deliver what is still queued."""
     try:
         if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(5)     # unwrap waits for the peer's close_notify
             sock.unwrap()
     except (OSError, ValueError):
         pass
