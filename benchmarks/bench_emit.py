@@ -140,7 +140,7 @@ def print_table(rows, count):
     file_mean = next(row[1] for row in rows if row[0] == 'logging.FileHandler')
     tcp_mean = next(row[1] for row in rows if row[0] == 'LoghogHandler TCP')
     print(f'LoghogHandler TCP / FileHandler: {tcp_mean / file_mean:.2f}x '
-          f'(median of means is not computed: run several times to judge noise)')
+          f'(one run; repeat to judge the noise)')
 
 
 if __name__ == '__main__':

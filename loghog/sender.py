@@ -119,12 +119,6 @@ class Sender:
         """How many frames were given up on: pushed out of a full queue or left at close."""
         return self._queue.dropped
 
-    @property
-    def pending(self):
-        """How many frames are queued or being written."""
-        with self._lock:
-            return len(self._queue) + self._in_flight
-
     def put(self, frame):
         """Queue ``frame`` for sending and return at once; never raises for network reasons.
 
