@@ -5,7 +5,6 @@ What is asserted is what a user sees: the lines in <logdir>/<app>/<module>.log, 
 """
 
 import logging
-import logging.config
 import os
 import re
 import shutil
@@ -113,31 +112,62 @@ def test_quick_start_snippet_as_written_delivers_at_interpreter_exit(loghogd):
 
 
 def test_django_logging_dict_config(loghogd):
-    config = {
-        'version': 1,
-        'disable_existing_loggers': False,
-        'formatters': {'simple': {'format': '%(levelname)s - %(message)s'}},
-        'handlers': {'root': {'level': 'DEBUG', 'class': 'loghog.LoghogHandler',
-                              'app_name': 'my-first-app', 'formatter': 'simple',
-                              'host': '127.0.0.1', 'port': loghogd.tcp_port}},
-        'loggers': {
-            'django': {'handlers': ['root'], 'propagate': False, 'level': 'INFO'},
-            'django.request': {'handlers': ['root'], 'level': 'INFO', 'propagate': False},
-        },
-    }
-    logging.config.dictConfig(config)
-    try:
-        logging.getLogger('django').info('Hello world')
-        logging.getLogger('django').debug('below INFO: not sent')
+    """The README's Django settings, applied with dictConfig in a fresh interpreter."""
+    script = textwrap.dedent(f"""\
+        import logging, logging.config
+
+        LOGHOG_APP_NAME = 'my-first-app'
+
+        LOGGING = {{
+            'version': 1,
+            'disable_existing_loggers': True,
+            'formatters': {{
+                'simple': {{
+                    'format': '%(levelname)s - %(message)s'
+                }},
+            }},
+            'handlers': {{
+                'root': {{
+                    'level': 'DEBUG',
+                    'class': 'loghog.LoghogHandler',
+                    'app_name': LOGHOG_APP_NAME,
+                    'formatter': 'simple',
+                    'host': '127.0.0.1',
+                    'port': {loghogd.tcp_port},
+                }},
+            }},
+            'loggers': {{
+                'root': {{
+                    'handlers': ['root', ],
+                    'propagate': False,
+                    'level': 'INFO',
+                }},
+                'django': {{
+                    'handlers': ['root', ],
+                    'propagate': False,
+                    'level': 'INFO',
+                }},
+                'django.request': {{
+                    'handlers': ['root', ],
+                    'level': 'INFO',
+                    'propagate': False,
+                }},
+            }}
+        }}
+        logging.config.dictConfig(LOGGING)
+
+        logger = logging.getLogger('django')
+        logger.info('Hello world')
+        logger.debug('below INFO: not sent')
         logging.getLogger('django.request').error('Internal Server Error: /')
-        wait_for_lines(loghogd.log_file('my-first-app'), 2)
-    finally:
-        for handler in logging.getLogger('django').handlers:
-            handler.close()
-        logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False})
-    # Without [my-first-app:django] sections both land in the app's root facility file.
-    assert sorted(bodies(loghogd.log_file('my-first-app'))) == \
-        ['ERROR - Internal Server Error: /', 'INFO - Hello world']
+        """)
+    result = subprocess.run([sys.executable, '-c', script], cwd=str(ROOT), capture_output=True,
+                            text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, '')
+    # Without [my-first-app:django] sections both land in the app's root facility.
+    lines = wait_for_lines(loghogd.log_file('my-first-app'), 2)
+    assert sorted(map(line_body, lines)) == ['ERROR - Internal Server Error: /',
+                                             'INFO - Hello world']
 
 
 @pytest.mark.parametrize('stream', [True, False], ids=['tcp', 'udp'])

@@ -1,7 +1,6 @@
 """LoghogHandler against in-test servers: what arrives, in what order, and what never blocks."""
 
 import logging
-import logging.config
 import os
 import socket
 import threading
@@ -117,31 +116,6 @@ def test_many_records_arrive_in_order_over_one_connection(server, make_logger):
     handler.flush()
     assert server.wait_for(3000) and server.bodies() == [f'message {n}' for n in range(3000)]
     assert server.accepted == 1 and handler.dropped == 0
-
-
-def test_dict_config_django_example(server):
-    config = {
-        'version': 1,
-        'disable_existing_loggers': False,
-        'formatters': {'simple': {'format': '%(levelname)s - %(message)s'}},
-        'handlers': {'root': {'level': 'DEBUG', 'class': 'loghog.LoghogHandler',
-                              'app_name': 'my-first-app', 'formatter': 'simple',
-                              'host': '127.0.0.1', 'port': str(server.port)}},
-        'loggers': {'django.request': {'handlers': ['root'], 'level': 'INFO',
-                                       'propagate': False}},
-    }
-    logging.config.dictConfig(config)
-    logger = logging.getLogger('django.request')
-    try:
-        logger.debug('not sent: below INFO')
-        logger.error('Internal Server Error: /')
-        [message] = server.wait_for(1)
-    finally:
-        for handler in logger.handlers:
-            handler.close()
-        logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False})
-    assert (message['module'], message['body']) == \
-        ('django.request', 'ERROR - Internal Server Error: /')
 
 
 def test_server_down_at_first_then_up_gets_every_message_in_order(make_logger):
