@@ -8,7 +8,7 @@ import pytest
 
 from loghog import wire
 from loghog.cli import main
-from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port
+from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port, reserve_port
 
 
 @pytest.fixture
@@ -56,8 +56,9 @@ def test_compress_sets_the_zlib_flag(server):
 
 
 def test_connection_refused_exits_69_with_a_clear_message(capsys):
-    port = free_port()
-    assert run(port, 'hello') == 69
+    with reserve_port() as refusing:
+        port = refusing.getsockname()[1]
+        assert run(port, 'hello') == 69
     assert capsys.readouterr().err == \
         f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
 
@@ -100,6 +101,7 @@ def test_installed_command_reads_stdin_and_sets_the_exit_status(server):
                             capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stderr) == (0, '')
     assert [m['body'] for m in server.wait_for(2)] == ['from', 'a pipe']
-    refused = subprocess.run(command + ['-p', str(free_port()), 'x'], capture_output=True,
-                             text=True, timeout=30)
+    with reserve_port() as refusing:
+        refused = subprocess.run(command + ['-p', str(refusing.getsockname()[1]), 'x'],
+                                 capture_output=True, text=True, timeout=30)
     assert refused.returncode == 69 and 'Connection refused' in refused.stderr

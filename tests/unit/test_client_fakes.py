@@ -61,14 +61,17 @@ class _Collector:
 
 
 class FrameServer(_Collector):
-    """A TCP (or TLS) server on ``host`` (127.0.0.1 or ::1), port 0 unless ``port`` is given."""
+    """A TCP (or TLS) server on ``host`` (127.0.0.1 or ::1), port 0 unless ``port`` is given,
+    or listening on the ``reserved`` socket (see ``reserve_port``)."""
 
-    def __init__(self, host='127.0.0.1', port=0, ssl_context=None):
+    def __init__(self, host='127.0.0.1', port=0, ssl_context=None, reserved=None):
         super().__init__()
-        family = socket.AF_INET6 if ':' in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
+        if reserved is None:
+            family = socket.AF_INET6 if ':' in host else socket.AF_INET
+            reserved = socket.socket(family, socket.SOCK_STREAM)
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            reserved.bind((host, port))
+        self.listener = reserved
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.ssl_context = ssl_context
@@ -84,11 +87,11 @@ class FrameServer(_Collector):
                 sock, _ = self.listener.accept()
             except OSError:
                 return  # stopped
-            self.accepted += 1
             self.connections.append(sock)
             thread = threading.Thread(target=self._read, args=(sock,), daemon=True)
-            self._threads.append(thread)
             thread.start()
+            self._threads.append(thread)
+            self.accepted += 1
 
     def _read(self, sock):
         buffer = b''
@@ -108,6 +111,16 @@ class FrameServer(_Collector):
                 self.errors.append(error)
         except ValueError as error:  # JSON or zlib
             self.errors.append(error)
+
+    def wait_until_clients_closed(self, count, timeout_s=5.0):
+        """Wait until ``count`` connections were accepted and every one was closed by its
+        client, so that everything sent on them has been read."""
+        deadline = time.monotonic() + timeout_s
+        wait_until(lambda: self.accepted >= count, timeout_s)
+        for thread in self._threads[1:]:
+            thread.join(max(0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise AssertionError('a client connection is still open')
 
     def stop(self):
         """Close the listener and every connection (the client sees the close), join threads."""
@@ -171,8 +184,22 @@ def _close_for_good(sock):
     sock.close()
 
 
+def reserve_port(host='127.0.0.1'):
+    """Return a TCP socket bound to a loopback port but not listening.
+
+    Until it listens (``FrameServer(reserved=...)``) or is closed, connections to its port are
+    refused, and no other process can take the port.
+    """
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
 def free_port(host='127.0.0.1'):
-    """Return a loopback port that nothing listens on right now."""
+    """Return a loopback port that nothing listens on right now (for a process that must bind
+    it itself; prefer ``reserve_port`` when the test can hold the socket)."""
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from loghog import LoghogHandler, wire
-from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port, wait_until
+from tests.unit.test_client_fakes import DatagramServer, FrameServer, reserve_port, wait_until
 
 FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
 
@@ -119,12 +119,12 @@ def test_many_records_arrive_in_order_over_one_connection(server, make_logger):
 
 
 def test_server_down_at_first_then_up_gets_every_message_in_order(make_logger):
-    port = free_port()
-    handler = LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY)
+    reserved = reserve_port()
+    handler = LoghogHandler('app', '127.0.0.1', reserved.getsockname()[1], **FAST_RETRY)
     logger = make_logger(handler)
     for n in range(20):
         logger.info('early %d', n)
-    with FrameServer(port=port) as late:
+    with FrameServer(reserved=reserved) as late:
         logger.info('on time')
         late.wait_for(21)
         assert late.bodies() == [f'early {n}' for n in range(20)] + ['on time']
@@ -149,13 +149,14 @@ def test_server_restart_mid_stream_loses_nothing_sent_after_the_close(make_logge
 
 
 def test_full_buffer_drops_the_oldest_and_counts_them(make_logger):
-    port = free_port()
-    handler = LoghogHandler('app', '127.0.0.1', port, max_buffer_size=3, **FAST_RETRY)
+    reserved = reserve_port()
+    handler = LoghogHandler('app', '127.0.0.1', reserved.getsockname()[1], max_buffer_size=3,
+                            **FAST_RETRY)
     logger = make_logger(handler)
     for n in range(10):
         logger.info('message %d', n)
     assert handler.dropped == 7
-    with FrameServer(port=port) as late:
+    with FrameServer(reserved=reserved) as late:
         assert [m['body'] for m in late.wait_for(3)] == ['message 7', 'message 8', 'message 9']
 
 
@@ -169,13 +170,15 @@ def test_flush_waits_until_the_queue_is_written(server, make_logger):
 
 
 def test_flush_and_close_return_quickly_when_the_server_is_down(make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', free_port(), close_timeout_s=0.3)
-    logger = make_logger(handler)
-    logger.info('nobody listens')
-    started = time.monotonic()
-    handler.flush()
-    handler.close()
-    assert time.monotonic() - started < 1.0
+    with reserve_port() as refusing:
+        handler = LoghogHandler('app', '127.0.0.1', refusing.getsockname()[1],
+                                close_timeout_s=0.3)
+        logger = make_logger(handler)
+        logger.info('nobody listens')
+        started = time.monotonic()
+        handler.flush()
+        handler.close()
+        assert time.monotonic() - started < 1.0
     assert handler.dropped == 1  # given up on at close
     logger.info('after close')  # still never raises
     assert handler.dropped == 2
@@ -224,7 +227,8 @@ def test_format_errors_go_to_handle_error_and_never_raise(server, make_logger, c
 
 
 def test_print_debug_reports_connection_problems_on_stderr(make_logger, capsys):
-    port = free_port()
+    refusing = reserve_port()
+    port = refusing.getsockname()[1]
     quiet = LoghogHandler('app', '127.0.0.1', port, close_timeout_s=0.1)
     make_logger(quiet).info('lost quietly')
     quiet.close()
@@ -235,6 +239,7 @@ def test_print_debug_reports_connection_problems_on_stderr(make_logger, capsys):
     err = capsys.readouterr().err
     assert f'loghog: app -> 127.0.0.1:{port}: cannot connect: [Errno 111] Connection refused' in err
     assert 'closing: 1 messages could not be sent' in err
+    refusing.close()
 
 
 def test_several_addresses_share_the_load_and_a_dead_one_is_skipped(monkeypatch):
@@ -322,29 +327,27 @@ def test_parent_and_forked_children_each_deliver_their_own_lines_once(server):
         for n in range(50):
             logger.info('parent line %d', n)
         assert [wait_child(pid) for pid in pids] == [0, 0, 0, 0]
-        server.wait_for(1 + 50 * 5)
-        expected = ['parent before fork'] + [f'parent line {n}' for n in range(50)] + \
-            [f'child {c} line {n}' for c in range(4) for n in range(50)]
-        time.sleep(0.1)  # a duplicate would arrive right behind the originals
-        assert sorted(server.bodies()) == sorted(expected)
-        assert server.accepted == 5  # the parent's connection and one per child
     finally:
         logger.removeHandler(handler)
         handler.close()
+    server.wait_until_clients_closed(5)  # the parent's and one per child, all read
+    expected = ['parent before fork'] + [f'parent line {n}' for n in range(50)] + \
+        [f'child {c} line {n}' for c in range(4) for n in range(50)]
+    assert sorted(server.bodies()) == sorted(expected)
+    assert server.accepted == 5
 
 
 def test_frames_queued_in_the_parent_are_not_sent_again_by_a_child():
-    port = free_port()
-    handler = LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY)
+    reserved = reserve_port()
+    handler = LoghogHandler('app', '127.0.0.1', reserved.getsockname()[1], **FAST_RETRY)
     record = logging.makeLogRecord
-    try:
-        handler.handle(record({'msg': 'queued in the parent'}))
-        with FrameServer(port=port) as late:
+    with FrameServer(reserved=reserved) as late:
+        try:
+            handler.handle(record({'msg': 'queued in the parent'}))
             pid = run_in_child(lambda: (handler.handle(record({'msg': 'from the child'})),
                                         handler.close()))
             assert wait_child(pid) == 0
-            late.wait_for(2)
-            time.sleep(0.2)
-            assert sorted(late.bodies()) == ['from the child', 'queued in the parent']
-    finally:
-        handler.close()
+        finally:
+            handler.close()
+        late.wait_until_clients_closed(2)
+        assert sorted(late.bodies()) == ['from the child', 'queued in the parent']
