@@ -11,14 +11,16 @@ import logging.handlers
 import os
 import sys
 
-from . import __version__, daemon
+from . import __version__, daemon, status_command
 from .binding import bind_all, make_tls_context, write_listen_file
 from .errors import (EX_CONFIG, EX_OK, EX_OSERR, ConfigError, LoghogError, StartupError,
                      describe_os_error)
 from .config import load_config
 from .facilities import load_facilities
 from .loop import EventLoop
+from .protocol import choose_loads
 from .server import Server
+from .status import StatusPublisher
 from .stats import Counters
 from .writer import Writer
 
@@ -42,7 +44,9 @@ OVERRIDES = {
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='loghogd', description='LogHog log daemon: receives log messages over TCP, UDP '
-        'and TLS, writes one file per application facility, rotates and compresses them.')
+        'and TLS, writes one file per application facility, rotates and compresses them.',
+        epilog='loghogd status [-c FILE] [--json | --brief] shows what the running daemon is '
+        'doing (see loghogd status --help).')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -94,6 +98,11 @@ def load(args):
             make_tls_context(config.server.pemfile, config.server.cacert)
         except ConfigError as exc:
             errors += exc.errors
+    try:
+        choose_loads(config.server.json_decoder)
+    except ImportError:
+        errors.append('%s: [server] json_decoder = orjson, but orjson is not installed '
+                      '(pip install orjson, or use auto)' % config.path)
     if errors:
         raise ConfigError(errors)
     return config, table
@@ -119,6 +128,10 @@ def setup_logging(config, foreground):
 
 def main(argv=None):
     """Run loghogd; return the exit status (0 ok, 64 usage, 78 config, 71 OS, ...)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == 'status':
+        return status_command.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -187,7 +200,10 @@ def run(config, table, bound, handlers):
     counters = Counters()
     loop = EventLoop()
     writer = Writer(config.main.logdir, counters, config.server.max_backlog)
-    server = Server(config, table, writer, counters, loop, bound)
+    server = Server(config, table, writer, counters, loop, bound,
+                    loads=choose_loads(config.server.json_decoder))
+    server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,
+                                        config.stats.prometheus_file))
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in handlers
                                         if isinstance(h, logging.handlers.WatchedFileHandler)])
     listen_file = write_listen_file(config.main.rundir, bound)

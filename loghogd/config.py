@@ -58,14 +58,27 @@ SECTIONS = {
         Setting('idle_timeout', conv.optional(conv.positive_float), '',
                 'Close a connection silent for this many seconds (empty: never).'),
         Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
+        # orjson, where installed (pip install orjson), decodes about 0.6 µs per message
+        # faster; the standard library's decoder is always there and is what 'stdlib' forces.
+        Setting('json_decoder', conv.choice('auto', 'stdlib', 'orjson'), 'auto',
+                "JSON decoder: auto (orjson if installed), stdlib or orjson."),
         Setting('max_backlog', conv.size_bytes, '64M',
                 'Bytes of lines kept in memory while a file cannot be written.'),
+    ],
+    'stats': [
+        # Each snapshot costs the loop about a millisecond (more with many files):
+        # every 5 s is invisible on the ingest path and fresh enough for a person.
+        Setting('interval', conv.positive_float, '5',
+                'Seconds between status snapshots (<rundir>/status.json, prometheus_file).'),
+        Setting('prometheus_file', conv.text, '',
+                'Also write the counters here in Prometheus text format, for node_exporter\'s '
+                'textfile collector (a name ending in .prom; empty: off).'),
     ],
 }
 
 PATH_KEYS = {('main', 'logdir'), ('main', 'workdir'), ('main', 'rundir'),
              ('main', 'facilities_config'), ('main', 'pidfile'), ('log', 'filename'),
-             ('server', 'pemfile'), ('server', 'cacert')}
+             ('server', 'pemfile'), ('server', 'cacert'), ('stats', 'prometheus_file')}
 
 
 class Config:

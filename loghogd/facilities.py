@@ -45,7 +45,7 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section')
+                 'file_per_host', 'secret', 'section', 'key')
 
     def __init__(self, app, path, section, values):
         self.app = app
@@ -57,6 +57,7 @@ class Facility:
         self.flush_every = values['flush_every']
         self.file_per_host = values['file_per_host']
         self.secret = values['secret'] or None
+        self.key = (app, self.name)   # (app, facility name): how counters name it
 
     @property
     def name(self):

