@@ -167,7 +167,8 @@ class Sender:
 
     def _start_over(self):
         """Set up an empty queue, fresh locks and no thread or connection."""
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs may interrupt put() in the same thread.
+        self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)      # the thread waits for frames here
         self._progress = threading.Condition(self._lock)  # flush() waits for the thread here
         self._queue = FrameQueue(self._max_frames)

@@ -2,9 +2,13 @@
 
 import logging
 import os
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from loghog import LoghogHandler, wire
 from tests.unit.test_client_fakes import DatagramServer, FrameServer, reserve_port, wait_until
 
 FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -196,7 +201,8 @@ def black_hole():
         filler.setblocking(False)
         filler.connect_ex(listener.getsockname())
         fillers.append(filler)
-    time.sleep(0.05)
+    _, connected, _ = select.select([], fillers, [], 5)  # the queue's worth got in: it is full
+    assert connected, 'no filler connection completed'
     yield listener.getsockname()[1]
     for sock in fillers + [listener]:
         sock.close()
@@ -351,3 +357,40 @@ def test_frames_queued_in_the_parent_are_not_sent_again_by_a_child():
             handler.close()
         late.wait_until_clients_closed(2)
         assert sorted(late.bodies()) == ['from the child', 'queued in the parent']
+
+
+SIGNAL_HANDLER_LOGS = '''
+import logging, os, signal, sys, threading, time
+from loghog import LoghogHandler
+handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]), max_buffer_size=100,
+                        close_timeout_s=0.1)
+logger = logging.getLogger('app')
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+signal.signal(signal.SIGUSR1, lambda *_: logger.info('from the signal handler'))
+done = threading.Event()
+def pester():
+    while not done.is_set():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.0005)
+thread = threading.Thread(target=pester)
+thread.start()
+for n in range(20000):
+    logger.info('main %d', n)
+done.set()
+thread.join()
+print('finished')
+'''
+
+
+def test_logging_from_a_signal_handler_does_not_hang_the_application():
+    """A signal handler that logs can interrupt emit() in the same thread, inside the
+    sender's lock; with a non-reentrant lock the application hung there for good."""
+    with reserve_port() as refusing:
+        try:
+            result = subprocess.run(
+                [sys.executable, '-c', SIGNAL_HANDLER_LOGS, str(refusing.getsockname()[1])],
+                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail('the application hung while logging from a signal handler')
+    assert (result.returncode, result.stdout) == (0, 'finished\n'), result.stderr[-2000:]
