@@ -24,6 +24,9 @@ CONNECT_TIMEOUT_S = 5.0
 # declared dead and its unsent frames go back to the queue.
 SEND_TIMEOUT_S = 10.0
 
+# How often a connect in progress checks whether it was cancelled (close() was called).
+CANCEL_CHECK_INTERVAL_S = 0.1
+
 
 class LoghogError(Exception):
     """Base class of the client's own errors."""
@@ -109,10 +112,6 @@ def open_connection(host, port, transport, ssl_context=None, timeout_s=CONNECT_T
             sock.close()
             last_error = error
     raise last_error
-
-
-# How often a connect in progress checks whether it was cancelled.
-CANCEL_CHECK_INTERVAL_S = 0.1
 
 
 def _connect(sock, sockaddr, timeout_s, is_cancelled):
