@@ -170,8 +170,10 @@ class StreamConnection:
             return
         except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
             self.server.counters.count('tls_handshakes_failed')
-            self.server.warn('tls_handshake', 'TLS handshake with %s failed: %s',
-                             self.peer, getattr(exc, 'reason', None) or exc)
+            reason = getattr(exc, 'reason', None) or exc
+            if getattr(exc, 'verify_message', None):
+                reason = '%s (%s)' % (reason, exc.verify_message)
+            self.server.warn('tls_handshake', 'TLS handshake with %s failed: %s', self.peer, reason)
             self.close(None)
             return
         self.handshaking = False
