@@ -1,6 +1,8 @@
-"""Counters an operator can read, and a rate limiter for warnings that could repeat.
+"""Counters an operator can read, what they gained over the last minute, and a rate
+limiter for warnings that could repeat.
 
-Plain objects constructed by the server and passed to whoever counts; no globals.
+Plain objects constructed by the server and passed to whoever counts; no globals.  The
+only per-message cost is a counter increment: rates come from samples the loop takes.
 """
 
 import collections
@@ -8,7 +10,8 @@ import collections
 
 class Counters:
     """Totals since start: accepted messages per (app, facility), rejections per reason
-    and per peer address, and named events (connections, write errors, ...)."""
+    and per peer address, connections accepted per transport ('tcp', 'tls') and named
+    events (write errors, TLS handshake failures, UDP datagrams, ...)."""
 
     # Peers tracked for the rejection top list; beyond it new peers are not tracked.
     MAX_PEERS = 1000
@@ -19,6 +22,7 @@ class Counters:
         self.accepted_bytes = collections.Counter()
         self.rejected = collections.Counter()
         self.rejected_by_peer = collections.Counter()
+        self.connections_accepted = collections.Counter()
 
     def count(self, name, amount=1):
         self.events[name] += amount
@@ -36,7 +40,62 @@ class Counters:
             'accepted_bytes': {'%s:%s' % key: n for key, n in self.accepted_bytes.items()},
             'rejected': dict(self.rejected),
             'rejected_by_peer': dict(self.rejected_by_peer.most_common(10)),
+            'connections_accepted': dict(self.connections_accepted),
         }
+
+
+class RecentTotals:
+    """What the counters gained over about the last ``window_s`` seconds.
+
+    Nothing is done per message: the loop calls ``tick(now)`` when ``next_deadline()``
+    has come (every ``step_s`` seconds), and each tick keeps a copy of the cumulative
+    counters.  ``gained(now)`` compares the live counters with the newest copy at least
+    ``window_s`` old (the oldest one while the daemon is younger than that), so the
+    window it reports is between ``window_s`` and ``window_s + step_s`` seconds long,
+    and exact: counts since the start while the daemon is younger than the window.
+    Memory: about ``window_s / step_s + 2`` copies of the counters.
+    """
+
+    TRACKED = ('accepted', 'accepted_bytes', 'rejected', 'connections_accepted', 'events')
+
+    def __init__(self, counters, window_s=60.0, step_s=5.0):
+        self.counters = counters
+        self.window_s = window_s
+        self.step_s = step_s
+        self._samples = collections.deque()   # (time, {name: dict}) oldest first
+        self._next_sample = 0.0               # the first tick takes the starting sample
+
+    def next_deadline(self):
+        return self._next_sample
+
+    def tick(self, now):
+        """Keep a copy of the counters; forget copies no longer needed as a base."""
+        samples = self._samples
+        if samples and now < samples[-1][0]:
+            samples.clear()   # the clock went back: older samples would give nonsense
+        samples.append((now, {name: dict(getattr(self.counters, name)) for name in self.TRACKED}))
+        while len(samples) >= 2 and samples[1][0] <= now - self.window_s:
+            samples.popleft()
+        self._next_sample = now + self.step_s
+
+    def gained(self, now):
+        """Return (seconds, {name: {key: increase}}) for every tracked counter.
+
+        ``seconds`` is the time the increases cover (0.0 before the first tick, when
+        the increases are the totals).  Every key of the live counter is present, with
+        0 where nothing happened in the window.
+        """
+        base_time, base = now, {}
+        for sample_time, sample in self._samples:
+            if sample_time > now - self.window_s and base:
+                break
+            base_time, base = sample_time, sample
+        result = {}
+        for name in self.TRACKED:
+            old = base.get(name, {})
+            result[name] = {key: value - old.get(key, 0)
+                            for key, value in getattr(self.counters, name).items()}
+        return max(0.0, now - base_time), result
 
 
 class RateLimiter:
