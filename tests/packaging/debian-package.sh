@@ -40,6 +40,7 @@ WORK=""
 TOOLS_ADDED=()
 USER_EXISTED=no
 GROUP_EXISTED=no
+LISTENER=""
 STEP=start
 
 step() {
@@ -83,6 +84,7 @@ cleanup() {
     local rc=$? pid
     set +e
     trap - EXIT INT TERM
+    [ -z "$LISTENER" ] || kill "$LISTENER" 2>/dev/null
     if [ $rc -ne 0 ] && [ -r "$DAEMON_LOG" ]; then
         echo "---- last lines of $DAEMON_LOG (failed at: $STEP)"
         tail -n 20 "$DAEMON_LOG"
@@ -208,6 +210,19 @@ if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/loghogd.service || fail "systemd-analyze verify loghogd.service"
 fi
 [ -z "$(loghogd_pids)" ] || echo "note: apt started loghogd (no policy-rc.d on this machine)"
+
+step "start fails, with the daemon's reason, while another program holds port 5566"
+/usr/bin/python3 -c 'import socket, time
+s = socket.create_server(("127.0.0.1", 5566))
+time.sleep(60)' &
+LISTENER=$!
+wait_until 5 "a listener on port 5566" bash -c '(exec 3<>/dev/tcp/127.0.0.1/5566) 2>/dev/null'
+rc=0; "$INIT" start > "$WORK/start.log" 2>&1 || rc=$?
+cat "$WORK/start.log"
+expect "start with the port taken" "$rc" 1
+grep -q 'Address already in use' "$WORK/start.log" || fail "start did not say why it failed"
+[ -z "$(loghogd_pids)" ] || fail "a loghogd runs after a failed start"
+kill "$LISTENER"; wait "$LISTENER" 2>/dev/null || true; LISTENER=""
 
 step "start (on a real host apt has done this already; here policy-rc.d forbids it)"
 "$INIT" start || fail "$INIT start"
