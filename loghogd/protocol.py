@@ -107,8 +107,13 @@ class FrameSplitter:
         # One immutable copy per read, so that each payload is a single slice (a bytearray
         # slice would be copied twice); only the unfinished tail is kept between reads.
         if self.buffer:
-            self.buffer += data
-            buffer = bytes(self.buffer)
+            pending = self.buffer
+            pending += data
+            if self._is_still_unfinished(pending):
+                # Copying the unfinished frame on every read would cost time quadratic
+                # in its size for a peer that sends it a few bytes at a time.
+                return []
+            buffer = bytes(pending)
         else:
             buffer = bytes(data)
         frames = []
@@ -139,6 +144,13 @@ class FrameSplitter:
             offset = start + size
         self.buffer = bytearray(buffer[offset:]) if offset < end else bytearray()
         return frames
+
+    def _is_still_unfinished(self, pending):
+        """True when ``pending`` (the kept tail plus new bytes) holds no whole frame yet."""
+        if len(pending) < HEADER_SIZE:
+            return True
+        size = HEADER.unpack_from(pending)[0]
+        return size <= self.max_size and len(pending) < HEADER_SIZE + size
 
 
 def inflate(payload, max_size):
