@@ -21,7 +21,10 @@ FLAG_ZLIB = 0x01
 # Extension (not in the original protocol): the client asks the daemon to acknowledge
 # the frames of this connection.  See the README's "Acknowledged delivery".
 FLAG_ACK = 0x02
-KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK
+# Extension: with FLAG_ACK, a frame that starts a session on the connection (see
+# make_session).  Its payload is not a log message.
+FLAG_SESSION = 0x04
+KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK | FLAG_SESSION
 
 SIGNED_FIELDS = ('app_id', 'module', 'stamp', 'nsecs', 'body')
 
@@ -95,6 +98,17 @@ class MessageEncoder:
             text += ', "signature": "%s"' % signature(self.secret, self.app_id, module, stamp,
                                                        nsecs, body)
         return make_frame((text + '}').encode('ascii'), self.compress, self.flags)
+
+
+def make_session(session_id, first_seq):
+    """The first frame of an acknowledged connection: the frames after it on this connection
+    are messages ``first_seq``, ``first_seq + 1``, ... of the client's session ``session_id``.
+
+    The daemon skips a message of a session that it already accepted (a resend after a
+    reconnect), so that at-least-once delivery rarely writes a line twice.
+    """
+    payload = json.dumps({'session': session_id, 'first': first_seq}).encode('ascii')
+    return make_frame(payload, flags=FLAG_ACK | FLAG_SESSION)
 
 
 def make_ack(count, rejected=(), more_rejected=0):

@@ -6,9 +6,10 @@ of the connection are done, written (and fsynced as the facility's flush_every s
 rejected; rejected ones are listed as ``"rejected": [[n, "reason"], ...]``.  Clients that
 never set the flag never receive a byte.
 
-A client may also put ``"sid"`` (a random session id) and ``"seq"`` (its own message
-number) into the payload; the daemon then skips a resent message it has already accepted
-in the same session, so a reconnect after a network cut does not duplicate lines.
+A client may start the connection with a session frame (``FLAG_SESSION``: its session id
+and the sequence number of the next frame); the daemon then skips a resent message that
+it has already accepted in the same session, so a reconnect after a network cut does not
+duplicate lines.
 """
 
 import collections
@@ -24,9 +25,11 @@ MAX_SESSIONS = 10000
 class AckState:
     """What one acknowledged connection has received and what is not yet acknowledged."""
 
-    __slots__ = ('received', 'acked', 'files', 'rejected', 'more_rejected')
+    __slots__ = ('received', 'acked', 'files', 'rejected', 'more_rejected', 'session', 'seq')
 
     def __init__(self):
+        self.session = None        # the client's session id, once a session frame started it
+        self.seq = 0               # the session sequence number of the last frame received
         self.received = 0          # frames received on the connection since acks started
         self.acked = 0             # frames covered by the last ack sent
         self.files = set()         # LogFiles written to since the last ack
@@ -63,7 +66,7 @@ class Sessions:
         self.last_seq = collections.OrderedDict()
 
     def is_duplicate(self, sid, seq):
-        """True if ``seq`` of ``sid`` was accepted before; otherwise record it."""
+        """True if message ``seq`` of session ``sid`` was seen before; otherwise record it."""
         last = self.last_seq.get(sid)
         if last is not None:
             if seq <= last:

@@ -8,7 +8,6 @@ TLS handshakes are a state of the connection that flips read/write interest.
 import errno
 import logging
 import selectors
-import socket
 import ssl
 
 from loghog.wire import HEADER, HEADER_SIZE

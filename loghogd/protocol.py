@@ -9,7 +9,11 @@ import json
 import json.scanner
 import zlib
 
-from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, KNOWN_FLAGS, VERSION, signature
+from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, VERSION, signature
+
+# Flags a message frame may carry (FLAG_SESSION marks a session frame, which is no message
+# and is handled before decoding, on acknowledged connections only).
+MESSAGE_FLAGS = FLAG_ZLIB | FLAG_ACK
 
 # Reasons a frame or message is rejected; counters and logs use these names.
 BAD_FLAGS = 'bad_flags'
@@ -60,11 +64,9 @@ class Rejection:
 class Message:
     """One decoded, well-formed message (not yet routed or checked for a signature)."""
 
-    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature',
-                 'sid', 'seq')
+    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature')
 
     def __init__(self, app_id, module, stamp, nsecs, hostname, body, signature=None):
-        self.sid = self.seq = None   # set for acknowledged frames that carry them
         self.app_id = app_id
         self.module = module
         self.stamp = stamp
@@ -215,8 +217,8 @@ def decode_message(flags, payload, max_size, loads=fast_loads):
 
     ``loads`` may be a faster JSON decoder with json.loads' contract for ``str`` input.
     """
-    if flags & ~KNOWN_FLAGS:
-        return Rejection(BAD_FLAGS, 'unknown flag bits 0x%x' % (flags & ~KNOWN_FLAGS))
+    if flags & ~MESSAGE_FLAGS:
+        return Rejection(BAD_FLAGS, 'unknown flag bits 0x%x' % (flags & ~MESSAGE_FLAGS))
     if flags & FLAG_ZLIB:
         payload = inflate(payload, max_size)
         if isinstance(payload, Rejection):
@@ -229,12 +231,7 @@ def decode_message(flags, payload, max_size, loads=fast_loads):
         data = loads(text)
     except (ValueError, RecursionError) as exc:
         return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
-    message = message_from_object(data)
-    if flags & FLAG_ACK and message.__class__ is Message:
-        sid, seq = data.get('sid'), data.get('seq')
-        if type(sid) is str and type(seq) is int and len(sid) <= 64:
-            message.sid, message.seq = sid, seq
-    return message
+    return message_from_object(data)
 
 
 def message_from_object(data):
@@ -292,6 +289,18 @@ def _rejection_for(data):
 def _shorten(text, limit=60):
     """Peer-supplied text cut to ``limit`` characters for a log line."""
     return text if len(text) <= limit else text[:limit] + '...'
+
+
+def decode_session(payload):
+    """Decode a session frame's payload into (session id, first sequence number) or a Rejection."""
+    try:
+        data = json.loads(payload.decode('utf-8'))
+        sid, first = data['session'], data['first']
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        return Rejection(BAD_FIELDS, 'malformed session frame')
+    if type(sid) is not str or not 0 < len(sid) <= 64 or type(first) is not int or first < 1:
+        return Rejection(BAD_FIELDS, 'malformed session frame')
+    return sid, first
 
 
 def check_signature(message, secret):

@@ -9,12 +9,14 @@ import logging
 import signal
 import time
 
+from loghog.wire import FLAG_ACK, FLAG_SESSION
+
 from . import protocol
+from .acks import AckState, Sessions
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
-from .acks import AckState, Sessions
-from .protocol import FLAG_ACK, Rejection, check_signature, decode_message
+from .protocol import Rejection, check_signature, decode_message, decode_session
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -265,11 +267,11 @@ class Server:
         prefix = self.line_prefix
         acks = getattr(source, 'acks', None)
         for frame in frames:
-            if acks is not None:
-                acks.received += 1
-            elif frame.__class__ is not Rejection and frame[0] & FLAG_ACK and source.kind != 'udp':
+            if acks is None and frame.__class__ is not Rejection and frame[0] & FLAG_ACK \
+                    and source.kind != 'udp':
                 acks = self.start_acks(source)
-                acks.received += 1
+            if acks is not None and self.is_resent(acks, frame):
+                continue
             if frame.__class__ is Rejection:
                 self.reject(frame, source, acks)
                 continue
@@ -288,9 +290,6 @@ class Server:
                     rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                     self.reject(rejection, source, acks)
                     continue
-            if message.sid is not None and self.sessions.is_duplicate(message.sid, message.seq):
-                self.counters.count('duplicates_skipped')
-                continue
             body = message.body
             if body.endswith('\n'):
                 body = body.rstrip('\n')
@@ -321,6 +320,28 @@ class Server:
         self.ack_connections.add(connection)
         self.counters.count('ack_connections')
         return connection.acks
+
+    def is_resent(self, acks, frame):
+        """Count ``frame`` on an acknowledged connection; True if it needs no more work.
+
+        That is a session frame (it only sets the session's numbering) or a message of the
+        session that was already received before a reconnect.
+        """
+        acks.received += 1
+        if frame.__class__ is not Rejection and frame[0] & FLAG_SESSION:
+            session = decode_session(frame[1])
+            if session.__class__ is Rejection:
+                acks.reject(session.reason)
+            else:
+                acks.session, acks.seq = session[0], session[1] - 1
+            return True
+        if acks.session is None:
+            return False
+        acks.seq += 1
+        if self.sessions.is_duplicate(acks.session, acks.seq):
+            self.counters.count('duplicates_skipped')
+            return True
+        return False
 
     def send_acks(self):
         """After a flush: ack every connection whose frames are all written (or rejected)."""

@@ -6,7 +6,6 @@ nothing it has accepted.  A file is fsynced once ``flush_every`` messages are wr
 and not yet synced, and at the latest ``SYNC_INTERVAL_S`` after its first unsynced one.
 """
 
-import errno
 import logging
 import os
 import re

@@ -1,21 +1,17 @@
 """Acknowledged delivery, daemon side: acks only when asked, after the write, with rejections."""
 
-import os
 import signal
 import socket
 import uuid
 
-from loghog.wire import FLAG_ACK, HEADER, encode_message, parse_ack
+from loghog.wire import (FLAG_ACK, FLAG_SESSION, HEADER, encode_message, make_frame, make_session,
+                         parse_ack)
 from tests.support import frame, line_body, read_lines, wait_for_lines
 
 
-def ack_frame(body, app='app', sid=None, seq=None):
-    """A frame asking for acks; with sid/seq, as the loghog client sends them."""
-    data = encode_message(app, 'root', 1, 0, 'h', body, flags=FLAG_ACK)
-    if sid is None:
-        return data
-    payload = data[8:-1] + (', "sid": "%s", "seq": %d}' % (sid, seq)).encode()
-    return HEADER.pack(len(payload), FLAG_ACK) + payload
+def ack_frame(body, app='app'):
+    """A message frame asking for acks, as the loghog client sends it."""
+    return encode_message(app, 'root', 1, 0, 'h', body, flags=FLAG_ACK)
 
 
 class AckReader:
@@ -69,17 +65,31 @@ def test_a_client_that_does_not_ask_never_receives_a_byte(daemon):
 def test_resent_messages_of_a_session_are_not_written_twice(daemon):
     sid = uuid.uuid4().hex
     first = socket.create_connection(('127.0.0.1', daemon.tcp_port))
-    first.sendall(b''.join(ack_frame('m%d' % i, sid=sid, seq=i) for i in range(1, 11)))
-    AckReader(first).until(10)
+    first.sendall(make_session(sid, 1) + b''.join(ack_frame('m%d' % i) for i in range(1, 11)))
+    assert AckReader(first).until(11)[-1] == {'ack': 11}
     first.close()
-    # The client lost the ack of 6..10 (say) and resends them with 11..12 on a new connection.
+    # Say the client lost the acks of 6..10: it resends them, then 11 and 12, on a new connection.
     second = socket.create_connection(('127.0.0.1', daemon.tcp_port))
-    second.sendall(b''.join(ack_frame('m%d' % i, sid=sid, seq=i) for i in range(6, 13)))
-    AckReader(second).until(7)
+    second.sendall(make_session(sid, 6) + b''.join(ack_frame('m%d' % i) for i in range(6, 13)))
+    AckReader(second).until(8)
     bodies = [line_body(l) for l in read_lines(daemon.log_file('app'))]
     assert bodies == ['m%d' % i for i in range(1, 13)]
+    # Another session's numbers are its own.
+    third = socket.create_connection(('127.0.0.1', daemon.tcp_port))
+    third.sendall(make_session('other', 1) + ack_frame('other 1'))
+    AckReader(third).until(2)
+    assert line_body(read_lines(daemon.log_file('app'))[-1]) == 'other 1'
     second.close()
-    daemon.stop()
+    third.close()
+
+
+def test_a_malformed_session_frame_is_rejected_in_the_ack(daemon):
+    sock = socket.create_connection(('127.0.0.1', daemon.tcp_port))
+    sock.sendall(make_frame(b'{"session": 5}', flags=FLAG_ACK | FLAG_SESSION) + ack_frame('after'))
+    acks = AckReader(sock).until(2)
+    assert [r for a in acks for r in a.get('rejected', [])] == [[1, 'bad_fields']]
+    assert line_body(wait_for_lines(daemon.log_file('app'), 1)[0]) == 'after'
+    sock.close()
 
 
 def test_sigterm_acks_what_it_wrote_before_closing(daemon):
