@@ -13,6 +13,8 @@ import re
 SYNC_INTERVAL_S = 1.0
 # How often a file that is being written is checked for having been moved or deleted.
 CHECK_INTERVAL_S = 1.0
+# How often a file that could not be written (disk full, I/O error) is tried again.
+RETRY_INTERVAL_S = 1.0
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 
@@ -143,6 +145,8 @@ class Writer:
         self.files = {}
         self.dirty = []
         self._hosts = {}
+        self.retrying = []       # files whose last write failed, retried at retry_at
+        self.retry_at = 0.0
         # The per-message shortcut: facility (or (facility, host)) -> LogFile.
         self._by_facility = {}
 
@@ -187,6 +191,9 @@ class Writer:
         retried on the next flush.  Returns the number of messages written.
         """
         written = 0
+        if self.retrying and now >= self.retry_at:
+            self.dirty += self.retrying
+            self.retrying = []
         dirty, self.dirty = self.dirty, []
         for log_file in dirty:
             written += self._flush_file(log_file, now)
@@ -206,7 +213,9 @@ class Writer:
                 log_file.failing = True
             self.counters.count('write_errors')
             self._bound_backlog(log_file)
-            self.dirty.append(log_file)
+            if log_file not in self.retrying:
+                self.retrying.append(log_file)
+            self.retry_at = now + RETRY_INTERVAL_S
             return 0
         if log_file.failing:
             log.warning('writing %s again', log_file.path)
@@ -235,6 +244,8 @@ class Writer:
         deadlines = [d for d in (f.sync_deadline() for f in self.files.values()) if d is not None]
         if self.dirty:
             deadlines.append(0.0)
+        if self.retrying:
+            deadlines.append(self.retry_at)
         return min(deadlines) if deadlines else None
 
     def has_backlog(self):
