@@ -27,5 +27,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VPY) benchmarks/run.py $(BENCH_ARGS)
 
+# Debian packages (bookworm), built in a copy of the tree so nothing lands beside it:
+# build/deb/loghogd_*.deb and build/deb/python3-loghog_*.deb. Build dependencies: sudo apt-get build-dep ./
+deb:
+	rm -rf build/deb && mkdir -p build/deb/src
+	tar --exclude=./.git --exclude=./.venv --exclude=./var --exclude=./build --exclude='*.egg-info' \
+	    --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis -cf - . | tar -C build/deb/src -xf -
+	cd build/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	if command -v lintian >/dev/null; then lintian --fail-on error,warning build/deb/*.changes; fi
+	@ls -l build/deb/*.deb
+
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache

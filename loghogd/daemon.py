@@ -18,6 +18,8 @@ from daemon.pidfile import TimeoutPIDLockFile
 from .errors import AlreadyRunning, StartupError
 
 UMASK = 0o027
+# The pidfile is readable by all (0644), as init scripts run by non-root users expect.
+PIDFILE_UMASK = 0o022
 
 
 class PidFile:
@@ -48,10 +50,13 @@ class PidFile:
     def acquire(self):
         """Write our PID (foreground mode; DaemonContext does it when detaching)."""
         self.check()
+        previous = os.umask(PIDFILE_UMASK)
         try:
             self.lock.acquire()
         except Exception as exc:  # lockfile raises its own LockError family
             raise StartupError(errno.EEXIST, 'cannot create pidfile %s: %s' % (self.path, exc))
+        finally:
+            os.umask(previous)
 
     def release(self):
         try:
@@ -134,7 +139,7 @@ def detach(pidfile, working_directory, files_preserve):
     """
     context = DaemonContext(
         working_directory=working_directory,
-        umask=UMASK,
+        umask=PIDFILE_UMASK,   # the pidfile is created inside open(); UMASK is set after
         detach_process=True,
         files_preserve=files_preserve,
         pidfile=pidfile.lock,
@@ -143,4 +148,5 @@ def detach(pidfile, working_directory, files_preserve):
         signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None},
     )
     context.open()
+    os.umask(UMASK)
     return context

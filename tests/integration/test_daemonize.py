@@ -76,6 +76,8 @@ def test_daemon_detaches_writes_pidfile_reloads_and_stops(setup):
     pidfile = base / 'run' / 'loghogd.pid'
     pid = _read_pid(pidfile)
     assert pid != os.getpid() and not is_gone(pid)
+    assert os.stat(pidfile).st_mode & 0o777 == 0o644   # init scripts run by anyone read it
+    assert os.stat(base / 'log' / 'loghogd.log').st_mode & 0o777 == 0o640
     with open('/proc/%d/stat' % pid) as stream:
         assert stream.read().rsplit(')', 1)[1].split()[3] != str(os.getpid())  # not our child
     send_tcp(_port(base), frame('app', 'from the daemon'))
