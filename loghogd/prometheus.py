@@ -45,7 +45,10 @@ METRICS = [
 
 def escape_label(value):
     """A label value as the text format wants it: backslash, quote and newline escaped."""
-    return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+    value = str(value)
+    if '\\' in value or '"' in value or '\n' in value:
+        value = value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+    return value
 
 
 def format_value(value):
@@ -115,6 +118,7 @@ def _process_samples(snapshot, out):
 def render(snapshot):
     """The whole text file: for each metric that has samples, HELP, TYPE and the samples."""
     by_name = samples(snapshot)
+    label_texts = {}   # the file metrics share their labels: format each set once
     lines = []
     for name, kind, help_text in METRICS:
         known = [(labels, value) for labels, value in by_name[name] if value is not None]
@@ -124,7 +128,11 @@ def render(snapshot):
         lines.append('# TYPE %s %s' % (name, kind))
         for labels, value in known:
             if labels:
-                text = ','.join('%s="%s"' % (key, escape_label(v)) for key, v in labels.items())
+                key = tuple(labels.items())
+                text = label_texts.get(key)
+                if text is None:
+                    text = label_texts[key] = ','.join('%s="%s"' % (label, escape_label(v))
+                                                       for label, v in key)
                 lines.append('%s{%s} %s' % (name, text, format_value(value)))
             else:
                 lines.append('%s %s' % (name, format_value(value)))

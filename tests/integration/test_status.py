@@ -153,6 +153,7 @@ def test_status_counts_every_kind_of_traffic_exactly(daemon_factory, pki, tmp_pa
         held_open.close()
     assert daemon.stop() == 0
     assert not (daemon.rundir / 'status.json').exists()
+    assert_prometheus_agrees(prometheus_file, snapshot)    # the final counts stay for node_exporter
     code, out, err = status(daemon)
     assert code == 3
     assert out.startswith('loghogd is not running: no status in ')

@@ -193,3 +193,12 @@ def test_write_atomically_replaces_and_sets_the_mode(tmp_path):
     assert path.read_text() == 'new'
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert os.listdir(tmp_path) == ['x.prom']
+
+
+def test_stats_settings_default_to_every_5_s_and_no_prometheus_file(tmp_path):
+    (tmp_path / 'loghogd.conf').write_text('')
+    config = load_config(str(tmp_path / 'loghogd.conf'))
+    assert (config.stats.interval, config.stats.prometheus_file) == (5.0, '')
+    (tmp_path / 'loghogd.conf').write_text('[stats]\ninterval = 0.5\nprometheus_file = m/x.prom\n')
+    config = load_config(str(tmp_path / 'loghogd.conf'))
+    assert (config.stats.interval, config.stats.prometheus_file) == (0.5, str(tmp_path / 'm/x.prom'))
