@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 
-from loghog.wire import FLAG_ACK, FLAG_SESSION
+from loghog.wire import FLAG_ACK, FLAG_SESSION, KNOWN_FLAGS
 
 from . import protocol
 from .acks import AckState, Sessions
@@ -270,8 +270,12 @@ class Server:
             if acks is None and frame.__class__ is not Rejection and frame[0] & FLAG_ACK \
                     and source.kind != 'udp':
                 acks = self.start_acks(source)
-            if acks is not None and self.is_resent(acks, frame):
-                continue
+            if acks is not None:
+                resent = self.is_resent(acks, frame)
+                if resent:
+                    if resent.__class__ is Rejection:   # a malformed session frame
+                        self.reject(resent, source, acks)
+                    continue
             if frame.__class__ is Rejection:
                 self.reject(frame, source, acks)
                 continue
@@ -322,18 +326,19 @@ class Server:
         return connection.acks
 
     def is_resent(self, acks, frame):
-        """Count ``frame`` on an acknowledged connection; True if it needs no more work.
+        """Count ``frame`` on an acknowledged connection; true if it needs no more work.
 
         That is a session frame (it only sets the session's numbering) or a message of the
-        session that was already received before a reconnect.
+        session that was already received before a reconnect.  A malformed session frame
+        gives its Rejection (true too), for the caller to count and log.
         """
         acks.received += 1
-        if frame.__class__ is not Rejection and frame[0] & FLAG_SESSION:
+        if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
+                and not frame[0] & ~KNOWN_FLAGS):   # unknown bits: bad_flags, below
             session = decode_session(frame[1])
             if session.__class__ is Rejection:
-                acks.reject(session.reason)
-            else:
-                acks.session, acks.seq = session[0], session[1] - 1
+                return session   # counted and logged like any rejection
+            acks.session, acks.seq = session[0], session[1] - 1
             return True
         if acks.session is None:
             return False

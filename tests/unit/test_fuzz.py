@@ -13,13 +13,14 @@ import zlib
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from loghog.wire import FLAG_ACK, FLAG_SESSION, FLAG_ZLIB, HEADER, make_frame, signature
+from loghog.wire import (FLAG_ACK, FLAG_SESSION, FLAG_ZLIB, HEADER, KNOWN_FLAGS, make_frame,
+                         signature)
 from loghogd import protocol
 from loghogd.binding import BoundSockets
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
 from loghogd.protocol import (FrameSplitter, Message, Rejection, check_signature, decode_message,
-                              inflate)
+                              decode_session, inflate)
 from loghogd.server import Server
 from loghogd.stats import Counters
 from loghogd.writer import Writer
@@ -206,7 +207,8 @@ def test_ingest_never_raises_and_never_names_a_file_outside_the_app_folder(frame
     for item in items:
         if item.__class__ is not Rejection:
             acked = acked or bool(item[0] & FLAG_ACK)
-            sessions += acked and bool(item[0] & FLAG_SESSION)
+            sessions += (acked and item[0] & FLAG_SESSION and not item[0] & ~KNOWN_FLAGS
+                         and decode_session(item[1]).__class__ is not Rejection)
     written = sum(len(f.pending) for f in writer.files.values())
     assert written + sum(counters.rejected.values()) + sessions == len(items)
     for log_file in writer.files.values():
