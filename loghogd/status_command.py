@@ -15,9 +15,10 @@ import os
 import sys
 import time
 
-from .config import load_config
+from .config import SECTIONS, load_config
 from .daemon import _is_alive as is_loghogd_alive
 from .errors import ConfigError
+from .inifile import IniFile
 from .status import SNAPSHOT_NAME
 
 # LSB init-script status codes (not sysexits: `status` answers a question, it does no work).
@@ -85,7 +86,16 @@ def find_rundir(config_path, rundir=None):
     try:
         return load_config(config_path).main.rundir
     except ConfigError as exc:
-        raise Unknown('; '.join(exc.errors)) from None
+        errors = exc.errors
+    # Only [main] rundir matters here: a mistake elsewhere (an edit not yet loaded, a
+    # pemfile only root may read) must not hide the running daemon from its group.
+    ini = IniFile(os.path.abspath(config_path)).read()
+    if ini.errors:   # unreadable, or a syntax error: nothing in it can be trusted
+        raise Unknown('; '.join(errors))
+    values, _ = ini.convert_section('main', {s.name: s for s in SECTIONS['main']})
+    if 'rundir' not in values:
+        raise Unknown('; '.join(errors))
+    return os.path.join(os.path.dirname(ini.path), values['rundir'])
 
 
 def read_status(rundir, now, is_alive=is_loghogd_alive):

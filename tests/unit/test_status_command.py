@@ -191,6 +191,15 @@ def test_status_with_an_unreadable_config_is_unknown(tmp_path, capsys):
     assert cli.main(['status', '-c', str(tmp_path / 'nowhere.conf')]) == 4
     assert 'nowhere.conf: no such file' in capsys.readouterr().err
     bad = tmp_path / 'bad.conf'
-    bad.write_text('[mian]\n')
+    bad.write_text('rundir = run\n')
     assert cli.main(['status', '-c', str(bad)]) == 4
-    assert 'unknown section' in capsys.readouterr().err
+    assert 'a setting before any [section]' in capsys.readouterr().err
+
+
+def test_a_mistake_elsewhere_in_the_config_does_not_hide_the_daemon(tmp_path, capsys):
+    config = tmp_path / 'loghogd.conf'
+    config.write_text('[main]\nrundir = run\n[server]\nmax_conections = 10\n'
+                      'listen_ipv4_ssl = 127.0.0.1\npemfile = /root-only/server.pem\n')
+    assert cli.main(['status', '-c', str(config)]) == 3
+    assert capsys.readouterr().out.startswith('loghogd is not running: no status in %s'
+                                              % (tmp_path / 'run'))
