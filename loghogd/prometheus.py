@@ -31,6 +31,9 @@ METRICS = [
     ('loghogd_file_last_rotation_timestamp_seconds', 'gauge', 'Last rotation of each log file.'),
     ('loghogd_file_next_rotation_timestamp_seconds', 'gauge', 'Next scheduled rotation.'),
     ('loghogd_file_backups', 'gauge', 'Rotated files kept for each log file.'),
+    ('loghogd_compressor_waiting', 'gauge', 'Rotated files waiting to be compressed.'),
+    ('loghogd_compressed_files_total', 'counter', 'Rotated files compressed since start.'),
+    ('loghogd_compression_failures_total', 'counter', 'Rotated files that failed to compress.'),
     ('loghogd_resident_memory_bytes', 'gauge', 'Resident memory of the daemon.'),
     ('loghogd_open_fds', 'gauge', 'Open file descriptors of the daemon.'),
     ('loghogd_max_fds', 'gauge', 'Limit on open file descriptors (soft RLIMIT_NOFILE).'),
@@ -85,6 +88,10 @@ def samples(snapshot):
     out['loghogd_write_errors_total'].append(({}, events.get('write_errors', 0)))
     out['loghogd_dropped_lines_total'].append(({}, events.get('dropped_backlog', 0)))
     _file_samples(snapshot['files'], out)
+    compressor = snapshot.get('tasks', {}).get('compressor') or {}
+    out['loghogd_compressor_waiting'].append(({}, compressor.get('waiting')))
+    out['loghogd_compressed_files_total'].append(({}, compressor.get('compressed')))
+    out['loghogd_compression_failures_total'].append(({}, compressor.get('failed')))
     _process_samples(snapshot, out)
     return out
 

@@ -232,7 +232,7 @@ def render_brief(snapshot, now):
 def render_table(snapshot, now):
     """The whole human-readable status, sections separated by blank lines."""
     sections = [_head(snapshot, now), _accepted(snapshot), _rejected(snapshot),
-                _connections(snapshot), _files(snapshot, now), _tasks(snapshot)]
+                _connections(snapshot), _files(snapshot, now), _tasks(snapshot, now)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 
@@ -336,10 +336,23 @@ def _files(snapshot, now):
     return lines
 
 
-def _tasks(snapshot):
+def _tasks(snapshot, now):
+    """What other loop tasks report (rotation, compressor): 'name  key value, ...'."""
     lines = []
     for name, status in sorted(snapshot['tasks'].items()):
-        if name == 'status' or not status:
-            continue
-        lines.append('%-11s %s' % (name, ', '.join('%s %s' % item for item in status.items())))
+        if status:
+            lines.append('%-11s %s' % (name, ', '.join(
+                '%s %s' % (key.replace('_', ' '), _task_value(key, value, now))
+                for key, value in status.items())))
     return lines
+
+
+def _task_value(key, value, now):
+    if value is None:
+        return '-'
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            'rotation' in key or key.endswith('_at')):
+        return relative_time(value, now)   # a point in time
+    if isinstance(value, int) and not isinstance(value, bool):
+        return count(value)
+    return str(value)

@@ -203,3 +203,15 @@ def test_a_mistake_elsewhere_in_the_config_does_not_hide_the_daemon(tmp_path, ca
     assert cli.main(['status', '-c', str(config)]) == 3
     assert capsys.readouterr().out.startswith('loghogd is not running: no status in %s'
                                               % (tmp_path / 'run'))
+
+
+def test_rotation_and_compressor_tasks_report_in_their_own_lines():
+    snapshot = sample()
+    snapshot['tasks'] = {
+        'rotation': {'files': 3, 'compressing': 1, 'next_rotation': NOW + 600},
+        'compressor': {'format': 'xz', 'level': 6, 'waiting': 2, 'working_on': None,
+                       'compressed': 1200, 'failed': 0}}
+    lines = render_table(snapshot, NOW).splitlines()
+    assert lines[-2:] == [
+        'compressor  format xz, level 6, waiting 2, working on -, compressed 1,200, failed 0',
+        'rotation    files 3, compressing 1, next rotation in 10m 0s']

@@ -77,3 +77,13 @@ def test_label_values_cannot_break_the_format():
     values, _ = parse(render(snapshot))
     assert ('loghogd_file_size_bytes', (('app', 'shop'), ('facility', 'payments'),
                                         ('path', '/var/log/odd "name"\\\n.log'))) in values
+
+
+def test_the_compressor_queue_when_the_daemon_has_one():
+    snapshot = sample()
+    snapshot['tasks'] = {'compressor': {'waiting': 2, 'compressed': 1200, 'failed': 1}}
+    values, types = parse(render(snapshot))
+    assert values[('loghogd_compressor_waiting', ())] == 2
+    assert values[('loghogd_compressed_files_total', ())] == 1200
+    assert values[('loghogd_compression_failures_total', ())] == 1
+    assert 'loghogd_compressor_waiting' not in parse(render(sample()))[1]
