@@ -42,7 +42,7 @@ class PidFile:
             if os.path.exists(self.path):
                 self.lock.break_lock()   # empty or garbage: nobody can own it
             return
-        if pid != os.getpid() and _is_alive(pid):
+        if pid != os.getpid() and is_loghogd_alive(pid):
             raise AlreadyRunning(errno.EEXIST, 'already running as PID %d (pidfile %s)'
                                  % (pid, self.path))
         self.lock.break_lock()
@@ -66,7 +66,7 @@ class PidFile:
             pass
 
 
-def _is_alive(pid):
+def is_loghogd_alive(pid):
     """True if ``pid`` is a running loghogd (not a zombie, not a PID reused by another program)."""
     try:
         os.kill(pid, 0)

@@ -16,7 +16,7 @@ import sys
 import time
 
 from .config import SECTIONS, load_config
-from .daemon import _is_alive as is_loghogd_alive
+from .daemon import is_loghogd_alive
 from .errors import ConfigError
 from .inifile import IniFile
 from .status import SNAPSHOT_NAME
