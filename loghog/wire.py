@@ -29,15 +29,34 @@ KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK | FLAG_SESSION
 SIGNED_FIELDS = ('app_id', 'module', 'stamp', 'nsecs', 'body')
 
 
+class Signer:
+    """Signs messages with one secret: HMAC-MD5, as the original client computed it.
+
+    The keyed state is built once and copied per message, which saves rebuilding the
+    inner and outer digests each time (about a quarter of the cost).
+    """
+
+    def __init__(self, secret):
+        if isinstance(secret, str):
+            secret = secret.encode('utf-8')
+        self._keyed = hmac.new(secret, digestmod=hashlib.md5)
+
+    def sign(self, app_id, module, stamp, nsecs, body):
+        """Return the lowercase hex signature; ``stamp`` and ``nsecs`` are integers.
+
+        Raises UnicodeEncodeError for text with no UTF-8 form (lone surrogates).
+        """
+        digest = self._keyed.copy()
+        digest.update((app_id + module + str(stamp) + str(nsecs) + body).encode('utf-8'))
+        return digest.hexdigest()
+
+
 def signature(secret, app_id, module, stamp, nsecs, body):
     """Return the lowercase hex HMAC-MD5 of a message, as the original client computed it.
 
     ``stamp`` and ``nsecs`` are integers and are signed in their decimal form.
     """
-    if isinstance(secret, str):
-        secret = secret.encode('utf-8')
-    hashable = (app_id + module + str(stamp) + str(nsecs) + body).encode('utf-8')
-    return hmac.new(secret, hashable, hashlib.md5).hexdigest()
+    return Signer(secret).sign(app_id, module, stamp, nsecs, body)
 
 
 def make_payload(app_id, module, stamp, nsecs, hostname, body, secret=None):

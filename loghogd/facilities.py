@@ -5,6 +5,8 @@ facility for the module path ``web.requests`` (``root.web.requests`` is the same
 A message lands in the most specific facility configured for its app and module.
 """
 
+from loghog.wire import Signer
+
 from . import converters as conv
 from .errors import ConfigError
 from .inifile import IniFile, Setting
@@ -45,7 +47,7 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section', 'key')
+                 'file_per_host', 'secret', 'section', 'key', 'signer')
 
     def __init__(self, app, path, section, values):
         self.app = app
@@ -57,6 +59,7 @@ class Facility:
         self.flush_every = values['flush_every']
         self.file_per_host = values['file_per_host']
         self.secret = values['secret'] or None
+        self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
 
     @property

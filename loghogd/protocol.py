@@ -9,7 +9,7 @@ import json
 import json.scanner
 import zlib
 
-from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, VERSION, signature
+from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, VERSION, Signer
 
 # Flags a message frame may carry (FLAG_SESSION marks a session frame, which is no message
 # and is handled before decoding, on acknowledged connections only).
@@ -303,13 +303,18 @@ def decode_session(payload):
     return sid, first
 
 
-def check_signature(message, secret):
-    """Return None when ``message`` is validly signed with ``secret``, else a Rejection."""
+def check_signature(message, signer):
+    """Return None when ``message`` is validly signed, else a Rejection.
+
+    ``signer`` is a ``loghog.wire.Signer`` for the facility's secret (or the secret itself).
+    """
     if not message.signature:
         return Rejection(MISSING_SIGNATURE, 'message is not signed')
+    if not isinstance(signer, Signer):
+        signer = Signer(signer)
     try:
-        expected = signature(secret, message.app_id, message.module, message.stamp,
-                             message.nsecs, message.body)
+        expected = signer.sign(message.app_id, message.module, message.stamp,
+                               message.nsecs, message.body)
     except UnicodeEncodeError:
         # JSON can carry lone surrogates ("\ud800"), which have no UTF-8 form: no
         # client can have signed such a message.
