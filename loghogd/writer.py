@@ -39,11 +39,16 @@ class LogFile:
         self.fd = None
         self.size = 0
         self.pending = []          # str lines queued since the last flush
-        self.unwritten = b''       # bytes a failed write left over, written first next time
+        # Whole lines not written yet (a bytearray once a write failed), written first
+        # next time, and how many messages they are.
+        self.unwritten = b''
+        self.unwritten_lines = 0
         self.unsynced = 0          # messages written but not fsynced
         self.unsynced_since = None
         self.check_at = 0.0
-        self.failing = False
+        self.failing = False       # writing fails: logged once, until it works again
+        self.sync_failing = False  # fdatasync fails: logged once, until it works again
+        self.dropped = 0           # lines dropped from the backlog since writing failed
         self.last_write = None
 
     def open(self):
@@ -75,10 +80,19 @@ class LogFile:
             self.fd = None
 
     def sync(self):
-        if self.fd is not None and self.unsynced:
-            os.fdatasync(self.fd)
+        """fdatasync the lines written since the last one; return True if there were any.
+
+        Raises OSError.  Either way the count starts again: after a failed fdatasync the
+        kernel may have dropped those pages, so trying again would prove nothing (the
+        Writer reports the file's lines as maybe lost instead).
+        """
+        unsynced = self.unsynced
         self.unsynced = 0
         self.unsynced_since = None
+        if self.fd is None or not unsynced:
+            return False
+        os.fdatasync(self.fd)
+        return True
 
     def has_moved(self):
         """True when the path no longer names the open file (deleted, moved, replaced)."""
@@ -89,38 +103,80 @@ class LogFile:
         mine = os.fstat(self.fd)
         return (on_disk.st_ino, on_disk.st_dev) != (mine.st_ino, mine.st_dev)
 
-    def write_pending(self, now):
-        """Write everything queued; returns the number of messages written.
-
-        Raises OSError when the file cannot be opened or written; what was not written
-        stays queued (``unwritten``) and is written first on the next call.
-        """
-        count = len(self.pending)
+    def take_pending(self):
+        """Move the queued lines, encoded, onto ``unwritten`` (without writing); return it."""
         if self.pending:
-            data = self.unwritten + ''.join(self.pending).encode('utf-8', 'backslashreplace')
+            data = ''.join(self.pending).encode('utf-8', 'backslashreplace')
+            self.unwritten_lines += len(self.pending)
             self.pending = []
-        else:
-            data = self.unwritten
-        self.unwritten = data
+            if not self.unwritten:
+                self.unwritten = data
+            else:
+                if not isinstance(self.unwritten, bytearray):
+                    self.unwritten = bytearray(self.unwritten)
+                self.unwritten += data   # a failing file gathers its lines here
+        return self.unwritten
+
+    def write_pending(self, now):
+        """Write everything queued; return the number of messages written.
+
+        Raises OSError when the file cannot be opened or written.  What was not written
+        stays in ``unwritten`` as whole lines, written first on the next call: a write
+        cut short in the middle of a line (disk full, file size limit) is taken back, so
+        that no cut line stays in the file and none is glued onto later.  Does not
+        fsync (the Writer does, by the facility's policy).
+        """
+        data = self.take_pending()
         if not data:
             return 0
         if self.fd is None or now >= self.check_at:
-            self._reopen_if_moved(now)
-        view = memoryview(data)
+            try:
+                self._reopen_if_moved(now)
+            except OSError:
+                self._keep_unwritten(data, 0, now)
+                raise
         written = 0
         try:
-            while written < len(data):
-                written += os.write(self.fd, view[written:])
-        finally:
-            self.size += written
-            self.unwritten = data[written:]
+            with memoryview(data) as view:
+                while written < len(data):
+                    written += os.write(self.fd, view[written:])
+        except OSError:
+            self._keep_unwritten(data, self._take_back(data, written), now)
+            raise
+        count = self.unwritten_lines
+        self.unwritten = b''
+        self.unwritten_lines = 0
+        self._count_written(written, count, now)
+        return count
+
+    def _take_back(self, data, written):
+        """A write stopped ``written`` bytes into ``data``: if that is inside a line, cut
+        the file back to its last whole line (the daemon is the file's only writer).
+        Return how many bytes of ``data`` stay written."""
+        whole = data.rfind(b'\n', 0, written) + 1
+        if whole == written:
+            return written
+        try:
+            os.ftruncate(self.fd, os.fstat(self.fd).st_size - (written - whole))
+        except OSError:
+            return written   # then the rest of the line follows when writing works again
+        return whole
+
+    def _keep_unwritten(self, data, written, now):
+        """After a failed write: ``data[written:]`` stays for the next try."""
+        count = data.count(b'\n', 0, written) if written else 0
+        self.unwritten = bytearray(data[written:])
+        self.unwritten_lines -= count
+        self._count_written(written, count, now)
+
+    def _count_written(self, written, count, now):
+        if not written:
+            return
+        self.size += written
         self.last_write = now
         self.unsynced += count
         if self.unsynced_since is None:
             self.unsynced_since = now
-        if self.unsynced >= self.facility.flush_every:
-            self.sync()
-        return count
 
     def _reopen_if_moved(self, now):
         self.check_at = now + CHECK_INTERVAL_S
@@ -147,6 +203,9 @@ class Writer:
         self._hosts = {}
         self.retrying = []       # files whose last write failed, retried at retry_at
         self.retry_at = 0.0
+        # Files that may have lost lines (dropped from the backlog, or a failed fsync)
+        # since the server last asked: their lines must never be acknowledged.
+        self.lost = set()
         # The per-message shortcut: facility (or (facility, host)) -> LogFile.
         self._by_facility = {}
 
@@ -187,16 +246,20 @@ class Writer:
     def flush(self, now):
         """Write every queued line (one write per file) and fsync by policy.
 
-        Files that fail keep their lines (up to ``max_backlog_bytes`` in all) and are
-        retried on the next flush.  Returns the number of messages written.
+        Files that fail keep their lines in memory (``max_backlog_bytes`` in all, the
+        oldest dropped beyond that) and are tried again every RETRY_INTERVAL_S; until
+        then their new lines are only kept.  Returns the number of messages written.
         """
         written = 0
-        if self.retrying and now >= self.retry_at:
-            self.dirty += self.retrying
-            self.retrying = []
         dirty, self.dirty = self.dirty, []
+        if self.retrying and now >= self.retry_at:
+            # A failing file with new lines is already dirty.
+            dirty += [log_file for log_file in self.retrying if not log_file.pending]
+            self.retrying = []
         for log_file in dirty:
             written += self._flush_file(log_file, now)
+        if self.retrying:
+            self._bound_backlog()
         for log_file in self.files.values():
             deadline = log_file.sync_deadline()
             if deadline is not None and now >= deadline:
@@ -204,40 +267,77 @@ class Writer:
         return written
 
     def _flush_file(self, log_file, now):
+        if log_file.failing and now < self.retry_at:
+            log_file.take_pending()   # kept for the next try
+            return 0
         try:
             count = log_file.write_pending(now)
         except OSError as exc:
             if not log_file.failing:
-                log.error('cannot write %s: %s; keeping lines in memory and retrying',
-                          log_file.path, exc.strerror or exc)
+                log.error('cannot write %s: %s; keeping its lines in memory (max_backlog) '
+                          'and trying again every %gs', log_file.path, exc.strerror or exc,
+                          RETRY_INTERVAL_S)
                 log_file.failing = True
             self.counters.count('write_errors')
-            self._bound_backlog(log_file)
             if log_file not in self.retrying:
                 self.retrying.append(log_file)
             self.retry_at = now + RETRY_INTERVAL_S
             return 0
+        if log_file.failing and not count:
+            return 0   # nothing was left to write (all dropped): not known to work yet
         if log_file.failing:
-            log.warning('writing %s again', log_file.path)
+            dropped = ' (%d older lines were dropped meanwhile)' % log_file.dropped \
+                if log_file.dropped else ''
+            log.warning('writing %s again%s', log_file.path, dropped)
             log_file.failing = False
+            log_file.dropped = 0
+        if log_file.unsynced >= log_file.facility.flush_every:
+            self._sync_file(log_file)
         return count
 
     def _sync_file(self, log_file):
+        """fdatasync ``log_file``; when that fails, its unsynced lines count as maybe lost."""
         try:
-            log_file.sync()
+            synced = log_file.sync()
         except OSError as exc:
-            log.error('cannot fsync %s: %s', log_file.path, exc.strerror or exc)
+            self.counters.count('sync_errors')
+            self.lost.add(log_file)
+            if not log_file.sync_failing:
+                log_file.sync_failing = True
+                log.error('cannot fsync %s: %s; the lines written since its last fsync may '
+                          'be lost', log_file.path, exc.strerror or exc)
+            return
+        if synced and log_file.sync_failing:
+            log_file.sync_failing = False
+            log.warning('fsync of %s works again', log_file.path)
 
-    def _bound_backlog(self, log_file):
-        excess = len(log_file.unwritten) - self.max_backlog_bytes
-        if excess > 0:
-            cut = log_file.unwritten.find(b'\n', excess)
-            cut = len(log_file.unwritten) if cut < 0 else cut + 1
-            dropped = log_file.unwritten[:cut].count(b'\n')
-            log_file.unwritten = log_file.unwritten[cut:]
+    def _bound_backlog(self):
+        """Keep the lines of failing files within ``max_backlog_bytes`` in all: drop the
+        oldest lines of the largest backlog first.  Logged once per file until it can be
+        written again; every dropped line is counted (``dropped_backlog``)."""
+        total = sum(len(log_file.unwritten) for log_file in self.retrying)
+        while total > self.max_backlog_bytes:
+            log_file = max(self.retrying, key=lambda f: len(f.unwritten))
+            data = log_file.unwritten
+            if not isinstance(data, bytearray):
+                data = log_file.unwritten = bytearray(data)
+            cut = data.find(b'\n', total - self.max_backlog_bytes - 1) + 1 or len(data)
+            dropped = data.count(b'\n', 0, cut)
+            del data[:cut]
+            total -= cut
+            log_file.unwritten_lines -= dropped
             self.counters.count('dropped_backlog', dropped)
-            log.error('%s: backlog over %d bytes, dropped %d oldest lines',
-                      log_file.path, self.max_backlog_bytes, dropped)
+            self.lost.add(log_file)
+            if not log_file.dropped:
+                log.error('%s cannot be written and the lines waiting for it in memory are '
+                          'over max_backlog (%d bytes in all): dropping the oldest (counted '
+                          'in dropped_backlog)', log_file.path, self.max_backlog_bytes)
+            log_file.dropped += dropped
+
+    def take_lost(self):
+        """Return and forget the files that may have lost lines since the last call."""
+        lost, self.lost = self.lost, set()
+        return lost
 
     def next_deadline(self):
         """The earliest time a flush is needed without new input (sync or retry), or None."""
@@ -283,8 +383,14 @@ class Writer:
                     log.error('closing %s: %s', log_file.path, exc.strerror or exc)
 
     def close(self, now):
-        """Write what is queued, sync and close every file (at exit)."""
+        """Write what is queued (trying failing files once more), sync and close every
+        file (at exit).  Lines that still cannot be written are lost, and logged."""
+        self.retry_at = now
         self.flush(now)
+        for log_file in [f for f in self.retrying if f.unwritten]:
+            log.error('stopping with %d lines that could not be written to %s: they are lost',
+                      log_file.unwritten_lines, log_file.path)
+            self.lost.add(log_file)
         for log_file in self.files.values():
             try:
                 log_file.close()
