@@ -8,8 +8,10 @@ never set the flag never receive a byte.
 
 A client may start the connection with a session frame (``FLAG_SESSION``: its session id
 and the sequence number of the next frame); the daemon then skips a resent message that
-it has already accepted in the same session, so a reconnect after a network cut does not
-duplicate lines.
+it has already written in the same session, so a reconnect after a network cut does not
+duplicate lines.  A session counts a message once it is written (when its ack is due),
+not when it is read: a message held in memory because its file cannot be written, and
+perhaps dropped from there, must be written again when the client resends it.
 """
 
 import collections
@@ -46,6 +48,10 @@ class AckState:
         """True when frames await an ack and every file they went to has been written."""
         if self.received == self.acked:
             return False
+        return self.is_settled()
+
+    def is_settled(self):
+        """True when every file that frames since the last ack went to has been written."""
         return not any(f.pending or f.unwritten for f in self.files)
 
     def take_ack(self):
@@ -59,20 +65,24 @@ class AckState:
 
 
 class Sessions:
-    """The last message number accepted per client session, for duplicate suppression."""
+    """The last message number written per client session, for duplicate suppression."""
 
     def __init__(self, limit=MAX_SESSIONS):
         self.limit = limit
         self.last_seq = collections.OrderedDict()
 
     def is_duplicate(self, sid, seq):
-        """True if message ``seq`` of session ``sid`` was seen before; otherwise record it."""
+        """True if message ``seq`` of session ``sid`` was written before."""
+        last = self.last_seq.get(sid)
+        return last is not None and seq <= last
+
+    def record(self, sid, seq):
+        """Messages up to ``seq`` of session ``sid`` are written (or rejected)."""
         last = self.last_seq.get(sid)
         if last is not None:
-            if seq <= last:
-                return True
             self.last_seq.move_to_end(sid)
+            if seq <= last:
+                return
         elif len(self.last_seq) >= self.limit:
             self.last_seq.popitem(last=False)
         self.last_seq[sid] = seq
-        return False

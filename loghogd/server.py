@@ -24,6 +24,9 @@ log = logging.getLogger('loghogd.server')
 HOUSEKEEPING_INTERVAL_S = 1.0
 # On SIGTERM, read at most this much more from each connection before closing it.
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+# ... and stop draining after this long: clients that never stop sending must not keep
+# the daemon past the init script's 30 s before SIGKILL (an acked client resends).
+DRAIN_TIME_S = 10.0
 # After EMFILE, stop accepting for this long.
 ACCEPT_PAUSE_S = 1.0
 
@@ -64,6 +67,9 @@ class Server:
         self.recv_buffer = bytearray(256 * 1024)
         self.connections = set()
         self.ack_connections = set()
+        # Acks of connections that closed before their lines were written: their
+        # sessions count those messages once they are (see send_acks).
+        self.unsettled = []
         self.sessions = Sessions()
         self.listeners = []
         self.datagram_listeners = []
@@ -88,8 +94,15 @@ class Server:
     # -- start and stop ------------------------------------------------------------------
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    # Errors, not signals: a write beyond RLIMIT_FSIZE must fail with EFBIG (the lines are
+    # kept and retried) instead of killing the daemon, and a peer that went away is an
+    # EPIPE on its own connection.  CPython ignores both at start-up; an interpreter
+    # embedded or started by something else may not.
+    IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
     def start(self):
+        for signum in self.IGNORED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         self.loop.install_signal_handlers(self.SIGNALS)
         for listener in self.listeners + self.datagram_listeners:
             listener.start()
@@ -110,9 +123,16 @@ class Server:
             listener.close()
         self.now = self.clock()
         self.line_prefix = format_receive_time(self.now)
+        # Written connection by connection, so that memory never holds every drained line.
+        stop_draining_at = self.clock() + DRAIN_TIME_S
         for connection in list(self.connections):
+            if self.clock() >= stop_draining_at:
+                log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
+                break
             connection.drain(DRAIN_LIMIT_BYTES)
+            self.writer.flush(self.clock())
         self.writer.close(self.clock())
+        self._forget_lost()
         if self.ack_connections:
             self.send_acks()   # best effort: what is not acked now will be resent
         for connection in list(self.connections):
@@ -133,7 +153,9 @@ class Server:
         self.loop.run_once(self._timeout(), self._read_clock)
         now = self._read_clock()
         self.writer.flush(now)
-        if self.ack_connections:
+        if self.writer.lost:
+            self._forget_lost()
+        if self.ack_connections or self.unsettled:
             self.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
@@ -349,12 +371,51 @@ class Server:
         return False
 
     def send_acks(self):
-        """After a flush: ack every connection whose frames are all written (or rejected)."""
+        """After a flush: ack every connection whose frames are all written (or rejected).
+
+        Each ack also tells the connection's session that its messages are written.  A
+        connection that closed before they were is remembered (``unsettled``) until they
+        are, so that a resend after a reconnect is still recognised.
+        """
         for connection in list(self.ack_connections):
+            acks = connection.acks
             if connection.closed:
                 self.ack_connections.discard(connection)
-            elif connection.acks.is_due():
-                connection.send(connection.acks.take_ack())
+                if acks.received != acks.acked:
+                    self.unsettled.append(acks)
+            elif acks.is_due():
+                self._record_session(acks)
+                connection.send(acks.take_ack())
+        if self.unsettled:
+            waiting = []
+            for acks in self.unsettled:
+                if acks.is_settled():
+                    self._record_session(acks)
+                else:
+                    waiting.append(acks)
+            self.unsettled = waiting
+
+    def _record_session(self, acks):
+        if acks.session is not None:
+            self.sessions.record(acks.session, acks.seq)
+
+    def _forget_lost(self):
+        """Lines of some files may be lost (backlog dropped, fsync failed): never ack them.
+
+        Acknowledged connections with frames not yet acked in those files are closed
+        without an ack, so that their clients resend; their sessions do not count those
+        messages, so the resent ones are written.  Which of their lines were lost is not
+        known: a client may resend some that were written (at least once, not exactly).
+        """
+        lost = self.writer.take_lost()
+        for connection in list(self.ack_connections):
+            if connection.acks.files & lost:
+                self.ack_connections.discard(connection)
+                if not connection.closed:
+                    self.counters.count('ack_connections_closed_on_loss')
+                    connection.close('lines it sent may be lost in %s' % ', '.join(
+                        sorted(f.path for f in connection.acks.files & lost)))
+        self.unsettled = [acks for acks in self.unsettled if not acks.files & lost]
 
     def warn(self, key, message, *args):
         """A warning that could repeat per peer: rate-limited per ``key``."""
