@@ -18,7 +18,9 @@ from .errors import (EX_CONFIG, EX_OK, EX_OSERR, ConfigError, LoghogError, Start
 from .config import load_config
 from .facilities import load_facilities
 from .loop import EventLoop
+from .compressor import Compressor
 from .protocol import choose_loads
+from .rotation import Rotator
 from .server import Server
 from .status import StatusPublisher
 from .stats import Counters
@@ -204,8 +206,19 @@ def run(config, table, bound, handlers):
                     loads=choose_loads(config.server.json_decoder))
     server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,
                                         config.stats.prometheus_file))
-    server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in handlers
-                                        if isinstance(h, logging.handlers.WatchedFileHandler)])
+    own_logs = [h for h in handlers if isinstance(h, logging.handlers.WatchedFileHandler)]
+    server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
+    # Rotation and compression: the compressor's thread reports back through loop.wake().
+    compressor = Compressor(config.compressor.format, config.compressor.level, loop.wake)
+    rotator = Rotator(writer, table, config.main.logdir, config.main.workdir, compressor,
+                      counters)
+    for handler in own_logs:
+        rotator.add_own_log(handler.baseFilename, config.log.when, config.log.backup_count,
+                            handler, server.clock())
+    compressor.start()
+    rotator.start(server.clock())
+    server.tasks += [rotator, compressor]
+    server.reload_hooks.append(lambda: rotator.reload(server.table, server.clock()))
     listen_file = write_listen_file(config.main.rundir, bound)
     log.info('loghogd %s started: %d facilities; listening on %s', __version__, len(table),
              ', '.join('%s %s' % (kind, _address(a)) for kind, addresses in

@@ -11,6 +11,7 @@ import os
 import re
 
 SYNC_INTERVAL_S = 1.0
+INF = float('inf')
 # How often a file that is being written is checked for having been moved or deleted.
 CHECK_INTERVAL_S = 1.0
 # How often a file that could not be written (disk full, I/O error) is tried again.
@@ -50,6 +51,15 @@ class LogFile:
         self.sync_failing = False  # fdatasync fails: logged once, until it works again
         self.dropped = 0           # lines dropped from the backlog since writing failed
         self.last_write = None
+        # Rotation (rotation.py sets these): the Writer calls ``Writer.rotation.check``
+        # before writing at or after ``rotate_at`` (Unix time; 0.0: not yet known to
+        # the rotation) and after a write that brings ``size`` to ``rotate_size`` bytes.
+        self.rotate_at = INF
+        self.rotate_size = INF
+        # Shown in the status snapshot: Unix times, and how many backups there are.
+        self.last_rotation = None
+        self.next_rotation = None
+        self.backups = None
 
     def open(self):
         """Open (creating the folder and file as needed) for appending."""
@@ -208,6 +218,8 @@ class Writer:
         self.lost = set()
         # The per-message shortcut: facility (or (facility, host)) -> LogFile.
         self._by_facility = {}
+        # The rotation (rotation.Rotator sets itself here), asked about each new file.
+        self.rotation = None
 
     def file_for(self, facility, host):
         """Return the LogFile of ``facility`` (and ``host`` with file_per_host)."""
@@ -230,6 +242,8 @@ class Writer:
                 safe = self._hosts[host] = safe_host(host)
         path = os.path.join(self.logdir, facility.app, facility.file_name(safe))
         log_file = LogFile(path, facility)
+        if self.rotation is not None:
+            log_file.rotate_at = 0.0
         self.files[key] = log_file
         return log_file
 
@@ -267,6 +281,9 @@ class Writer:
         return written
 
     def _flush_file(self, log_file, now):
+        if now >= log_file.rotate_at:
+            # Before writing: lines received at or after a deadline begin the next file.
+            self._check_rotation(log_file, now)
         if log_file.failing and now < self.retry_at:
             log_file.take_pending()   # kept for the next try
             return 0
@@ -293,7 +310,17 @@ class Writer:
             log_file.dropped = 0
         if log_file.unsynced >= log_file.facility.flush_every:
             self._sync_file(log_file)
+        if log_file.size >= log_file.rotate_size:
+            self._check_rotation(log_file, now)
         return count
+
+    def _check_rotation(self, log_file, now):
+        """Let the rotation rotate ``log_file`` if due; a bug there never costs a line."""
+        try:
+            self.rotation.check(log_file, now)
+        except Exception:
+            log.exception('internal error while rotating %s (carrying on)', log_file.path)
+            log_file.rotate_at = log_file.rotate_size = INF
 
     def _sync_file(self, log_file):
         """fdatasync ``log_file``; when that fails, its unsynced lines count as maybe lost."""

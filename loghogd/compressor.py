@@ -1,0 +1,273 @@
+"""Compressing rotated files off the event loop: one worker thread, xz, gzip or bzip2.
+
+The rotation code ``submit``s a backup; the worker thread compresses it into
+``<backup><suffix>.partial``, fsyncs it, gives it the backup's modification time,
+renames it to ``<backup><suffix>`` and deletes the backup.  A crash therefore never
+leaves a half-written file under a final name.  Then the worker queues the finished job
+and wakes the loop (``wake``, the loop's thread-safe wakeup); this object is a loop task,
+so the loop's ``tick`` hands each finished job to its ``on_done`` callback on the loop's
+own thread.  The loop never waits for the worker: ``submit`` only appends to a queue,
+and the standard library's compressors release the GIL while they work.
+
+At start-up, ``recover`` finishes what a crash or a stop left behind in a folder:
+partial files are removed, a backup whose compressed copy is complete is deleted, and
+the other uncompressed backups are compressed again.
+"""
+
+import bz2
+import collections
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+import zlib
+
+try:
+    import lzma
+except ImportError:      # Python built without liblzma: fall back to gzip (see Compressor)
+    lzma = None
+
+log = logging.getLogger('loghogd.compressor')
+
+SUFFIXES = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
+PARTIAL = '.partial'
+# Read this much of a backup per step: each step checks for a stop or a cancel, so
+# stopping the daemon never waits long for a big file.
+CHUNK_BYTES = 1024 * 1024
+# How long ``close`` waits for the worker to notice the stop (it checks every chunk).
+STOP_WAIT_S = 5.0
+FILE_MODE = 0o640
+
+
+def _new_compressor(fmt, level):
+    """A streaming compressor object (``compress``/``flush``) for ``fmt`` at ``level`` 0..9."""
+    if fmt == 'xz':
+        return lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=level)
+    if fmt == 'gzip':
+        return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)   # gzip framing
+    return bz2.BZ2Compressor(max(1, level))   # bzip2 has no level 0: 1 is its fastest
+
+
+class Job:
+    """One backup to compress.
+
+    ``path`` is the uncompressed backup; ``result`` the compressed file once done (None
+    if it failed, was cancelled or the daemon stopped first); ``error`` a sentence when
+    it failed.  Setting ``cancelled`` (from the loop's thread) makes the worker stop at
+    its next chunk; a file it still completed is the owner's to delete.
+    """
+
+    __slots__ = ('path', 'on_done', 'cancelled', 'result', 'error', 'bytes_in', 'bytes_out',
+                 'seconds')
+
+    def __init__(self, path, on_done):
+        self.path = path
+        self.on_done = on_done
+        self.cancelled = False
+        self.result = None
+        self.error = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.seconds = 0.0
+
+    def __repr__(self):
+        return 'Job(%r)' % self.path
+
+
+class _Stopped(Exception):
+    """The job was cancelled or the daemon is stopping: give up on this file."""
+
+
+class Compressor:
+    """The background compressor: a loop task owning one worker thread.
+
+    ``fmt`` is 'xz', 'gzip' or 'bzip2' ('xz' becomes 'gzip', with a warning, where
+    Python has no lzma); ``level`` 0..9; ``wake`` is called from the worker after each
+    job (``EventLoop.wake``).  ``start()`` starts the thread; ``close()`` stops it.
+    """
+
+    name = 'compressor'
+
+    def __init__(self, fmt, level, wake):
+        if fmt == 'xz' and lzma is None:
+            log.warning('[compressor] format = xz, but this Python has no lzma module: '
+                        'using gzip')
+            fmt = 'gzip'
+        self.format = fmt
+        self.level = level
+        self.suffix = SUFFIXES[fmt]
+        self.wake = wake
+        self._queue = queue.SimpleQueue()
+        self._finished = collections.deque()
+        self._waiting = 0          # submitted, not yet handed back (loop thread only)
+        self._current = None       # the job the worker is on (worker writes, status reads)
+        self._stopping = False
+        self._thread = None
+        self.compressed = 0
+        self.failed = 0
+
+    # -- the loop's side -------------------------------------------------------------------
+
+    def start(self):
+        self._thread = threading.Thread(target=self._work, name='loghogd-compressor',
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, path, on_done):
+        """Queue ``path`` (an uncompressed backup); ``on_done(job)`` runs on the loop's
+        thread when it is finished.  Returns the Job (to cancel it)."""
+        job = Job(path, on_done)
+        self._waiting += 1
+        self._queue.put(job)
+        return job
+
+    def recover(self, folder, is_backup, on_done):
+        """Start-up clean-up of ``folder``; returns the jobs submitted.
+
+        ``is_backup(name)`` says whether a file name is an uncompressed backup (the
+        rotation's naming).  Partial files of backups are removed; a backup with a
+        complete compressed copy (a crash between the rename and the delete) is
+        deleted; every other backup is submitted with ``on_done``.
+        """
+        try:
+            names = set(os.listdir(folder))
+        except FileNotFoundError:
+            return []
+        jobs = []
+        compressed = tuple(SUFFIXES.values())
+        # Partial files first: the worker may start on a backup as soon as it is submitted.
+        for name in sorted(names):
+            stem = name[:-len(PARTIAL)]
+            if name.endswith(PARTIAL) and stem.endswith(compressed) \
+                    and is_backup(stem[:stem.rindex('.')]):
+                _remove(os.path.join(folder, name))
+                log.info('removed %s, left over by an interrupted compression',
+                         os.path.join(folder, name))
+        for name in sorted(names):
+            if name.endswith(compressed + (PARTIAL,)) or not is_backup(name):
+                continue
+            path = os.path.join(folder, name)
+            done = [name + suffix for suffix in compressed if name + suffix in names]
+            if done:
+                _remove(path)
+                log.info('removed %s: %s was already complete', path, done[0])
+            else:
+                log.info('compressing %s, left uncompressed by an earlier run', path)
+                jobs.append(self.submit(path, on_done))
+        return jobs
+
+    def next_deadline(self):
+        return 0.0 if self._finished else None
+
+    def tick(self, now):
+        """Hand every finished job to its ``on_done`` (on the loop's thread)."""
+        while self._finished:
+            job = self._finished.popleft()
+            self._waiting -= 1
+            if job.result is not None:
+                self.compressed += 1
+                log.info('compressed %s (%d -> %d bytes, %.1fs)', job.result, job.bytes_in,
+                         job.bytes_out, job.seconds)
+            elif job.error is not None:
+                self.failed += 1
+                log.error('cannot compress %s: %s; it stays uncompressed and is tried '
+                          'again at the next start', job.path, job.error)
+            job.on_done(job)
+
+    def status(self, now):
+        current = self._current
+        return {'format': self.format, 'level': self.level, 'waiting': self._waiting,
+                'working_on': current.path if current is not None else None,
+                'compressed': self.compressed, 'failed': self.failed}
+
+    def close(self):
+        """Stop the worker (the file it is on stays uncompressed for the next start)."""
+        self._stopping = True
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT_S)
+            if self._thread.is_alive():
+                log.warning('the compressor did not stop within %gs', STOP_WAIT_S)
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _work(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if not (self._stopping or job.cancelled):
+                self._current = job
+                started = time.monotonic()
+                try:
+                    self._compress(job)
+                except _Stopped:
+                    pass
+                except OSError as exc:
+                    job.error = '%s: %s' % (exc.filename or job.path, exc.strerror or exc)
+                except Exception as exc:   # a bug must not kill the worker: report and go on
+                    job.error = 'internal error: %r' % exc
+                job.seconds = time.monotonic() - started
+                self._current = None
+            if self._stopping:
+                return
+            self._finished.append(job)
+            self.wake()
+
+    def _compress(self, job):
+        """Compress ``job.path`` to ``<path><suffix>`` through a partial file, then delete it."""
+        target = job.path + self.suffix
+        partial = target + PARTIAL
+        try:
+            with open(job.path, 'rb') as source:
+                stat = os.fstat(source.fileno())
+                self._write(job, source, partial)
+        except BaseException:
+            _remove(partial)
+            raise
+        os.utime(partial, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.rename(partial, target)
+        _remove(job.path)
+        _sync_folder(os.path.dirname(target))
+        job.result = target
+
+    def _write(self, job, source, partial):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        with open(os.open(partial, flags, FILE_MODE), 'wb') as output:
+            engine = _new_compressor(self.format, self.level)
+            while True:
+                if self._stopping or job.cancelled:
+                    raise _Stopped()
+                chunk = source.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                job.bytes_in += len(chunk)
+                output.write(engine.compress(chunk))
+            output.write(engine.flush())
+            output.flush()
+            os.fsync(output.fileno())
+            job.bytes_out = output.tell()
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sync_folder(folder):
+    """fsync a folder so that a rename in it survives a crash (best effort)."""
+    try:
+        fd = os.open(folder or '.', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
