@@ -149,7 +149,7 @@ class AckStream:
 
     ``run(port)`` is one connection: a session frame, then messages from the first
     unacknowledged one up to ``total`` (None: without end, until the connection breaks
-    or ``stop`` is set), then it waits for their acks.  ``acked`` only grows; the frames
+    or ``stop`` is set), then it waits for their acks (or until ``stop`` is set).  ``acked`` only grows; the frames
     of every message are kept (``frames[n - 1]`` is message n) for resending.
     """
 
@@ -177,6 +177,7 @@ class AckStream:
     def run(self, port, timeout=60.0):
         first = self.acked + 1
         self.closed_by_daemon = False
+        self.stop.clear()
         sock = socket.create_connection(('127.0.0.1', port), timeout=timeout)
         reader = threading.Thread(target=self._read_acks, args=(sock, first), daemon=True)
         reader.start()
@@ -194,7 +195,8 @@ class AckStream:
             pass
         last = number - 1
         deadline = time.monotonic() + timeout
-        while reader.is_alive() and self.acked < last and time.monotonic() < deadline:
+        while (reader.is_alive() and self.acked < last and time.monotonic() < deadline
+               and not self.stop.is_set()):
             time.sleep(0.01)
         try:
             sock.shutdown(socket.SHUT_RDWR)
@@ -494,13 +496,25 @@ def test_disk_full_holds_lines_acks_nothing_unwritten_and_writes_them_in_order_w
     assert not bad, bad[:3]   # a write cut short by the full disk is not left on disk cut
     assert numbers_of(whole, 'c')[:acked_when_full] == list(range(1, acked_when_full + 1))
     assert events(status, 'dropped_backlog') == 0
+    # The client gives up waiting and resends on a new connection: the resent messages
+    # are not acknowledged either, as their first copies are not written yet.
+    client.stop.set()
+    sender.join(10)
+    sender = threading.Thread(target=client.run, args=(daemon.tcp_port, 60.0), daemon=True)
+    sender.start()
+    resent = 2000 - acked_when_full
+    wait_for_status(daemon, lambda s: accepted(s) + events(s, 'duplicates_skipped')
+                    == 2000 + resent, 'the resent messages read')
+    time.sleep(0.2)   # an ack, if the daemon wrongly sent one, has time to arrive
+    assert client.acked == acked_when_full
 
     os.unlink(filler)   # space returns: the backlog is written, by itself, in order
     sender.join(30)
     assert not sender.is_alive() and client.acked == 2000 and not client.rejected
     whole, bad = parse(path.read_bytes())
     assert not bad, bad[:3]
-    assert numbers_of(whole, 'c') == list(range(1, 2001))
+    numbers = numbers_of(whole, 'c')
+    assert numbers == list(range(1, 2001)) + list(range(acked_when_full + 1, 2001))
     check_one_error(daemon, path)
     assert len(log_lines(daemon, 'WARNING', 'writing %s again' % path)) == 1
     assert daemon.stop() == 0
