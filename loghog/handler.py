@@ -6,6 +6,7 @@ import socket
 import sys
 
 from loghog import wire
+from loghog.acks import ACK_FALLBACK_S
 from loghog.sender import Sender
 from loghog.transport import make_ssl_context, open_connection
 
@@ -27,23 +28,34 @@ class LoghogHandler(logging.Handler):
     - ``ssl_info``: ``{'pemfile': client cert + key, 'cacert': the LogHog CA}`` turns on
       mutually authenticated TLS 1.2+; an optional ``'check_hostname': True`` also checks that
       the daemon's certificate names ``host`` (see ``loghog.transport.make_ssl_context``).
-    - ``max_buffer_size``: how many messages may wait while the daemon is unreachable; when
-      full, the oldest is dropped and counted in ``dropped``.
+    - ``max_buffer_size``: how many messages may wait, queued or (with acknowledgements)
+      written but not yet acknowledged; when full, the oldest queued one is dropped and
+      counted in ``dropped``.
     - ``print_debug``: report connection problems on standard error (never raised).
 
-    Keyword-only extras, not in the original: ``flush_timeout_s`` bounds ``flush()``,
-    ``close_timeout_s`` bounds ``close()`` (and so interpreter exit, where ``logging.shutdown``
-    calls both), ``retry_min_s`` and ``retry_max_s`` bound the reconnection backoff.
+    Keyword-only extras, not in the original:
+
+    - ``acknowledged``: ask the daemon to acknowledge every message and keep each one until
+      it does, sending it again after a reconnect (at-least-once delivery; see
+      ``loghog.acks``).  None (the default) means on for TCP and TLS; it cannot be used with
+      UDP.  Turn it off for a daemon older than the extension.
+    - ``ack_fallback_s``: a connection on which no ack at all arrives this long after the
+      first frame, from a handler that never had one, is taken for an older daemon: its
+      messages count as sent and the rest of the connection is plain.
+    - ``flush_timeout_s`` bounds ``flush()``, ``close_timeout_s`` bounds ``close()`` (and
+      so interpreter exit, where ``logging.shutdown`` calls both), ``retry_min_s`` and
+      ``retry_max_s`` bound the reconnection backoff.
 
     ``emit()`` formats and encodes the record and queues the frame; a background thread sends.
-    Raises ``ValueError`` for an inconsistent configuration (TLS over UDP, a bad buffer size)
-    and ``OSError`` when the TLS files cannot be loaded, so mistakes show at start-up.
+    Raises ``ValueError`` for an inconsistent configuration (TLS or acknowledgements over
+    UDP, a bad buffer size) and ``OSError`` when the TLS files cannot be loaded, so mistakes
+    show at start-up.
     """
 
     def __init__(self, app_name, host='localhost', port=5566, stream=True, secret=None,
                  compression=False, hostname=None, ssl_info=None, max_buffer_size=1024,
-                 print_debug=False, *, flush_timeout_s=5.0, close_timeout_s=2.0,
-                 retry_min_s=1.0, retry_max_s=30.0):
+                 print_debug=False, *, acknowledged=None, ack_fallback_s=ACK_FALLBACK_S,
+                 flush_timeout_s=5.0, close_timeout_s=2.0, retry_min_s=1.0, retry_max_s=30.0):
         super().__init__()
         self.app_name = app_name
         self.host = host
@@ -55,17 +67,33 @@ class LoghogHandler(logging.Handler):
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
         self.transport = _choose_transport(stream, ssl_info)
-        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, self.compression)
+        self.acknowledged = _choose_acknowledged(acknowledged, self.transport)
+        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, self.compression,
+                                            wire.FLAG_ACK if self.acknowledged else 0)
         if ssl_info:
             _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
         connect = functools.partial(self._connect, ssl_info)
         self._sender = Sender(connect, int(max_buffer_size), retry_min_s, retry_max_s,
-                              report=self._report)
+                              report=self._report, acknowledged=self.acknowledged,
+                              ack_fallback_s=ack_fallback_s)
 
     @property
     def dropped(self):
-        """How many messages were given up on (buffer full, or unsent at close)."""
+        """How many messages were given up on before being sent (buffer full, or still
+        queued at close)."""
         return self._sender.dropped
+
+    @property
+    def rejected(self):
+        """With acknowledgements: how many messages the daemon acknowledged as rejected
+        (unknown application, bad signature, ...)."""
+        return self._sender.rejected
+
+    @property
+    def unconfirmed(self):
+        """With acknowledgements: how many messages were sent but never acknowledged when
+        ``close()`` gave up waiting (they may or may not have been written)."""
+        return self._sender.unconfirmed
 
     def emit(self, record):
         """Queue ``record`` for the daemon; returns at once and never raises.
@@ -84,11 +112,13 @@ class LoghogHandler(logging.Handler):
         self._sender.put(frame)
 
     def flush(self):
-        """Wait up to ``flush_timeout_s`` until queued messages are written to the daemon.
+        """Wait up to ``flush_timeout_s`` until queued messages are written to the daemon
+        (and, with acknowledgements, acknowledged: on its disk).
 
-        Returns early when the daemon is unreachable (the messages stay queued).
+        Returns early when the daemon is unreachable (the messages stay queued).  Returns
+        True when nothing is left waiting (``logging`` itself ignores the result).
         """
-        self._sender.flush(self.flush_timeout_s)
+        return self._sender.flush(self.flush_timeout_s)
 
     def close(self):
         """Send what can be sent within ``close_timeout_s``, then stop the sender thread."""
@@ -111,8 +141,9 @@ class LoghogHandler(logging.Handler):
 
     def __repr__(self):
         level = logging.getLevelName(self.level)
+        acks = ', acknowledged' if self.acknowledged else ''
         return (f'<{type(self).__name__} {self.app_name} {self.transport}://'
-                f'{self.host}:{self.port} ({level})>')
+                f'{self.host}:{self.port} ({level}{acks})>')
 
 
 def _choose_transport(stream, ssl_info):
@@ -121,6 +152,15 @@ def _choose_transport(stream, ssl_info):
     if ssl_info:
         return 'tls'
     return 'tcp' if stream else 'udp'
+
+
+def _choose_acknowledged(acknowledged, transport):
+    if acknowledged is None:
+        return transport != 'udp'
+    if acknowledged and transport == 'udp':
+        raise ValueError('acknowledgements need a stream: acknowledged=True cannot be used '
+                         'with stream=False')
+    return bool(acknowledged)
 
 
 def _ssl_context_from_info(ssl_info):

@@ -14,6 +14,8 @@ import socket
 import ssl
 import time
 
+from loghog import wire
+
 TRANSPORTS = ('tcp', 'udp', 'tls')
 
 # A daemon on the LAN answers a SYN in well under a second; 5 s tolerates a slow WAN link while
@@ -26,6 +28,12 @@ SEND_TIMEOUT_S = 10.0
 
 # How often a connect in progress checks whether it was cancelled (close() was called).
 CANCEL_CHECK_INTERVAL_S = 0.1
+
+# Acks are about 20 bytes; one read takes thousands of them.
+RECEIVE_BYTES = 64 * 1024
+# An ack listing 100 rejections with their reasons stays far below this; anything bigger
+# is not an ack, and the connection is given up rather than buffered without limit.
+MAX_ACK_BYTES = 64 * 1024
 
 
 class LoghogError(Exception):
@@ -106,7 +114,6 @@ def open_connection(host, port, transport, ssl_context=None, timeout_s=CONNECT_T
                 return DatagramConnection(sock, sockaddr)
             if transport == 'tls':
                 sock = ssl_context.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(SEND_TIMEOUT_S)
             return StreamConnection(sock, sockaddr)
         except OSError as error:
             sock.close()
@@ -146,57 +153,135 @@ def format_address(sockaddr):
 
 
 class StreamConnection:
-    """A connected TCP or TLS socket that frames are written to, in order.
+    """A connected TCP or TLS socket that frames are written to, in order, and acks read from.
 
-    Owned by one thread at a time; not thread-safe.
+    The socket is non-blocking; ``send_frames`` waits for it with ``poll()`` up to the
+    timeout given to ``set_timeout`` (``SEND_TIMEOUT_S`` at first).  So no call changes the
+    socket's mode on the way, and reading the daemon's acks before each write costs a
+    single ``recv``.  Owned by one thread at a time; not thread-safe.
     """
 
     def __init__(self, sock, sockaddr):
+        sock.setblocking(False)
         self.sock = sock
         self.peer = format_address(sockaddr)
+        self.timeout_s = SEND_TIMEOUT_S
+        self.acks = []                # acks received and not yet taken by the owner
+        self.closed_because = None    # why the connection is over, once it is
+        self._incoming = bytearray()  # the start of an ack not yet complete
 
     def send_frames(self, frames):
         """Write ``frames`` (a list of encoded frames) on the stream, in order.
 
         Returns when all were handed to the kernel.  Raises ``ConnectionLost`` carrying how many
-        frames at the start of the list were written whole, when the connection fails or a
-        write waits longer than the socket's timeout.
+        frames at the start of the list were written whole, when the connection fails or the
+        daemon takes nothing for longer than the timeout (see ``set_timeout``).
         """
         data = memoryview(b''.join(frames))
         written = 0
+        deadline = None
         try:
             while written < len(data):
-                written += self.sock.send(data[written:])
+                try:
+                    written += self.sock.send(data[written:])
+                    deadline = None
+                except (BlockingIOError, ssl.SSLWantWriteError):
+                    deadline = deadline or time.monotonic() + self.timeout_s
+                    self._wait_for(select.POLLOUT, deadline)
+                except ssl.SSLWantReadError:  # TLS wants to read first (key update)
+                    deadline = deadline or time.monotonic() + self.timeout_s
+                    self._wait_for(select.POLLIN, deadline)
         except OSError as error:
             raise ConnectionLost(_whole_frames(frames, written), error) from error
         return len(frames)
 
+    def _wait_for(self, events, deadline):
+        remaining_s = deadline - time.monotonic()
+        poller = select.poll()
+        poller.register(self.sock, events)
+        if remaining_s <= 0 or not poller.poll(remaining_s * 1000):
+            raise TimeoutError(errno.ETIMEDOUT, 'timed out: the daemon does not read')
+
     def is_closed_by_peer(self):
-        """Return True when the daemon has closed or reset the connection.
+        """Return True when the daemon has closed or reset the connection (or broke the
+        protocol).  Never blocks.
 
         Checked before writing, so that frames are not written into a connection the daemon
         already left (they would be lost without an error: the first write after the daemon's
-        FIN succeeds).  Bytes the daemon sent are read and discarded; protocol version 1
-        defines none.  Never blocks.
+        FIN succeeds).  Acks that the daemon sent are read and kept in ``acks``.
         """
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        if not poller.poll(0):
-            return False
-        timeout_s = self.sock.gettimeout()
-        self.sock.settimeout(0)
-        try:
-            return self.sock.recv(4096) == b''
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False  # only TLS records without application data (session tickets)
-        except OSError:
+        return self.receive(0)
+
+    def receive(self, timeout_s, wakeup_fd=None):
+        """Read what the daemon sent; return True once it has closed the connection.
+
+        Waits up to ``timeout_s`` (0: not at all; None: no limit) for the socket, or
+        ``wakeup_fd`` when given, to become readable, then reads what is there.  Every
+        complete ack is appended to ``acks`` (dicts, see ``wire.parse_ack``) for the caller
+        to take.  After a close, a reset or bytes that are not an ack, ``closed_because``
+        says why and every later call returns True at once.  Never raises ``OSError``.
+        """
+        if self.closed_because is not None:
             return True
-        finally:
-            self._restore_timeout(timeout_s)
+        if timeout_s != 0 and not self._has_buffered_bytes():
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            if wakeup_fd is not None:
+                poller.register(wakeup_fd, select.POLLIN)
+            ready = poller.poll(None if timeout_s is None else max(0, timeout_s) * 1000)
+            if not any(fd == self.sock.fileno() for fd, _ in ready):
+                return False
+        self._read_available()
+        return self.closed_because is not None
+
+    def take_acks(self):
+        """Return the acks received so far (oldest first) and forget them."""
+        acks, self.acks = self.acks, []
+        return acks
+
+    def _has_buffered_bytes(self):
+        """TLS may hold decrypted bytes that poll() cannot see."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def _read_available(self):
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_BYTES)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                return  # nothing more for now (or TLS records without data: tickets)
+            except OSError as error:
+                self.closed_because = _describe_error(error)
+                return
+            if not data:
+                self.closed_because = 'closed by the daemon'
+                return
+            self._incoming += data
+            try:
+                self._split_acks()
+            except ValueError as error:
+                self.closed_because = f'not an acknowledgement: {error}'
+                return
+            if len(data) < RECEIVE_BYTES and not self._has_buffered_bytes():
+                return  # all there was: spare the recv() that would say so
+
+    def _split_acks(self):
+        buffer = self._incoming
+        offset = 0
+        while len(buffer) - offset >= wire.HEADER_SIZE:
+            size, flags = wire.HEADER.unpack_from(buffer, offset)
+            if size > MAX_ACK_BYTES:
+                raise ValueError(f'a frame of {size} bytes')
+            end = offset + wire.HEADER_SIZE + size
+            if len(buffer) < end:
+                break
+            self.acks.append(wire.parse_ack(flags, bytes(buffer[offset + wire.HEADER_SIZE:end])))
+            offset = end
+        del buffer[:offset]
 
     def set_timeout(self, timeout_s):
         """Bound how long a later ``send_frames`` may wait for the daemon to read."""
-        self.sock.settimeout(timeout_s)
+        self.timeout_s = timeout_s
 
     def close(self):
         """Close the socket, without waiting and without raising."""
@@ -224,12 +309,6 @@ class StreamConnection:
         finally:
             self.close()
 
-    def _restore_timeout(self, timeout_s):
-        try:
-            self.sock.settimeout(timeout_s)
-        except OSError:
-            pass  # the socket was closed under us; the next write reports it
-
 
 class DatagramConnection:
     """A connected UDP socket: one frame per datagram, delivery never confirmed."""
@@ -256,6 +335,10 @@ class DatagramConnection:
         """Always False: UDP has no connection to lose."""
         return False
 
+    def take_acks(self):
+        """Always empty: nothing is acknowledged over UDP."""
+        return []
+
     def set_timeout(self, timeout_s):
         """Bound how long a datagram write may block."""
         self.sock.settimeout(timeout_s)
@@ -270,6 +353,10 @@ class DatagramConnection:
     def finish(self, timeout_s):
         """Close the socket: there is nothing to wait for over UDP."""
         self.close()
+
+
+def _describe_error(error):
+    return getattr(error, 'strerror', None) or str(error) or type(error).__name__
 
 
 def _whole_frames(frames, written_bytes):

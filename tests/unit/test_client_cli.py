@@ -52,7 +52,25 @@ def test_secret_signs_from_the_option_or_the_environment(server, monkeypatch):
 def test_compress_sets_the_zlib_flag(server):
     assert run(server.port, '--compress', 'squeezed') == 0
     assert server.wait_for(1)[0]['body'] == 'squeezed'
-    assert server.flags == [wire.FLAG_ZLIB]
+    assert server.flags == [wire.FLAG_ZLIB | wire.FLAG_ACK]
+
+
+def test_tcp_messages_ask_for_acks_in_a_session_and_no_ack_turns_that_off(server):
+    assert run(server.port, 'acknowledged') == 0
+    assert run(server.port, '--no-ack', 'plain') == 0
+    server.wait_for(2)
+    assert server.flags == [wire.FLAG_ACK, 0]
+    assert [session['first'] for session in server.sessions] == [1]
+
+
+def test_a_daemon_that_never_acknowledges_exits_69_and_suggests_no_ack(capsys):
+    with FrameServer(answers_acks=False) as old_daemon:
+        assert run(old_daemon.port, '--timeout', '0.3', 'unconfirmed') == 69
+        assert capsys.readouterr().err == (
+            f'loghog: tcp://127.0.0.1:{old_daemon.port} did not acknowledge 1 of 1 messages '
+            'within 0.3 s (none came: is the daemon older than acknowledgements? try --no-ack)\n')
+        assert run(old_daemon.port, '--no-ack', 'plain') == 0
+        assert [m['body'] for m in old_daemon.wait_for(2)] == ['unconfirmed', 'plain']
 
 
 def test_connection_refused_exits_69_with_a_clear_message(capsys):
@@ -83,6 +101,7 @@ def test_ipv6(capsys):
     (['-a', 'app', '-p', '70000', 'x'], 'is not a port number'),
     (['hello'], 'the following arguments are required: -a/--app'),
     (['-a', 'app', '-p', 'http', 'x'], "invalid int value: 'http'"),
+    (['-a', 'app', '--timeout', '0', 'x'], '--timeout 0 must be a positive number of seconds'),
 ])
 def test_bad_options_exit_2_and_say_what_is_wrong(args, complaint, capsys):
     assert main(args) == 2

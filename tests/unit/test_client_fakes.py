@@ -1,8 +1,11 @@
 """Small in-test LogHog servers for the client's unit tests, and tests of those fakes.
 
 A ``FrameServer`` listens on loopback (TCP, or TLS with an ``ssl_context``), decodes every frame
-it receives with ``loghog.wire.HEADER`` and keeps the messages; a ``DatagramServer`` does the
-same over UDP.  They are deliberately simple (a thread per connection) and strict: a frame that
+it receives with ``loghog.wire.HEADER`` and keeps the messages; it acknowledges frames that ask
+for it as loghogd does (``{"ack": N}`` after each read: the first N frames of the connection,
+session frames included), unless made with ``answers_acks=False`` (an older daemon); setting
+``ack_limit`` caps N (frames received but never acknowledged, as when a daemon dies before
+its write).  Session frames are kept apart, in ``sessions``.  A ``DatagramServer`` does the same over UDP.  They are deliberately simple (a thread per connection) and strict: a frame that
 does not decode is recorded in ``errors`` so that a test can assert there were none.
 """
 
@@ -38,12 +41,16 @@ class _Collector:
     def __init__(self):
         self.messages = []
         self.flags = []
+        self.sessions = []
         self.errors = []
         self._changed = threading.Condition()
 
     def record(self, decoded):
         with self._changed:
             for flags, message in decoded:
+                if flags & wire.FLAG_SESSION:
+                    self.sessions.append(message)
+                    continue
                 self.flags.append(flags)
                 self.messages.append(message)
             self._changed.notify_all()
@@ -64,8 +71,11 @@ class FrameServer(_Collector):
     """A TCP (or TLS) server on ``host`` (127.0.0.1 or ::1), port 0 unless ``port`` is given,
     or listening on the ``reserved`` socket (see ``reserve_port``)."""
 
-    def __init__(self, host='127.0.0.1', port=0, ssl_context=None, reserved=None):
+    def __init__(self, host='127.0.0.1', port=0, ssl_context=None, reserved=None,
+                 answers_acks=True):
         super().__init__()
+        self.answers_acks = answers_acks
+        self.ack_limit = None
         if reserved is None:
             family = socket.AF_INET6 if ':' in host else socket.AF_INET
             reserved = socket.socket(family, socket.SOCK_STREAM)
@@ -88,13 +98,17 @@ class FrameServer(_Collector):
             except OSError:
                 return  # stopped
             self.connections.append(sock)
-            thread = threading.Thread(target=self._read, args=(sock,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            # Counted before the reader starts: a client that gets its acks may already be
+            # done, and its test checking ``accepted``, before this thread runs again.
             self.accepted += 1
+            thread = threading.Thread(target=self._read, args=(sock,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _read(self, sock):
         buffer = b''
+        received = 0
+        acknowledged = False
         try:
             if self.ssl_context is not None:
                 sock = self.ssl_context.wrap_socket(sock, server_side=True)
@@ -106,6 +120,11 @@ class FrameServer(_Collector):
                     break
                 decoded, buffer = decode_frames(buffer + data)
                 self.record(decoded)
+                received += len(decoded)
+                acknowledged = acknowledged or any(f & wire.FLAG_ACK for f, _ in decoded)
+                count = received if self.ack_limit is None else min(received, self.ack_limit)
+                if decoded and acknowledged and self.answers_acks:
+                    sock.sendall(wire.make_ack(count))
         except OSError as error:
             if not self.is_stopping:
                 self.errors.append(error)

@@ -64,7 +64,10 @@ def test_quick_start_record_arrives_with_the_original_fields(server, make_logger
     assert before <= message['stamp'] <= time.time()
     assert 0 <= message['nsecs'] < 10**9
     assert 'signature' not in message
-    assert server.flags == [0]
+    # Acknowledged by default over TCP: a session frame, then the message asking for an ack.
+    assert server.flags == [wire.FLAG_ACK]
+    assert [set(session) for session in server.sessions] == [{'session', 'first'}]
+    assert server.sessions[0]['first'] == 1
 
 
 def test_root_logger_module_is_root_and_hostname_defaults_to_this_host(server):
@@ -93,7 +96,7 @@ def test_compressed_messages_set_the_zlib_flag(server, make_logger):
     logger.info('x' * 2000)
     [message] = server.wait_for(1)
     assert message['body'] == 'x' * 2000
-    assert server.flags == [wire.FLAG_ZLIB]
+    assert server.flags == [wire.FLAG_ZLIB | wire.FLAG_ACK]
 
 
 @pytest.mark.parametrize('host', ['127.0.0.1', '::1'])
@@ -139,10 +142,11 @@ def test_server_down_at_first_then_up_gets_every_message_in_order(make_logger):
 def test_server_restart_mid_stream_loses_nothing_sent_after_the_close(make_logger):
     first = FrameServer()
     port = first.port
-    logger = make_logger(LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY))
+    handler = LoghogHandler('app', '127.0.0.1', port, **FAST_RETRY)
+    logger = make_logger(handler)
     for n in range(5):
         logger.info('before %d', n)
-    first.wait_for(5)
+    assert handler.flush()  # acknowledged: not sent again to the second server
     first.stop()
     for n in range(5):
         logger.info('during %d', n)

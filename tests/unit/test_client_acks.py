@@ -1,0 +1,214 @@
+"""Acknowledged delivery, client side: the bookkeeping (pure) and the handler against fakes.
+
+The real daemon's side of the story (crash, restart, cut connections) is in
+tests/integration/test_client_acks.py.
+"""
+
+import logging
+import threading
+import time
+
+import pytest
+
+from loghog import LoghogHandler, wire
+from loghog.acks import (ConnectionAcks, Unacknowledged, describe_rejections, rejections)
+from loghog.sender import FrameQueue
+from tests.unit.test_client_fakes import FrameServer, wait_until
+
+FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
+
+
+# -- numbering and releasing (pure) ----------------------------------------------------------
+
+def test_frames_are_numbered_from_one_in_the_order_written_and_released_by_number():
+    kept = Unacknowledged()
+    kept.add([b'a', b'b', b'c'])
+    assert (kept.first_seq, kept.next_seq, len(kept)) == (1, 4, 3)
+    assert kept.release_through(2) == 2
+    assert (kept.first_seq, len(kept)) == (3, 1)
+    assert kept.release_through(2) == 0  # an old ack again: nothing more
+    kept.add([b'd'])
+    assert kept.frames_after(2, 100) == [b'c', b'd']
+    assert kept.release_all() == 2 and kept.next_seq == 5 and len(kept) == 0
+
+
+def test_frames_to_write_again_respect_the_byte_limit_but_are_never_none():
+    kept = Unacknowledged(first_seq=10)
+    kept.add([b'x' * 50, b'y' * 30, b'z' * 30])
+    assert kept.frames_after(9, 10) == [b'x' * 50]
+    assert kept.frames_after(10, 60) == [b'y' * 30, b'z' * 30]
+    assert kept.frames_after(12, 60) == []
+
+
+def test_an_ack_counts_the_session_frame_as_frame_one():
+    acks = ConnectionAcks(first_seq=7)  # the session frame announced message 7 next
+    acks.first_write_at = 100.0
+    acks.written_through = 9             # messages 7, 8, 9 written after it
+    assert acks.frames_written == 4
+    assert acks.apply({'ack': 1}) == 6   # only the session frame: no message done
+    assert acks.apply({'ack': 3}) == 8
+    assert acks.apply({'ack': 4}) == 9
+    assert acks.seq_of_frame(1) is None and acks.seq_of_frame(2) == 7
+
+
+@pytest.mark.parametrize('count', [5, 2])
+def test_an_ack_beyond_what_was_written_or_going_backwards_is_refused(count):
+    acks = ConnectionAcks(first_seq=1)
+    acks.first_write_at = 0.0
+    acks.written_through = 3
+    acks.apply({'ack': 3})
+    with pytest.raises(ValueError, match='acknowledgement of'):
+        acks.apply({'ack': count})
+
+
+def test_silence_is_measured_from_the_first_write_and_ends_at_the_first_ack():
+    acks = ConnectionAcks(first_seq=1)
+    assert not acks.is_silent_too_long(1000.0, 5.0)  # nothing written yet
+    acks.first_write_at = 10.0
+    assert not acks.is_silent_too_long(14.9, 5.0)
+    assert acks.is_silent_too_long(15.0, 5.0)
+    acks.apply({'ack': 1})
+    assert not acks.is_silent_too_long(99.0, 5.0)
+
+
+def test_rejections_are_summed_by_reason():
+    counts = rejections({'ack': 9, 'rejected': [[2, 'unknown_app'], [5, 'bad_signature'],
+                                               [6, 'unknown_app'], 'junk'],
+                         'more_rejected': 3})
+    assert describe_rejections(counts) == \
+        'other (3), unknown_app (2), bad_signature (1), unknown (1)'
+    assert rejections({'ack': 1}) == {}
+
+
+def test_frames_awaiting_acks_count_against_the_buffer_bound():
+    queue = FrameQueue(4)
+    queue.append(b'1', held=2)
+    queue.append(b'2', held=2)
+    queue.append(b'3', held=2)           # 2 held + 2 queued: the oldest queued goes
+    assert (queue.take(100), queue.dropped) == ([b'2', b'3'], 1)
+    queue.append(b'4', held=4)           # all room held by unacknowledged frames
+    assert (len(queue), queue.dropped) == (0, 2)
+    queue.append(b'5', held=1)
+    queue.requeue([b'0', b'x', b'y'], held=1)  # back in front, but only 3 fit
+    assert queue.take(100) == [b'x', b'y', b'5'] and queue.dropped == 3
+
+
+# -- the handler against fake daemons ------------------------------------------------------
+
+@pytest.fixture
+def make_handler(request):
+    """``make(**options)``: a LoghogHandler for a fresh logger, closed at the end."""
+    made = []
+
+    def make(port, **options):
+        handler = LoghogHandler('app', '127.0.0.1', port, **options)
+        logger = logging.getLogger(f'acks.{request.node.name}.{len(made)}')
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+        made.append((logger, handler))
+        return handler, logger
+
+    yield make
+    for logger, handler in made:
+        logger.removeHandler(handler)
+        handler.close()
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == 'loghog-sender'])
+
+
+def test_acknowledged_is_on_for_streams_off_for_udp_and_refused_with_udp():
+    assert LoghogHandler('app').acknowledged is True
+    assert LoghogHandler('app', stream=False).acknowledged is False
+    assert LoghogHandler('app', acknowledged=False).acknowledged is False
+    with pytest.raises(ValueError, match='acknowledgements need a stream'):
+        LoghogHandler('app', stream=False, acknowledged=True)
+
+
+def test_flush_returns_once_everything_is_acknowledged(make_handler):
+    with FrameServer() as server:
+        handler, logger = make_handler(server.port, max_buffer_size=5000)
+        for n in range(2000):
+            logger.info('message %d', n)
+        assert handler.flush()  # True: nothing left waiting for an ack
+        assert server.bodies() == [f'message {n}' for n in range(2000)]
+        assert set(server.flags) == {wire.FLAG_ACK} and len(server.sessions) == 1
+        assert (handler.dropped, handler.unconfirmed, handler.rejected) == (0, 0, 0)
+
+
+def test_unacknowledged_messages_are_written_again_after_a_reconnect(make_handler):
+    first = FrameServer()
+    first.ack_limit = 3  # the session frame and messages 1 and 2; 3..5 never acknowledged
+    handler, logger = make_handler(first.port, **FAST_RETRY)
+    for n in range(1, 6):
+        logger.info('message %d', n)
+    first.wait_for(5)
+    wait_until(lambda: len(handler._sender._unacked) == 3)
+    first.stop()
+    with FrameServer(port=first.port) as second:
+        logger.info('message 6')
+        second.wait_for(4)
+        handler.flush()
+        assert second.bodies() == ['message 3', 'message 4', 'message 5', 'message 6']
+        # The same session, numbered from the oldest unacknowledged message.
+        assert [s['first'] for s in first.sessions + second.sessions] == [1, 3]
+        assert second.sessions[0]['session'] == first.sessions[0]['session']
+    assert first.bodies() == [f'message {n}' for n in range(1, 6)]
+    assert (handler.dropped, handler.unconfirmed) == (0, 0)
+
+
+def test_a_daemon_that_never_acknowledges_is_taken_for_an_old_one(make_handler, capsys):
+    with FrameServer(answers_acks=False) as old_daemon:
+        handler, logger = make_handler(old_daemon.port, ack_fallback_s=0.3, print_debug=True)
+        for n in range(10):
+            logger.info('message %d', n)
+        started = time.monotonic()
+        handler.flush()
+        waited_s = time.monotonic() - started
+        assert waited_s < 2, f'flush() waited {waited_s:.1f} s'
+        for n in range(10, 20):  # the rest of the connection is plain: nothing is kept
+            logger.info('message %d', n)
+        assert handler.flush()
+        assert old_daemon.wait_for(20) and \
+            old_daemon.bodies() == [f'message {n}' for n in range(20)]  # each once, in order
+    err = capsys.readouterr().err
+    assert 'no acknowledgement from 127.0.0.1:' in err
+    assert 'within 0.3 s: an older daemon? Sending without acknowledgements' in err
+
+
+def test_a_daemon_that_acknowledged_once_is_never_taken_for_an_old_one(make_handler):
+    with FrameServer() as server:
+        handler, logger = make_handler(server.port, ack_fallback_s=0.2, flush_timeout_s=0.4,
+                                       close_timeout_s=0.3)
+        logger.info('acknowledged')
+        assert handler.flush()
+        server.ack_limit = 2      # a daemon whose disk is full: reads, acknowledges nothing
+        logger.info('kept until acknowledged')
+        server.wait_for(2)
+        assert not handler.flush()  # waited twice the fallback time: still kept
+        handler.close()
+    assert handler.unconfirmed == 1
+
+
+def test_close_gives_up_on_acks_within_its_bound_and_counts_them(make_handler, capsys):
+    with FrameServer(answers_acks=False) as old_daemon:
+        handler, logger = make_handler(old_daemon.port, close_timeout_s=0.3, print_debug=True)
+        logger.info('never acknowledged')
+        old_daemon.wait_for(1)
+        started = time.monotonic()
+        handler.close()
+        assert time.monotonic() - started < 1.0
+    assert (handler.unconfirmed, handler.dropped) == (1, 0)
+    assert 'closing: 1 messages sent but not acknowledged' in capsys.readouterr().err
+
+
+def test_a_queued_message_is_sent_at_once_while_the_sender_waits_for_acks(make_handler):
+    with FrameServer() as server:
+        server.ack_limit = 1      # nothing but the session frame is ever acknowledged
+        handler, logger = make_handler(server.port, close_timeout_s=0.1)
+        logger.info('first')
+        server.wait_for(1)
+        wait_until(lambda: handler._sender._is_waiting_for_acks)  # polling the socket
+        started = time.monotonic()
+        logger.info('second')
+        server.wait_for(2)
+        assert time.monotonic() - started < 0.5
