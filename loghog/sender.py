@@ -21,7 +21,6 @@ import collections
 import functools
 import os
 import random
-import select
 import threading
 import time
 import weakref
@@ -393,26 +392,28 @@ class Sender:
         acks = self._connection_acks
         if acks is not None and not self._has_seen_ack and not acks.has_acks:
             timeouts.append(acks.first_write_at + self._ack_fallback_s - time.monotonic())
+        timeout_s = max(0, min(timeouts)) if timeouts else None
+        if self._has_just_written:
+            # While the application logs, its next message comes within milliseconds: wait
+            # for that first, as a plain sender does, so that a busy stream takes its acks
+            # with each batch.  Waking up for every ack instead would write many small
+            # batches, each one taking the GIL from the application.
+            self._has_just_written = False
+            first_s = ACK_COALESCE_S if timeout_s is None else min(ACK_COALESCE_S, timeout_s)
+            with self._lock:
+                if self._work.wait_for(lambda: len(self._queue) or self._closing, first_s):
+                    return
+            timeout_s = None if timeout_s is None else max(0, timeout_s - first_s)
         with self._lock:
             if len(self._queue) or not len(self._unacked):
                 return
             if self._closing:
-                timeouts.append(self._close_deadline - time.monotonic())
+                close_s = max(0, self._close_deadline - time.monotonic())
+                timeout_s = close_s if timeout_s is None else min(timeout_s, close_s)
             self._is_waiting_for_acks = True
-        timeout_s = max(0, min(timeouts)) if timeouts else None
         try:
-            if self._has_just_written:
-                # While the application logs, its next message comes within milliseconds:
-                # wait for that first, so that a busy stream takes its acks with each batch
-                # (a few large batches) instead of waking up for every ack (many small ones,
-                # and each wakeup takes the GIL from the application).
-                first_s = ACK_COALESCE_S if timeout_s is None else min(ACK_COALESCE_S, timeout_s)
-                if _wait_readable(self._wakeup[0], first_s):
-                    return
-                timeout_s = None if timeout_s is None else max(0, timeout_s - first_s)
             self._connection.receive(timeout_s, self._wakeup[0])
         finally:
-            self._has_just_written = False
             with self._lock:
                 self._is_waiting_for_acks = False
             _drain_pipe(self._wakeup)
@@ -555,12 +556,6 @@ def _make_pipe():
     os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)
     return read_fd, write_fd
-
-
-def _wait_readable(fd, timeout_s):
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(timeout_s * 1000))
 
 
 def _drain_pipe(pipe):
