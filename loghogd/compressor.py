@@ -1,25 +1,36 @@
-"""Compressing rotated files off the event loop: one worker thread, xz, gzip or bzip2.
+"""Compressing rotated files off the event loop: xz, gzip or bzip2, one file at a time.
 
-The rotation code ``submit``s a backup; the worker thread compresses it into
-``<backup><suffix>.partial``, fsyncs it, gives it the backup's modification time,
-renames it to ``<backup><suffix>`` and deletes the backup.  A crash therefore never
-leaves a half-written file under a final name.  Then the worker queues the finished job
-and wakes the loop (``wake``, the loop's thread-safe wakeup); this object is a loop task,
-so the loop's ``tick`` hands each finished job to its ``on_done`` callback on the loop's
-own thread.  The loop never waits for the worker: ``submit`` only appends to a queue,
-and the standard library's compressors release the GIL while they work.
+The rotation code ``submit``s a backup.  A worker thread runs ``python -m
+loghogd.compressor`` on it (``compress_file`` below, with the standard library's
+``lzma``, ``zlib`` or ``bz2``), which writes ``<backup><suffix>.partial``, fsyncs it,
+gives it the backup's modification time, renames it to ``<backup><suffix>`` and deletes
+the backup: a crash never leaves a half-written file under a final name.  Then the
+worker queues the finished job and wakes the loop (``wake``, the loop's thread-safe
+wakeup); this object is a loop task, so the loop's ``tick`` hands each finished job to
+its ``on_done`` callback on the loop's own thread.  The loop never waits for any of it:
+``submit`` only appends to a queue.
+
+Why a process and not the thread itself: a compressor in the daemon's process shares
+the GIL with the loop, and creating an xz compressor holds the GIL for 8 ms at level 6
+and 30 ms at level 9 (it sets up its match finder's tables), which stopped the loop that
+long at the start of every file (benchmarks/bench_compress_pause.py: 39 ms at level 9 in
+a thread, 8 ms in a child process).  A child process shares nothing with the loop; it
+checks between chunks that the daemon is still its parent, and stops if not.
 
 At start-up, ``recover`` finishes what a crash or a stop left behind in a folder:
 partial files are removed, a backup whose compressed copy is complete is deleted, and
 the other uncompressed backups are compressed again.
 """
 
+import argparse
 import bz2
 import collections
 import errno
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -33,12 +44,18 @@ log = logging.getLogger('loghogd.compressor')
 
 SUFFIXES = {'xz': '.xz', 'gzip': '.gz', 'bzip2': '.bz2'}
 PARTIAL = '.partial'
-# Read this much of a backup per step: each step checks for a stop or a cancel, so
-# stopping the daemon never waits long for a big file.
-CHUNK_BYTES = 1024 * 1024
-# How long ``close`` waits for the worker to notice the stop (it checks every chunk).
+# Read this much of a backup per step; between steps the child checks its parent.
+CHUNK_BYTES = 256 * 1024
+# How often the worker looks for a cancel or a stop while a child works.
+POLL_S = 0.05
+# How long ``close`` waits for the worker and its child to stop.
 STOP_WAIT_S = 5.0
 FILE_MODE = 0o640
+# Exit statuses of ``python -m loghogd.compressor``.
+EXIT_FAILED = 1
+EXIT_ORPHANED = 3
+# The folder holding the loghogd package, for the child's sys.path.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _new_compressor(fmt, level):
@@ -55,8 +72,8 @@ class Job:
 
     ``path`` is the uncompressed backup; ``result`` the compressed file once done (None
     if it failed, was cancelled or the daemon stopped first); ``error`` a sentence when
-    it failed.  Setting ``cancelled`` (from the loop's thread) makes the worker stop at
-    its next chunk; a file it still completed is the owner's to delete.
+    it failed.  Setting ``cancelled`` (from the loop's thread) makes the worker stop its
+    child; a file the child still completed is the owner's to delete.
     """
 
     __slots__ = ('path', 'on_done', 'cancelled', 'result', 'error', 'bytes_in', 'bytes_out',
@@ -76,16 +93,14 @@ class Job:
         return 'Job(%r)' % self.path
 
 
-class _Stopped(Exception):
-    """The job was cancelled or the daemon is stopping: give up on this file."""
-
-
 class Compressor:
-    """The background compressor: a loop task owning one worker thread.
+    """The background compressor: a loop task owning one worker thread, which runs one
+    child process per backup, one at a time.
 
     ``fmt`` is 'xz', 'gzip' or 'bzip2' ('xz' becomes 'gzip', with a warning, where
     Python has no lzma); ``level`` 0..9; ``wake`` is called from the worker after each
-    job (``EventLoop.wake``).  ``start()`` starts the thread; ``close()`` stops it.
+    job (``EventLoop.wake``).  ``start()`` starts the thread; ``close()`` stops it and
+    its child.
     """
 
     name = 'compressor'
@@ -103,7 +118,7 @@ class Compressor:
         self._finished = collections.deque()
         self._waiting = 0          # submitted, not yet handed back (loop thread only)
         self._current = None       # the job the worker is on (worker writes, status reads)
-        self._stopping = False
+        self._stopping = threading.Event()
         self._thread = None
         self.compressed = 0
         self.failed = 0
@@ -183,8 +198,9 @@ class Compressor:
                 'compressed': self.compressed, 'failed': self.failed}
 
     def close(self):
-        """Stop the worker (the file it is on stays uncompressed for the next start)."""
-        self._stopping = True
+        """Stop the worker and its child (the file they were on stays uncompressed, for
+        the next start to compress)."""
+        self._stopping.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(STOP_WAIT_S)
@@ -198,57 +214,121 @@ class Compressor:
             job = self._queue.get()
             if job is None:
                 return
-            if not (self._stopping or job.cancelled):
+            if not (self._stopping.is_set() or job.cancelled):
                 self._current = job
                 started = time.monotonic()
                 try:
                     self._compress(job)
-                except _Stopped:
-                    pass
                 except OSError as exc:
                     job.error = '%s: %s' % (exc.filename or job.path, exc.strerror or exc)
                 except Exception as exc:   # a bug must not kill the worker: report and go on
                     job.error = 'internal error: %r' % exc
                 job.seconds = time.monotonic() - started
                 self._current = None
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             self._finished.append(job)
             self.wake()
 
     def _compress(self, job):
-        """Compress ``job.path`` to ``<path><suffix>`` through a partial file, then delete it."""
-        target = job.path + self.suffix
-        partial = target + PARTIAL
-        try:
-            with open(job.path, 'rb') as source:
-                stat = os.fstat(source.fileno())
-                self._write(job, source, partial)
-        except BaseException:
-            _remove(partial)
-            raise
-        os.utime(partial, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        os.rename(partial, target)
-        _remove(job.path)
-        _sync_folder(os.path.dirname(target))
-        job.result = target
+        """Run the child on ``job.path``; stop it on a cancel or a stop."""
+        path = os.path.abspath(job.path)     # the child runs in /
+        job.bytes_in = os.stat(path).st_size
+        target = path + self.suffix
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [_PACKAGE_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+        child = subprocess.Popen(
+            [sys.executable, '-m', 'loghogd.compressor', '--format', self.format, '--level',
+             str(self.level), '--parent', str(os.getpid()), path],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, cwd='/')
+        errors = b''
+        while True:
+            try:
+                errors += child.communicate(timeout=POLL_S)[1] or b''
+                break
+            except subprocess.TimeoutExpired:
+                if job.cancelled or self._stopping.is_set():
+                    child.terminate()
+                    child.wait()
+                    _remove(target + PARTIAL)
+                    return
+        if child.returncode == 0:
+            job.result = job.path + self.suffix
+            job.bytes_out = os.stat(target).st_size
+        else:
+            lines = errors.decode('utf-8', 'replace').strip().splitlines()
+            job.error = lines[-1] if lines else 'exit status %d' % child.returncode
+            _remove(target + PARTIAL)
 
-    def _write(self, job, source, partial):
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        with open(os.open(partial, flags, FILE_MODE), 'wb') as output:
-            engine = _new_compressor(self.format, self.level)
-            while True:
-                if self._stopping or job.cancelled:
-                    raise _Stopped()
-                chunk = source.read(CHUNK_BYTES)
-                if not chunk:
-                    break
-                job.bytes_in += len(chunk)
+
+# -- the child process ------------------------------------------------------------------------
+
+class Orphaned(Exception):
+    """The daemon that started this compression is gone: stop, leave it to the next one."""
+
+
+def compress_file(path, fmt, level, should_stop=lambda: False):
+    """Compress ``path`` to ``<path><suffix>``: partial file, fsync, the source's times,
+    rename, delete ``path``, fsync the folder.  Returns the compressed file's path.
+
+    ``should_stop()`` is asked between chunks; when it is true, the partial file is
+    removed (if it is still this call's) and Orphaned is raised.  Raises OSError.
+    """
+    target = path + SUFFIXES[fmt]
+    partial = target + PARTIAL
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    with open(path, 'rb') as source, open(os.open(partial, flags, FILE_MODE), 'wb') as output:
+        try:
+            engine = _new_compressor(fmt, level)
+            while chunk := source.read(CHUNK_BYTES):
+                if should_stop():
+                    raise Orphaned(path)
                 output.write(engine.compress(chunk))
             output.write(engine.flush())
             output.flush()
             os.fsync(output.fileno())
-            job.bytes_out = output.tell()
+            stat = os.fstat(source.fileno())
+            os.utime(output.fileno(), ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            if not _is_same_file(partial, output.fileno()):
+                raise Orphaned(path)    # a newer daemon started over on this backup
+        except BaseException:
+            if _is_same_file(partial, output.fileno()):
+                _remove(partial)
+            raise
+    os.rename(partial, target)
+    _remove(path)
+    _sync_folder(os.path.dirname(target))
+    return target
+
+
+def _is_same_file(path, fd):
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_ino, on_disk.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def main(argv=None):
+    """``python -m loghogd.compressor --format F --level N --parent PID BACKUP``: exit 0
+    when compressed, 1 with a sentence on stderr when not, 3 when the parent is gone."""
+    parser = argparse.ArgumentParser(prog='python -m loghogd.compressor')
+    parser.add_argument('--format', choices=sorted(SUFFIXES), required=True)
+    parser.add_argument('--level', type=int, choices=range(10), required=True)
+    parser.add_argument('--parent', type=int, required=True)
+    parser.add_argument('backup')
+    args = parser.parse_args(argv)
+    try:
+        compress_file(args.backup, args.format, args.level,
+                      should_stop=lambda: os.getppid() != args.parent)
+    except Orphaned:
+        return EXIT_ORPHANED
+    except OSError as exc:
+        print('%s: %s' % (exc.filename or args.backup, exc.strerror or exc), file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _remove(path):
@@ -271,3 +351,7 @@ def _sync_folder(folder):
             raise
     finally:
         os.close(fd)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -33,16 +33,14 @@ changed, at most once per loop iteration.  A file the state does not know takes 
 period from its last modification time.
 """
 
-import datetime
 import functools
 import json
 import logging
 import os
-import re
 import tempfile
 
-from .compressor import SUFFIXES
-from .schedule import wall_time
+from .backups import (backup_wall_time, backups_of, format_stamp, is_uncompressed_backup,
+                      to_prune)
 from .writer import FILE_MODE
 
 log = logging.getLogger('loghogd.rotation')
@@ -53,60 +51,6 @@ STATE_FORMAT = 1
 # After a rename fails (permissions, a full or read-only disk), try again this much later
 # rather than on every flush.
 RETRY_S = 60.0
-_STAMP_RE = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
-_COMPRESSED_RE = '|'.join(re.escape(suffix) for suffix in SUFFIXES.values())
-_BACKUP_RE = re.compile(r'(?P<base>.+)\.(?P<stamp>%s)(?P<suffix>%s)?' % (_STAMP_RE, _COMPRESSED_RE))
-_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
-
-
-# -- names and retention (pure) -------------------------------------------------------------
-
-def format_stamp(wall):
-    """'YYYY-MM-DD-HH-MM-SS-ffffff' for a naive wall-clock datetime."""
-    return wall.strftime('%Y-%m-%d-%H-%M-%S-%f')
-
-
-def parse_backup_name(name):
-    """(base name, wall datetime, suffix) for a backup's file name; else None.
-
-    ``suffix`` is '' for an uncompressed backup, else '.xz', '.gz' or '.bz2'.
-    """
-    match = _BACKUP_RE.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        wall = datetime.datetime.strptime(match.group('stamp'), '%Y-%m-%d-%H-%M-%S-%f')
-    except ValueError:
-        return None
-    return match.group('base'), wall, match.group('suffix') or ''
-
-
-def backups_of(base, names):
-    """The backups of the file named ``base`` among ``names``: {wall datetime: [names]}.
-
-    A backup present both compressed and not (a compression under way) is one entry.
-    """
-    found = {}
-    for name in names:
-        parsed = parse_backup_name(name)
-        if parsed is not None and parsed[0] == base:
-            found.setdefault(parsed[1], []).append(name)
-    return found
-
-
-def backup_wall_time(period_start, newest):
-    """The wall time naming the backup of a period that began at ``period_start`` (Unix
-    time), given the wall time of the file's newest backup (or None): strictly later."""
-    wall = wall_time(period_start)
-    if newest is not None and wall <= newest:
-        wall = newest + _ONE_MICROSECOND
-    return wall
-
-
-def to_prune(stamps, backup_count):
-    """Of the backups' wall times ``stamps``, those to delete to keep the newest ``backup_count``."""
-    ordered = sorted(stamps)
-    return ordered[:max(0, len(ordered) - backup_count)]
 
 
 class Policy:
@@ -228,7 +172,10 @@ class Rotator:
     # -- the task ---------------------------------------------------------------------------
 
     def next_deadline(self):
-        return 0.0 if self._state_dirty else self._next
+        """0 while the state needs saving, else the nearest deadline (None: none)."""
+        if self._state_dirty:
+            return 0.0
+        return None if self._next == INF else self._next
 
     def tick(self, now):
         """Rotate every file whose deadline (or retry time) has come; save the state."""
@@ -439,7 +386,7 @@ class Rotator:
                 folders[folder] = None      # an app folder: every *.log file is ours
 
         for folder, bases in sorted(folders.items()):
-            is_backup = functools.partial(_is_uncompressed_backup, bases)
+            is_backup = functools.partial(is_uncompressed_backup, bases)
             for job in self.compressor.recover(folder, is_backup, self._compressed):
                 self.compressing[job.path] = job
 
@@ -560,14 +507,6 @@ def write_durably(path, data):
         os.fsync(folder_fd)
     finally:
         os.close(folder_fd)
-
-
-def _is_uncompressed_backup(bases, name):
-    """Is ``name`` an uncompressed backup of one of ``bases`` (None: of any *.log file)?"""
-    parsed = parse_backup_name(name)
-    if parsed is None or parsed[2]:
-        return False
-    return parsed[0] in bases if bases is not None else parsed[0].endswith('.log')
 
 
 def _create_empty(tracked):

@@ -4,6 +4,9 @@ The Writer maps (facility, host) to a LogFile.  Lines are queued with ``add`` an
 to the OS by ``flush`` in one ``write`` per file, so that a crash of the daemon loses
 nothing it has accepted.  A file is fsynced once ``flush_every`` messages are written
 and not yet synced, and at the latest ``SYNC_INTERVAL_S`` after its first unsynced one.
+``flush(now)`` asks the rotation (``Writer.rotation``, rotation.py) about a file before
+writing lines received at or after its deadline, and after a write that brings it to
+its max_size: two comparisons per file per flush, nothing per message.
 """
 
 import logging

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from loghogd.rotation import backup_wall_time, format_stamp, parse_backup_name, to_prune
+from loghogd.backups import backup_wall_time, format_stamp, parse_backup_name, to_prune
 from tests.unit.rotation_harness import BERLIN, Harness, local, read_backup, zone  # noqa: F401
 
 DAILY = """

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from loghogd.compressor import Compressor
+from loghogd.compressor import Compressor, Orphaned, compress_file
+from loghogd.compressor import main as compressor_main
 from tests.unit.rotation_harness import read_backup
 
 BACKUP = 'root.log.2024-05-14-00-00-00-000000'
@@ -140,7 +141,7 @@ def test_a_cancelled_job_leaves_its_backup_alone_and_reports_no_result(tmp_path,
 
 def test_stopping_does_not_wait_for_a_big_file_and_leaves_no_partial(tmp_path):
     big = tmp_path / 'big.log.2024-05-14-00-00-00-000000'
-    big.write_bytes(os.urandom(64 * 1024 * 1024))
+    big.write_bytes(os.urandom(16 * 1024 * 1024))
     compressor = Compressor('xz', 9, lambda: None)
     compressor.start()
     compressor.submit(str(big), lambda job: None)
@@ -160,3 +161,36 @@ def test_a_file_that_cannot_be_read_is_reported(tmp_path, finished):
     job, = f.wait(1)
     assert job.result is None and 'No such file' in job.error
     assert f.compressor.failed == 1 and os.listdir(tmp_path) == []
+
+
+def test_a_child_whose_daemon_is_gone_stops_and_leaves_the_backup(tmp_path):
+    source = tmp_path / BACKUP
+    source.write_bytes(lines(100000))
+    with pytest.raises(Orphaned):
+        compress_file(str(source), 'xz', 0, should_stop=lambda: True)
+    assert os.listdir(tmp_path) == [BACKUP]
+
+
+def test_an_older_child_never_touches_the_partial_file_of_a_newer_daemon(tmp_path):
+    """A daemon was killed; its child still runs while the next daemon, at start-up,
+    removes the partial file and starts over on the same backup."""
+    source = tmp_path / BACKUP
+    source.write_bytes(lines(100000))
+    partial = tmp_path / (BACKUP + '.xz.partial')
+
+    def newer_daemon_starts_over():
+        if not partial.read_bytes().startswith(b'newer'):
+            partial.unlink()
+            partial.write_bytes(b'newer daemon at work')
+        return False
+    with pytest.raises(Orphaned):
+        compress_file(str(source), 'xz', 0, should_stop=newer_daemon_starts_over)
+    assert sorted(os.listdir(tmp_path)) == [BACKUP, partial.name]
+    assert partial.read_bytes() == b'newer daemon at work'
+
+
+def test_the_compressor_command_says_why_it_failed(tmp_path, capsys):
+    missing = str(tmp_path / BACKUP)
+    assert compressor_main(['--format', 'gzip', '--level', '1', '--parent', str(os.getppid()),
+                            missing]) == 1
+    assert 'No such file or directory' in capsys.readouterr().err
