@@ -235,13 +235,11 @@ class Compressor:
         path = os.path.abspath(job.path)     # the child runs in /
         job.bytes_in = os.stat(path).st_size
         target = path + self.suffix
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [_PACKAGE_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
         child = subprocess.Popen(
             [sys.executable, '-m', 'loghogd.compressor', '--format', self.format, '--level',
              str(self.level), '--parent', str(os.getpid()), path],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=env, cwd='/')
+            env=_child_environment(), cwd='/')
         errors = b''
         while True:
             try:
@@ -260,6 +258,16 @@ class Compressor:
             lines = errors.decode('utf-8', 'replace').strip().splitlines()
             job.error = lines[-1] if lines else 'exit status %d' % child.returncode
             _remove(target + PARTIAL)
+
+
+def _child_environment():
+    """The daemon's environment, plus the folder loghogd was imported from when Python
+    would not find it by itself (a source tree the daemon was started in with -m)."""
+    env = dict(os.environ)
+    if _PACKAGE_ROOT not in sys.path[1:]:
+        env['PYTHONPATH'] = os.pathsep.join([_PACKAGE_ROOT] + (
+            [env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    return env
 
 
 # -- the child process ------------------------------------------------------------------------

@@ -13,13 +13,14 @@ received at or after its deadline (so that they start the next file), and after 
 that brought it to ``max_size``: two comparisons per file per flush, nothing per
 message.  Files nobody writes to are handled by ``tick``, this object being a loop task.
 
-Names.  A rotated file is renamed ``<file>.<YYYY-MM-DD-HH-MM-SS-ffffff>``: the local time
-at which the period it holds began (for a schedule, the deadline that began it; after a
-rotation for size, the moment of that rotation), as the original loghogd named them.
-The compressor then appends ``.xz``, ``.gz`` or ``.bz2``.  A new name is always later
-than the newest backup of the same file: when the period's time is not (the clock was
-set back, or the hour repeated when DST ends), the name takes that backup's time plus
-one microsecond.  So names never collide, and sorting them sorts backups by age.
+Names (backups.py).  A rotated file is renamed ``<file>.<YYYY-MM-DD-HH-MM-SS-ffffff>``:
+the local time at which the period it holds began (for a schedule, the deadline that
+began it; after a rotation for size, the moment of that rotation), as the original
+loghogd named them.  The compressor then appends ``.xz``, ``.gz`` or ``.bz2``.  A new
+name is always later than the newest backup of the same file: when the period's time
+is not (the clock was set back, or the hour repeated when DST ends), the name takes
+that backup's time plus one microsecond.  So names never collide, and sorting them
+sorts backups by age.
 
 Retention.  After each rotation (and at start-up, and after a reload), the newest
 ``backup_count`` backups of that file remain, compressed or not; older ones are deleted
@@ -505,6 +506,8 @@ def write_durably(path, data):
     folder_fd = os.open(folder or '.', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(folder_fd)
+    except OSError:
+        pass     # a file system that cannot sync folders: the rename is all there is
     finally:
         os.close(folder_fd)
 
