@@ -239,7 +239,8 @@ class Compressor:
             [sys.executable, '-m', 'loghogd.compressor', '--format', self.format, '--level',
              str(self.level), '--parent', str(os.getpid()), path],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=_child_environment(), cwd='/')
+            env=_child_environment(), cwd='/',
+            start_new_session=True)   # a Ctrl-C meant for the daemon is the daemon's to act on
         errors = b''
         while True:
             try:

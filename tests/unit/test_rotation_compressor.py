@@ -194,3 +194,13 @@ def test_the_compressor_command_says_why_it_failed(tmp_path, capsys):
     assert compressor_main(['--format', 'gzip', '--level', '1', '--parent', str(os.getppid()),
                             missing]) == 1
     assert 'No such file or directory' in capsys.readouterr().err
+
+
+def test_xz_falls_back_to_gzip_with_a_warning_where_python_has_no_lzma(tmp_path, monkeypatch,
+                                                                       caplog):
+    import loghogd.compressor
+    monkeypatch.setattr(loghogd.compressor, 'lzma', None)
+    with caplog.at_level('WARNING', logger='loghogd.compressor'):
+        compressor = Compressor('xz', 6, lambda: None)
+    assert (compressor.format, compressor.suffix) == ('gzip', '.gz')
+    assert 'no lzma module: using gzip' in caplog.text
