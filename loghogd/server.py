@@ -311,7 +311,7 @@ class Server:
                                       % message.app_id[:100]), source, acks)
                 continue
             if facility.secret is not None:
-                rejection = check_signature(message, facility.secret)
+                rejection = check_signature(message, facility.signer)
                 if rejection is not None:
                     rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                     self.reject(rejection, source, acks)
