@@ -151,8 +151,11 @@ class Server:
     def run_once(self):
         """Wait for input or the nearest deadline, process it, write it, act on signals."""
         self.loop.run_once(self._timeout(), self._read_clock)
+        # Written with the time the lines were stamped with: a deadline that passed while
+        # they were being handled must not move them into the next period's file.  The
+        # rotation due at that deadline happens right after, in the writer or its task.
+        self.writer.flush(self.now)
         now = self._read_clock()
-        self.writer.flush(now)
         if self.writer.lost:
             self._forget_lost()
         if self.ack_connections or self.unsettled:
