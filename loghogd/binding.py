@@ -72,6 +72,20 @@ def _set_receive_buffer(sock, size):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+def _check_receive_buffer(sock, size):
+    """A warning when the kernel gave ``sock`` less receive buffer than ``size`` asked."""
+    # Linux reports twice what was set (the other half is its bookkeeping), capped by
+    # net.core.rmem_max unless SO_RCVBUFFORCE (root) was allowed.
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got >= size:
+        return None
+    host, port = sock.getsockname()[:2]
+    where = '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)
+    return ('UDP %s: the kernel gave a receive buffer of %d bytes, not the %d of '
+            '[server] udp_receive_buffer (raise net.core.rmem_max, or start loghogd as root); '
+            'bursts beyond it are dropped by the kernel' % (where, got, size))
+
+
 def _bind_plain(host, port, receive_buffer):
     """Bind TCP and UDP on one address and port; port 0 picks one free for both."""
     tries = _PORT_ZERO_TRIES if port == 0 else 1
@@ -251,6 +265,9 @@ def bind_all(config):
                 if kind == 'plain':
                     tcp, udp = _bind_plain(host, port, config.server.udp_receive_buffer)
                     bound.sockets += [('tcp', tcp), ('udp', udp)]
+                    warning = _check_receive_buffer(udp, config.server.udp_receive_buffer)
+                    if warning:
+                        bound.warnings.append(warning)
                 else:
                     bound.sockets.append(('tls', _stream_socket(host, port)))
             except OSError as exc:

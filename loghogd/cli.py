@@ -175,6 +175,8 @@ def start(config, table):
     bound = bind_all(config)
     try:
         handlers = setup_logging(config, foreground=not detaching)
+        for warning in bound.warnings:
+            log.warning('%s', warning)
         if uid is not None and os.geteuid() == 0:
             owned = [config.main.logdir, config.main.workdir, config.main.rundir]
             if config.log.filename not in ('', '-'):
