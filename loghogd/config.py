@@ -166,5 +166,7 @@ def _check_tls(ini, config):
         value = getattr(config.server, key)
         if not value:
             ini.error('server', key, 'required when listen_ipv4_ssl or listen_ipv6_ssl is set')
+        elif not os.path.exists(value):
+            ini.error('server', key, '%s: no such file' % value)
         elif not os.access(value, os.R_OK):
-            ini.error('server', key, '%s cannot be read' % value)
+            ini.error('server', key, '%s cannot be read (permission denied)' % value)

@@ -354,8 +354,8 @@ def test_bad_pemfile_or_cacert_is_a_clear_error_and_exit_78(tmp_path, pki):
     cases = {
         'no pemfile': (None, pki['ca'], 'pemfile: required when listen_ipv4_ssl'),
         'no cacert': (pki['server'], None, 'cacert: required when listen_ipv4_ssl'),
-        'missing pemfile': (tmp_path / 'nope.pem', pki['ca'], 'nope.pem cannot be read'),
-        'missing cacert': (pki['server'], tmp_path / 'nope.cert', 'nope.cert cannot be read'),
+        'missing pemfile': (tmp_path / 'nope.pem', pki['ca'], 'nope.pem: no such file'),
+        'missing cacert': (pki['server'], tmp_path / 'nope.cert', 'nope.cert: no such file'),
         'pemfile is a folder': (base, pki['ca'], 'Is a directory'),
         'key only': (tmp_path / 'key-only.pem', pki['ca'], 'holds no PEM certificate'),
         'certificate only': (tmp_path / 'cert-only.pem', pki['ca'], 'holds no PEM private key'),
