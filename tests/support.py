@@ -60,14 +60,16 @@ class Daemon:
         self.facilities_path = self.base / 'facilities.conf'
         self.extra_args = list(extra_args)
         self.facilities_path.write_text(textwrap.dedent(facilities))
-        options = {'listen_ipv4': '127.0.0.1:0', 'listen_ipv6': ''}
-        options.update(server or {})
-        text = ('[main]\nlogdir = log\nworkdir = lib\nrundir = run\n'
-                'facilities_config = facilities.conf\n[log]\nfilename = daemon.log\nlevel = DEBUG\n')
-        for name, values in (sections or {}).items():
-            text += '[%s]\n' % name + ''.join('%s = %s\n' % kv for kv in values.items())
-        text += '[server]\n' + ''.join('%s = %s\n' % kv for kv in options.items())
-        self.config_path.write_text(text)
+        # Each section once: values given in ``sections`` (or ``server``) override these.
+        config = {'main': {'logdir': 'log', 'workdir': 'lib', 'rundir': 'run',
+                           'facilities_config': 'facilities.conf'},
+                  'log': {'filename': 'daemon.log', 'level': 'DEBUG'},
+                  'server': {'listen_ipv4': '127.0.0.1:0', 'listen_ipv6': ''}}
+        for name, values in dict(sections or {}, server=server or {}).items():
+            config.setdefault(name, {}).update(values)
+        self.config_path.write_text(''.join(
+            '[%s]\n' % name + ''.join('%s = %s\n' % kv for kv in values.items())
+            for name, values in config.items()))
         self.proc = None
         self.addresses = None
 

@@ -34,13 +34,11 @@ LEAD_S = 4
 class ClockedDaemon(Daemon):
     """A loghogd whose clock starts at ``start_at`` (local time, 'YYYY-MM-DD HH:MM:SS')."""
 
-    def __init__(self, base, facilities, start_at, tz='UTC0', own_log=None, **options):
-        super().__init__(base, facilities, **options)
+    def __init__(self, base, facilities, start_at, tz='UTC0', own_log=None, sections=None,
+                 **options):
+        sections = dict(sections or {}, log=own_log or {})
+        super().__init__(base, facilities, sections=sections, **options)
         self.environment = ['FAKETIME=@' + start_at, 'LD_PRELOAD=' + LIBFAKETIME, 'TZ=' + tz]
-        if own_log:      # [log] settings go into the [log] section the base class writes
-            extra = ''.join('%s = %s\n' % item for item in own_log.items())
-            self.config_path.write_text(self.config_path.read_text().replace(
-                '[log]\n', '[log]\n' + extra, 1))
 
     def command(self):
         return ['env'] + self.environment + super().command()
