@@ -9,8 +9,6 @@ import os
 import threading
 import time
 
-import pytest
-
 from loghogd.compressor import Compressor
 from loghogd.facilities import load_facilities
 from loghogd.rotation import Rotator
@@ -19,22 +17,6 @@ from loghogd.writer import Writer
 
 BERLIN = 'CET-1CEST,M3.5.0,M10.5.0/3'
 _OPENERS = {'.gz': gzip.open, '.xz': lzma.open, '.bz2': bz2.open}
-
-
-@pytest.fixture
-def zone():
-    """Set the local time zone for one test (TZ + tzset), and restore it afterwards."""
-    saved = os.environ.get('TZ')
-
-    def set_zone(name):
-        os.environ['TZ'] = name
-        time.tzset()
-    yield set_zone
-    if saved is None:
-        os.environ.pop('TZ', None)
-    else:
-        os.environ['TZ'] = saved
-    time.tzset()
 
 
 def local(*fields):

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from loghogd.backups import backup_wall_time, format_stamp, parse_backup_name, to_prune
-from tests.unit.rotation_harness import BERLIN, Harness, local, read_backup, zone  # noqa: F401
+from tests.unit.rotation_harness import BERLIN, Harness, local, read_backup
 
 DAILY = """
 [app]

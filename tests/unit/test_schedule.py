@@ -2,7 +2,6 @@
 month and year ends, leap days, and daylight saving in both directions."""
 
 import datetime
-import os
 import time
 
 import pytest
@@ -10,33 +9,13 @@ from croniter import croniter as real_croniter
 
 from loghogd import schedule as schedule_module
 from loghogd.schedule import first_instant, parse_rotate, wall_time
+from tests.unit.rotation_harness import BERLIN, local
 
 # POSIX TZ strings: the C library needs no zoneinfo files for them.
-BERLIN = 'CET-1CEST,M3.5.0,M10.5.0/3'        # 02:00 -> 03:00 on the last Sunday of March,
-                                              # 03:00 -> 02:00 on the last Sunday of October
+# BERLIN: 02:00 -> 03:00 on the last Sunday of March, 03:00 -> 02:00 on the last Sunday
+# of October.  ``zone`` sets TZ for one test, ``local`` reads a local wall time.
 NEW_YORK = 'EST5EDT,M3.2.0,M11.1.0'           # 02:00 -> 03:00 second Sunday of March,
                                               # 02:00 -> 01:00 first Sunday of November
-
-
-@pytest.fixture
-def zone():
-    """Set the local time zone for one test (TZ + tzset), and restore it afterwards."""
-    saved = os.environ.get('TZ')
-
-    def set_zone(name):
-        os.environ['TZ'] = name
-        time.tzset()
-    yield set_zone
-    if saved is None:
-        os.environ.pop('TZ', None)
-    else:
-        os.environ['TZ'] = saved
-    time.tzset()
-
-
-def local(*fields):
-    """Unix time of an unambiguous local wall time."""
-    return time.mktime(datetime.datetime(*fields).timetuple())
 
 
 def utc(*fields):
