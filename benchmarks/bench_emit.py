@@ -15,7 +15,6 @@ import argparse
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -15,6 +15,30 @@ from pathlib import Path
 from loghog.wire import encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / 'scripts'
+
+
+def make_certs(folder, *clients, domain=None):
+    """A CA and a server certificate in ``folder`` (``loghog-ca.cert``, ``loghog-server.pem``,
+    or ``<domain>-…``) and a ``<name>.pem`` per client, made by the project's own scripts."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    commands = [['loghog-server-cert'] + ([domain] if domain else [])]
+    commands += [['loghog-client-cert', name, '.'] for name in clients]
+    for command in commands:
+        subprocess.run(['sh', str(SCRIPTS / command[0])] + command[1:], cwd=str(folder),
+                       check=True, capture_output=True, timeout=60)
+    return folder
+
+
+def log_files(daemon):
+    """{path relative to the daemon's log folder: lines} for every file under it."""
+    result = {}
+    for folder, _, names in os.walk(daemon.logdir):
+        for name in names:
+            path = os.path.join(folder, name)
+            result[os.path.relpath(path, daemon.logdir)] = read_lines(path)
+    return result
 
 
 def wait_for(condition, timeout=10.0, interval=0.02, message='condition'):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, line_body, read_lines, wait_for, wait_for_lines
+from tests.support import ROOT, line_body, make_certs, read_lines, wait_for, wait_for_lines
 from tests.unit.test_client_fakes import free_port
 
 FACILITIES = """
@@ -343,19 +343,14 @@ def test_command_exit_status_when_the_daemon_is_down(loghogd):
 
 # -- TLS ---------------------------------------------------------------------------------------
 
-SCRIPTS = ROOT / 'scripts'
 
 
 @pytest.fixture(scope='module')
 def pki(tmp_path_factory):
-    """A CA, a server certificate and a client certificate, made by the project's scripts."""
+    """A CA, a server and a client certificate (web1), made by the project's scripts."""
     if shutil.which('openssl') is None:
         pytest.skip('needs the openssl command')
-    folder = tmp_path_factory.mktemp('pki')
-    for command in (['loghog-server-cert'], ['loghog-client-cert', 'web1', '.']):
-        subprocess.run(['sh', str(SCRIPTS / command[0]), *command[1:]], cwd=folder, check=True,
-                       capture_output=True, timeout=60)
-    return folder
+    return make_certs(tmp_path_factory.mktemp('pki'), 'web1')
 
 
 @pytest.fixture

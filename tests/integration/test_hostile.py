@@ -20,7 +20,7 @@ import zlib
 import pytest
 
 from loghog.wire import FLAG_ACK, HEADER, encode_message, make_frame, signature
-from tests.support import frame, line_body, read_lines, send_tcp, send_udp, wait_for, wait_for_lines
+from tests.support import frame, line_body, log_files, read_lines, send_tcp, send_udp, wait_for, wait_for_lines
 
 FACILITIES = """
 [app]
@@ -77,19 +77,9 @@ class GoodClient:
         self.sock.close()
 
 
-def all_files(daemon):
-    """{path relative to the log folder: lines} for every file under the log folder."""
-    result = {}
-    for folder, _, names in os.walk(daemon.logdir):
-        for name in names:
-            path = os.path.join(folder, name)
-            result[os.path.relpath(path, daemon.logdir)] = read_lines(path)
-    return result
-
-
 def assert_only_good_lines(daemon, good):
     good.check()
-    assert list(all_files(daemon)) == [os.path.join(good.app, 'root.log')], all_files(daemon)
+    assert list(log_files(daemon)) == [os.path.join(good.app, 'root.log')], log_files(daemon)
 
 
 def status(daemon, timeout=10):
@@ -295,9 +285,9 @@ def test_host_app_and_module_names_never_leave_the_log_folder(daemon_factory):
         send_udp(daemon.udp_port, item)
     good.send()
     expected_lines = len(hosts) + len(modules) + 1
-    wait_for(lambda: sum(map(len, all_files(daemon).values())) >= expected_lines,
+    wait_for(lambda: sum(map(len, log_files(daemon).values())) >= expected_lines,
              message='%d lines' % expected_lines)
-    files = all_files(daemon)
+    files = log_files(daemon)
     for relative in files:
         app, name = relative.split(os.sep)
         assert app in ('app', 'perhost')

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from loghog.wire import FLAG_ZLIB, HEADER, HEADER_SIZE, make_payload
-from tests.support import ROOT, frame, read_lines, send_tcp, send_udp, wait_for, wait_for_lines
+from tests.support import (ROOT, frame, make_certs, read_lines, send_tcp, send_udp, wait_for,
+                           wait_for_lines)
 
 FACILITIES = """
 [app]
@@ -59,14 +60,10 @@ def wait_for_snapshot(daemon, condition, message, timeout=15.0):
 
 @pytest.fixture(scope='module')
 def pki(tmp_path_factory):
-    """A CA, a server and a client certificate, made by the project's scripts."""
+    """A CA, a server and a client certificate (web1), made by the project's scripts."""
     if shutil.which('openssl') is None:
         pytest.skip('needs the openssl command')
-    folder = tmp_path_factory.mktemp('pki')
-    for command in (['loghog-server-cert'], ['loghog-client-cert', 'web1', '.']):
-        subprocess.run(['sh', str(ROOT / 'scripts' / command[0]), *command[1:]], cwd=folder,
-                       check=True, capture_output=True, timeout=60)
-    return folder
+    return make_certs(tmp_path_factory.mktemp('pki'), 'web1')
 
 
 def test_status_counts_every_kind_of_traffic_exactly(daemon_factory, pki, tmp_path):

@@ -18,20 +18,10 @@ import warnings
 
 import pytest
 
-from tests.support import ROOT, frame, line_body, read_lines, wait_for, wait_for_lines
-
-SCRIPTS = ROOT / 'scripts'
+from tests.support import ROOT, frame, line_body, log_files, make_certs, read_lines, wait_for_lines
 EX_CONFIG = 78
 
 pytestmark = pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')
-
-
-def make_certs(folder, *clients):
-    folder.mkdir(parents=True, exist_ok=True)
-    for command in [['loghog-server-cert']] + [['loghog-client-cert', name] for name in clients]:
-        subprocess.run([str(SCRIPTS / command[0])] + command[1:], cwd=str(folder), check=True,
-                       capture_output=True, timeout=60)
-    return folder
 
 
 @pytest.fixture(scope='module')
@@ -102,16 +92,6 @@ def try_to_send(port, context, body):
         return 'closed' if is_closed_by_daemon(sock) else 'still open'
 
 
-def all_lines(daemon):
-    """Every line of every file under the log folder: {relative path: [lines]}."""
-    result = {}
-    for folder, _, names in os.walk(daemon.logdir):
-        for name in names:
-            path = os.path.join(folder, name)
-            result[os.path.relpath(path, daemon.logdir)] = read_lines(path)
-    return result
-
-
 def test_clients_of_our_ca_are_written_other_ca_and_no_certificate_are_refused(daemon_factory, pki):
     daemon = daemon_factory(server=tls_options(pki))
     good = tls_connect(daemon.tls_port, client_context(pki))
@@ -128,7 +108,7 @@ def test_clients_of_our_ca_are_written_other_ca_and_no_certificate_are_refused(d
     good.sendall(frame('app', 'over tls 2'))
     lines = wait_for_lines(daemon.log_file('app'), 2)
     time.sleep(0.3)
-    assert all_lines(daemon) == {os.path.join('app', 'root.log'): lines}
+    assert log_files(daemon) == {os.path.join('app', 'root.log'): lines}
     assert list(map(line_body, lines)) == ['over tls 1', 'over tls 2']
     good.close()
     assert daemon.stop() == 0
