@@ -12,6 +12,7 @@ import socket
 import ssl
 
 from .errors import ConfigError, StartupError, describe_os_error
+from .files import format_address, write_atomically
 
 LISTEN_BACKLOG = 1024
 # Descriptors needed beside the connections: listeners, log files, the daemon's own
@@ -80,10 +81,9 @@ def _check_receive_buffer(sock, size):
     if got >= size:
         return None
     host, port = sock.getsockname()[:2]
-    where = '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)
     return ('UDP %s: the kernel gave a receive buffer of %d bytes, not the %d of '
             '[server] udp_receive_buffer (raise net.core.rmem_max, or start loghogd as root); '
-            'bursts beyond it are dropped by the kernel' % (where, got, size))
+            'bursts beyond it are dropped by the kernel' % (format_address(host, port), got, size))
 
 
 def _bind_plain(host, port, receive_buffer):
@@ -271,9 +271,8 @@ def bind_all(config):
                 else:
                     bound.sockets.append(('tls', _stream_socket(host, port)))
             except OSError as exc:
-                where = '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)
                 raise StartupError(exc.errno, 'cannot listen on %s: %s'
-                                   % (where, describe_os_error(exc))) from None
+                                   % (format_address(host, port), describe_os_error(exc))) from None
     except BaseException:
         bound.close()
         raise
@@ -283,8 +282,5 @@ def bind_all(config):
 def write_listen_file(rundir, bound):
     """Atomically write <rundir>/listen.json with the addresses actually bound."""
     path = os.path.join(rundir, 'listen.json')
-    temporary = path + '.tmp'
-    with open(temporary, 'w', encoding='utf-8') as stream:
-        json.dump(bound.addresses(), stream)
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(bound.addresses()).encode('utf-8'), 0o640)
     return path

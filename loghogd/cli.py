@@ -17,6 +17,7 @@ from .errors import (EX_CONFIG, EX_OK, EX_OSERR, ConfigError, LoghogError, Start
                      describe_os_error)
 from .config import load_config
 from .facilities import load_facilities
+from .files import format_address
 from .loop import EventLoop
 from .compressor import Compressor
 from .protocol import choose_loads
@@ -238,5 +239,4 @@ def run(config, table, bound, handlers):
 
 
 def _address(pair):
-    host, port = pair
-    return '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)
+    return format_address(*pair)

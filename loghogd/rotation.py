@@ -38,10 +38,10 @@ import functools
 import json
 import logging
 import os
-import tempfile
 
 from .backups import (backup_wall_time, backups_of, format_stamp, is_uncompressed_backup,
                       to_prune)
+from .files import write_atomically
 from .writer import FILE_MODE
 
 log = logging.getLogger('loghogd.rotation')
@@ -473,7 +473,7 @@ class Rotator:
                            'app': app, 'facility': list(facility_path) if app else None}
         data = json.dumps({'format': STATE_FORMAT, 'files': files}, indent=1, sort_keys=True)
         try:
-            write_durably(self.state_path, data.encode('utf-8'))
+            write_atomically(self.state_path, data.encode('utf-8'), durable=True)
         except OSError as exc:
             if not self._state_failing:
                 log.error('cannot save rotation state to %s: %s', self.state_path,
@@ -484,32 +484,6 @@ class Rotator:
                 log.warning('saving rotation state to %s again', self.state_path)
             self._state_failing = False
         self._state_dirty = False
-
-
-def write_durably(path, data):
-    """Replace ``path`` with ``data`` (bytes): temporary file, fsync, rename, fsync the
-    folder.  Readers, and a crash, leave the old content or the new, never a part."""
-    folder, name = os.path.split(path)
-    fd, temporary = tempfile.mkstemp(prefix='.%s.' % name, dir=folder or '.')
-    try:
-        with os.fdopen(fd, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    folder_fd = os.open(folder or '.', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(folder_fd)
-    except OSError:
-        pass     # a file system that cannot sync folders: the rename is all there is
-    finally:
-        os.close(folder_fd)
 
 
 def _create_empty(tracked):

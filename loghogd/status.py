@@ -8,7 +8,7 @@ group), and, with ``[stats] prometheus_file``, the same figures in Prometheus te
 per-message path.
 
 ``build_snapshot`` is pure (values in, dict out); reading /proc and writing files are the
-thin shell around it (``read_process``, ``read_udp_sockets``, ``write_atomically``).
+thin shell around it (``read_process``, ``read_udp_sockets``, and ``files.write_atomically``).
 """
 
 import errno
@@ -16,9 +16,9 @@ import json
 import logging
 import os
 import resource
-import tempfile
 
 from . import __version__, prometheus
+from .files import format_address, write_atomically
 from .stats import RecentTotals
 
 log = logging.getLogger('loghogd.status')
@@ -239,31 +239,8 @@ def read_udp_sockets(sockets, paths=PROC_NET_UDP):
         except OSError:
             continue   # closed (at shutdown)
         queue, drops = table.get(inode, (0, 0))
-        address = '[%s]:%s' % (host, port) if ':' in host else '%s:%s' % (host, port)
-        result.append({'address': address, 'queue_bytes': queue, 'drops': drops})
+        result.append({'address': format_address(host, port), 'queue_bytes': queue, 'drops': drops})
     return result
-
-
-def write_atomically(path, data, mode):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and a rename.
-
-    Readers see the old file or the new one, never a part.  No fsync: a snapshot that
-    a crash loses is rewritten seconds later.  Raises OSError.
-    """
-    folder, name = os.path.split(path)
-    # A leading dot and a random tail: node_exporter only reads names ending in .prom.
-    fd, temporary = tempfile.mkstemp(prefix='.%s.' % name, dir=folder or '.')
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, 'wb') as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 # -- the loop task ----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from loghogd.protocol import Rejection
 from loghogd.server import Server
 from loghogd.stats import Counters
 from loghogd.status import (SNAPSHOT_NAME, StatusPublisher, parse_proc_net_udp,
-                            read_process, read_udp_sockets, write_atomically)
+                            read_process, read_udp_sockets)
+from loghogd.files import write_atomically
 from loghogd.writer import Writer
 
 FACILITIES = """
