@@ -2,8 +2,12 @@
 time (port 0, read back from <rundir>/listen.json), stopped by PID with the exit code checked.
 """
 
+import bz2
+import gzip
 import json
+import lzma
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -202,3 +206,46 @@ def send_udp(port, data, host='127.0.0.1'):
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.sendto(data, (host, port))
+
+
+_OPENERS = {'.gz': gzip.open, '.xz': lzma.open, '.bz2': bz2.open}
+COMPRESSED_SUFFIXES = tuple(_OPENERS)
+
+
+def backup_names(folder, base='root.log'):
+    """Names of the backups of ``base`` in ``folder``, oldest first (their names sort by age)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    pattern = re.compile(re.escape(base) + r'\.\d{4}(-\d\d){5}-\d{6}(\.xz|\.gz|\.bz2)?')
+    return sorted(n for n in names if pattern.fullmatch(n))
+
+
+def read_backup(path):
+    """The text of a backup, compressed or not."""
+    opener = _OPENERS.get(os.path.splitext(str(path))[1], open)
+    with opener(path, 'rb') as stream:
+        return stream.read().decode('utf-8')
+
+
+def file_history(folder, base='root.log'):
+    """(backup name or 'live', line) for every line ever written to ``base``: backups
+    oldest first, then the live file.
+
+    The compressor may be working meanwhile: a backup replaced by its compressed form
+    between listing and reading is read again, and while both forms exist for a moment
+    (the compressed one is complete once renamed into place) only that one is read.
+    """
+    folder = Path(folder)
+    while True:
+        names = backup_names(folder, base)
+        present = set(names)
+        names = [n for n in names if not any(n + ext in present for ext in _OPENERS)]
+        try:
+            found = [(name, line) for name in names
+                     for line in read_backup(folder / name).splitlines()]
+        except FileNotFoundError:
+            continue
+        live = folder / base
+        return found + [('live', line) for line in (read_lines(live) if live.exists() else [])]

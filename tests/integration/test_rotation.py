@@ -1,47 +1,26 @@
 """Rotation, compression and retention with real loghogd processes on loopback: what an
 operator finds in the log folder, read back with the standard tools."""
 
-import bz2
 import datetime
-import gzip
 import json
 import lzma
 import os
-import re
 import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.support import frame, line_body, read_lines, send_tcp, wait_for, wait_for_lines
+from tests.support import (COMPRESSED_SUFFIXES, backup_names, file_history, frame, line_body,
+                           read_backup, send_tcp, wait_for, wait_for_lines)
 
-_OPENERS = {'.gz': gzip.open, '.xz': lzma.open, '.bz2': bz2.open}
 TOOLS = {'xz': ('xzcat', '.xz'), 'gzip': ('zcat', '.gz'), 'bzip2': ('bzcat', '.bz2')}
 STAMP_LEN = len('2024-05-14-00-00-00-000000')
 
 
-def backups(folder, base='root.log'):
-    """Backup names of ``base`` in ``folder``, oldest first (their names sort by age)."""
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    pattern = re.compile(re.escape(base) + r'\.\d{4}(-\d\d){5}-\d{6}(\.xz|\.gz|\.bz2)?')
-    return sorted(n for n in names if pattern.fullmatch(n))
-
-
-def read_text(path):
-    opener = _OPENERS.get(os.path.splitext(str(path))[1], open)
-    with opener(path, 'rb') as stream:
-        return stream.read().decode('utf-8')
-
-
 def history(folder, base='root.log'):
     """Every line ever written to ``base``: its backups, oldest first, then the live file."""
-    text = ''.join(read_text(folder / name) for name in backups(folder, base))
-    live = folder / base
-    return text.splitlines() + (read_lines(live) if live.exists() else [])
+    return [line for _, line in file_history(folder, base)]
 
 
 def compressors_started_by(pid):
@@ -59,8 +38,8 @@ def compressors_started_by(pid):
 
 
 def all_compressed(folder, base='root.log'):
-    names = backups(folder, base)
-    return names and all(os.path.splitext(n)[1] in _OPENERS for n in names) and names
+    names = backup_names(folder, base)
+    return names and all(os.path.splitext(n)[1] in COMPRESSED_SUFFIXES for n in names) and names
 
 
 # -- size rotation under a steady stream ------------------------------------------------------
@@ -80,10 +59,10 @@ def test_size_rotation_under_a_steady_stream_loses_and_duplicates_nothing(daemon
     assert daemon.stop() == 0
     bodies = [line_body(line) for line in history(folder)]
     assert bodies == ['message %05d %s' % (n, 'x' * 40) for n in range(total)]
-    names = backups(folder)
+    names = backup_names(folder)
     assert len(names) >= 10 and all(n.endswith('.xz') for n in names)
     assert os.path.getsize(folder / 'root.log') < 16 * 1024
-    assert all(len(read_text(folder / name).encode()) >= 16 * 1024 for name in names)
+    assert all(len(read_backup(folder / name).encode()) >= 16 * 1024 for name in names)
 
 
 # -- compression formats, SIGHUP ---------------------------------------------------------------
@@ -129,7 +108,7 @@ def test_sighup_changes_rotate_and_backup_count_without_a_restart(daemon_factory
     # The yearly period began on January 1st; every minute, it ended at 00:01 that day:
     # the file rotates at once, and backups beyond the new count go.
     this_year = datetime.date.today().year
-    wait_for(lambda: backups(folder) == ['root.log.2020-01-04-00-00-00-000000.xz',
+    wait_for(lambda: backup_names(folder) == ['root.log.2020-01-04-00-00-00-000000.xz',
                                          'root.log.%d-01-01-00-00-00-000000.xz' % this_year],
              10, message='rotation and pruning')
     assert [line_body(line) for line in history(folder)] == ['old', 'hello']
@@ -200,7 +179,7 @@ def test_a_restart_across_a_deadline_rotates_the_stale_file_at_start(daemon_fact
     daemon.start()
     send_tcp(daemon.tcp_port, frame('app', 'today'))
     wait_for_lines(daemon.log_file('app'), 1)
-    assert backups(folder) == [name]
+    assert backup_names(folder) == [name]
     assert daemon.stop() == 0
 
 
@@ -232,7 +211,7 @@ def test_a_crash_while_compressing_is_cleaned_up_at_the_next_start(daemon_factor
     wait_for(lambda: sorted(os.listdir(folder)) == [
         'root.log.2024-05-12-00-00-00-000000.xz', 'root.log.2024-05-13-00-00-00-000000.xz'],
         60, message='recovery')
-    assert read_text(folder / 'root.log.2024-05-13-00-00-00-000000.xz').encode() == data
+    assert read_backup(folder / 'root.log.2024-05-13-00-00-00-000000.xz').encode() == data
     assert 'left uncompressed by an earlier run' in daemon.output()
     assert daemon.stop() == 0
 

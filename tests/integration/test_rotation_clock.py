@@ -4,17 +4,14 @@ daemon's clock a few seconds before a deadline, and it runs at normal speed from
 Needs Debian's ``faketime`` package (libfaketime); skipped without it.
 """
 
-import bz2
-import gzip
 import lzma
 import os
-import re
 import socket
 import threading
 
 import pytest
 
-from tests.support import Daemon, frame, line_body, read_lines, send_tcp, wait_for
+from tests.support import Daemon, file_history, frame, line_body, read_lines, send_tcp, wait_for
 
 LIBFAKETIME = next((path for path in ('/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
                                       '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
@@ -24,7 +21,6 @@ pytestmark = pytest.mark.skipif(LIBFAKETIME is None,
                                 reason='libfaketime is not installed (apt-get install faketime)')
 
 BERLIN = 'CET-1CEST,M3.5.0,M10.5.0/3'
-_OPENERS = {'.gz': gzip.open, '.xz': lzma.open, '.bz2': bz2.open}
 # How long before the deadline each daemon's clock starts: room for the start-up and for
 # a few lines before it, even on a busy machine.
 LEAD_S = 4
@@ -56,18 +52,6 @@ def clocked(tmp_path):
     yield start
     for daemon in started:
         daemon.kill()
-
-
-def history(folder, base):
-    """(backup name or 'live', line) for every line of ``base``: backups oldest first."""
-    pattern = re.compile(re.escape(base) + r'\.\d{4}(-\d\d){5}-\d{6}(\.xz|\.gz|\.bz2)?')
-    names = sorted(n for n in os.listdir(folder) if pattern.fullmatch(n))
-    found = []
-    for name in names:
-        opener = _OPENERS.get(os.path.splitext(name)[1], open)
-        with opener(folder / name, 'rb') as stream:
-            found += [(name, line) for line in stream.read().decode().splitlines()]
-    return found + [('live', line) for line in read_lines(folder / base)]
 
 
 class Stream:
@@ -106,9 +90,9 @@ def test_an_hourly_file_and_the_daemons_own_log_rotate_when_daylight_saving_star
     wait_for(lambda: (folder / backup).exists(), LEAD_S + 10, message=backup)
     wait_for(lambda: len(read_lines(folder / 'root.log')) >= 20, 10, message='lines after it')
     sent = stream.stop()
-    wait_for(lambda: len(history(folder, 'root.log')) >= sent, 10, message='every line')
+    wait_for(lambda: len(file_history(folder)) >= sent, 10, message='every line')
     assert daemon.stop() == 0
-    lines = history(folder, 'root.log')
+    lines = file_history(folder)
     assert [line_body(line) for _, line in lines] == ['message %05d' % n for n in range(sent)]
     assert {name for name, _ in lines} == {backup, 'live'}
     assert all(line.startswith('2024-03-31 01:') for name, line in lines if name == backup)
@@ -132,7 +116,7 @@ def test_an_idle_file_rotates_at_midnight_and_an_empty_one_does_not(clocked):
     backup = 'root.log.2024-05-14-00-00-00-000000.gz'
     # nothing is sent any more: the daemon wakes up for the deadline by itself
     wait_for(lambda: (folder / backup).exists(), LEAD_S + 10, message=backup)
-    assert [line_body(line) for _, line in history(folder, 'root.log')] == ['before midnight']
+    assert [line_body(line) for _, line in file_history(folder)] == ['before midnight']
     assert (folder / 'root.log').read_bytes() == b''
     quiet = daemon.logdir / 'quiet'
     wait_for(lambda: (quiet / 'root.log.2024-05-14-00-00-00-000000.gz').exists(), 5,
@@ -165,6 +149,6 @@ def test_a_daemon_down_across_midnight_rotates_at_start_and_remembers(clocked):
         assert second.stop() == 0
     finally:
         second.kill()
-    assert [(name, line_body(line)) for name, line in history(folder, 'root.log')] == [
+    assert [(name, line_body(line)) for name, line in file_history(folder)] == [
         (backup, 'written on the 14th'), ('live', 'written on the 16th')]
     assert sorted(os.listdir(folder)) == ['root.log', backup]
