@@ -66,11 +66,16 @@ daemon_pid() {
 }
 # The PIDs of every process whose command name is loghogd (zombies included).
 loghogd_pids() {
-    local comm
+    # The packaged daemon only: a developer's loghogd from a checkout (make run) may be
+    # running beside this test, under the same name.
+    local comm pid
     for comm in /proc/[0-9]*/comm; do
         if [ "$(cat "$comm" 2>/dev/null)" = loghogd ]; then
-            comm=${comm#/proc/}
-            echo "${comm%/comm}"
+            pid=${comm#/proc/}
+            pid=${pid%/comm}
+            if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q ' /usr/sbin/loghogd '; then
+                echo "$pid"
+            fi
         fi
     done
 }
