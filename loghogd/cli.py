@@ -10,11 +10,12 @@ import logging
 import logging.handlers
 import os
 import sys
+import traceback
 
 from . import __version__, daemon, status_command
 from .binding import bind_all, make_tls_context, write_listen_file
-from .errors import (EX_CONFIG, EX_OK, EX_OSERR, ConfigError, LoghogError, StartupError,
-                     describe_os_error)
+from .errors import (EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE, EX_USAGE, ConfigError, LoghogError,
+                     StartupError, describe_os_error)
 from .config import load_config
 from .facilities import load_facilities
 from .files import format_address
@@ -44,12 +45,20 @@ OVERRIDES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the sysexits status for a bad command line (64), not its own 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, '%s: error: %s\n' % (self.prog, message))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='loghogd', description='LogHog log daemon: receives log messages over TCP, UDP '
         'and TLS, writes one file per application facility, rotates and compresses them.',
-        epilog='loghogd status [-c FILE] [--json | --brief] shows what the running daemon is '
-        'doing (see loghogd status --help).')
+        epilog='loghogd status [-c FILE] [--run-dir DIR] [--json | --brief] shows what the '
+        'running daemon is doing (see loghogd status --help).')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -155,6 +164,16 @@ def main(argv=None):
     except OSError as exc:
         print('loghogd: %s' % describe_os_error(exc), file=sys.stderr)
         return EX_OSERR
+    except Exception:
+        # A bug: say so, with the traceback, in the daemon's log (if it is set up) and on
+        # stderr, and exit 70 rather than Python's anonymous 1.
+        log.critical('internal error, stopping', exc_info=True)
+        if not any(isinstance(h, logging.StreamHandler) and getattr(h, 'stream', None) is sys.stderr
+                   for h in log.handlers):
+            traceback.print_exc()
+        print('loghogd: internal error (a bug; the traceback is above and in the daemon\'s log)',
+              file=sys.stderr)
+        return EX_SOFTWARE
 
 
 def start(config, table):

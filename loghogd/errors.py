@@ -6,7 +6,6 @@ EX_OK = 0
 EX_USAGE = 64          # bad command line
 EX_SOFTWARE = 70       # a bug: an exception nobody expected
 EX_OSERR = 71          # the OS refused something at start-up (bind, open, fork)
-EX_CANTCREAT = 73      # a log or run file could not be created
 EX_TEMPFAIL = 75       # another instance holds the pidfile
 EX_CONFIG = 78         # bad configuration (sysexits.h EX_CONFIG)
 

@@ -1,0 +1,39 @@
+"""The loghogd command's exit statuses: sysexits, never Python's anonymous 1 or 2."""
+
+import pytest
+
+from loghogd import cli
+
+FACILITIES = '[app]\nrotate = daily\nbackup_count = 3\n'
+
+
+def config_pair(tmp_path):
+    (tmp_path / 'facilities.conf').write_text(FACILITIES)
+    path = tmp_path / 'loghogd.conf'
+    path.write_text('[main]\nlogdir = log\nworkdir = lib\nrundir = run\n[log]\nfilename = -\n'
+                    '[server]\nlisten_ipv4 = 127.0.0.1:0\nlisten_ipv6 =\n')
+    return path
+
+
+@pytest.mark.parametrize('argv', [['--bogus'], ['-c'], ['--config', 'a', 'extra']])
+def test_a_bad_command_line_exits_64_with_the_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 64
+    err = capsys.readouterr().err
+    assert err.startswith('usage: loghogd') and 'error:' in err
+
+
+def test_a_bug_at_start_exits_70_and_says_it_is_one(tmp_path, monkeypatch, capsys):
+    def broken(config, table):
+        raise KeyError('something nobody expected')
+    monkeypatch.setattr(cli, 'start', broken)
+    assert cli.main(['--config', str(config_pair(tmp_path))]) == 70
+    err = capsys.readouterr().err
+    assert "KeyError: 'something nobody expected'" in err     # the traceback
+    assert 'loghogd: internal error' in err
+
+
+def test_check_config_of_a_good_pair_is_silent_and_exits_0(tmp_path, capsys):
+    assert cli.main(['--check-config', '--config', str(config_pair(tmp_path))]) == 0
+    assert capsys.readouterr() == ('', '')
