@@ -98,7 +98,17 @@ def load(args):
         path = DEFAULT_CONFIG
     if not os.path.exists(path):
         raise ConfigError('%s: no such file (use --config FILE)' % path)
-    config = load_config(path, _overrides(args))
+    try:
+        config = load_config(path, _overrides(args))
+    except ConfigError as exc:
+        # Report facilities.conf's mistakes in the same run, when it can be found.
+        facilities = getattr(exc, 'facilities_config', None)
+        if facilities and os.path.isfile(facilities):
+            try:
+                load_facilities(facilities)
+            except ConfigError as more:
+                exc.errors += more.errors
+        raise
     errors = []
     try:
         table = load_facilities(config.main.facilities_config)

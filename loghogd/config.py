@@ -146,7 +146,11 @@ def load_config(path, overrides=None):
                 converted[key] = _resolve(base, converted[key])
         values[section] = converted
     if ini.errors:
-        raise ConfigError(ini.errors)
+        error = ConfigError(ini.errors)
+        # Where facilities.conf is, if that much could be read: its mistakes are worth
+        # reporting in the same run.
+        error.facilities_config = values['main'].get('facilities_config')
+        raise error
     main = values['main']
     main['pidfile'] = main['pidfile'] or os.path.join(main['rundir'], 'loghogd.pid')
     if not values['log']['filename']:
@@ -154,7 +158,9 @@ def load_config(path, overrides=None):
     config = Config(ini.path if path else None, values)
     _check_tls(ini, config)
     if ini.errors:
-        raise ConfigError(ini.errors)
+        error = ConfigError(ini.errors)
+        error.facilities_config = main['facilities_config']
+        raise error
     return config
 
 

@@ -37,3 +37,14 @@ def test_a_bug_at_start_exits_70_and_says_it_is_one(tmp_path, monkeypatch, capsy
 def test_check_config_of_a_good_pair_is_silent_and_exits_0(tmp_path, capsys):
     assert cli.main(['--check-config', '--config', str(config_pair(tmp_path))]) == 0
     assert capsys.readouterr() == ('', '')
+
+
+def test_check_config_reports_the_mistakes_of_both_files_in_one_run(tmp_path, capsys):
+    path = config_pair(tmp_path)
+    path.write_text(path.read_text() + 'max_conections = 10\n')
+    (tmp_path / 'facilities.conf').write_text(FACILITIES + '[other]\nrotate = daily\n')
+    assert cli.main(['--check-config', '--config', str(path)]) == 78
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith('loghogd: %s:10: [server] max_conections' % path)
+    assert err[1].startswith('loghogd: %s:4: [other]: required key "backup_count"' % (tmp_path / 'facilities.conf'))
