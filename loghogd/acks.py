@@ -25,18 +25,34 @@ MAX_SESSIONS = 10000
 
 
 class AckState:
-    """What one acknowledged connection has received and what is not yet acknowledged."""
+    """What one acknowledged connection has received and what is not yet acknowledged.
 
-    __slots__ = ('received', 'acked', 'files', 'rejected', 'more_rejected', 'session', 'seq')
+    An ack is a promise about the frames it counts, so it is made in two steps.  After a
+    flush in which every frame received so far is written (or rejected), ``take_due``
+    takes a *snapshot*: the frame count, the session position, the rejections, and for
+    each file those frames went to, how far its facility's flush_every wants it fsynced
+    at that moment (``LogFile.sync_wanted``).  The ack for the snapshot goes out once
+    those fsyncs are done (``LogFile.synced_seq``, raised by the writer's syncer
+    thread).  Frames that arrive meanwhile wait for the next snapshot: a connection is
+    never held back by lines that other connections keep adding to the same file.
+    """
+
+    __slots__ = ('received', 'acked', 'files', 'rejected', 'more_rejected', 'session', 'seq',
+                 'snapshot', 'acked_seq', 'written_seq')
 
     def __init__(self):
         self.session = None        # the client's session id, once a session frame started it
         self.seq = 0               # the session sequence number of the last frame received
         self.received = 0          # frames received on the connection since acks started
         self.acked = 0             # frames covered by the last ack sent
-        self.files = set()         # LogFiles written to since the last ack
-        self.rejected = []         # [frame number, reason] since the last ack
+        self.acked_seq = None      # (session, seq) as of the last ack sent
+        self.written_seq = None    # (session, seq) as of the last snapshot: all written
+        self.files = set()         # LogFiles written to since the last snapshot
+        self.rejected = []         # [frame number, reason] since the last snapshot
         self.more_rejected = 0
+        # (received, (session, seq), rejected, more_rejected, [(LogFile, sync_wanted)]):
+        # written, waiting for those fsyncs; or None.
+        self.snapshot = None
 
     def reject(self, reason):
         if len(self.rejected) < MAX_REJECTED_LISTED:
@@ -44,24 +60,42 @@ class AckState:
         else:
             self.more_rejected += 1
 
-    def is_due(self):
-        """True when frames await an ack and every file they went to has been written."""
-        if self.received == self.acked:
-            return False
-        return self.is_settled()
+    def all_files(self):
+        """Every file that frames not yet acknowledged went to."""
+        if self.snapshot is None:
+            return self.files
+        return self.files | {f for f, _ in self.snapshot[4]}
 
-    def is_settled(self):
-        """True when every file that frames since the last ack went to has been written."""
-        return not any(f.pending or f.unwritten for f in self.files)
+    def take_due(self):
+        """After a flush: return the ack frames due now (a list, most often empty).
 
-    def take_ack(self):
-        """Return the ack frame for everything received so far, and reset."""
-        frame = make_ack(self.received, self.rejected, self.more_rejected)
-        self.acked = self.received
-        self.files = set()
-        self.rejected = []
-        self.more_rejected = 0
-        return frame
+        After each one, ``acked`` and ``acked_seq`` say what it covered.  ``written_seq``
+        is the session position of the last snapshot (written, perhaps not yet fsynced).
+        """
+        frames = []
+        while True:
+            if self.snapshot is None:
+                if self.received == self.acked or any(f.pending or f.unwritten
+                                                      for f in self.files):
+                    return frames
+                waits = [(f, f.sync_wanted) for f in self.files if f.synced_seq < f.sync_wanted]
+                self.written_seq = (self.session, self.seq)
+                self.snapshot = (self.received, self.written_seq, self.rejected,
+                                 self.more_rejected, waits)
+                self.files = set()
+                self.rejected = []
+                self.more_rejected = 0
+            received, position, rejected, more_rejected, waits = self.snapshot
+            if any(f.synced_seq < wanted for f, wanted in waits):
+                return frames
+            frames.append(make_ack(received, rejected, more_rejected))
+            self.acked = received
+            self.acked_seq = position
+            self.snapshot = None
+
+    def is_done(self):
+        """True when every frame received has been acknowledged (or would have been)."""
+        return self.acked == self.received
 
 
 class Sessions:
@@ -75,6 +109,12 @@ class Sessions:
         """True if message ``seq`` of session ``sid`` was written before."""
         last = self.last_seq.get(sid)
         return last is not None and seq <= last
+
+    def forget_after(self, sid, seq):
+        """Messages after ``seq`` of session ``sid`` may be lost: write them if resent."""
+        last = self.last_seq.get(sid)
+        if last is not None and last > seq:
+            self.last_seq[sid] = seq
 
     def record(self, sid, seq):
         """Messages up to ``seq`` of session ``sid`` are written (or rejected)."""

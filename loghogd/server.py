@@ -101,6 +101,8 @@ class Server:
     IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
     def start(self):
+        # fsyncs from now on run on the writer's thread, which wakes the loop when done.
+        self.writer.start_syncer(self.loop.wake)
         for signum in self.IGNORED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         self.loop.install_signal_handlers(self.SIGNALS)
@@ -374,7 +376,8 @@ class Server:
         return False
 
     def send_acks(self):
-        """After a flush: ack every connection whose frames are all written (or rejected).
+        """After a flush: ack what is written, and fsynced as each facility's flush_every
+        says (AckState.take_due).
 
         Each ack also tells the connection's session that its messages are written.  A
         connection that closed before they were is remembered (``unsettled``) until they
@@ -384,23 +387,30 @@ class Server:
             acks = connection.acks
             if connection.closed:
                 self.ack_connections.discard(connection)
-                if acks.received != acks.acked:
+                if not acks.is_done():
                     self.unsettled.append(acks)
-            elif acks.is_due():
+                continue
+            frames = acks.take_due()
+            if acks.session is not None:
                 self._record_session(acks)
-                connection.send(acks.take_ack())
+            if frames:
+                connection.send(frames[0] if len(frames) == 1 else b''.join(frames))
         if self.unsettled:
             waiting = []
             for acks in self.unsettled:
-                if acks.is_settled():
+                acks.take_due()
+                if acks.session is not None:
                     self._record_session(acks)
-                else:
+                if not acks.is_done():
                     waiting.append(acks)
             self.unsettled = waiting
 
     def _record_session(self, acks):
-        if acks.session is not None:
-            self.sessions.record(acks.session, acks.seq)
+        """The session counts messages once written, before their fsync is done: a client
+        that reconnects meanwhile and resends them must not get them written twice.  If
+        that fsync fails, _forget_lost takes the count back to what was acknowledged."""
+        if acks.written_seq is not None and acks.written_seq[0] is not None:
+            self.sessions.record(*acks.written_seq)
 
     def _forget_lost(self):
         """Lines of some files may be lost (backlog dropped, fsync failed): never ack them.
@@ -412,13 +422,30 @@ class Server:
         """
         lost = self.writer.take_lost()
         for connection in list(self.ack_connections):
-            if connection.acks.files & lost:
+            files = connection.acks.all_files() & lost
+            if files:
+                self._unrecord_session(connection.acks)
                 self.ack_connections.discard(connection)
                 if not connection.closed:
                     self.counters.count('ack_connections_closed_on_loss')
                     connection.close('lines it sent may be lost in %s' % ', '.join(
-                        sorted(f.path for f in connection.acks.files & lost)))
-        self.unsettled = [acks for acks in self.unsettled if not acks.files & lost]
+                        sorted(f.path for f in files)))
+        waiting = []
+        for acks in self.unsettled:
+            if acks.all_files() & lost:
+                self._unrecord_session(acks)
+            else:
+                waiting.append(acks)
+        self.unsettled = waiting
+
+    def _unrecord_session(self, acks):
+        """Messages of ``acks`` written but not acknowledged may be lost: if the client
+        resends them, they are written again."""
+        if acks.written_seq is not None and acks.written_seq[0] is not None:
+            session = acks.written_seq[0]
+            acked = acks.acked_seq
+            self.sessions.forget_after(session, acked[1] if acked and acked[0] == session
+                                       else 0)
 
     def warn(self, key, message, *args):
         """A warning that could repeat per peer: rate-limited per ``key``."""

@@ -7,11 +7,23 @@ and not yet synced, and at the latest ``SYNC_INTERVAL_S`` after its first unsync
 ``flush(now)`` asks the rotation (``Writer.rotation``, rotation.py) about a file before
 writing lines received at or after its deadline, and after a write that brings it to
 its max_size: two comparisons per file per flush, nothing per message.
+
+In the daemon the fsyncs run on a thread of their own (``Syncer``, started by
+``Writer.start_syncer``), so that the loop goes on reading while the disk works: an
+fdatasync takes from half a millisecond to hundreds (when other dirty data is flushed
+with it).  Each file counts the messages written (``written_seq``) and those known to
+be on disk (``synced_seq``); ``sync_wanted`` is how far the facility's flush_every says
+the file must be synced before the lines written so far may be acknowledged (acks.py
+waits for ``synced_seq >= sync_wanted``).  Without a syncer (tests, tools) the fsyncs
+run inline, as before.
 """
 
+import collections
 import logging
 import os
+import queue
 import re
+import threading
 
 SYNC_INTERVAL_S = 1.0
 INF = float('inf')
@@ -47,8 +59,16 @@ class LogFile:
         # next time, and how many messages they are.
         self.unwritten = b''
         self.unwritten_lines = 0
-        self.unsynced = 0          # messages written but not fsynced
+        self.unsynced = 0          # messages written since the last fsync was started
         self.unsynced_since = None
+        self.written_seq = 0       # messages written since the file object was made
+        self.synced_seq = 0        # ... of which these are known to be fsynced
+        self.sync_wanted = 0       # ... and these must be before an ack (flush_every)
+        self.syncing = False       # an fsync of it runs on the syncer thread
+        self.sync_again = False    # ... and another is wanted once that one is done
+        # Called with the OSError when an fdatasync of this file fails (the Writer sets
+        # it: the file's unsynced lines may be lost and must never be acknowledged).
+        self.on_sync_error = None
         self.check_at = 0.0
         self.failing = False       # writing fails: logged once, until it works again
         self.sync_failing = False  # fdatasync fails: logged once, until it works again
@@ -93,19 +113,34 @@ class LogFile:
             self.fd = None
 
     def sync(self):
-        """fdatasync the lines written since the last one; return True if there were any.
+        """fdatasync, on this thread, the lines written and not known to be synced;
+        return True if there were any.
 
         Raises OSError.  Either way the count starts again: after a failed fdatasync the
         kernel may have dropped those pages, so trying again would prove nothing (the
-        Writer reports the file's lines as maybe lost instead).
+        Writer reports the file's lines as maybe lost instead).  An fsync running on the
+        syncer thread at the same time is harmless: it syncs a duplicate descriptor of
+        the same file, and its result only ever raises ``synced_seq``.
         """
-        unsynced = self.unsynced
         self.unsynced = 0
         self.unsynced_since = None
-        if self.fd is None or not unsynced:
+        seq = self.written_seq
+        if self.fd is None or self.synced_seq >= seq:
             return False
-        os.fdatasync(self.fd)
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            if self.on_sync_error is not None:
+                self.on_sync_error(self, exc)
+            raise
+        finally:
+            self.synced_seq = seq
         return True
+
+    def synced(self, seq):
+        """The fsync that covered the first ``seq`` messages is done (or failed)."""
+        if seq > self.synced_seq:
+            self.synced_seq = seq
 
     def has_moved(self):
         """True when the path no longer names the open file (deleted, moved, replaced)."""
@@ -188,6 +223,7 @@ class LogFile:
         self.size += written
         self.last_write = now
         self.unsynced += count
+        self.written_seq += count
         if self.unsynced_since is None:
             self.unsynced_since = now
 
@@ -202,6 +238,69 @@ class LogFile:
 
     def sync_deadline(self):
         return None if self.unsynced_since is None else self.unsynced_since + SYNC_INTERVAL_S
+
+
+class Syncer:
+    """fdatasync on a thread of its own; results handed back to the loop's thread.
+
+    ``submit(log_file, fd, seq)`` queues an fdatasync of ``fd``, a duplicate of the
+    file's descriptor that the thread owns and closes when done.  Why a duplicate and
+    not the file's own descriptor under a lock: the loop may close the file at any
+    moment (rotation renames and closes it, SIGHUP reopens every file, a reload drops
+    it), and neither must wait for a slow fsync nor close a descriptor that the thread
+    is syncing (a closed number may be reused at once by a new socket or file).  A
+    duplicate names the same open file, so its fdatasync flushes the same data and
+    reports the same write errors, and it stays valid whatever the loop does.
+
+    The thread appends ``(log_file, seq, error)`` to ``done`` and wakes the loop
+    (``wake``, the loop's thread-safe wakeup); the loop calls ``take_done``.  os.fdatasync
+    releases the GIL, so the loop runs while the disk works.
+    """
+
+    def __init__(self, wake):
+        self.wake = wake
+        self._queue = queue.SimpleQueue()
+        self.done = collections.deque()
+        self.waiting = 0       # submitted, results not yet taken (loop thread only)
+        self._thread = threading.Thread(target=self._work, name='loghogd-syncer', daemon=True)
+        self._thread.start()
+
+    def submit(self, log_file, fd, seq):
+        self.waiting += 1
+        self._queue.put((log_file, fd, seq))
+
+    def take_done(self):
+        """Return the finished ``(log_file, seq, error or None)`` in order."""
+        done = self.done
+        results = []
+        while done:
+            results.append(done.popleft())
+        self.waiting -= len(results)
+        return results
+
+    def close(self):
+        """Finish every fsync submitted so far, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            log_file, fd, seq = job
+            error = None
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                error = exc
+            finally:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.done.append((log_file, seq, error))
+            self.wake()
 
 
 class Writer:
@@ -223,6 +322,13 @@ class Writer:
         self._by_facility = {}
         # The rotation (rotation.Rotator sets itself here), asked about each new file.
         self.rotation = None
+        # fsyncs off the loop's thread, once start_syncer is called (the daemon does).
+        self.syncer = None
+
+    def start_syncer(self, wake):
+        """Run fsyncs on a thread from now on; ``wake()`` wakes the loop (thread-safe)."""
+        if self.syncer is None:
+            self.syncer = Syncer(wake)
 
     def file_for(self, facility, host):
         """Return the LogFile of ``facility`` (and ``host`` with file_per_host)."""
@@ -245,6 +351,7 @@ class Writer:
                 safe = self._hosts[host] = safe_host(host)
         path = os.path.join(self.logdir, facility.app, facility.file_name(safe))
         log_file = LogFile(path, facility)
+        log_file.on_sync_error = self._sync_failed
         if self.rotation is not None:
             log_file.rotate_at = 0.0
         self.files[key] = log_file
@@ -268,6 +375,8 @@ class Writer:
         then their new lines are only kept.  Returns the number of messages written.
         """
         written = 0
+        if self.syncer is not None and self.syncer.done:
+            self._take_synced()
         dirty, self.dirty = self.dirty, []
         if self.retrying and now >= self.retry_at:
             # A failing file with new lines is already dirty.
@@ -312,6 +421,8 @@ class Writer:
             log_file.failing = False
             log_file.dropped = 0
         if log_file.unsynced >= log_file.facility.flush_every:
+            # flush_every: these lines are acknowledged only once they are on disk.
+            log_file.sync_wanted = log_file.written_seq
             self._sync_file(log_file)
         if log_file.size >= log_file.rotate_size:
             self._check_rotation(log_file, now)
@@ -326,20 +437,57 @@ class Writer:
             log_file.rotate_at = log_file.rotate_size = INF
 
     def _sync_file(self, log_file):
-        """fdatasync ``log_file``; when that fails, its unsynced lines count as maybe lost."""
+        """fdatasync ``log_file`` (on the syncer thread if there is one); when that fails,
+        its unsynced lines count as maybe lost."""
+        if self.syncer is not None and log_file.fd is not None:
+            log_file.unsynced = 0
+            log_file.unsynced_since = None
+            if log_file.syncing:
+                log_file.sync_again = True   # covers what is written until that one ends
+                return
+            try:
+                fd = os.dup(log_file.fd)
+            except OSError:
+                pass   # out of descriptors: sync here, below
+            else:
+                log_file.syncing = True
+                self.syncer.submit(log_file, fd, log_file.written_seq)
+                return
         try:
             synced = log_file.sync()
-        except OSError as exc:
-            self.counters.count('sync_errors')
-            self.lost.add(log_file)
-            if not log_file.sync_failing:
-                log_file.sync_failing = True
-                log.error('cannot fsync %s: %s; the lines written since its last fsync may '
-                          'be lost', log_file.path, exc.strerror or exc)
-            return
-        if synced and log_file.sync_failing:
+        except OSError:
+            return   # reported by _sync_failed
+        if synced:
+            self._sync_worked(log_file)
+
+    def _sync_failed(self, log_file, exc):
+        self.counters.count('sync_errors')
+        self.lost.add(log_file)
+        if not log_file.sync_failing:
+            log_file.sync_failing = True
+            log.error('cannot fsync %s: %s; the lines written since its last fsync may '
+                      'be lost', log_file.path, exc.strerror or exc)
+
+    def _sync_worked(self, log_file):
+        if log_file.sync_failing:
             log_file.sync_failing = False
             log.warning('fsync of %s works again', log_file.path)
+
+    def _take_synced(self):
+        """Account for the fsyncs the syncer finished: acks may go out, or lines be lost."""
+        for log_file, seq, error in self.syncer.take_done():
+            log_file.syncing = False
+            if error is not None:
+                self._sync_failed(log_file, error)
+            else:
+                self._sync_worked(log_file)
+            # After a failure too: those lines are reported lost (never acknowledged,
+            # see Server._forget_lost), and later lines need a sync of their own.
+            log_file.synced(seq)
+            if log_file.sync_again:
+                log_file.sync_again = False
+                if log_file.written_seq > log_file.synced_seq:
+                    self._sync_file(log_file)
 
     def _bound_backlog(self):
         """Keep the lines of failing files within ``max_backlog_bytes`` in all: drop the
@@ -417,6 +565,11 @@ class Writer:
         file (at exit).  Lines that still cannot be written are lost, and logged."""
         self.retry_at = now
         self.flush(now)
+        if self.syncer is not None:
+            # Every fsync started finishes (and is accounted for) before the files close.
+            self.syncer.close()
+            self._take_synced()
+            self.syncer = None
         for log_file in [f for f in self.retrying if f.unwritten]:
             log.error('stopping with %d lines that could not be written to %s: they are lost',
                       log_file.unwritten_lines, log_file.path)

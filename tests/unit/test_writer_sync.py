@@ -1,0 +1,239 @@
+"""fsync off the loop's thread: the Writer's Syncer, and acks that wait for it.
+
+``os.fdatasync`` is replaced by a gate that the test opens, so that a sync can be held
+"in flight" while the loop's side carries on.
+"""
+
+import os
+import threading
+
+import pytest
+
+from loghogd import writer as writer_module
+from loghogd.acks import AckState
+from loghogd.stats import Counters
+from loghogd.writer import Writer
+
+
+class Facility:
+    """What the Writer needs of a facility."""
+
+    def __init__(self, flush_every=1, name='root'):
+        self.app = 'app'
+        self.path = ()
+        self.name = name
+        self.flush_every = flush_every
+        self.file_per_host = False
+        self.key = ('app', name)
+
+    def file_name(self, host=None):
+        return '%s.log' % self.name
+
+
+class GatedSync:
+    """Stands in for os.fdatasync: records each call and blocks until released."""
+
+    def __init__(self, fail=False):
+        self.calls = []
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Semaphore(0)
+        self.fail = fail
+        self.threads = set()
+
+    def __call__(self, fd):
+        self.calls.append(fd)
+        self.threads.add(threading.current_thread().name)
+        self.entered.release()
+        assert self.gate.acquire(timeout=10), 'the test never released the sync'
+        if self.fail:
+            raise OSError(5, 'Input/output error')
+
+    def release(self, n=1):
+        for _ in range(n):
+            self.gate.release()
+
+
+@pytest.fixture
+def gated(monkeypatch):
+    def make(fail=False):
+        gate = GatedSync(fail)
+        monkeypatch.setattr(writer_module.os, 'fdatasync', gate)
+        return gate
+    return make
+
+
+@pytest.fixture
+def threaded(tmp_path):
+    writers = []
+
+    def make():
+        woken = threading.Event()
+        writer = Writer(str(tmp_path), Counters())
+        writer.start_syncer(woken.set)
+        writer.woken = woken
+        writers.append(writer)
+        return writer
+    yield make
+    for writer in writers:
+        if writer.syncer is not None:
+            writer.syncer._queue.put(None)
+
+
+def wait_synced(writer, now):
+    """Wait for the syncer's wakeup, then let the loop's side take the result."""
+    assert writer.woken.wait(10)
+    writer.woken.clear()
+    writer.flush(now)
+
+
+def add(writer, facility, acks, text):
+    log_file = writer.add(facility, 'host', text + '\n')
+    acks.received += 1
+    acks.files.add(log_file)
+    return log_file
+
+
+def test_flush_returns_while_the_fsync_runs_on_the_syncer_thread_and_the_ack_waits(
+        threaded, gated):
+    gate = gated()
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    acks = AckState()
+    log_file = add(writer, facility, acks, 'one')
+    writer.flush(1.0)                       # returns although the fsync is blocked
+    assert gate.entered.acquire(timeout=10)
+    assert gate.threads == {'loghogd-syncer'}
+    assert open(log_file.path).read() == 'one\n'           # written ...
+    assert acks.take_due() == []                           # ... not fsynced: no ack
+    assert log_file.synced_seq < log_file.sync_wanted == 1
+    gate.release()
+    wait_synced(writer, 1.1)
+    [frame] = acks.take_due()
+    assert b'"ack":1' in frame and acks.acked == 1
+
+
+def test_lines_below_flush_every_are_acked_once_written_as_before(threaded, gated):
+    gate = gated()
+    writer = threaded()
+    facility = Facility(flush_every=1000)
+    acks = AckState()
+    add(writer, facility, acks, 'one')
+    writer.flush(1.0)
+    assert len(acks.take_due()) == 1
+    assert gate.calls == []
+
+
+def test_a_connection_is_not_held_back_by_lines_others_keep_adding_to_its_file(
+        threaded, gated):
+    gate = gated()
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    mine, other = AckState(), AckState()
+    add(writer, facility, mine, 'mine')
+    writer.flush(1.0)
+    assert mine.take_due() == []            # a snapshot, waiting for the first fsync
+    assert gate.entered.acquire(timeout=10)
+    for n in range(3):                      # someone else keeps the file busy
+        add(writer, facility, other, 'other %d' % n)
+        writer.flush(1.0 + n / 10)
+        assert other.take_due() == []
+    gate.release()                          # the first fsync ends: 'mine' was in it
+    wait_synced(writer, 2.0)
+    assert len(mine.take_due()) == 1
+    assert other.take_due() == []           # theirs need the second one, started now
+    assert gate.entered.acquire(timeout=10)
+    assert len(gate.calls) == 2             # one more fsync covers all three: coalesced
+    gate.release()
+    wait_synced(writer, 2.1)
+    frames = other.take_due()    # its first snapshot (1 frame), then one of all 3
+    assert b'"ack":3' in frames[-1] and other.is_done()
+
+
+def test_a_failed_fsync_on_the_thread_reports_the_file_as_lost(threaded, gated):
+    gate = gated(fail=True)
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    acks = AckState()
+    log_file = add(writer, facility, acks, 'one')
+    writer.flush(1.0)
+    gate.release()
+    wait_synced(writer, 1.1)
+    assert writer.take_lost() == {log_file}
+    assert writer.counters.events['sync_errors'] == 1
+    assert log_file.sync_failing
+    assert log_file in acks.all_files()     # the server closes this connection, unacked
+
+
+def test_closing_a_file_while_its_fsync_runs_is_safe_the_thread_syncs_a_duplicate(
+        threaded, gated):
+    gate = gated()
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    acks = AckState()
+    log_file = add(writer, facility, acks, 'one')
+    writer.flush(1.0)
+    assert gate.entered.acquire(timeout=10)
+    thread_fd = gate.calls[0]
+    assert thread_fd != log_file.fd
+    gate.release()              # for close()'s own fdatasync, made on the loop's thread
+    log_file.close()            # what rotation and SIGHUP do
+    assert log_file.fd is None
+    gate.release()
+    wait_synced(writer, 1.1)
+    with pytest.raises(OSError):
+        os.fstat(thread_fd)     # the thread closed its duplicate
+    assert len(acks.take_due()) == 1
+
+
+def test_close_waits_for_every_fsync_started(threaded, gated):
+    gate = gated()
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    acks = AckState()
+    log_file = add(writer, facility, acks, 'one')
+    writer.flush(1.0)
+    assert gate.entered.acquire(timeout=10)
+    threading.Timer(0.2, gate.release).start()
+    writer.close(1.2)
+    assert writer.syncer is None and log_file.fd is None
+    assert log_file.synced_seq == log_file.written_seq == 1
+    assert len(acks.take_due()) == 1
+
+
+def test_without_a_syncer_the_fsync_runs_inline(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(writer_module.os, 'fdatasync', calls.append)
+    writer = Writer(str(tmp_path), Counters())
+    acks = AckState()
+    add(writer, Facility(flush_every=2), acks, 'one')
+    writer.flush(1.0)
+    assert calls == [] and len(acks.take_due()) == 1
+    add(writer, Facility(flush_every=2), acks, 'two')
+    writer.flush(1.1)
+    assert len(calls) == 1 and len(acks.take_due()) == 1
+
+
+def test_a_session_counts_messages_once_written_and_forgets_them_if_their_fsync_fails():
+    from loghogd.acks import Sessions
+    sessions = Sessions()
+    sessions.record('s', 10)            # written (the fsync may still be running)
+    assert sessions.is_duplicate('s', 10)
+    sessions.forget_after('s', 4)       # ... it failed: 5..10 are written again if resent
+    assert sessions.is_duplicate('s', 4) and not sessions.is_duplicate('s', 5)
+    sessions.forget_after('s', 7)       # never forward
+    assert not sessions.is_duplicate('s', 5)
+
+
+def test_a_snapshot_notes_the_session_position_written_before_its_ack(threaded, gated):
+    gate = gated()
+    writer = threaded()
+    acks = AckState()
+    acks.session, acks.seq = 'sid', 41
+    acks.seq += 1
+    add(writer, Facility(flush_every=1), acks, 'one')
+    writer.flush(1.0)
+    assert acks.take_due() == []
+    assert acks.written_seq == ('sid', 42) and acks.acked_seq is None
+    gate.release()
+    wait_synced(writer, 1.1)
+    assert len(acks.take_due()) == 1 and acks.acked_seq == ('sid', 42)
