@@ -183,9 +183,10 @@ def parse_rotate(text):
                          'size or a five-field cron expression' % text)
     fields = value.split(' ')
     if len(fields) != 5:
+        counted = '' if len(fields) == 1 else ' (this one has %d fields)' % len(fields)
         raise ValueError('%r is not a rotation schedule: use hourly, daily, weekly, monthly, '
-                         'yearly, size or a five-field cron expression such as "0 0 * * *" '
-                         '(found %d fields)' % (text, len(fields)))
+                         'yearly, size or a five-field cron expression such as "0 0 * * *"%s'
+                         % (text, counted))
     if not croniter.is_valid(value):
         raise ValueError('%r is not a valid cron expression' % text)
     schedule = Schedule(value, value)

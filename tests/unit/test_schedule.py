@@ -103,16 +103,22 @@ def test_names_and_their_cron_expressions_are_the_same_schedule():
 @pytest.mark.parametrize('text, message', [
     ('@reboot', "'@reboot' is not supported"),
     ('@daily', "'@daily' is not supported"),
-    ('*/15 * * *', 'found 4 fields'),
+    ('*/15 * * *', 'this one has 4 fields'),
     ('61 * * * *', 'not a valid cron expression'),
     ('0 0 * * funday', 'not a valid cron expression'),
     ('0 0 30 2 *', 'never happens'),
-    ('sometimes', 'found 1 fields'),
+    ('sometimes', "'sometimes' is not a rotation schedule: use hourly, daily, weekly"),
 ])
 def test_bad_schedules_say_why(text, message):
     with pytest.raises(ValueError) as info:
         parse_rotate(text)
     assert message in str(info.value)
+
+
+def test_a_single_word_is_not_counted_as_fields():
+    with pytest.raises(ValueError) as info:
+        parse_rotate('dayly')
+    assert str(info.value).endswith('a five-field cron expression such as "0 0 * * *"')
 
 
 # -- daylight saving ---------------------------------------------------------------------------
