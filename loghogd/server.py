@@ -175,8 +175,14 @@ class Server:
         """Run one piece of the loop's own work; a bug in it is logged, never fatal."""
         try:
             action(*args)
-        except Exception:
-            log.exception('internal error in %s (carrying on)', getattr(action, '__qualname__', action))
+        except Exception as exc:
+            # A bug that repeats every tick must not fill the log: the same error from the
+            # same action is logged (with its traceback) as the other rate-limited warnings.
+            name = getattr(action, '__qualname__', action)
+            allowed, suppressed = self.limiter.allow(('internal', name, type(exc)), self.now)
+            if allowed:
+                more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
+                log.exception('internal error in %s (carrying on)%s', name, more)
 
     def _read_clock(self):
         """One clock reading per batch: the receive time of every line in it."""
