@@ -319,7 +319,8 @@ def check_signature(message, signer):
         # JSON can carry lone surrogates ("\ud800"), which have no UTF-8 form: no
         # client can have signed such a message.
         return Rejection(BAD_SIGNATURE, 'message holds unpaired surrogates and cannot be signed')
-    given = message.signature.lower().encode('utf-8', 'replace')
-    if not hmac.compare_digest(expected.encode('ascii'), given):
+    given = message.signature.lower()
+    # compare_digest takes str when both are ASCII; a signature that is not cannot match.
+    if not given.isascii() or not hmac.compare_digest(expected, given):
         return Rejection(BAD_SIGNATURE, 'signature does not match')
     return None

@@ -1,5 +1,7 @@
 """MessageEncoder, the handler's fast encoder, must produce what encode_message produces."""
 
+import hashlib
+import hmac
 import json
 import zlib
 
@@ -47,3 +49,19 @@ def test_message_encoder_output_is_plain_ascii_json():
     assert frame[wire.HEADER_SIZE:].decode('ascii') == (
         '{"version": 1, "app_id": "app", "hostname": "web1", "module": "root", '
         '"stamp": 1, "nsecs": 2, "body": "caf\\u00e9 \\"quoted\\"\\n"}')
+
+
+signable = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF,
+                                 blacklist_categories=('Cs',)))
+
+
+@given(secret=st.text() | st.binary(max_size=200), app_id=signable, module=signable,
+       body=signable, stamp=st.integers(-2**63, 2**63 - 1), nsecs=st.integers(-2**63, 2**63))
+def test_signer_is_hmac_md5_of_the_protocol_text(secret, app_id, module, body, stamp, nsecs):
+    """The Signer spells HMAC out over CPython's MD5 (keys over 64 bytes hashed first):
+    it must give exactly what hmac.new gives, the rule in PROTOCOL.md."""
+    key = secret.encode('utf-8') if isinstance(secret, str) else secret
+    text = (app_id + module + str(stamp) + str(nsecs) + body).encode('utf-8')
+    expected = hmac.new(key, text, hashlib.md5).hexdigest()
+    assert wire.Signer(secret).sign(app_id, module, stamp, nsecs, body) == expected
+    assert wire.signature(secret, app_id, module, stamp, nsecs, body) == expected
