@@ -217,49 +217,72 @@ def decode_message(flags, payload, max_size, loads=fast_loads):
 
     ``loads`` may be a faster JSON decoder with json.loads' contract for ``str`` input.
     """
-    if flags & ~MESSAGE_FLAGS:
-        return Rejection(BAD_FLAGS, 'unknown flag bits 0x%x' % (flags & ~MESSAGE_FLAGS))
-    if flags & FLAG_ZLIB:
+    fields = decode_fields(flags, payload, max_size, loads)
+    if fields.__class__ is Rejection:
+        return fields
+    return Message(*fields)
+
+
+def decode_fields(flags, payload, max_size, loads=fast_loads):
+    """``decode_message`` without the Message: the tuple ``(app_id, module, stamp, nsecs,
+    hostname, body, signature)``, or a Rejection.  The daemon's per-message path.
+
+    With the standard library (``loads`` is ``fast_loads``) the C scanner is called
+    here directly, and a well-formed message is checked in one expression; anything
+    unusual (leading or trailing whitespace, a missing or mistyped field) takes the
+    slower path that says exactly what is wrong.
+    """
+    if flags & ~FLAG_ACK:
+        if flags & ~MESSAGE_FLAGS:
+            return Rejection(BAD_FLAGS, 'unknown flag bits 0x%x' % (flags & ~MESSAGE_FLAGS))
         payload = inflate(payload, max_size)
-        if isinstance(payload, Rejection):
+        if payload.__class__ is Rejection:
             return payload
     try:
         text = payload.decode('utf-8')
     except UnicodeDecodeError as exc:
         return Rejection(BAD_UTF8, 'invalid UTF-8 at byte %d' % exc.start)
     try:
-        data = loads(text)
+        if loads is fast_loads:
+            try:
+                data, end = _scan_once(text, 0)
+            except StopIteration:
+                data = end = None   # whitespace first, or no JSON value: fast_loads says
+            if end != len(text):
+                data = fast_loads(text)
+        else:
+            data = loads(text)
     except (ValueError, RecursionError) as exc:
         return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
-    return message_from_object(data)
-
-
-def message_from_object(data):
-    """Check the shape and types of a decoded JSON object; return a Message or a Rejection.
-
-    The common case (a well-formed message) is checked in one expression; anything else
-    goes to ``_rejection_for``, which says exactly what is wrong.
-    """
-    if type(data) is not dict:
-        return _rejection_for(data)
-    try:
-        version, app_id, module = data['version'], data['app_id'], data['module']
-        stamp, nsecs, hostname, body = data['stamp'], data['nsecs'], data['hostname'], data['body']
-    except KeyError:
-        return _rejection_for(data)
-    sig = data.get('signature')
-    if (version == VERSION and type(version) is int and type(app_id) is str
-            and type(module) is str and type(hostname) is str and type(body) is str
-            and type(stamp) is int and type(nsecs) is int
-            and _INT_MIN <= stamp < _INT_LIMIT and _INT_MIN <= nsecs < _INT_LIMIT
-            and (sig is None or type(sig) is str)
-            and len(hostname) <= MAX_HOSTNAME_CHARS and len(module) <= MAX_MODULE_CHARS):
-        return Message(app_id, module, stamp, nsecs, hostname, body, sig)
+    if data.__class__ is dict:
+        try:
+            version, app_id, module = data['version'], data['app_id'], data['module']
+            stamp, nsecs, hostname, body = (data['stamp'], data['nsecs'], data['hostname'],
+                                            data['body'])
+        except KeyError:
+            return _rejection_for(data)
+        sig = data.get('signature')
+        if (version == VERSION and version.__class__ is int and app_id.__class__ is str
+                and module.__class__ is str and hostname.__class__ is str
+                and body.__class__ is str and stamp.__class__ is int
+                and nsecs.__class__ is int and _INT_MIN <= stamp < _INT_LIMIT
+                and _INT_MIN <= nsecs < _INT_LIMIT and (sig is None or sig.__class__ is str)
+                and len(hostname) <= MAX_HOSTNAME_CHARS and len(module) <= MAX_MODULE_CHARS):
+            return app_id, module, stamp, nsecs, hostname, body, sig
     return _rejection_for(data)
 
 
+def message_from_object(data):
+    """Check the shape and types of a decoded JSON object; return a Message or a Rejection."""
+    fields = _rejection_for(data)
+    if fields.__class__ is Rejection:
+        return fields
+    return Message(*fields)
+
+
 def _rejection_for(data):
-    """Say what is wrong with a decoded object that ``message_from_object`` refused."""
+    """Check a decoded object field by field: the fields tuple of ``decode_fields``, or a
+    Rejection that says exactly what is wrong."""
     if type(data) is not dict:
         return Rejection(BAD_FIELDS, 'payload is not a JSON object')
     try:
@@ -282,8 +305,8 @@ def _rejection_for(data):
         return Rejection(BAD_FIELDS, 'hostname longer than %d characters' % MAX_HOSTNAME_CHARS)
     if len(data['module']) > MAX_MODULE_CHARS:
         return Rejection(BAD_FIELDS, 'module name longer than %d characters' % MAX_MODULE_CHARS)
-    return Message(data['app_id'], data['module'], data['stamp'], data['nsecs'],
-                   data['hostname'], data['body'], sig)
+    return (data['app_id'], data['module'], data['stamp'], data['nsecs'], data['hostname'],
+            data['body'], sig)
 
 
 def _shorten(text, limit=60):
@@ -308,18 +331,23 @@ def check_signature(message, signer):
 
     ``signer`` is a ``loghog.wire.Signer`` for the facility's secret (or the secret itself).
     """
-    if not message.signature:
-        return Rejection(MISSING_SIGNATURE, 'message is not signed')
     if not isinstance(signer, Signer):
         signer = Signer(signer)
+    return verify_signature(signer, message.signature, message.app_id, message.module,
+                            message.stamp, message.nsecs, message.body)
+
+
+def verify_signature(signer, signature, app_id, module, stamp, nsecs, body):
+    """``check_signature`` on a message's fields; ``signer`` is a ``loghog.wire.Signer``."""
+    if not signature:
+        return Rejection(MISSING_SIGNATURE, 'message is not signed')
     try:
-        expected = signer.sign(message.app_id, message.module, message.stamp,
-                               message.nsecs, message.body)
+        expected = signer.sign(app_id, module, stamp, nsecs, body)
     except UnicodeEncodeError:
         # JSON can carry lone surrogates ("\ud800"), which have no UTF-8 form: no
         # client can have signed such a message.
         return Rejection(BAD_SIGNATURE, 'message holds unpaired surrogates and cannot be signed')
-    given = message.signature.lower()
+    given = signature.lower()
     # compare_digest takes str when both are ASCII; a signature that is not cannot match.
     if not given.isascii() or not hmac.compare_digest(expected, given):
         return Rejection(BAD_SIGNATURE, 'signature does not match')

@@ -16,7 +16,7 @@ from .acks import AckState, Sessions
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
-from .protocol import Rejection, check_signature, decode_message, decode_session
+from .protocol import Rejection, decode_fields, decode_session, verify_signature
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -290,54 +290,88 @@ class Server:
     # -- messages --------------------------------------------------------------------------
 
     def ingest(self, frames, source):
-        """Decode, route and queue ``frames`` from ``source`` (a connection or UDP peer)."""
+        """Decode, route and queue ``frames`` from ``source`` (a connection or UDP peer).
+
+        The per-message path: what the messages of one read share (their facility, their
+        host's part of the line, their file) is looked up again only when it changes, and
+        counters are added up once per run of messages to one facility.
+        """
         max_size = self.max_message_size
         loads = self.loads
         lookup = self.table.lookup
-        add = self.writer.add
-        accepted = self.counters.accepted
-        accepted_bytes = self.counters.accepted_bytes
+        queue_for = self.writer.queue_for
         prefix = self.line_prefix
         acks = getattr(source, 'acks', None)
-        for frame in frames:
-            if acks is None and frame.__class__ is not Rejection and frame[0] & FLAG_ACK \
-                    and source.kind != 'udp':
-                acks = self.start_acks(source)
-            if acks is not None:
-                resent = self.is_resent(acks, frame)
-                if resent:
-                    if resent.__class__ is Rejection:   # a malformed session frame
-                        self.reject(resent, source, acks)
+        may_ack = source.kind != 'udp'
+        # The last message's app and module, facility, host, line head and file.
+        last_app = last_module = last_host = facility = signer = log_file = append = None
+        head = None
+        count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
+        try:
+            for frame in frames:
+                if frame.__class__ is not tuple:   # a Rejection from the frame splitter
+                    if acks is None or not self.is_resent(acks, frame):
+                        self.reject(frame, source, acks)
                     continue
-            if frame.__class__ is Rejection:
-                self.reject(frame, source, acks)
-                continue
-            message = decode_message(frame[0], frame[1], max_size, loads)
-            if message.__class__ is Rejection:
-                self.reject(message, source, acks)
-                continue
-            facility = lookup(message.app_id, message.module)
-            if facility is None:
-                self.reject(Rejection(protocol.UNKNOWN_APP, 'unknown application %r'
-                                      % message.app_id[:100]), source, acks)
-                continue
-            if facility.secret is not None:
-                rejection = check_signature(message, facility.signer)
-                if rejection is not None:
-                    rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
-                    self.reject(rejection, source, acks)
+                flags, payload = frame
+                if flags:
+                    if acks is None and flags & FLAG_ACK and may_ack:
+                        acks = self.start_acks(source)
+                if acks is not None:
+                    resent = self.is_resent(acks, frame)
+                    if resent:
+                        if resent.__class__ is Rejection:   # a malformed session frame
+                            self.reject(resent, source, acks)
+                        continue
+                fields = decode_fields(flags, payload, max_size, loads)
+                if fields.__class__ is Rejection:
+                    self.reject(fields, source, acks)
                     continue
-            body = message.body
-            if body.endswith('\n'):
-                body = body.rstrip('\n')
-            host = message.hostname
-            shown = host if host.isprintable() else printable_host(host)
-            log_file = add(facility, host, prefix + shown + ' - ' + body + '\n')
-            if acks is not None:
-                acks.files.add(log_file)
-            key = facility.key
-            accepted[key] += 1
-            accepted_bytes[key] += len(frame[1])
+                app_id, module, stamp, nsecs, host, body, signature = fields
+                if module != last_module or app_id != last_app:
+                    found = lookup(app_id, module)
+                    if found is None:
+                        self.reject(Rejection(protocol.UNKNOWN_APP, 'unknown application %r'
+                                              % app_id[:100]), source, acks)
+                        continue
+                    last_app, last_module = app_id, module
+                    if found is not facility:
+                        if count:
+                            self._count_accepted(facility, count, size)
+                            count = size = 0
+                        facility = found
+                        signer = facility.signer if facility.secret is not None else None
+                        log_file = None
+                if signer is not None:
+                    rejection = verify_signature(signer, signature, app_id, module, stamp,
+                                                 nsecs, body)
+                    if rejection is not None:
+                        rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
+                        self.reject(rejection, source, acks)
+                        continue
+                if body.endswith('\n'):
+                    body = body.rstrip('\n')
+                if host != last_host:
+                    last_host = host
+                    head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
+                    if facility.file_per_host:
+                        log_file = None
+                if log_file is None:
+                    log_file = queue_for(facility, host)
+                    append = log_file.pending.append
+                append(head + body + '\n')
+                if acks is not None:
+                    acks.files.add(log_file)
+                count += 1
+                size += len(payload)
+        finally:
+            if count:
+                self._count_accepted(facility, count, size)
+
+    def _count_accepted(self, facility, count, size):
+        key = facility.key
+        self.counters.accepted[key] += count
+        self.counters.accepted_bytes[key] += size
 
     def reject(self, rejection, source, acks=None):
         self.counters.reject(rejection.reason, source.peer_host)

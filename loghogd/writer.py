@@ -357,6 +357,16 @@ class Writer:
         self.files[key] = log_file
         return log_file
 
+    def queue_for(self, facility, host):
+        """Return the LogFile that lines of ``facility`` from ``host`` go to, counted as
+        dirty: the caller appends at least one line to its ``pending`` right away."""
+        log_file = self._by_facility.get((facility, host) if facility.file_per_host else facility)
+        if log_file is None:
+            log_file = self.file_for(facility, host)
+        if not log_file.pending:
+            self.dirty.append(log_file)
+        return log_file
+
     def add(self, facility, host, line):
         """Queue one complete line (str, ending in a newline) for its file; return the file."""
         log_file = self._by_facility.get((facility, host) if facility.file_per_host else facility)

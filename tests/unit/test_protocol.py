@@ -183,3 +183,59 @@ def test_json_decoder_choice():
         assert choose_loads('auto') is fast_loads
     else:
         assert choose_loads('auto') is orjson.loads
+
+
+# decode_fields is the daemon's fast path: for any JSON object (well-formed, unusual or
+# broken) and any whitespace around it, it must decide exactly as the plain path does
+# (fast_loads, then the field-by-field check).
+NEAR_MISSES = [True, False, 1.0, '1', 0, 2**63 - 1, 2**63, -2**63, -2**63 - 1, None, '',
+               'x' * 255, 'x' * 256, 'y' * 1024, 'y' * 1025, [], {}]
+field_values = st.one_of(st.sampled_from(NEAR_MISSES), st.integers(-2**64, 2**64),
+                         st.floats(allow_nan=False), st.text(max_size=5))
+FIELD_NAMES = ('version', 'app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body',
+               'signature', 'extra')
+GOOD = {'version': 1, 'app_id': 'app', 'module': 'web', 'stamp': 1, 'nsecs': 2,
+        'hostname': 'h', 'body': 'hello'}
+
+
+@st.composite
+def message_objects(draw):
+    data = dict(GOOD)
+    for name in draw(st.lists(st.sampled_from(FIELD_NAMES), max_size=2, unique=True)):
+        if draw(st.booleans()):
+            data.pop(name, None)
+        else:
+            data[name] = draw(field_values)
+    return data if draw(st.integers(0, 9)) else draw(field_values)
+
+
+def check_decode_fields(text):
+    try:
+        reference = protocol.message_from_object(protocol.fast_loads(text))
+    except ValueError as exc:
+        reference = Rejection(protocol.BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
+    result = protocol.decode_fields(0, text.encode(), MAX)
+    if isinstance(reference, Rejection):
+        assert isinstance(result, Rejection), (text, result)
+        assert (result.reason, result.detail) == (reference.reason, reference.detail)
+    else:
+        expected = (reference.app_id, reference.module, reference.stamp, reference.nsecs,
+                    reference.hostname, reference.body, reference.signature)
+        assert result == expected
+        assert [type(v) for v in result] == [type(v) for v in expected]
+
+
+def test_decode_fields_decides_as_the_field_checks_for_every_near_miss():
+    for name in FIELD_NAMES:
+        for value in NEAR_MISSES:
+            check_decode_fields(json.dumps(dict(GOOD, **{name: value})))
+        bad = dict(GOOD)
+        bad.pop(name, None)
+        check_decode_fields(json.dumps(bad))
+
+
+@settings(max_examples=400)
+@given(message_objects(), st.sampled_from(['', ' ', '\n', '\t ']),
+       st.sampled_from(['', ' ', '\r\n', ' x', '{}']))
+def test_decode_fields_decides_as_json_loads_and_the_field_checks(obj, before, after):
+    check_decode_fields(before + json.dumps(obj) + after)
