@@ -24,6 +24,8 @@ RECV_SIZE = 256 * 1024
 ACCEPT_BATCH = 64
 # Datagrams read per readiness event: drain the socket, but let others run too.
 UDP_BATCH = 1024
+# UDP senders whose peer names are kept (for counters and logs) between datagrams.
+UDP_PEER_CACHE = 1024
 BAD_DATAGRAM = 'bad_datagram'
 # Acks a peer may leave unread before it is cut off (acks are tiny: this is thousands).
 MAX_OUTGOING_BYTES = 1024 * 1024
@@ -303,11 +305,17 @@ class StreamConnection:
 
 
 class DatagramListener:
-    """A UDP socket: one datagram is one frame."""
+    """A UDP socket: one datagram is one frame.
+
+    Each readiness event reads until the socket is empty (EAGAIN), at most UDP_BATCH
+    datagrams, and hands each sender's consecutive datagrams to the server together: a
+    flood is one ``ingest`` per batch, not one per datagram.
+    """
 
     def __init__(self, server, sock):
         self.server = server
         self.sock = sock
+        self.peers = {}     # address -> _DatagramPeer (bounded: senders are unbounded)
 
     def start(self):
         self.server.loop.register(self.sock, READ, self.on_event)
@@ -315,25 +323,50 @@ class DatagramListener:
     def on_event(self, mask):
         server = self.server
         buffer = server.recv_buffer
+        view = memoryview(buffer)
         max_size = server.max_message_size
-        for _ in range(UDP_BATCH):
-            try:
-                count, address = self.sock.recvfrom_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                server.counters.count('udp_errors')
-                return
-            server.counters.count('udp_datagrams')
-            peer = _DatagramPeer(address)
-            try:
-                server.ingest([self._frame(buffer, count, max_size)], peer)
-            except Exception:
-                # A bug must cost this datagram only, never the daemon.
-                log_internal_error(server, peer.peer)
+        recvfrom_into = self.sock.recvfrom_into
+        frame_of = self._frame
+        frames = []
+        sender = None
+        received = 0
+        try:
+            for _ in range(UDP_BATCH):
+                try:
+                    count, address = recvfrom_into(buffer)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    server.counters.count('udp_errors')
+                    break
+                received += 1
+                if address != sender:
+                    if frames:
+                        self._ingest(frames, sender)
+                        frames = []
+                    sender = address
+                frames.append(frame_of(buffer, count, max_size, view))
+        finally:
+            if frames:
+                self._ingest(frames, sender)
+            if received:
+                server.counters.count('udp_datagrams', received)
+
+    def _ingest(self, frames, address):
+        peer = self.peers.get(address)
+        if peer is None:
+            if len(self.peers) >= UDP_PEER_CACHE:
+                self.peers.clear()
+            peer = self.peers[address] = _DatagramPeer(address)
+        try:
+            self.server.ingest(frames, peer)
+        except Exception:
+            # A bug must cost these datagrams (one sender's, of one read) only, never
+            # the daemon.
+            log_internal_error(self.server, peer.peer)
 
     @staticmethod
-    def _frame(buffer, count, max_size):
+    def _frame(buffer, count, max_size, view=None):
         """The datagram's (flags, payload), or a Rejection."""
         if count < HEADER_SIZE:
             return Rejection(BAD_DATAGRAM, 'datagram of %d bytes' % count)
@@ -344,7 +377,9 @@ class DatagramListener:
                              % (size, count - HEADER_SIZE))
         if size > max_size:
             return Rejection(TOO_LARGE, 'frame of %d bytes' % size)
-        return (flags, bytes(buffer[HEADER_SIZE:count]))
+        if view is None:
+            view = memoryview(buffer)
+        return (flags, view[HEADER_SIZE:count].tobytes())
 
     def close(self):
         self.server.loop.unregister(self.sock)

@@ -73,3 +73,36 @@ def test_a_mixed_batch_lands_line_by_line_where_it_belongs():
     assert dict(counters.rejected) == {'unknown_app': 1, 'bad_signature': 1,
                                        'missing_signature': 1}
     assert counters.accepted_bytes[('perhost', 'root')] > 3 * 100
+
+
+def test_a_udp_read_drains_the_socket_in_one_event_and_keeps_each_sender_apart():
+    import socket
+    from loghogd.connections import DatagramListener
+    counters = Counters()
+    writer = Writer(LOGDIR, counters)
+    server = Server(load_config(None), load_facilities(FACILITIES), writer, counters, None,
+                    BoundSockets())
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(('127.0.0.1', 0))
+    receiver.setblocking(False)
+    one = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    two = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    two.bind(('127.0.0.2', 0))
+    listener = DatagramListener(server, receiver)
+    try:
+        sends = [(one, 'a1'), (one, 'a2'), (two, 'b1'), (two, None), (one, 'a3')] * 40
+        for sock, body in sends:
+            frame = encode_message('app', 'root', 1, 2, 'h', body) if body else b'\0\0\0\xff'
+            sock.sendto(frame, receiver.getsockname())
+        listener.on_event(None)          # everything, until the socket is empty
+        [log_file] = writer.dirty
+        assert [line.split(' - ')[-1] for line in log_file.pending] == \
+            ['a1\n', 'a2\n', 'b1\n', 'a3\n'] * 40
+        assert counters.events['udp_datagrams'] == 200
+        assert dict(counters.rejected_by_peer) == {'127.0.0.2': 40}
+        assert counters.accepted[('app', 'root')] == 160
+        listener.on_event(None)          # nothing more: returns at once
+        assert counters.events['udp_datagrams'] == 200
+    finally:
+        for sock in (receiver, one, two):
+            sock.close()
