@@ -35,12 +35,15 @@ INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret')
 _CACHE_LIMIT = 4096
 
 
-def module_path(module):
-    """Normalise a module name to a path tuple: 'root.web.requests.' -> ('web', 'requests')."""
+def module_path(module, limit=None):
+    """Normalise a module name to a path tuple: 'root.web.requests.' -> ('web', 'requests').
+
+    With ``limit``, at most its first ``limit`` parts.
+    """
     parts = [part for part in module.split('.') if part]
     if parts and parts[0] == 'root':
         parts = parts[1:]
-    return tuple(parts)
+    return tuple(parts if limit is None else parts[:limit])
 
 
 class Facility:
@@ -90,6 +93,9 @@ class FacilityTable:
         self.by_app = {}
         for facility in facilities:
             self.by_app.setdefault(facility.app, {})[facility.path] = facility
+        # The deepest facility path configured per app: no longer prefix can match.
+        self.depth = {app: max(len(path) for path in paths)
+                      for app, paths in self.by_app.items()}
         self._cache = {}
 
     def __iter__(self):
@@ -113,10 +119,12 @@ class FacilityTable:
         return facility
 
     def _find(self, app, module):
+        """Try the prefixes of ``module``'s path, longest first, from the app's deepest
+        configured depth down: ``a.b.c.d...`` with only ``[app:a]`` tries 2, not all."""
         app_facilities = self.by_app.get(app)
         if app_facilities is None:
             return None
-        path = module_path(module)
+        path = module_path(module, self.depth[app])
         for length in range(len(path), -1, -1):
             facility = app_facilities.get(path[:length])
             if facility is not None:

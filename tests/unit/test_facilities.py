@@ -115,3 +115,31 @@ def test_lookup_cache_is_bounded(tmp_path):
     for i in range(10000):
         assert table.lookup('a', 'm%d' % i).name == 'root'
     assert len(table._cache) <= 4096
+
+
+class CountingDict(dict):
+    """A facility map that counts the paths tried."""
+
+    tried = 0
+
+    def get(self, key, default=None):
+        CountingDict.tried += 1
+        return dict.get(self, key, default)
+
+
+def test_lookup_tries_no_prefix_deeper_than_the_apps_deepest_facility(tmp_path):
+    table = load(tmp_path, TWO)
+    assert table.depth == {'my-app': 2}
+    table.by_app['my-app'] = CountingDict(table.by_app['my-app'])
+    deep = 'root.' + '.'.join(['web', 'requests'] + ['x'] * 500)
+    CountingDict.tried = 0
+    assert table.lookup('my-app', deep).name == 'web.requests'
+    assert CountingDict.tried == 1                  # ('web', 'requests') at once
+    CountingDict.tried = 0
+    assert table.lookup('my-app', '.'.join(['y'] * 500)).name == 'root'
+    assert CountingDict.tried == 3                  # (y, y), (y,), ()
+    CountingDict.tried = 0
+    assert table.lookup('my-app', deep).name == 'web.requests'
+    assert CountingDict.tried == 0                  # cached per (app, module)
+    assert table.lookup('my-app', 'web.x.requests').name == 'web'
+    assert table.lookup('my-app', '.web..requests.').name == 'web.requests'
