@@ -36,6 +36,10 @@ FILE_MODE = 0o640
 
 _UNSAFE_HOST_RE = re.compile(r'[^A-Za-z0-9_.\-]')
 _HOST_CACHE_LIMIT = 4096
+# Log files kept open at most; beyond that the least recently written are closed (and
+# opened again, appending, on their next line), so that many hosts with file_per_host
+# cannot use up the daemon's descriptors (EMFILE would stop it accepting connections).
+MAX_OPEN_FILES = 512
 
 log = logging.getLogger('loghogd.writer')
 
@@ -306,11 +310,15 @@ class Syncer:
 class Writer:
     """Routes lines to LogFiles under ``logdir`` and flushes them in batches."""
 
-    def __init__(self, logdir, counters, max_backlog_bytes=64 * 1024 * 1024):
+    def __init__(self, logdir, counters, max_backlog_bytes=64 * 1024 * 1024,
+                 max_open_files=MAX_OPEN_FILES):
         self.logdir = logdir
         self.counters = counters
         self.max_backlog_bytes = max_backlog_bytes
+        self.max_open_files = max_open_files
         self.files = {}
+        # Files written with their descriptor open, least recently written first.
+        self.open_files = collections.OrderedDict()
         self.dirty = []
         self._hosts = {}
         self.retrying = []       # files whose last write failed, retried at retry_at
@@ -331,24 +339,30 @@ class Writer:
             self.syncer = Syncer(wake)
 
     def file_for(self, facility, host):
-        """Return the LogFile of ``facility`` (and ``host`` with file_per_host)."""
-        key = (facility.app, facility.path, host if facility.file_per_host else None)
+        """Return the LogFile of ``facility`` (and ``host`` with file_per_host).
+
+        With file_per_host, files are keyed by the host's safe name (the one in the file
+        name): two host names that differ only in what is unsafe share their file.
+        """
+        safe = self._safe_host(host) if facility.file_per_host else None
+        key = (facility.app, facility.path, safe)
         log_file = self.files.get(key)
         if log_file is None:
-            log_file = self._new_file(facility, host, key)
+            log_file = self._new_file(facility, safe, key)
         if len(self._by_facility) >= _HOST_CACHE_LIMIT:
             self._by_facility.clear()
         self._by_facility[(facility, host) if facility.file_per_host else facility] = log_file
         return log_file
 
-    def _new_file(self, facility, host, key):
-        safe = None
-        if facility.file_per_host:
-            safe = self._hosts.get(host)
-            if safe is None:
-                if len(self._hosts) >= _HOST_CACHE_LIMIT:
-                    self._hosts.clear()
-                safe = self._hosts[host] = safe_host(host)
+    def _safe_host(self, host):
+        safe = self._hosts.get(host)
+        if safe is None:
+            if len(self._hosts) >= _HOST_CACHE_LIMIT:
+                self._hosts.clear()
+            safe = self._hosts[host] = safe_host(host)
+        return safe
+
+    def _new_file(self, facility, safe, key):
         path = os.path.join(self.logdir, facility.app, facility.file_name(safe))
         log_file = LogFile(path, facility)
         log_file.on_sync_error = self._sync_failed
@@ -434,6 +448,13 @@ class Writer:
             # flush_every: these lines are acknowledged only once they are on disk.
             log_file.sync_wanted = log_file.written_seq
             self._sync_file(log_file)
+        open_files = self.open_files
+        try:
+            open_files.move_to_end(log_file)
+        except KeyError:
+            open_files[log_file] = None
+            if len(open_files) > self.max_open_files:
+                self._close_idle()
         if log_file.size >= log_file.rotate_size:
             self._check_rotation(log_file, now)
         return count
@@ -482,6 +503,34 @@ class Writer:
         if log_file.sync_failing:
             log_file.sync_failing = False
             log.warning('fsync of %s works again', log_file.path)
+
+    def _close_idle(self):
+        """Close the least recently written files beyond ``max_open_files``.
+
+        Their lines are all written (an idle file has none queued); what is not yet
+        fsynced is fsynced by the syncer thread, which is handed the descriptor itself
+        and closes it after, so the loop never waits for that disk.  Without a syncer
+        the fsync runs here.
+        """
+        open_files = self.open_files
+        while len(open_files) > self.max_open_files:
+            log_file = open_files.popitem(last=False)[0]
+            fd = log_file.fd
+            if fd is None:
+                continue      # closed meanwhile (rotation, reopen): nothing to do
+            if self.syncer is not None and (log_file.syncing or
+                                            log_file.written_seq > log_file.synced_seq):
+                log_file.fd = None
+                log_file.unsynced = 0
+                log_file.unsynced_since = None
+                log_file.sync_again = False
+                log_file.syncing = True
+                self.syncer.submit(log_file, fd, log_file.written_seq)
+                continue
+            try:
+                log_file.close()
+            except OSError as exc:
+                log.error('closing %s: %s', log_file.path, exc.strerror or exc)
 
     def _take_synced(self):
         """Account for the fsyncs the syncer finished: acks may go out, or lines be lost."""
@@ -565,6 +614,7 @@ class Writer:
                 log_file.facility = new
             elif not (log_file.pending or log_file.unwritten):
                 del self.files[key]
+                self.open_files.pop(log_file, None)
                 try:
                     log_file.close()
                 except OSError as exc:

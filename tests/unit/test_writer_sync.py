@@ -237,3 +237,71 @@ def test_a_snapshot_notes_the_session_position_written_before_its_ack(threaded, 
     gate.release()
     wait_synced(writer, 1.1)
     assert len(acks.take_due()) == 1 and acks.acked_seq == ('sid', 42)
+
+
+# -- file_per_host: one file per safe host name, and a cap on open descriptors ------------
+
+class PerHost(Facility):
+
+    def __init__(self, flush_every=1000):
+        super().__init__(flush_every)
+        self.file_per_host = True
+
+    def file_name(self, host=None):
+        return '%s-root.log' % host
+
+
+def open_descriptors():
+    return len(os.listdir('/proc/self/fd'))
+
+
+def test_host_names_that_make_the_same_file_name_share_one_file(tmp_path):
+    writer = Writer(str(tmp_path), Counters())
+    facility = PerHost()
+    one = writer.add(facility, 'web/1', 'a\n')
+    two = writer.add(facility, 'web 1', 'b\n')
+    assert one is two and len(writer.files) == 1
+    writer.flush(1.0)
+    assert (tmp_path / 'app' / 'web_1-root.log').read_text() == 'a\nb\n'
+    writer.close(2.0)
+
+
+def test_beyond_max_open_files_the_least_recently_written_are_closed_and_reopened(tmp_path):
+    before = open_descriptors()
+    writer = Writer(str(tmp_path), Counters(), max_open_files=3)
+    facility = PerHost()
+    for round_ in range(3):
+        for host in ('h1', 'h2', 'h3', 'h4', 'h5'):
+            writer.add(facility, host, '%s %d\n' % (host, round_))
+            writer.flush(1.0 + round_)
+            assert open_descriptors() - before <= 3
+            assert sum(f.fd is not None for f in writer.files.values()) <= 3
+    assert writer.files[('app', (), 'h5')].fd is not None     # the most recent stay open
+    assert writer.files[('app', (), 'h1')].fd is None
+    writer.close(5.0)
+    assert open_descriptors() == before
+    for host in ('h1', 'h2', 'h3', 'h4', 'h5'):     # reopened appending: nothing lost
+        assert (tmp_path / 'app' / ('%s-root.log' % host)).read_text() == \
+            ''.join('%s %d\n' % (host, r) for r in range(3))
+
+
+def test_a_file_closed_for_the_cap_is_fsynced_by_the_syncer_not_the_loop(threaded, gated):
+    gate = gated()
+    writer = threaded()
+    writer.max_open_files = 1
+    facility = PerHost(flush_every=1000)          # lines written, not yet fsynced
+    first = writer.add(facility, 'h1', 'one\n')
+    writer.flush(1.0)
+    fd = first.fd
+    writer.add(facility, 'h2', 'two\n')
+    writer.flush(1.1)                             # h1 is closed: returns at once
+    assert first.fd is None
+    assert gate.entered.acquire(timeout=10)
+    assert gate.calls == [fd] and gate.threads == {'loghogd-syncer'}
+    gate.release()
+    wait_synced(writer, 1.2)
+    assert first.synced_seq == first.written_seq == 1
+    with pytest.raises(OSError):
+        os.fstat(fd)                              # the thread closed it
+    gate.release(5)                               # the closing fsyncs of close()
+    writer.close(2.0)
