@@ -79,7 +79,7 @@ def test_file_names(tmp_path):
     ('[a]\nrotate = size\nbackup_count = 1\n', 'rotate = size needs max_size'),
     ('[a]\nrotate = @reboot\nbackup_count = 1\n', "'@reboot' is not supported"),
     ('[a]\nrotate = 61 * * * *\nbackup_count = 1\n', 'not a valid cron expression'),
-    ('[a]\nrotate = 0 0 *\nbackup_count = 1\n', 'found 3 fields'),
+    ('[a]\nrotate = 0 0 *\nbackup_count = 1\n', 'this one has 3 fields'),
     ('[a]\nrotate = 0 0 30 2 *\nbackup_count = 1\n', 'never happens'),
     ('[a]\nrotate = daily\nbackup_count = 1\nfile_per_host = sometimes\n', 'is not a boolean'),
     ('[a:web]\nrotate = daily\nbackup_count = 1\n', 'sub-facility without its application: add a [a] section'),
