@@ -68,14 +68,18 @@ class LoghogHandler(logging.Handler):
         self.close_timeout_s = close_timeout_s
         self.transport = _choose_transport(stream, ssl_info)
         self.acknowledged = _choose_acknowledged(acknowledged, self.transport)
-        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, self.compression,
+        # Frames are queued uncompressed and compressed by the sender thread: zlib lets go
+        # of the GIL while it works, and in emit() that handed the GIL to the sender thread
+        # and back for every record (28-38 µs per call measured, against 5 µs of work).
+        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, False,
                                             wire.FLAG_ACK if self.acknowledged else 0)
         if ssl_info:
             _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
         connect = functools.partial(self._connect, ssl_info)
         self._sender = Sender(connect, int(max_buffer_size), retry_min_s, retry_max_s,
                               report=self._report, acknowledged=self.acknowledged,
-                              ack_fallback_s=ack_fallback_s)
+                              ack_fallback_s=ack_fallback_s,
+                              prepare=wire.compress_frame if self.compression else None)
 
     @property
     def dropped(self):

@@ -133,8 +133,12 @@ class Sender:
     """
 
     def __init__(self, connect, max_frames, retry_min_s=1.0, retry_max_s=30.0, report=None,
-                 acknowledged=False, ack_fallback_s=ACK_FALLBACK_S):
+                 acknowledged=False, ack_fallback_s=ACK_FALLBACK_S, prepare=None):
         self._connect = connect
+        # Applied to each frame on the sender thread as it leaves the queue (compression:
+        # off the application's thread).  Must be idempotent: unsent frames are queued
+        # again and taken a second time.
+        self._prepare = prepare
         self._max_frames = max_frames
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
@@ -346,7 +350,9 @@ class Sender:
                 return [], False
             batch = self._queue.take(MAX_BATCH_BYTES)
             self._in_flight = len(batch)
-            return batch, True
+        if self._prepare is not None:
+            batch = [self._prepare(frame) for frame in batch]
+        return batch, True
 
     def _write(self, frames, are_new):
         """Write the pending session frame (if any) and ``frames``; account for what the
