@@ -15,8 +15,8 @@ from .errors import ConfigError, StartupError, describe_os_error
 from .files import format_address, write_atomically
 
 LISTEN_BACKLOG = 1024
-# Descriptors needed beside the connections: listeners, log files, the daemon's own
-# log, the wakeup socketpair, the compressor's temporary files.
+# Descriptors needed beside the connections and the log files: listeners, the daemon's
+# own log, the wakeup socketpair, the compressor's pipes and temporary files.
 RESERVED_DESCRIPTORS = 256
 # TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3's suites are all fine and
 # are configured apart by OpenSSL).
@@ -208,12 +208,14 @@ def check_server_certificate(server_context, cacert):
     return None
 
 
-def raise_descriptor_limit(max_connections):
-    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so that ``max_connections`` fit.
+def raise_descriptor_limit(max_connections, max_open_files=0):
+    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so that ``max_connections``
+    and ``max_open_files`` fit (each open log file may have a duplicate descriptor on the
+    syncer thread for a moment: two each).
 
     Returns a warning (str) when even the hard limit is too low, else None.
     """
-    needed = max_connections + RESERVED_DESCRIPTORS
+    needed = max_connections + 2 * max_open_files + RESERVED_DESCRIPTORS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
@@ -223,9 +225,10 @@ def raise_descriptor_limit(max_connections):
             except (OSError, ValueError):
                 target = soft
         if target < needed:
-            return ('max_connections %d needs about %d file descriptors, but the limit is %d: '
-                    'beyond that, accepting pauses (raise "ulimit -n" / LimitNOFILE)'
-                    % (max_connections, needed, target))
+            return ('max_connections %d and max_open_files %d need about %d file descriptors, '
+                    'but the limit is %d: beyond that, accepting pauses and log files fail to '
+                    'open (raise "ulimit -n" / LimitNOFILE)'
+                    % (max_connections, max_open_files, needed, target))
     return None
 
 
@@ -253,7 +256,8 @@ class BoundSockets:
 def bind_all(config):
     """Bind every configured address; raise StartupError (or ConfigError for TLS files)."""
     bound = BoundSockets()
-    warning = raise_descriptor_limit(config.server.max_connections)
+    warning = raise_descriptor_limit(config.server.max_connections,
+                                     config.server.max_open_files)
     if warning:
         bound.warnings.append(warning)
     addresses = config.listen_addresses()

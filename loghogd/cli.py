@@ -233,7 +233,8 @@ def run(config, table, bound, handlers):
     """Serve on the sockets already bound until stopped.  Returns 0 after a clean stop."""
     counters = Counters()
     loop = EventLoop()
-    writer = Writer(config.main.logdir, counters, config.server.max_backlog)
+    writer = Writer(config.main.logdir, counters, config.server.max_backlog,
+                    config.server.max_open_files)
     server = Server(config, table, writer, counters, loop, bound,
                     loads=choose_loads(config.server.json_decoder))
     server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,

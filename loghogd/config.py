@@ -64,6 +64,10 @@ SECTIONS = {
                 "JSON decoder: auto (orjson if installed), stdlib or orjson."),
         Setting('max_backlog', conv.size_bytes, '64M',
                 'Bytes of lines kept in memory while a file cannot be written.'),
+        # file_per_host can make a file per sending host: a bound on the descriptors.
+        Setting('max_open_files', conv.integer_in(16, 1000000), '512',
+                'Log files kept open at once; the least recently written are closed and '
+                'opened again when a line comes.'),
     ],
     'stats': [
         # A snapshot costs the loop about 0.2 ms (2.5 ms with 200 files open; see

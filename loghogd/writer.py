@@ -476,14 +476,17 @@ class Writer:
             if log_file.syncing:
                 log_file.sync_again = True   # covers what is written until that one ends
                 return
-            try:
-                fd = os.dup(log_file.fd)
-            except OSError:
-                pass   # out of descriptors: sync here, below
-            else:
-                log_file.syncing = True
-                self.syncer.submit(log_file, fd, log_file.written_seq)
-                return
+            # Each fsync in flight holds a descriptor: at most max_open_files of them
+            # (the descriptor limit is raised for twice that); beyond, sync here.
+            if self.syncer.waiting < self.max_open_files:
+                try:
+                    fd = os.dup(log_file.fd)
+                except OSError:
+                    pass   # out of descriptors: sync here, below
+                else:
+                    log_file.syncing = True
+                    self.syncer.submit(log_file, fd, log_file.written_seq)
+                    return
         try:
             synced = log_file.sync()
         except OSError:
@@ -518,8 +521,8 @@ class Writer:
             fd = log_file.fd
             if fd is None:
                 continue      # closed meanwhile (rotation, reopen): nothing to do
-            if self.syncer is not None and (log_file.syncing or
-                                            log_file.written_seq > log_file.synced_seq):
+            if self.syncer is not None and self.syncer.waiting < self.max_open_files and (
+                    log_file.syncing or log_file.written_seq > log_file.synced_seq):
                 log_file.fd = None
                 log_file.unsynced = 0
                 log_file.unsynced_since = None

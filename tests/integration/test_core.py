@@ -217,3 +217,40 @@ def test_port_in_use_is_a_clear_start_up_error(daemon, daemon_factory):
         daemon_factory(server={'listen_ipv4': '127.0.0.1:%d' % daemon.tcp_port}, name='second')
     assert 'exited with 71' in str(info.value)
     assert 'cannot listen on 127.0.0.1:%d: Address already in use' % daemon.tcp_port in str(info.value)
+
+
+def open_log_files(daemon):
+    """Paths of the files under the log folder that the daemon holds open now."""
+    fds = '/proc/%d/fd' % daemon.pid
+    found = []
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except OSError:
+            continue
+        if target.startswith(str(daemon.logdir) + os.sep):
+            found.append(target)
+    return found
+
+
+def test_many_sending_hosts_keep_at_most_max_open_files_open_and_lose_nothing(daemon_factory):
+    daemon = daemon_factory('[perhost]\nrotate = daily\nbackup_count = 3\nfile_per_host = yes\n',
+                            server={'max_open_files': '16'})
+    hosts = ['host%02d' % n for n in range(40)]
+    send_tcp(daemon.tcp_port, b''.join(frame('perhost', 'first from %s' % h, host=h) for h in hosts))
+    folder = daemon.logdir / 'perhost'
+    for host in hosts:
+        wait_for_lines(folder / ('%s-root.log' % host), 1)
+    # Open: at most 16 files, plus at most 16 descriptors of fsyncs still in flight, and
+    # no more than the 16 files once the fsyncs are done.
+    assert len(open_log_files(daemon)) <= 32
+    wait_for(lambda: len(open_log_files(daemon)) <= 16, 10, message='at most 16 open')
+    # The files that were closed open again, appending, when their host sends again.
+    send_tcp(daemon.tcp_port, b''.join(frame('perhost', 'again from %s' % h, host=h)
+                                       for h in hosts[:5]))
+    for host in hosts[:5]:
+        wait_for_lines(folder / ('%s-root.log' % host), 2)
+    assert daemon.stop() == 0
+    for n, host in enumerate(hosts):
+        expected = ['first from %s' % host] + (['again from %s' % host] if n < 5 else [])
+        assert [line_body(line) for line in read_lines(folder / ('%s-root.log' % host))] == expected
