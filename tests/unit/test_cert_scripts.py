@@ -259,7 +259,8 @@ def test_leaf_purposes_are_not_interchangeable(pki):
 def test_client_certificate_extensions(pki):
     text = openssl_text(pki / 'app1.pem')
 
-    assert 'Subject: O = LogHog, CN = app1' in text
+    # OpenSSL 3.0 (bookworm) prints 'O = LogHog', 3.5 (trixie) 'O=LogHog'.
+    assert re.search(r'Subject: O ?= ?LogHog, CN ?= ?app1\n', text)
     assert extension(text, 'Basic Constraints') == (True, 'CA:FALSE')
     assert extension(text, 'Key Usage') == (True, 'Digital Signature, Key Encipherment')
     assert extension(text, 'Extended Key Usage') == (False, 'TLS Web Client Authentication')
