@@ -110,6 +110,8 @@ def test_signed_messages(daemon_factory):
 
 def test_sighup_reloads_facilities_and_keeps_them_on_a_bad_file(daemon):
     send_tcp(daemon.tcp_port, frame('new-app', 'before'))
+    # Refused before the reload (else the reload could come first and make it welcome).
+    wait_for(lambda: "unknown application 'new-app'" in daemon.output(), 10, message='refusal')
     daemon.reload('[app]\nrotate = daily\nbackup_count = 1\n[new-app]\nrotate = daily\nbackup_count = 1\n')
     send_tcp(daemon.tcp_port, frame('new-app', 'after'))
     assert list(map(line_body, wait_for_lines(daemon.log_file('new-app'), 1))) == ['after']
