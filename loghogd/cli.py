@@ -237,6 +237,9 @@ def run(config, table, bound, handlers):
                     config.server.max_open_files)
     server = Server(config, table, writer, counters, loop, bound,
                     loads=choose_loads(config.server.json_decoder))
+    # Signal handlers first: a SIGTERM during the start-up work below (rotation's recovery
+    # can take a while) stops the daemon cleanly once the loop runs, instead of killing it.
+    server.start()
     server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,
                                         config.stats.prometheus_file))
     own_logs = [h for h in handlers if isinstance(h, logging.handlers.WatchedFileHandler)]

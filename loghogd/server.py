@@ -54,6 +54,7 @@ class Server:
 
     def __init__(self, config, table, writer, counters, loop, bound, tasks=(), clock=time.time,
                  loads=protocol.fast_loads):
+        self.started = False
         self.config = config
         self.table = table
         self.writer = writer
@@ -101,6 +102,12 @@ class Server:
     IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
     def start(self):
+        """Signal handlers, the syncer thread and the listeners; ``run`` calls it if the
+        caller has not (the daemon calls it first, before its slower start-up work, so that
+        a SIGTERM then is a clean stop, not Python's default death)."""
+        if self.started:
+            return
+        self.started = True
         # fsyncs from now on run on the writer's thread, which wakes the loop when done.
         self.writer.start_syncer(self.loop.wake)
         for signum in self.IGNORED_SIGNALS:
@@ -111,7 +118,7 @@ class Server:
 
     def run(self):
         """Serve until SIGTERM or SIGINT, then drain, write, sync and return."""
-        self.start()
+        self.start()   # if not done yet
         while not self.stopping:
             self.run_once()
         self.shutdown()

@@ -1,5 +1,9 @@
 """The loghogd command's exit statuses: sysexits, never Python's anonymous 1 or 2."""
 
+import logging
+import os
+import signal
+
 import pytest
 
 from loghogd import cli
@@ -48,3 +52,33 @@ def test_check_config_reports_the_mistakes_of_both_files_in_one_run(tmp_path, ca
     assert len(err) == 2
     assert err[0].startswith('loghogd: %s:10: [server] max_conections' % path)
     assert err[1].startswith('loghogd: %s:4: [other]: required key "backup_count"' % (tmp_path / 'facilities.conf'))
+
+
+@pytest.fixture
+def own_logger_restored():
+    """main() configures the 'loghogd' logger for a daemon: put it back for other tests."""
+    logger = logging.getLogger('loghogd')
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved
+
+
+def test_sigterm_is_handled_before_listen_json_says_the_daemon_is_up(tmp_path, monkeypatch,
+                                                                     own_logger_restored):
+    """Init scripts and tests take listen.json as "started"; a SIGTERM from then on must
+    be a clean stop (exit 0), never Python's default death."""
+    real = cli.write_listen_file
+    seen = []
+
+    def write_listen_file(rundir, bound):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        path = real(rundir, bound)
+        if seen[-1] in (signal.SIG_DFL, None):
+            raise RuntimeError('SIGTERM would kill the daemon here')
+        os.kill(os.getpid(), signal.SIGTERM)     # handled: the loop stops cleanly
+        return path
+
+    monkeypatch.setattr(cli, 'write_listen_file', write_listen_file)
+    assert cli.main(['--config', str(config_pair(tmp_path))]) == 0
+    assert seen and seen[0] not in (signal.SIG_DFL, None)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL   # restored at the end
