@@ -93,14 +93,20 @@ def add(writer, facility, acks, text):
     return log_file
 
 
+def one_line_flushed(threaded, gated, **gate_options):
+    """A threaded Writer with a gated fsync, one line of a flush_every=1 facility written and
+    flushed: (gate, writer, acks, log_file)."""
+    gate = gated(**gate_options)
+    writer = threaded()
+    acks = AckState()
+    log_file = add(writer, Facility(flush_every=1), acks, 'one')
+    writer.flush(1.0)
+    return gate, writer, acks, log_file
+
+
 def test_flush_returns_while_the_fsync_runs_on_the_syncer_thread_and_the_ack_waits(
         threaded, gated):
-    gate = gated()
-    writer = threaded()
-    facility = Facility(flush_every=1)
-    acks = AckState()
-    log_file = add(writer, facility, acks, 'one')
-    writer.flush(1.0)                       # returns although the fsync is blocked
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated)                       # returns although the fsync is blocked
     assert gate.entered.acquire(timeout=10)
     assert gate.threads == {'loghogd-syncer'}
     assert open(log_file.path).read() == 'one\n'           # written ...
@@ -150,12 +156,7 @@ def test_a_connection_is_not_held_back_by_lines_others_keep_adding_to_its_file(
 
 
 def test_a_failed_fsync_on_the_thread_reports_the_file_as_lost(threaded, gated):
-    gate = gated(fail=True)
-    writer = threaded()
-    facility = Facility(flush_every=1)
-    acks = AckState()
-    log_file = add(writer, facility, acks, 'one')
-    writer.flush(1.0)
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated, fail=True)
     gate.release()
     wait_synced(writer, 1.1)
     assert writer.take_lost() == {log_file}
@@ -166,12 +167,7 @@ def test_a_failed_fsync_on_the_thread_reports_the_file_as_lost(threaded, gated):
 
 def test_closing_a_file_while_its_fsync_runs_is_safe_the_thread_syncs_a_duplicate(
         threaded, gated):
-    gate = gated()
-    writer = threaded()
-    facility = Facility(flush_every=1)
-    acks = AckState()
-    log_file = add(writer, facility, acks, 'one')
-    writer.flush(1.0)
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated)
     assert gate.entered.acquire(timeout=10)
     thread_fd = gate.calls[0]
     assert thread_fd != log_file.fd
@@ -186,12 +182,7 @@ def test_closing_a_file_while_its_fsync_runs_is_safe_the_thread_syncs_a_duplicat
 
 
 def test_close_waits_for_every_fsync_started(threaded, gated):
-    gate = gated()
-    writer = threaded()
-    facility = Facility(flush_every=1)
-    acks = AckState()
-    log_file = add(writer, facility, acks, 'one')
-    writer.flush(1.0)
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated)
     assert gate.entered.acquire(timeout=10)
     threading.Timer(0.2, gate.release).start()
     writer.close(1.2)
