@@ -383,11 +383,7 @@ class Writer:
 
     def add(self, facility, host, line):
         """Queue one complete line (str, ending in a newline) for its file; return the file."""
-        log_file = self._by_facility.get((facility, host) if facility.file_per_host else facility)
-        if log_file is None:
-            log_file = self.file_for(facility, host)
-        if not log_file.pending:
-            self.dirty.append(log_file)
+        log_file = self.queue_for(facility, host)
         log_file.pending.append(line)
         return log_file
 
@@ -471,21 +467,18 @@ class Writer:
         """fdatasync ``log_file`` (on the syncer thread if there is one); when that fails,
         its unsynced lines count as maybe lost."""
         if self.syncer is not None and log_file.fd is not None:
-            log_file.unsynced = 0
-            log_file.unsynced_since = None
             if log_file.syncing:
+                log_file.unsynced = 0
+                log_file.unsynced_since = None
                 log_file.sync_again = True   # covers what is written until that one ends
                 return
-            # Each fsync in flight holds a descriptor: at most max_open_files of them
-            # (the descriptor limit is raised for twice that); beyond, sync here.
-            if self.syncer.waiting < self.max_open_files:
+            if self._syncer_has_room():
                 try:
                     fd = os.dup(log_file.fd)
                 except OSError:
                     pass   # out of descriptors: sync here, below
                 else:
-                    log_file.syncing = True
-                    self.syncer.submit(log_file, fd, log_file.written_seq)
+                    self._submit_sync(log_file, fd)
                     return
         try:
             synced = log_file.sync()
@@ -493,6 +486,20 @@ class Writer:
             return   # reported by _sync_failed
         if synced:
             self._sync_worked(log_file)
+
+    def _syncer_has_room(self):
+        """True when fsyncs may go to the syncer thread: there is one, and fewer than
+        max_open_files are in flight (each holds a descriptor, and the limit is raised for
+        twice that); otherwise the loop syncs itself."""
+        return self.syncer is not None and self.syncer.waiting < self.max_open_files
+
+    def _submit_sync(self, log_file, fd):
+        """Hand ``fd`` (the file's, or a duplicate) to the syncer: it fsyncs everything
+        written so far, then closes ``fd``."""
+        log_file.unsynced = 0
+        log_file.unsynced_since = None
+        log_file.syncing = True
+        self.syncer.submit(log_file, fd, log_file.written_seq)
 
     def _sync_failed(self, log_file, exc):
         self.counters.count('sync_errors')
@@ -521,14 +528,11 @@ class Writer:
             fd = log_file.fd
             if fd is None:
                 continue      # closed meanwhile (rotation, reopen): nothing to do
-            if self.syncer is not None and self.syncer.waiting < self.max_open_files and (
+            if self._syncer_has_room() and (
                     log_file.syncing or log_file.written_seq > log_file.synced_seq):
                 log_file.fd = None
-                log_file.unsynced = 0
-                log_file.unsynced_since = None
                 log_file.sync_again = False
-                log_file.syncing = True
-                self.syncer.submit(log_file, fd, log_file.written_seq)
+                self._submit_sync(log_file, fd)   # the thread closes the descriptor
                 continue
             try:
                 log_file.close()
