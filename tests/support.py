@@ -5,6 +5,7 @@ time (port 0, read back from <rundir>/listen.json), stopped by PID with the exit
 import bz2
 import gzip
 import json
+import logging
 import lzma
 import os
 import re
@@ -249,3 +250,25 @@ def file_history(folder, base='root.log'):
             continue
         live = folder / base
         return found + [('live', line) for line in (read_lines(live) if live.exists() else [])]
+
+
+class Loggers:
+    """Fresh loggers named ``<prefix>.<n>``, not propagating, each with one handler;
+    ``close()`` detaches and closes every handler (a test fixture's teardown)."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.made = []
+
+    def __call__(self, handler, level=logging.DEBUG):
+        logger = logging.getLogger('%s.%d' % (self.prefix, len(self.made)))
+        logger.propagate = False
+        logger.setLevel(level)
+        logger.addHandler(handler)
+        self.made.append((logger, handler))
+        return logger
+
+    def close(self):
+        for logger, handler in self.made:
+            logger.removeHandler(handler)
+            handler.close()

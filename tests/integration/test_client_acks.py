@@ -20,7 +20,7 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, line_body, read_lines, wait_for
+from tests.support import ROOT, Loggers, line_body, read_lines, wait_for
 from tests.unit.test_client_fakes import free_port
 
 FACILITIES = """
@@ -72,23 +72,16 @@ class Stream:
 @pytest.fixture
 def acked_logger(request):
     """``make(port)``: (handler, logger) with acknowledgements on, closed at the end."""
-    made = []
+    loggers = Loggers(f'client-acks.{request.node.name}')
 
     def make(port, **options):
         options = {'max_buffer_size': 200_000, 'flush_timeout_s': 20, **FAST_RETRY, **options}
         handler = LoghogHandler('app', '127.0.0.1', port, **options)
         assert handler.acknowledged
-        logger = logging.getLogger(f'client-acks.{request.node.name}.{len(made)}')
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-        logger.addHandler(handler)
-        made.append((logger, handler))
-        return handler, logger
+        return handler, loggers(handler, logging.INFO)
 
     yield make
-    for logger, handler in made:
-        logger.removeHandler(handler)
-        handler.close()
+    loggers.close()
 
 
 def wait_for_count(path, count, timeout=20):

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, line_body, make_certs, read_lines, wait_for, wait_for_lines
+from tests.support import (ROOT, Loggers, line_body, make_certs, read_lines, wait_for,
+                           wait_for_lines)
 from tests.unit.test_client_fakes import free_port
 
 FACILITIES = """
@@ -66,20 +67,9 @@ def fixed_port_daemon(daemon_factory):
 @pytest.fixture
 def make_logger(request):
     """``make(handler)``: a fresh logger with ``handler``, closed at the end of the test."""
-    made = []
-
-    def make(handler):
-        logger = logging.getLogger(f'client.{request.node.name}.{len(made)}')
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(handler)
-        made.append((logger, handler))
-        return logger
-
-    yield make
-    for logger, handler in made:
-        logger.removeHandler(handler)
-        handler.close()
+    loggers = Loggers(f'client.{request.node.name}')
+    yield loggers
+    loggers.close()
 
 
 def bodies(path):

@@ -4,7 +4,6 @@ The real daemon's side of the story (crash, restart, cut connections) is in
 tests/integration/test_client_acks.py.
 """
 
-import logging
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 from loghog import LoghogHandler, wire
 from loghog.acks import (ConnectionAcks, Unacknowledged, describe_rejections, rejections)
 from loghog.sender import FrameQueue
+from tests.support import Loggers
 from tests.unit.test_client_fakes import FrameServer, wait_until
 
 FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
@@ -98,21 +98,14 @@ def test_frames_awaiting_acks_count_against_the_buffer_bound():
 @pytest.fixture
 def make_handler(request):
     """``make(**options)``: a LoghogHandler for a fresh logger, closed at the end."""
-    made = []
+    loggers = Loggers(f'acks.{request.node.name}')
 
     def make(port, **options):
         handler = LoghogHandler('app', '127.0.0.1', port, **options)
-        logger = logging.getLogger(f'acks.{request.node.name}.{len(made)}')
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(handler)
-        made.append((logger, handler))
-        return handler, logger
+        return handler, loggers(handler)
 
     yield make
-    for logger, handler in made:
-        logger.removeHandler(handler)
-        handler.close()
+    loggers.close()
     wait_until(lambda: not [t for t in threading.enumerate() if t.name == 'loghog-sender'])
 
 

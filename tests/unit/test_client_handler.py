@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loghog import LoghogHandler, wire
+from tests.support import Loggers
 from tests.unit.test_client_fakes import DatagramServer, FrameServer, reserve_port, wait_until
 
 FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
@@ -25,20 +26,9 @@ def make_logger(request):
 
     Fails the test if a sender thread outlives ``close()``.
     """
-    handlers = []
-
-    def make(handler, level=logging.DEBUG):
-        logger = logging.getLogger(f'test.{request.node.name}.{len(handlers)}')
-        logger.propagate = False
-        logger.setLevel(level)
-        logger.addHandler(handler)
-        handlers.append((logger, handler))
-        return logger
-
-    yield make
-    for logger, handler in handlers:
-        logger.removeHandler(handler)
-        handler.close()
+    loggers = Loggers(f'test.{request.node.name}')
+    yield loggers
+    loggers.close()
     wait_until(lambda: not [t for t in threading.enumerate() if t.name == 'loghog-sender'])
 
 
