@@ -326,7 +326,6 @@ class DatagramListener:
         view = memoryview(buffer)
         max_size = server.max_message_size
         recvfrom_into = self.sock.recvfrom_into
-        unpack_from = HEADER.unpack_from
         frame_of = self._frame
         frames = []
         sender = None
@@ -346,11 +345,6 @@ class DatagramListener:
                         self._ingest(frames, sender)
                         frames = []
                     sender = address
-                if count >= HEADER_SIZE:
-                    size, flags = unpack_from(buffer)
-                    if size == count - HEADER_SIZE and size <= max_size:   # _frame's usual case
-                        frames.append((flags, view[HEADER_SIZE:count].tobytes()))
-                        continue
                 frames.append(frame_of(buffer, count, max_size, view))
         finally:
             if frames:
