@@ -1,7 +1,9 @@
 #!/bin/bash
 # The Debian packaging test (issue 5): build the packages, lint them, serve them from a local
-# apt repository, install them with apt-get, follow the README quick start literally, then
-# status, restart, stop, remove and purge, and check that nothing is left running or behind.
+# apt repository, install the client alone (it must not need the daemon), then the daemon alone
+# as a user does (`apt-get install loghogd`: it must bring what it imports, and start), follow
+# the README quick start literally, then status, restart, stop, remove and purge, and check that
+# nothing is left running or behind.
 #
 # Usage, as root on Debian bookworm:  bash tests/packaging/debian-package.sh [SOURCE_DIR]
 #
@@ -151,7 +153,7 @@ chmod 0755 "$WORK"                       # apt's _apt user reads the file: repos
 
 step "copy the source tree to $WORK/src"
 mkdir "$WORK/src"
-tar -C "$SRC" --exclude=.git --exclude=.venv --exclude=./var --exclude=./build \
+tar -C "$SRC" --exclude=.git --exclude='./.venv*' --exclude=./var --exclude=./build \
     --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
     --exclude=.pybuild -cf - . | tar -C "$WORK/src" -xf -
 
@@ -192,13 +194,22 @@ echo "deb [trusted=yes] file:$WORK/repo ./" > "$LIST"
 "${APT[@]}" update -o Dir::Etc::sourcelist="$LIST" -o Dir::Etc::sourceparts=- \
     -o APT::Get::List-Cleanup=0 > "$WORK/update.log" 2>&1 || { cat "$WORK/update.log"; fail "apt-get update"; }
 
+step "the client package needs none of the daemon's dependencies"
+client_depends=$(dpkg-deb -f "$WORK"/repo/python3-loghog_*.deb Depends)
+echo "python3-loghog Depends: $client_depends"
+if grep -Eq 'loghogd|python3-(daemon|lockfile|dateutil|croniter)' <<< "$client_depends"; then
+    fail "python3-loghog depends on the daemon or its dependencies: $client_depends"
+fi
+
 step "apt-get install python3-loghog (alone: the client must work without the daemon)"
 "${APT[@]}" install python3-loghog > "$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; fail "install python3-loghog"; }
 /usr/bin/loghog --help | grep -q 'usage: loghog' || fail "/usr/bin/loghog --help"
 /usr/bin/python3 -c 'from loghog import LoghogHandler' || fail "import loghog"
 [ ! -e /usr/sbin/loghogd ] || fail "python3-loghog installed the daemon"
+# Purged again: the next step installs the daemon as README's usage line says, alone.
+"${APT[@]}" purge python3-loghog > "$WORK/purge.log" 2>&1 || { cat "$WORK/purge.log"; fail "purge python3-loghog"; }
 
-step "apt-get install loghogd"
+step "apt-get install loghogd (alone, from the repository: what a user types)"
 "${APT[@]}" install loghogd > "$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; fail "install loghogd"; }
 grep -E 'Setting up loghogd|invoke-rc.d|loghogd:' "$WORK/install.log" || true
 getent passwd loghog | grep -q ':/var/lib/loghogd:/usr/sbin/nologin$' || fail "no loghog system user"
@@ -209,12 +220,18 @@ expect "CA key" "$(owner_of /etc/loghogd/certs/loghog-ca.key) $(mode_of /etc/log
 expect "server pem" "$(owner_of /etc/loghogd/certs/loghog-server.pem) $(mode_of /etc/loghogd/certs/loghog-server.pem)" "root:loghog 640"
 openssl verify -x509_strict -CAfile /etc/loghogd/certs/loghog-ca.cert /etc/loghogd/certs/loghog-server.pem
 dpkg-query -W -f '${Conffiles}\n' loghogd | grep -q ' /etc/loghogd/facilities.conf ' || fail "facilities.conf is not a conffile"
-/usr/sbin/loghogd --version
-/usr/sbin/loghogd --check-config --config /etc/loghogd/loghogd.conf || fail "the packaged configuration does not pass --check-config"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/loghogd.service || fail "systemd-analyze verify loghogd.service"
 fi
 [ -z "$(loghogd_pids)" ] || echo "note: apt started loghogd (no policy-rc.d on this machine)"
+
+step "the daemon installed alone starts with its init script and passes --check-config"
+/usr/sbin/loghogd --version || fail "/usr/sbin/loghogd --version, with only loghogd installed"
+/usr/sbin/loghogd --check-config --config /etc/loghogd/loghogd.conf ||
+    fail "the packaged configuration does not pass --check-config"
+"$INIT" start || fail "$INIT start, with only loghogd installed"
+"$INIT" status || fail "status after the start of the daemon installed alone"
+"$INIT" stop || fail "$INIT stop"
 
 step "start fails, with the daemon's reason, while another program holds port 5566"
 /usr/bin/python3 -c 'import socket, time
@@ -240,6 +257,11 @@ step "quick start, step 2: add [my-first-app] to /etc/loghogd/facilities.conf an
 printf '\n[my-first-app]\nrotate = 0 0 * * *\nbackup_count = 14\n' >> /etc/loghogd/facilities.conf
 "$INIT" reload || fail "$INIT reload"
 wait_until 10 "the reload in $DAEMON_LOG" grep -q 'reloaded /etc/loghogd/facilities.conf' "$DAEMON_LOG"
+
+step "quick start, step 4: apt-get install python3-loghog (loghogd brought it in already)"
+dpkg-query -W -f '${db:Status-Abbrev}\n' python3-loghog 2>/dev/null | grep -q '^ii' ||
+    fail "installing loghogd did not install python3-loghog, the library the daemon imports"
+"${APT[@]}" install python3-loghog > "$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; fail "install python3-loghog"; }
 
 step "quick start, step 4: the Python snippet, run by /usr/bin/python3"
 cat > "$WORK/app.py" <<'EOF'
