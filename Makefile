@@ -6,11 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench deb clean check-config
 
+# pip's and setuptools' chatter goes to a log, shown only when the install fails, so that the
+# first screen of `make run` is the daemon's own.
+define venv_install
+	@echo "Installing loghog into $(1) with $(2) (log: $(1)/install.log) ..."
+	@$(2) -m venv $(1) > /dev/null
+	@{ $(1)/bin/python -m pip install --upgrade pip && \
+	   $(1)/bin/python -m pip install -e '.[server,test]'; } > $(1)/install.log 2>&1 || \
+	    { tail -n 40 $(1)/install.log; echo "pip install failed: see $(1)/install.log" >&2; exit 1; }
+	@touch $(1)/.installed
+endef
+
+# The daemon's dependencies are the 'server' extra: `pip install loghog` alone is the client.
 $(STAMP): setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(call venv_install,$(VENV),$(PYTHON))
 
 # Run the daemon from source, in the foreground, on the unprivileged development config.
 run: $(STAMP)

@@ -12,21 +12,35 @@ import os
 import sys
 import traceback
 
-from . import __version__, daemon, status_command
-from .binding import bind_all, make_tls_context, write_listen_file
+from . import __version__
 from .errors import (EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE, EX_USAGE, ConfigError, LoghogError,
                      StartupError, describe_os_error)
-from .config import load_config
-from .facilities import load_facilities
-from .files import format_address
-from .loop import EventLoop
-from .compressor import Compressor
-from .protocol import choose_loads
-from .rotation import Rotator
-from .server import Server
-from .status import StatusPublisher
-from .stats import Counters
-from .writer import Writer
+
+# The daemon's own dependencies come with `pip install 'loghog[server]'` (setup.py), so that an
+# application's `pip install loghog` is the client alone. Without them loghogd says so in one
+# line, not with a traceback.
+SERVER_EXTRA_MODULES = ('daemon', 'lockfile', 'dateutil', 'croniter')
+EX_UNAVAILABLE = 69      # sysexits.h: a service (here: a dependency) is unavailable
+try:
+    from . import daemon, status_command
+    from .binding import bind_all, make_tls_context, write_listen_file
+    from .config import load_config
+    from .facilities import load_facilities
+    from .files import format_address
+    from .loop import EventLoop
+    from .compressor import Compressor
+    from .protocol import choose_loads
+    from .rotation import Rotator
+    from .server import Server
+    from .status import StatusPublisher
+    from .stats import Counters
+    from .writer import Writer
+except ModuleNotFoundError as exc:
+    if (exc.name or '').partition('.')[0] not in SERVER_EXTRA_MODULES:
+        raise
+    MISSING_SERVER_MODULE = exc.name
+else:
+    MISSING_SERVER_MODULE = None
 
 log = logging.getLogger('loghogd')
 
@@ -152,6 +166,10 @@ def main(argv=None):
     """Run loghogd; return the exit status (0 ok, 64 usage, 78 config, 71 OS, ...)."""
     if argv is None:
         argv = sys.argv[1:]
+    if MISSING_SERVER_MODULE:
+        print("loghogd: the daemon's dependencies are not installed (no module named %r): "
+              "pip install 'loghog[server]'" % MISSING_SERVER_MODULE, file=sys.stderr)
+        return EX_UNAVAILABLE
     if argv and argv[0] == 'status':
         return status_command.main(argv[1:])
     parser = build_parser()
