@@ -91,14 +91,21 @@ def test_signed_messages(daemon_factory):
             + frame('signed', 'other facility secret', secret='not-the-same')
             + frame('signed', 'inherited valid', module='audit', secret='s3cret')
             + frame('signed', 'inherited unsigned', module='audit')
-            + frame('nobody', 'unknown app'))
-    send_tcp(daemon.tcp_port, data)
+            + frame('nobody', 'unknown app')
+            # The sentinel: read after every refused frame of the connection, and written to
+            # the same file after any of them that the daemon had wrongly accepted.
+            + frame('signed', 'sentinel', secret='s3cret')
+            + frame('signed', 'sentinel', module='audit', secret='s3cret'))
     send_udp(daemon.udp_port, frame('signed', 'valid over udp', secret='s3cret'))
-    wait_for_lines(daemon.log_file('signed', 'audit'), 1)
-    wait_for_lines(daemon.log_file('signed'), 2)
-    time.sleep(0.2)
-    assert sorted(map(line_body, read_lines(daemon.log_file('signed')))) == ['valid', 'valid over udp']
-    assert list(map(line_body, read_lines(daemon.log_file('signed', 'audit')))) == ['inherited valid']
+    wait_for_lines(daemon.log_file('signed'), 1)   # UDP first: its line's place is then known
+    send_tcp(daemon.tcp_port, data)
+    for path in (daemon.log_file('signed'), daemon.log_file('signed', 'audit')):
+        wait_for(lambda: 'sentinel' in map(line_body, read_lines(path)),
+                 message='the sentinel line in %s' % path)
+    assert list(map(line_body, read_lines(daemon.log_file('signed')))) == [
+        'valid over udp', 'valid', 'sentinel']
+    assert list(map(line_body, read_lines(daemon.log_file('signed', 'audit')))) == [
+        'inherited valid', 'sentinel']
     assert not (daemon.logdir / 'nobody').exists()
     assert daemon.stop() == 0
     output = daemon.output()

@@ -228,6 +228,22 @@ class AckStream:
                 self.acked = max(self.acked, first + ack['ack'] - 2)
 
 
+def ack_sentinel(port):
+    """One acknowledged frame for an unknown application, on a connection of its own, and its
+    answer: the daemon rejects it at once (nothing to write), so an ack it had decided to send
+    on another connection before this one's has been sent by the time this returns."""
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as sock:
+        sock.sendall(encode_message('no-such-app', 'root', 1, 0, 'h', 'sentinel', flags=FLAG_ACK))
+        buffer = b''
+        while len(buffer) < HEADER.size or len(buffer) < HEADER.size + HEADER.unpack_from(buffer)[0]:
+            data = sock.recv(4096)
+            assert data, 'the daemon closed the sentinel connection without an answer'
+            buffer += data
+    size, flags = HEADER.unpack_from(buffer)
+    answer = parse_ack(flags, buffer[HEADER.size:HEADER.size + size])
+    assert answer == {'ack': 1, 'rejected': [[1, 'unknown_app']]}, answer
+
+
 def start_threads(target, items, *args):
     threads = [threading.Thread(target=target, args=(item,) + args, daemon=True) for item in items]
     for thread in threads:
@@ -505,7 +521,7 @@ def test_disk_full_holds_lines_acks_nothing_unwritten_and_writes_them_in_order_w
     resent = 2000 - acked_when_full
     wait_for_status(daemon, lambda s: accepted(s) + events(s, 'duplicates_skipped')
                     == 2000 + resent, 'the resent messages read')
-    time.sleep(0.2)   # an ack, if the daemon wrongly sent one, has time to arrive
+    ack_sentinel(daemon.tcp_port)   # an ack, had the daemon wrongly sent one, went out before
     assert client.acked == acked_when_full
 
     os.unlink(filler)   # space returns: the backlog is written, by itself, in order
@@ -667,8 +683,12 @@ def test_io_errors_are_survived_acked_lines_were_fsynced_and_writing_resumes_on_
     client = AckStream('c', total=100)
     client.run(daemon.tcp_port)
     assert client.acked == 100
-    batched = AckStream('b', app='batched', total=10)   # written, not yet fsynced
+    # A facility fsynced only every 1000 lines or about a second: its ten lines are
+    # acknowledged once written, before their fsync (flush_every allows that), and the disk
+    # dies before that fsync.
+    batched = AckStream('b', app='batched', total=10)
     batched.run(daemon.tcp_port)
+    assert batched.acked == 10
 
     fail_the_disk(mount_point)
     client.total = 300
@@ -693,6 +713,14 @@ def test_io_errors_are_survived_acked_lines_were_fsynced_and_writing_resumes_on_
     whole, bad = parse(path.read_bytes())
     # What was acknowledged before the disk died was fsynced: it survived.
     assert numbers_of(whole, 'c')[:100] == list(range(1, 101))
+    # The batched lines: on the disk, or their loss reported (once, in the log and the status).
+    batched_path = mount_point / 'batched' / 'root.log'
+    survived = numbers_of(parse(batched_path.read_bytes())[0], 'b') if batched_path.exists() else []
+    assert survived == list(range(1, len(survived) + 1)), survived
+    sync_errors = log_lines(daemon, 'ERROR', 'cannot fsync %s' % batched_path)
+    if survived != list(range(1, 11)):
+        assert len(sync_errors) == 1 and 'may be lost' in sync_errors[0], sync_errors
+        assert events(snapshot(daemon), 'sync_errors') == 1
     sender.join(30)
     assert not sender.is_alive() and client.acked == 300
     whole, bad = parse(path.read_bytes())

@@ -324,17 +324,21 @@ def test_more_connections_than_max_connections_wait_and_lose_nothing(daemon_fact
              in daemon.output(), message='the pause')
     good.send()   # an open connection is served while the listeners are paused
     wait_for(lambda: len(read_lines(daemon.log_file('app'))) >= 21)
-    time.sleep(0.3)
-    assert len(read_lines(daemon.log_file('app'))) == 21   # 19 hogs got in, 21 wait
-    assert status(daemon)['connections']['accepting'] is False
+    # A snapshot written after that line: 20 connections open (the good one, 19 hogs), none
+    # accepted beyond them, and the listeners still paused.
+    connections = status(daemon)['connections']
+    assert connections['open']['tcp'] == 20 and connections['accepting'] is False, connections
+    good.send()   # the sentinel: a hog let in would have been read before it
+    lines = wait_for_lines(daemon.log_file('app'), 22)
+    assert len(lines) == 22 and line_body(lines[-1]) == 'good 2', lines   # 19 hogs got in, 21 wait
     for sock in hogs:
         sock.close()
-    lines = wait_for_lines(daemon.log_file('app'), 42)
+    lines = wait_for_lines(daemon.log_file('app'), 43)
     assert sorted(line_body(l) for l in lines if 'waiting' in l) == sorted(
         'waiting %d' % i for i in range(40))
     assert 'accepting connections again' in daemon.output()
     send_tcp(daemon.tcp_port, frame('app', 'a newcomer'))
-    wait_for_lines(daemon.log_file('app'), 43)
+    wait_for_lines(daemon.log_file('app'), 44)
     good.close()
     assert daemon.stop() == 0
 

@@ -18,7 +18,9 @@ import warnings
 
 import pytest
 
-from tests.support import ROOT, frame, line_body, log_files, make_certs, read_lines, wait_for_lines
+from loghog.handler import LoghogHandler
+from tests.support import (ROOT, frame, line_body, log_files, make_certs, read_lines, wait_for,
+                           wait_for_lines)
 EX_CONFIG = 78
 
 pytestmark = pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')
@@ -76,6 +78,12 @@ def is_closed_by_daemon(sock, timeout=10):
         return False
 
 
+def lines_up_to(path, body):
+    """The lines of ``path`` once one of them has the body ``body``, else None."""
+    lines = read_lines(path)
+    return lines if any(line_body(line) == body for line in lines) else None
+
+
 def try_to_send(port, context, body):
     """Connect, handshake and send one message; return what happened (str), never raise."""
     try:
@@ -105,9 +113,11 @@ def test_clients_of_our_ca_are_written_other_ca_and_no_certificate_are_refused(d
                                                   client_context(pki, 'other_server'), 'other srv'),
     }
     assert all(outcome != 'still open' for outcome in outcomes.values()), outcomes
+    # The sentinel: sent after the daemon has closed every refused connection, so a line of
+    # theirs, had the daemon read one, would be in the file before it.
     good.sendall(frame('app', 'over tls 2'))
-    lines = wait_for_lines(daemon.log_file('app'), 2)
-    time.sleep(0.3)
+    lines = wait_for(lambda: lines_up_to(daemon.log_file('app'), 'over tls 2'),
+                     message='the sentinel line')
     assert log_files(daemon) == {os.path.join('app', 'root.log'): lines}
     assert list(map(line_body, lines)) == ['over tls 1', 'over tls 2']
     good.close()
@@ -276,10 +286,9 @@ def test_an_idle_tls_client_is_not_mistaken_for_a_slow_one(daemon_factory, pki):
 
 
 def test_the_loghog_handler_over_tls(daemon_factory, pki):
-    handler_module = pytest.importorskip('loghog.handler')
     import logging
     daemon = daemon_factory(server=tls_options(pki))
-    handler = handler_module.LoghogHandler(
+    handler = LoghogHandler(
         'app', '127.0.0.1', daemon.tls_port,
         ssl_info={'pemfile': str(pki['client']), 'cacert': str(pki['ca'])})
     logger = logging.getLogger('test_tls.handler')
