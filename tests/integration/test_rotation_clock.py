@@ -4,6 +4,8 @@ daemon's clock a few seconds before a deadline, and it runs at normal speed from
 Needs Debian's ``faketime`` package (libfaketime); skipped without it.
 """
 
+import calendar
+import json
 import lzma
 import os
 import socket
@@ -106,6 +108,18 @@ def test_an_hourly_file_and_the_daemons_own_log_rotate_when_daylight_saving_star
         assert b'started' in stream_in.read()
 
 
+MIDNIGHT_OF_THE_16TH = calendar.timegm((2024, 5, 16, 0, 0, 0))   # the daemons' TZ is UTC
+
+
+def period_start(daemon, path):
+    """When the period of ``path`` began, as ``daemon``'s rotation state last saved it."""
+    try:
+        files = json.loads((daemon.workdir / 'rotation.json').read_text())['files']
+    except (FileNotFoundError, ValueError):
+        return None
+    return files.get(str(path), {}).get('period_start')
+
+
 def test_an_idle_file_rotates_at_midnight_and_an_empty_one_does_not(clocked):
     daemon = clocked('[app]\nrotate = daily\nbackup_count = 3\n[quiet]\nrotate = daily\n'
                      'backup_count = 3\n', '2024-05-14 23:59:%02d' % (60 - LEAD_S),
@@ -125,8 +139,25 @@ def test_an_idle_file_rotates_at_midnight_and_an_empty_one_does_not(clocked):
     wait_for(lambda: read_lines(folder / 'root.log'), 5, message='a line in the new file')
     assert daemon.stop() == 0
     assert [line_body(line) for line in read_lines(folder / 'root.log')] == ['after midnight']
-    # the empty new files of the 15th were not rotated into empty backups at the 16th's
-    # midnight either: only the two backups of the 14th exist
+    # The same folders just before the next midnight, the 16th's: app's file (one line) is
+    # rotated again; quiet's, empty since the 14th's rotation, only starts its next period.
+    second = ClockedDaemon(daemon.base, daemon.facilities_path.read_text(),
+                           '2024-05-15 23:59:%02d' % (60 - LEAD_S),
+                           sections={'compressor': {'format': 'gzip'}})
+    second.start()
+    try:
+        backup = 'root.log.2024-05-15-00-00-00-000000.gz'
+        wait_for(lambda: (folder / backup).exists(), LEAD_S + 10, message=backup)
+        # The sentinel: the rotation state shows quiet's deadline passed, so the daemon has
+        # decided about it.
+        wait_for(lambda: period_start(second, quiet / 'root.log') == MIDNIGHT_OF_THE_16TH, 10,
+                 message="quiet's period of the 16th in the rotation state")
+        assert second.stop() == 0
+    finally:
+        second.kill()
+    assert [line_body(line) for _, line in file_history(folder)] == [
+        'before midnight', 'after midnight']
+    # no empty backup: only the one of the 14th exists
     assert sorted(os.listdir(quiet)) == ['root.log', 'root.log.2024-05-14-00-00-00-000000.gz']
 
 
