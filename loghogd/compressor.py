@@ -17,6 +17,9 @@ long at the start of every file (benchmarks/bench_compress_pause.py: 39 ms at le
 a thread, 8 ms in a child process).  A child process shares nothing with the loop; it
 checks between chunks that the daemon is still its parent, and stops if not.
 
+A backup deleted while it is being compressed (an operator's ``rm``) stays deleted: the
+compressed copy is removed rather than left behind as ``<backup><suffix>``.
+
 At start-up, ``recover`` finishes what a crash or a stop left behind in a folder:
 partial files are removed, a backup whose compressed copy is complete is deleted, and
 the other uncompressed backups are compressed again.
@@ -54,6 +57,7 @@ FILE_MODE = 0o640
 # Exit statuses of ``python -m loghogd.compressor``.
 EXIT_FAILED = 1
 EXIT_ORPHANED = 3
+EXIT_GONE = 4
 # The folder holding the loghogd package, for the child's sys.path.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,13 +75,13 @@ class Job:
     """One backup to compress.
 
     ``path`` is the uncompressed backup; ``result`` the compressed file once done (None
-    if it failed, was cancelled or the daemon stopped first); ``error`` a sentence when
-    it failed.  Setting ``cancelled`` (from the loop's thread) makes the worker stop its
+    if it failed, was cancelled, the daemon stopped first or the backup was deleted meanwhile:
+    ``gone``); ``error`` a sentence when it failed.  Setting ``cancelled`` (from the loop's thread) makes the worker stop its
     child; a file the child still completed is the owner's to delete.
     """
 
-    __slots__ = ('path', 'on_done', 'cancelled', 'result', 'error', 'bytes_in', 'bytes_out',
-                 'seconds')
+    __slots__ = ('path', 'on_done', 'cancelled', 'result', 'error', 'gone', 'bytes_in',
+                 'bytes_out', 'seconds')
 
     def __init__(self, path, on_done):
         self.path = path
@@ -85,6 +89,7 @@ class Job:
         self.cancelled = False
         self.result = None
         self.error = None
+        self.gone = False
         self.bytes_in = 0
         self.bytes_out = 0
         self.seconds = 0.0
@@ -185,6 +190,8 @@ class Compressor:
                 self.compressed += 1
                 log.info('compressed %s (%d -> %d bytes, %.1fs)', job.result, job.bytes_in,
                          job.bytes_out, job.seconds)
+            elif job.gone:
+                log.info('%s was deleted while being compressed: nothing kept', job.path)
             elif job.error is not None:
                 self.failed += 1
                 log.error('cannot compress %s: %s; it stays uncompressed and is tried '
@@ -255,6 +262,8 @@ class Compressor:
         if child.returncode == 0:
             job.result = job.path + self.suffix
             job.bytes_out = os.stat(target).st_size
+        elif child.returncode == EXIT_GONE:
+            job.gone = True
         else:
             lines = errors.decode('utf-8', 'replace').strip().splitlines()
             job.error = lines[-1] if lines else 'exit status %d' % child.returncode
@@ -277,12 +286,17 @@ class Orphaned(Exception):
     """The daemon that started this compression is gone: stop, leave it to the next one."""
 
 
+class BackupGone(Exception):
+    """The backup was deleted (or replaced) while it was being compressed: keep nothing."""
+
+
 def compress_file(path, fmt, level, should_stop=lambda: False):
     """Compress ``path`` to ``<path><suffix>``: partial file, fsync, the source's times,
     rename, delete ``path``, fsync the folder.  Returns the compressed file's path.
 
     ``should_stop()`` is asked between chunks; when it is true, the partial file is
-    removed (if it is still this call's) and Orphaned is raised.  Raises OSError.
+    removed (if it is still this call's) and Orphaned is raised.  When ``path`` was deleted
+    meanwhile, nothing is left and BackupGone is raised.  Raises OSError.
     """
     target = path + SUFFIXES[fmt]
     partial = target + PARTIAL
@@ -301,12 +315,18 @@ def compress_file(path, fmt, level, should_stop=lambda: False):
             os.utime(output.fileno(), ns=(stat.st_atime_ns, stat.st_mtime_ns))
             if not _is_same_file(partial, output.fileno()):
                 raise Orphaned(path)    # a newer daemon started over on this backup
+            if not _is_same_file(path, source.fileno()):
+                raise BackupGone(path)  # deleted under us: compressing it would revive it
         except BaseException:
             if _is_same_file(partial, output.fileno()):
                 _remove(partial)
             raise
     os.rename(partial, target)
-    _remove(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:           # deleted between the check and the rename
+        _remove(target)
+        raise BackupGone(path) from None
     _sync_folder(os.path.dirname(target))
     return target
 
@@ -322,7 +342,8 @@ def _is_same_file(path, fd):
 
 def main(argv=None):
     """``python -m loghogd.compressor --format F --level N --parent PID BACKUP``: exit 0
-    when compressed, 1 with a sentence on stderr when not, 3 when the parent is gone."""
+    when compressed, 1 with a sentence on stderr when not, 3 when the parent is gone, 4 when
+    the backup was deleted meanwhile (nothing is left of it)."""
     parser = argparse.ArgumentParser(prog='python -m loghogd.compressor')
     parser.add_argument('--format', choices=sorted(SUFFIXES), required=True)
     parser.add_argument('--level', type=int, choices=range(10), required=True)
@@ -334,6 +355,8 @@ def main(argv=None):
                       should_stop=lambda: os.getppid() != args.parent)
     except Orphaned:
         return EXIT_ORPHANED
+    except BackupGone:
+        return EXIT_GONE
     except OSError as exc:
         print('%s: %s' % (exc.filename or args.backup, exc.strerror or exc), file=sys.stderr)
         return EXIT_FAILED
