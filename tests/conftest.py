@@ -1,6 +1,30 @@
+import platform
+import sys
+
 import pytest
 
 from tests.support import Daemon
+
+
+def python_description():
+    """'CPython 3.11.7 (/usr/bin/python3.11)': the interpreter the suite runs on."""
+    return '%s %s (%s)' % (platform.python_implementation(), platform.python_version(),
+                           sys.executable)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """The summary line says which Python the suite ran on:
+    ``=== 42 passed, on CPython 3.11.2 (/usr/bin/python3) in 3.1s ===``."""
+    reporter = config.pluginmanager.get_plugin('terminalreporter')
+    if reporter is None or not hasattr(reporter, 'build_summary_stats_line'):
+        return
+    build = reporter.build_summary_stats_line
+
+    def with_python():
+        parts, color = build()
+        return parts + [('on ' + python_description(), {color: True})], color
+    reporter.build_summary_stats_line = with_python
 
 SIMPLE = """
 [app]
