@@ -91,6 +91,10 @@ def test_an_hourly_file_and_the_daemons_own_log_rotate_when_daylight_saving_star
     backup = 'root.log.2024-03-31-01-00-00-000000.xz'
     wait_for(lambda: (folder / backup).exists(), LEAD_S + 10, message=backup)
     wait_for(lambda: len(read_lines(folder / 'root.log')) >= 20, 10, message='lines after it')
+    # The daemon's own backup is compressed after app's or before it: a stop first would leave
+    # it for the next start (seen once in a loaded `make test`).
+    own_backup = daemon.base / 'daemon.log.2024-03-31-01-00-00-000000.xz'
+    wait_for(own_backup.exists, 20, message=own_backup.name)
     sent = stream.stop()
     wait_for(lambda: len(file_history(folder)) >= sent, 10, message='every line')
     assert daemon.stop() == 0
