@@ -35,6 +35,7 @@ try:
     from .status import StatusPublisher
     from .stats import Counters
     from .writer import Writer
+    from . import syslog_listeners
 except ModuleNotFoundError as exc:
     if (exc.name or '').partition('.')[0] not in SERVER_EXTRA_MODULES:
         raise
@@ -255,6 +256,7 @@ def run(config, table, bound, handlers):
                     config.server.max_open_files)
     server = Server(config, table, writer, counters, loop, bound,
                     loads=choose_loads(config.server.json_decoder))
+    syslog_listeners.attach(server, bound, config)
     # Signal handlers first: a SIGTERM during the start-up work below (rotation's recovery
     # can take a while) stops the daemon cleanly once the loop runs, instead of killing it.
     server.start()

@@ -11,6 +11,7 @@ from . import converters as conv
 from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
+from .syslog_routing import check_claims, program_list
 
 SETTINGS = {s.name: s for s in [
     Setting('rotate', parse_rotate, None,
@@ -25,6 +26,8 @@ SETTINGS = {s.name: s for s in [
             'One file per sending host: <host>-<module>.log.'),
     Setting('secret', conv.text, '',
             'Shared secret: messages must carry a valid HMAC-MD5 signature.'),
+    Setting('syslog_programs', program_list, '',
+            'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
@@ -50,7 +53,7 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section', 'key', 'signer')
+                 'file_per_host', 'secret', 'section', 'key', 'signer', 'syslog_programs')
 
     def __init__(self, app, path, section, values):
         self.app = app
@@ -64,6 +67,7 @@ class Facility:
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
+        self.syslog_programs = values.get('syslog_programs', ())
 
     @property
     def name(self):
@@ -186,6 +190,8 @@ def load_facilities(path):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
             continue
         facilities.append(Facility(app, path, section, values))
+    for section, error in check_claims(facilities):
+        ini.error(section, 'syslog_programs', error)
     if ini.errors:
         raise ConfigError(ini.errors)
     return FacilityTable(facilities, source=path)

@@ -86,6 +86,8 @@ class Server:
         self._listeners_paused = False
         self._next_housekeeping = 0.0
         for kind, sock in bound.sockets:
+            if kind.startswith('syslog_'):
+                continue   # syslog_listeners.attach makes those
             if kind == 'udp':
                 self.datagram_listeners.append(DatagramListener(self, sock))
             else:
