@@ -3,6 +3,10 @@
 Each frame is read the way it starts: a digit means octet-counting (``LEN SP MSG``),
 anything else non-transparent framing, ended by LF, CRLF or NUL (Python's SysLogHandler
 over TCP sends ``<PRI>msg\\0``).  A sender may switch from one frame to the next.
+Once a connection has ended a frame with NUL, an LF ends a frame only when a new message
+('<') follows it: the messages of such senders may hold line breaks (a traceback).  Which
+byte ends a frame depends only on the bytes before it (and the one after an LF), never on
+how the stream was cut into reads.
 
 A frame longer than ``max_size`` bytes is cut: its first ``max_size`` bytes are delivered
 as a message (marked cut, for a counter), the rest is skipped up to the end of that frame,
@@ -32,6 +36,7 @@ class SyslogFrameSplitter:
         self.buffer = bytearray()
         self.skip_remaining = 0        # bytes of a cut octet-counted frame still to skip
         self.skipping_to_delimiter = False   # a cut non-transparent frame: skip to its end
+        self.nul_framed = False        # this sender ends its frames with NUL
 
     @property
     def is_mid_frame(self):
@@ -52,7 +57,7 @@ class SyslogFrameSplitter:
                 start += taken
                 continue
             if self.skipping_to_delimiter:
-                end = _find_delimiter(buffer, start)
+                end = self._find_delimiter(buffer, start, size)
                 if end < 0:
                     start = size
                     break
@@ -78,7 +83,7 @@ class SyslogFrameSplitter:
                     start = body_start + length
                     continue
                 # Digits not followed by a space: a message without PRI, non-transparent.
-            end = _find_delimiter(buffer, start)
+            end = self._find_delimiter(buffer, start, size)
             if end < 0:
                 if size - start > max_size:
                     out.append((bytes(buffer[start:start + max_size]), True))
@@ -95,12 +100,43 @@ class SyslogFrameSplitter:
         del buffer[:start]
         return out
 
+    def _find_delimiter(self, buffer, start, size):
+        """The index of the byte that ends the frame at ``start``, or -1 (not yet known)."""
+        newline = buffer.find(b'\n', start)
+        nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
+        if nul >= 0:
+            self.nul_framed = True
+            return nul
+        if not self.nul_framed:
+            return newline
+        while newline >= 0:
+            if newline + 1 >= size:
+                return -1              # the byte after it decides
+            if buffer[newline + 1] == 0x3C:   # '<': a new message
+                return newline
+            newline = buffer.find(b'\n', newline + 1)
+            nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
+            if nul >= 0:
+                return nul
+        return -1
 
-def _find_delimiter(buffer, start):
-    """The index of the first LF or NUL at or after ``start``, or -1."""
-    newline = buffer.find(b'\n', start)
-    nul = buffer.find(b'\x00', start, newline if newline >= 0 else len(buffer))
-    return nul if nul >= 0 else newline
+    def take_rest(self):
+        """At the end of the stream: the unfinished frame as (message, was_cut), or None.
+
+        A frame without its trailer is a whole message; an octet-counted one that stops
+        short of its count is cut."""
+        rest = bytes(self.buffer)
+        self.buffer.clear()
+        if not rest.strip(b'\r\n\x00') or self.skip_remaining or self.skipping_to_delimiter:
+            self.skip_remaining = 0
+            self.skipping_to_delimiter = False
+            return None
+        first = rest[0]
+        if 0x30 <= first <= 0x39:
+            length, body_start = _octet_count(rest, 0, len(rest))
+            if length:
+                return rest[body_start:body_start + self.max_size], True
+        return rest[:self.max_size], False
 
 
 def _octet_count(buffer, start, size):

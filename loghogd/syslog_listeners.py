@@ -227,6 +227,18 @@ class SyslogConnection(StreamConnection):
                                  and bool(self.sock.getpeercert()))
         return self._client_cert
 
+    def close(self, reason):
+        """Close; a last message that the peer did not end (no LF at the end of the
+        stream) is still a message."""
+        if not self.closed and self.splitter.buffer:
+            rest = self.splitter.take_rest()
+            if rest is not None:
+                try:
+                    self.receiver.ingest([rest], self)
+                except Exception:
+                    log_internal_error(self.server, self.peer)
+        super().close(reason)
+
     def _feed(self, data):
         server = self.server
         splitter = self.splitter

@@ -99,6 +99,9 @@ def run_stream(case, chunk=None):
         frames = splitter.feed(memoryview(data)[start:start + step])
         if frames:
             receiver.ingest(frames, peer)
+    rest = splitter.take_rest()   # the peer closes: what it did not end is a message too
+    if rest is not None:
+        receiver.ingest([rest], peer)
     assert not splitter.is_mid_frame
     return server
 
