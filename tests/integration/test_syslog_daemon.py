@@ -1,0 +1,121 @@
+"""A real loghogd's syslog listeners: SIGHUP reloads the claims, TLS with client certificates
+guards the facilities that have a secret, the unix socket gets its mode, and refusals are
+counted and logged with their reason."""
+
+import os
+import shutil
+import socket
+import ssl
+import stat
+
+import pytest
+
+from tests.support import Daemon, make_certs, read_lines, wait_for, wait_for_lines
+
+FACILITIES = """
+[plain]
+rotate = daily
+backup_count = 3
+syslog_programs = pl
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = s3cret
+syslog_programs = sig
+"""
+
+
+def start(tmp_path, facilities=FACILITIES, server=None, **syslog):
+    options = {'listen_tcp': '127.0.0.1:0', 'listen_udp': '127.0.0.1:0'}
+    options.update(syslog)
+    daemon = Daemon(tmp_path, facilities, server, sections={'syslog': options})
+    return daemon.start()
+
+
+def send_tcp(daemon, data):
+    with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')), timeout=10) as sock:
+        sock.sendall(data)
+
+
+def test_sighup_reloads_the_claims(tmp_path):
+    daemon = start(tmp_path)
+    try:
+        send_tcp(daemon, b'<14>newprog: before the reload\n<14>pl: sentinel 1\n')
+        wait_for_lines(daemon.log_file('plain'), 1)
+        wait_for(lambda: 'syslog_unclaimed' in daemon.output(), message='the refusal logged')
+        daemon.reload(FACILITIES + '\n[new]\nrotate = daily\nbackup_count = 3\n'
+                      'syslog_programs = newprog\n')
+        send_tcp(daemon, b'<14>newprog: after the reload\n')
+        lines = wait_for_lines(daemon.log_file('new'), 1)
+        assert lines[0].endswith(' - newprog user.info: after the reload')
+        assert not [l for l in read_lines(daemon.log_file('plain')) if 'newprog' in l]
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_unix_socket_mode_and_removal(tmp_path):
+    path = tmp_path / 'run' / 'log.sock'
+    daemon = start(tmp_path, unix_socket='run/log.sock', unix_socket_mode='0620')
+    try:
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o620
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b'<13>pl: local', str(path))
+        assert wait_for_lines(daemon.log_file('plain'), 1)[0].endswith(
+            ' - localhost - pl user.notice: local')
+    finally:
+        assert daemon.stop() == 0
+    assert not path.exists()
+
+
+@pytest.fixture(scope='module')
+def pki(tmp_path_factory):
+    if shutil.which('openssl') is None:
+        pytest.skip('needs the openssl command')
+    base = make_certs(tmp_path_factory.mktemp('syslog-pki'), 'web1')
+    return {'ca': base / 'loghog-ca.cert', 'server': base / 'loghog-server.pem',
+            'client': base / 'web1.pem'}
+
+
+def tls_send(daemon, pki, data, with_cert):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cafile=str(pki['ca']))
+    if with_cert:
+        context.load_cert_chain(str(pki['client']))
+    raw = socket.create_connection(('127.0.0.1', daemon.port('syslog_tls')), timeout=10)
+    with context.wrap_socket(raw) as sock:
+        sock.sendall(data)
+
+
+@pytest.mark.parametrize('client_certs', ['optional', 'required'])
+def test_a_facility_with_a_secret_takes_syslog_only_over_tls_with_a_client_certificate(
+        tmp_path, pki, client_certs):
+    server = {'pemfile': str(pki['server']), 'cacert': str(pki['ca'])}
+    daemon = start(tmp_path, server=server, listen_tls='127.0.0.1:0',
+                   tls_client_certs=client_certs)
+    try:
+        send_tcp(daemon, b'<14>sig: over plain tcp\n')
+        tls_send(daemon, pki, b'<14>sig: with a certificate\n', with_cert=True)
+        if client_certs == 'optional':
+            tls_send(daemon, pki, b'<14>sig: no certificate\n<14>pl: no certificate\n',
+                     with_cert=False)
+            wait_for_lines(daemon.log_file('plain'), 1)
+        else:
+            try:   # TLS 1.3: the refusal comes after the client's handshake is done
+                tls_send(daemon, pki, b'<14>pl: no certificate\n', with_cert=False)
+            except (ssl.SSLError, ConnectionError):
+                pass
+            wait_for(lambda: 'TLS handshake with' in daemon.output(), message='the refusal')
+        tls_send(daemon, pki, b'<14>sig: sentinel\n', with_cert=True)
+        lines = wait_for_lines(daemon.log_file('signed'), 2)
+        assert [l.split(' - ', 2)[2] for l in lines] == ['sig user.info: with a certificate',
+                                                          'sig user.info: sentinel']
+        if client_certs == 'required':
+            assert not daemon.log_file('plain').exists()
+        refused = 2 if client_certs == 'optional' else 1
+        wait_for(lambda: daemon.output().count('syslog_needs_client_cert') >= refused,
+                 message='refusals logged')
+    finally:
+        assert daemon.stop() == 0
