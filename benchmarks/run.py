@@ -66,7 +66,7 @@ WORKLOADS = {w.name: w for w in [
     Workload('idle-5k', 'tcp', idle_connections=5000),
 ]}
 DEFAULT_WORKLOADS = list(WORKLOADS)
-DEFAULT_SYSTEMS = ['loghogd', 'rsyslog']
+DEFAULT_SYSTEMS = ['loghogd', 'loghogd-syslog', 'rsyslog']
 # Paced runs take messages/rate seconds each; this many keeps them at 10 s.
 PACED_MESSAGES = 100_000
 QUIET_S = {'udp': 1.0, 'tcp': 5.0, 'tls': 5.0}
@@ -169,7 +169,7 @@ def run_one(system, workload, messages, root, certs, index, keep, profile_dir=No
     folder = tempfile.mkdtemp(prefix='%s-%s-%d-' % (system.name, workload.name, index), dir=root)
     instance = system.start(folder, workload, certs)
     profiler = None
-    if profile_dir and system.name == 'loghogd' and not workload.idle_connections:
+    if profile_dir and system.name.startswith('loghogd') and not workload.idle_connections:
         profile = os.path.join(profile_dir, '%s-%d.txt' % (workload.name, index + 1))
         profiler = pyspy.start(instance.pid, profile)
         time.sleep(0.5)     # let py-spy attach before the load starts
@@ -233,7 +233,7 @@ def table(results, workloads, names):
         for name, s in by_system.items():
             ratio = '-'
             other = by_system.get('rsyslog')
-            if name == 'loghogd' and other and s['msgs_per_s'] and other['msgs_per_s']:
+            if name.startswith('loghogd') and other and s['msgs_per_s'] and other['msgs_per_s']:
                 ratio = '%.2f' % (s['msgs_per_s'] / other['msgs_per_s'])
             checks = 'ok' if not s['failed_runs'] else 'FAIL %d/%d' % (s['failed_runs'], s['runs'])
             if workload.idle_connections:
@@ -429,7 +429,7 @@ def main(argv=None):
         elif failures:
             log('run folders kept under %s' % root)
     report(args, argv, info, [s.name for s in chosen], results, failures)
-    return 1 if any(system == 'loghogd' for _, system, _ in failures) else 0
+    return 1 if any(system.startswith('loghogd') for _, system, _ in failures) else 0
 
 
 def _brief(result):

@@ -142,16 +142,22 @@ class SyslogReceiver:
         log.info('syslog: %d program claims', self.router.claims)
 
     def ingest(self, frames, source):
-        """Queue the lines of ``frames`` ([(bytes, was_cut)]) from ``source``."""
+        """Queue the lines of ``frames`` ([(bytes, was_cut)]) from ``source``.
+
+        As in Server.ingest, what consecutive messages share (their facility, host part
+        of the line and file) is looked up again only when it changes.
+        """
         server = self.server
         counters = server.counters
         now = server.now
-        head = server.line_prefix
+        prefix = server.line_prefix
         lookup = self.router.lookup
         queue_for = server.writer.queue_for
         accepted = counters.accepted
         accepted_bytes = counters.accepted_bytes
+        peer_host = source.peer_host
         received = cut = replaced = 0
+        last_program = last_host = facility = log_file = append = head = None
         try:
             for data, was_cut in frames:
                 received += 1
@@ -164,19 +170,31 @@ class SyslogReceiver:
                 if message.replaced:
                     replaced += 1
                 program = message.app_name or ''
-                facility = lookup(program)
-                if facility is None:
-                    server.reject(Rejection(UNCLAIMED, 'no facility claims syslog program %r'
-                                            % program[:100]), source)
-                    continue
-                if facility.secret is not None and not source.has_client_cert:
-                    server.reject(Rejection(NEEDS_CLIENT_CERT, '[%s] has a secret: its syslog '
-                                            'comes only over TLS with a client certificate'
-                                            % facility.section), source)
-                    continue
-                host = message.hostname or source.peer_host
-                queue_for(facility, host).pending.append(
-                    '%s%s - %s\n' % (head, printable_host(host), line_text(message, program or '-')))
+                if program != last_program:
+                    found = lookup(program)
+                    if found is None:
+                        server.reject(Rejection(UNCLAIMED, 'no facility claims syslog program '
+                                                '%r' % program[:100]), source)
+                        continue
+                    if found.secret is not None and not source.has_client_cert:
+                        server.reject(Rejection(NEEDS_CLIENT_CERT, '[%s] has a secret: its '
+                                                'syslog comes only over TLS with a client '
+                                                'certificate' % found.section), source)
+                        continue
+                    last_program = program
+                    if found is not facility:
+                        facility = found
+                        log_file = None
+                host = message.hostname or peer_host
+                if host != last_host:
+                    last_host = host
+                    head = '%s%s - ' % (prefix, host if host.isprintable() else printable_host(host))
+                    if facility.file_per_host:
+                        log_file = None
+                if log_file is None:
+                    log_file = queue_for(facility, host)
+                    append = log_file.pending.append
+                append(head + line_text(message, program or '-') + '\n')
                 accepted[facility.key] += 1
                 accepted_bytes[facility.key] += len(data)
         finally:

@@ -158,3 +158,28 @@ def test_parsed_fields(case):
         message = parse_message(piece_bytes(pieces), now).fields()
         message['timestamp'] = iso(message['timestamp'])
         assert {key: message[key] for key in fields} == fields
+
+
+def test_a_mixed_batch_lands_line_by_line_where_it_belongs():
+    """What the receiver remembers from one message to the next (program, facility, host,
+    file) never carries a line into the wrong file or gives it the wrong host."""
+    case = {'now': '2026-12-05T12:00:00Z'}
+    server, receiver = make_receiver(case)
+    batch = [b'<14>1 - h1 myapp - - - one', b'<14>1 - h1 nginx - - - two',
+             b'<14>1 - h2 nginx - - - three', b'<14>1 - h2 nobody - - - four',
+             b'<14>1 - h2 perhost - - - five', b'<14>1 - h3 perhost - - - six',
+             b'<14>1 - h3 signedprog - - - seven', b'<14>1 - h3 perhost - - - eight',
+             b'<14>1 - bad\xffhost myapp - - - nine', b'<14>1 - h1 myapp - - - ten']
+    receiver.ingest([(data, False) for data in batch], Peer('10.0.0.9', 'udp'))
+    files, rejected = outcome(server, {})
+    assert files == {
+        'web/root.log': ['h1 - myapp user.info: one', 'h1 - myapp user.info: ten'],
+        'web/nginx.log': ['h1 - nginx user.info: two', 'h2 - nginx user.info: three'],
+        # A HOSTNAME that is not ASCII: not an RFC 5424 header, so all of it is text.
+        'catchall/root.log': ['h2 - nobody user.info: four',
+                              '10.0.0.9 - - user.info: 1 - bad\ufffdhost myapp - - - nine'],
+        'perhost/h2-root.log': ['h2 - perhost user.info: five'],
+        'perhost/h3-root.log': ['h3 - perhost user.info: six', 'h3 - perhost user.info: eight'],
+    }
+    assert rejected == {'syslog_needs_client_cert': 1}
+    assert server.counters.accepted[('perhost', 'root')] == 3
