@@ -39,6 +39,7 @@ class Workload:
     zlib: bool = False
     idle_connections: int = 0
     note: str = ''
+    syslog3164: bool = False   # syslog systems get RFC 3164 (BSD) records, not RFC 5424
 
     @property
     def lossy(self):
@@ -63,6 +64,8 @@ WORKLOADS = {w.name: w for w in [
     # take the daemon's core and measure the scheduler rather than the daemon.
     Workload('udp-flood', 'udp', 1),
     Workload('tcp-paced-10k', 'tcp', 1, rate=10_000),
+    Workload('udp3164-paced-10k', 'udp', 1, rate=10_000, syslog3164=True,
+             note='syslog systems get RFC 3164 datagrams; loghogd its own frames'),
     Workload('idle-5k', 'tcp', idle_connections=5000),
 ]}
 DEFAULT_WORKLOADS = list(WORKLOADS)
@@ -80,7 +83,8 @@ def run_load(system, workload, instance, messages, certs):
     """One measured run against a started daemon; returns a dict of measurements."""
     transport = workload.transport
     spec = loadgen.LoadSpec(
-        '127.0.0.1', instance.ports[transport][1], transport, system.fmt, messages,
+        '127.0.0.1', instance.ports[transport][1], transport,
+        'syslog3164' if workload.syslog3164 and system.fmt == 'syslog' else system.fmt, messages,
         workload.connections, workload.rate,
         loadgen.SECRET if workload.signed and system.fmt == 'loghog' else None,
         workload.zlib and system.fmt == 'loghog',

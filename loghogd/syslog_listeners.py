@@ -136,6 +136,7 @@ class SyslogReceiver:
             return
         self.table = table
         self.router = SyslogRouter(table, self.default_app)
+        self.heads = {}   # line_text's cache: bounded in ingest
         if self.default_app and self.router.default is None:
             log.warning('[syslog] default_app = %s: no such application in %s; unclaimed '
                         'syslog messages are refused', self.default_app, table.source)
@@ -156,7 +157,10 @@ class SyslogReceiver:
         accepted = counters.accepted
         accepted_bytes = counters.accepted_bytes
         peer_host = source.peer_host
-        received = cut = replaced = 0
+        heads = self.heads
+        if len(heads) > 4096:   # senders choose programs and pids freely
+            heads.clear()
+        received = cut = replaced = count = size = 0
         last_program = last_host = facility = log_file = append = head = None
         try:
             for data, was_cut in frames:
@@ -183,6 +187,10 @@ class SyslogReceiver:
                         continue
                     last_program = program
                     if found is not facility:
+                        if count:
+                            accepted[facility.key] += count
+                            accepted_bytes[facility.key] += size
+                            count = size = 0
                         facility = found
                         log_file = None
                 host = message.hostname or peer_host
@@ -194,10 +202,13 @@ class SyslogReceiver:
                 if log_file is None:
                     log_file = queue_for(facility, host)
                     append = log_file.pending.append
-                append(head + line_text(message, program or '-') + '\n')
-                accepted[facility.key] += 1
-                accepted_bytes[facility.key] += len(data)
+                append(head + line_text(message, program or '-', heads) + '\n')
+                count += 1
+                size += len(data)
         finally:
+            if count:
+                accepted[facility.key] += count
+                accepted_bytes[facility.key] += size
             counters.events['syslog_messages_' + source.listener] += received
             if cut:
                 counters.events['syslog_cut'] += cut

@@ -118,19 +118,17 @@ def parse_message(data, now):
         end = data.find(b'>', 1, 5)
         if end > 1:
             digits = data[1:end]
-            if digits.isdigit() and digits.isascii():
+            if digits.isdigit():
                 pri = int(digits)
                 if pri > 191:
                     pri = None
     if pri is None:
-        pri, rest = DEFAULT_PRI, data
-    else:
-        rest = data[end + 1:]
-        if rest[:2] == b'1 ':
-            message = _parse_5424(pri, rest)
-            if message is not None:
-                return message
-    return _parse_3164(pri, rest, now)
+        return _parse_3164(DEFAULT_PRI, data, now)
+    if data[end + 1:end + 3] == b'1 ':
+        message = _parse_5424(pri, data)
+        if message is not None:
+            return message
+    return _parse_3164(pri, data[end + 1:], now)
 
 
 def _decode(raw):
@@ -143,10 +141,10 @@ def _decode(raw):
 
 # -- RFC 5424 ----------------------------------------------------------------------------------
 
-def _parse_5424(pri, rest):
-    """The fields after '<PRI>' ('1 TIMESTAMP ...'), or None when the header is not RFC
-    5424's.  The common shapes take the short paths: this runs for every message."""
-    parts = rest.split(b' ', 6)
+def _parse_5424(pri, data):
+    """The fields of '<PRI>1 TIMESTAMP ...', or None when the header is not RFC 5424's.
+    The common shapes take the short paths: this runs for every message."""
+    parts = data.split(b' ', 6)
     if len(parts) < 7:
         if len(parts) != 6:
             return None
@@ -404,23 +402,31 @@ def year_closest_to(now, month, day, hour, minute, second):
 
 # -- the line ----------------------------------------------------------------------------------
 
-def line_text(message, program):
+def line_text(message, program, heads=None):
     """What follows '<receive time> - <host> - ' in the file for ``message``:
 
         PROGRAM[PID] FACILITY.SEVERITY[ MSGID]: [SD] MSG
 
     ``program`` is the routed name ('-' when the message had none).  The PID, MSGID and
-    STRUCTURED-DATA parts appear only when the message has them.  Kept in one function so
-    that the escaping of issue 15 (loghogd/lines.py) can take over the body.
+    STRUCTURED-DATA parts appear only when the message has them.  ``heads``, a dict the
+    caller keeps (and bounds), remembers the part before the SD and message, which
+    repeats from one message to the next.  Kept in one function so that the escaping of
+    issue 15 (loghogd/lines.py) can take over the body.
     """
-    head = program if message.procid is None else '%s[%s]' % (program, message.procid)
-    head = '%s %s' % (head, PRI_NAMES[message.pri])
-    if message.msgid is not None:
-        head = '%s %s' % (head, message.msgid)
+    key = (program, message.procid, message.pri, message.msgid)
+    head = heads.get(key) if heads is not None else None
+    if head is None:
+        head = program if message.procid is None else '%s[%s]' % (program, message.procid)
+        head = '%s %s' % (head, PRI_NAMES[message.pri])
+        if message.msgid is not None:
+            head = '%s %s' % (head, message.msgid)
+        head = escape_body(head) + ': '
+        if heads is not None:
+            heads[key] = head
     body = message.message
     if message.structured_data is not None:
         body = '%s %s' % (message.structured_data, body) if body else message.structured_data
-    return '%s: %s' % (head, escape_body(body))
+    return head + (body if body.isprintable() else escape_body(body))
 
 
 def escape_body(text):
