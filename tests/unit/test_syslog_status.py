@@ -30,3 +30,14 @@ def test_syslog_counters_per_listener_and_refusals_per_reason():
 def test_no_syslog_figures_without_syslog_listeners():
     values = values_of(render(sample()))
     assert not [key for key in values if key[0].startswith('loghogd_syslog')]
+
+
+def test_loghogd_status_shows_syslog_per_listener():
+    from loghogd.status_command import render_table
+    from tests.unit.status_sample import NOW
+    snapshot = sample()
+    assert 'syslog ' not in render_table(snapshot, NOW)
+    snapshot['events'].update({'syslog_messages_udp': 1234, 'syslog_messages_tcp': 5,
+                               'syslog_cut': 2})
+    assert ('syslog      tcp 5, udp 1,234 received; 2 cut at max_message_size, 0 with bytes '
+            'that were not UTF-8 replaced') in render_table(snapshot, NOW).splitlines()
