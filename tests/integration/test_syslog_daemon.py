@@ -119,3 +119,63 @@ def test_a_facility_with_a_secret_takes_syslog_only_over_tls_with_a_client_certi
                  message='refusals logged')
     finally:
         assert daemon.stop() == 0
+
+
+def free_privileged_port():
+    """A port below 1024 free for both TCP and UDP on 127.0.0.1 (as root)."""
+    for port in range(700, 1000):
+        try:
+            with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+                tcp.bind(('127.0.0.1', port))
+                udp.bind(('127.0.0.1', port))
+                return port
+        except OSError:
+            continue
+    pytest.fail('no free port below 1024')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='privileged ports and dropping privileges need root')
+def test_privileged_ports_are_bound_before_privileges_are_dropped():
+    import tempfile
+    from pathlib import Path
+    # World-traversable, so that the daemon running as nobody can reach its folders.
+    base = Path(tempfile.mkdtemp(prefix='loghogd-syslog-'))
+    os.chmod(base, 0o755)
+    port = free_privileged_port()
+    daemon = Daemon(base, FACILITIES, sections={
+        'main': {'user': 'nobody'},
+        'syslog': {'listen_udp': '127.0.0.1:%d' % port, 'listen_tcp': '127.0.0.1:%d' % port,
+                   'unix_socket': 'run/syslog.sock'}})
+    try:
+        daemon.start()
+        status = open('/proc/%d/status' % daemon.pid).read()
+        assert '\nUid:\t65534\t65534\t65534\t65534\n' in status
+        assert daemon.addresses['syslog_udp'] == [['127.0.0.1', port]]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b'<14>pl: over udp to a privileged port', ('127.0.0.1', port))
+        send_tcp(daemon, b'<14>pl: over tcp to a privileged port\n')
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b'<14>pl: over the unix socket', str(daemon.rundir / 'syslog.sock'))
+        lines = wait_for_lines(daemon.log_file('plain'), 3)
+        assert sorted(l.split(': ', 1)[1] for l in lines) == [
+            'over tcp to a privileged port', 'over the unix socket',
+            'over udp to a privileged port']
+        assert daemon.stop() == 0, daemon.output()
+        assert not (daemon.rundir / 'syslog.sock').exists()   # nobody could remove it
+    finally:
+        daemon.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ipv6_listeners(tmp_path):
+    daemon = start(tmp_path, listen_udp='[::1]:0', listen_tcp='[::1]:0')
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b'<14>pl: udp over ipv6', ('::1', daemon.port('syslog_udp')))
+        with socket.create_connection(('::1', daemon.port('syslog_tcp')), timeout=10) as sock:
+            sock.sendall(b'<14>pl: tcp over ipv6\n')
+        lines = wait_for_lines(daemon.log_file('plain'), 2)
+        assert sorted(l.split(' - ', 1)[1] for l in lines) == [
+            '::1 - pl user.info: tcp over ipv6', '::1 - pl user.info: udp over ipv6']
+    finally:
+        assert daemon.stop() == 0
