@@ -35,7 +35,7 @@ try:
     from .status import StatusPublisher
     from .stats import Counters
     from .writer import Writer
-    from . import syslog_listeners
+    from . import syslog_listeners, syslog_settings
 except ModuleNotFoundError as exc:
     if (exc.name or '').partition('.')[0] not in SERVER_EXTRA_MODULES:
         raise
@@ -130,7 +130,9 @@ def load(args):
     except ConfigError as exc:
         errors += exc.errors
         table = None
-    if any(kind == 'tls' for kind, _, _ in config.listen_addresses()):
+    if table is not None:
+        errors += syslog_settings.check_default_app(config, table)
+    if any(kind == 'tls' for kind, _, _ in config.listen_addresses()) or config.syslog.listen_tls:
         try:
             make_tls_context(config.server.pemfile, config.server.cacert)
         except ConfigError as exc:

@@ -140,6 +140,9 @@ class SyslogReceiver:
         if self.default_app and self.router.default is None:
             log.warning('[syslog] default_app = %s: no such application in %s; unclaimed '
                         'syslog messages are refused', self.default_app, table.source)
+        elif not self.default_app and not self.router.claims:
+            log.warning('syslog: no facility claims a program (syslog_programs) and there is '
+                        'no [syslog] default_app: every syslog message is refused')
         log.info('syslog: %d program claims', self.router.claims)
 
     def ingest(self, frames, source):
@@ -259,14 +262,24 @@ class SyslogConnection(StreamConnection):
     def close(self, reason):
         """Close; a last message that the peer did not end (no LF at the end of the
         stream) is still a message."""
-        if not self.closed and self.splitter.buffer:
+        if not self.closed:
+            self._take_rest()
+        super().close(reason)
+
+    def drain(self, max_bytes):
+        """At shutdown: read what the peer sent, and take an unended last message before
+        the writer closes (``close`` comes after that)."""
+        super().drain(max_bytes)
+        self._take_rest()
+
+    def _take_rest(self):
+        if self.splitter.buffer:
             rest = self.splitter.take_rest()
             if rest is not None:
                 try:
                     self.receiver.ingest([rest], self)
                 except Exception:
                     log_internal_error(self.server, self.peer)
-        super().close(reason)
 
     def _feed(self, data):
         server = self.server

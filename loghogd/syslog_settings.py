@@ -58,3 +58,12 @@ def check_settings(ini, config):
         for key in ('pemfile', 'cacert'):
             if not getattr(config.server, key):
                 ini.error('syslog', 'listen_tls', 'needs [server] %s' % key)
+
+
+def check_default_app(config, table):
+    """Errors (sentences) when [syslog] default_app names no application of ``table``."""
+    app = config.syslog.default_app
+    if app and table.lookup(app, '') is None:
+        return ['%s: [syslog] default_app = %s: %s has no [%s] section'
+                % (config.path, app, table.source, app)]
+    return []

@@ -179,3 +179,13 @@ def test_ipv6_listeners(tmp_path):
             '::1 - pl user.info: tcp over ipv6', '::1 - pl user.info: udp over ipv6']
     finally:
         assert daemon.stop() == 0
+
+
+def test_an_unended_last_message_is_written_when_the_daemon_stops(tmp_path):
+    daemon = start(tmp_path)
+    with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')), timeout=10) as sock:
+        sock.sendall(b'<14>pl: first\n<14>pl: not ended by LF')
+        wait_for_lines(daemon.log_file('plain'), 1)   # both were read: they came together
+        assert daemon.stop() == 0
+    assert [l.split(' - ', 2)[2] for l in read_lines(daemon.log_file('plain'))] == [
+        'pl user.info: first', 'pl user.info: not ended by LF']

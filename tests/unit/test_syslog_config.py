@@ -102,3 +102,13 @@ def test_a_program_name_with_a_space_is_refused(tmp_path):
         load_facilities(write(tmp_path, 'facilities.conf',
                               '[a]\nrotate = daily\nbackup_count = 1\nsyslog_programs = my app\n'))
     assert 'syslog_programs' in caught.value.errors[0]
+
+
+def test_check_config_refuses_a_default_app_that_does_not_exist(tmp_path):
+    from loghogd import cli
+    write(tmp_path, 'facilities.conf', '[a]\nrotate = daily\nbackup_count = 1\n')
+    conf = write(tmp_path, 'loghogd.conf', '[main]\nfacilities_config = facilities.conf\n'
+                 '[syslog]\ndefault_app = misc\n')
+    assert cli.main(['--check-config', '--config', conf]) == 78
+    write(tmp_path, 'facilities.conf', '[misc]\nrotate = daily\nbackup_count = 1\n')
+    assert cli.main(['--check-config', '--config', conf]) == 0
