@@ -41,3 +41,15 @@ def test_loghogd_status_shows_syslog_per_listener():
                                'syslog_cut': 2})
     assert ('syslog      tcp 5, udp 1,234 received; 2 cut at max_message_size, 0 with bytes '
             'that were not UTF-8 replaced') in render_table(snapshot, NOW).splitlines()
+
+
+def test_the_unix_syslog_socket_is_not_reported_as_a_udp_socket(tmp_path):
+    import socket
+    from loghogd.status import read_udp_sockets
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        unix.bind(str(tmp_path / 'syslog.sock'))
+        udp.bind(('127.0.0.1', 0))
+        found = read_udp_sockets([unix, udp])
+        assert found is None or [entry['address'] for entry in found] == [
+            '127.0.0.1:%d' % udp.getsockname()[1]]
