@@ -189,3 +189,22 @@ def test_an_unended_last_message_is_written_when_the_daemon_stops(tmp_path):
         assert daemon.stop() == 0
     assert [l.split(' - ', 2)[2] for l in read_lines(daemon.log_file('plain'))] == [
         'pl user.info: first', 'pl user.info: not ended by LF']
+
+
+def test_a_frame_that_never_ends_is_cut_off_by_frame_timeout_and_kept(tmp_path):
+    """A sender that stops in the middle of a frame loses its connection after
+    frame_timeout, as on our own protocol; what it sent is written (an octet-counted
+    frame that stopped short is counted as cut)."""
+    daemon = start(tmp_path, server={'frame_timeout': '1'})
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')),
+                                      timeout=10) as sock:
+            sock.sendall(b'<14>pl: whole\n40 <14>pl: stopped short')
+            sock.settimeout(15)
+            assert sock.recv(1) == b''   # closed by the daemon
+        lines = wait_for_lines(daemon.log_file('plain'), 2)
+        assert [l.split(' - ', 2)[2] for l in lines] == ['pl user.info: whole',
+                                                          'pl user.info: stopped short']
+        wait_for(lambda: 'frame_timeout' in daemon.output(), message='the timeout logged')
+    finally:
+        assert daemon.stop() == 0
