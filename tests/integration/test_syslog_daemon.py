@@ -208,3 +208,28 @@ def test_a_frame_that_never_ends_is_cut_off_by_frame_timeout_and_kept(tmp_path):
         wait_for(lambda: 'frame_timeout' in daemon.output(), message='the timeout logged')
     finally:
         assert daemon.stop() == 0
+
+
+def test_random_bytes_cost_only_themselves(tmp_path):
+    """Whatever arrives on the syslog listeners, the daemon carries on: the sentinel sent
+    after a megabyte of random bytes (TCP) and random datagrams (UDP) is written."""
+    import random
+    generator = random.Random(16)
+    noise = bytes(generator.getrandbits(8) for _ in range(1 << 20))
+    daemon = start(tmp_path, default_app='')
+    try:
+        send_tcp(daemon, noise + b'\n<14>pl: after the noise, same connection\n')
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for offset in range(0, 200 * 1000, 1000):
+                sock.sendto(noise[offset:offset + generator.randrange(1, 1000)],
+                            ('127.0.0.1', daemon.port('syslog_udp')))
+            sock.sendto(b'<14>pl: sentinel over udp', ('127.0.0.1', daemon.port('syslog_udp')))
+        send_tcp(daemon, b'<14>pl: sentinel over tcp\n')
+        found = wait_for(lambda: (lambda lines: lines if len(lines) >= 3 else None)(
+            [l for l in read_lines(daemon.log_file('plain'))
+             if 'sentinel' in l or 'after the noise' in l]), message='the sentinels')
+        assert len(found) == 3
+        assert daemon.proc.poll() is None
+        assert 'internal error' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
