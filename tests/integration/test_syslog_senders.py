@@ -13,12 +13,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import textwrap
-import time
 
 import pytest
 
-from tests.support import Daemon, read_lines, wait_for, wait_for_lines
+from tests.support import Daemon, read_lines, wait_for
 
 FACILITIES = """
 [senders]
@@ -84,13 +82,6 @@ def udp(daemon):
 
 def tcp(daemon):
     return daemon.port('syslog_tcp')
-
-
-def bodies(path, count):
-    """The text after '<time> - <host> - ' of the first ``count`` lines of ``path``."""
-    lines = wait_for_lines(path, count, TIMEOUT)
-    assert len(lines) == count, lines
-    return [line.split(' - ', 2)[2] for line in lines]
 
 
 def file_of(daemon, app, name='root'):
