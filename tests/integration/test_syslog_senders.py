@@ -6,6 +6,7 @@ The programs come from Debian (.ci/run installs them).  Outside CI, as a non-roo
 missing program skips its test; as root or with CI set, a missing program is a failure.
 """
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -200,7 +201,6 @@ RSYSLOG_CONF = """
 global(workDirectory="{work}" maxMessageSize="64k")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{socket}" CreatePath="on")
-template(name="fwd5424" type="string" string="<%PRI%>1 %TIMESTAMP:::date-rfc3339% %HOSTNAME% %APP-NAME% %PROCID% %MSGID% %STRUCTURED-DATA% %msg%")
 if $programname == "rs-tcp" then {{
     action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp" TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
     stop
@@ -212,19 +212,20 @@ if $programname == "rs-udp" then {{
 """
 
 
-@pytest.fixture
-def rsyslogd(daemon, tmp_path):
+@contextlib.contextmanager
+def running_rsyslogd(folder, conf_text, **values):
+    """rsyslogd in the foreground with ``conf_text`` (formatted with ``values``, ``work``
+    and ``socket``: its own imuxsock socket, which this yields); stopped by PID."""
     program = require('rsyslogd')
-    work = tmp_path / 'work'
+    work = folder / 'work'
     work.mkdir()
-    socket_path = tmp_path / 'in.sock'
-    conf = tmp_path / 'rsyslog.conf'
-    conf.write_text(RSYSLOG_CONF.format(work=work, socket=socket_path, tcp=tcp(daemon),
-                                        udp=udp(daemon)))
+    socket_path = folder / 'in.sock'
+    conf = folder / 'rsyslog.conf'
+    conf.write_text(conf_text.format(work=work, socket=socket_path, **values))
     check = subprocess.run([program, '-N1', '-f', str(conf)], capture_output=True, text=True,
                            timeout=TIMEOUT)
     assert check.returncode == 0, check.stderr + check.stdout
-    proc = subprocess.Popen([program, '-n', '-f', str(conf), '-i', str(tmp_path / 'rsyslogd.pid')],
+    proc = subprocess.Popen([program, '-n', '-f', str(conf), '-i', str(folder / 'rsyslogd.pid')],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: socket_path.exists() or proc.poll() is not None, TIMEOUT,
@@ -239,6 +240,12 @@ def rsyslogd(daemon, tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture
+def rsyslogd(daemon, tmp_path):
+    with running_rsyslogd(tmp_path, RSYSLOG_CONF, tcp=tcp(daemon), udp=udp(daemon)) as path:
+        yield path
 
 
 @pytest.mark.parametrize('transport', ['tcp', 'udp'])
@@ -257,6 +264,46 @@ def test_rsyslogd_relays_to_loghogd(daemon, rsyslogd, transport):
     # rsyslog's %msg% keeps the space after 'tag:' (RFC 3164 input), and sends it on.
     assert [line.split(' - ', 2)[2].split(': ', 1)[1].lstrip(' ') for line in lines] == messages
     assert all(' local0.info' in line for line in lines)
+
+
+RSYSLOG_TLS_CONF = """
+global(workDirectory="{work}" maxMessageSize="64k"
+       DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{pem}"
+       DefaultNetstreamDriverKeyFile="{pem}")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{socket}" CreatePath="on")
+action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" StreamDriver="ossl"
+       StreamDriverMode="1" StreamDriverAuthMode="x509/certvalid"
+       TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
+"""
+
+
+def test_rsyslogd_relays_over_tls_with_a_client_certificate(tmp_path):
+    """RFC 5425: rsyslog's ossl driver with our CA's client certificate reaches a facility
+    with a secret, which takes syslog only that way."""
+    from tests.support import make_certs
+    require('openssl')
+    pki = make_certs(tmp_path / 'pki', 'relay1')
+    (tmp_path / 'd').mkdir()
+    (tmp_path / 'r').mkdir()
+    daemon = Daemon(tmp_path / 'd', '[signed]\nrotate = daily\nbackup_count = 3\n'
+                    'secret = s3cret\nsyslog_programs = rs-tls\n',
+                    {'pemfile': str(pki / 'loghog-server.pem'),
+                     'cacert': str(pki / 'loghog-ca.cert')},
+                    sections={'syslog': {'listen_tls': '127.0.0.1:0'}})
+    daemon.start()
+    try:
+        with running_rsyslogd(tmp_path / 'r', RSYSLOG_TLS_CONF, port=daemon.port('syslog_tls'),
+                              ca=pki / 'loghog-ca.cert', pem=pki / 'relay1.pem') as socket_path:
+            messages = ['over tls %d' % i for i in range(20)]
+            for message in messages:
+                run_logger(['--socket', socket_path, '-t', 'rs-tls', '-p', 'local0.notice'],
+                           [message])
+            lines = lines_of(file_of(daemon, 'signed'), ' - rs-tls', 20)
+        assert [l.split(': ', 1)[1].lstrip(' ') for l in lines] == messages
+        assert all(' local0.notice' in line for line in lines)
+    finally:
+        assert daemon.stop() == 0, daemon.output()
 
 
 # -- nginx -----------------------------------------------------------------------------------------
