@@ -45,6 +45,10 @@ MAX_MSGID = 32
 MAX_TAG = 64
 _TAG_CHARS = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./@'
 _TRAILING = b'\r\n\x00'
+# The digits of a valid PRI (0..191, leading zeros tolerated) -> its value: one look-up
+# instead of isdigit(), int() and a range check.
+_PRI_VALUES = {digits.encode(): pri for pri in range(192)
+               for digits in {str(pri), '%02d' % pri, '%03d' % pri}}
 # RFC 5424 PRINTUSASCII (33..126): deleting these from a header field must leave nothing.
 _PRINTUSASCII = bytes(range(33, 127))
 
@@ -117,11 +121,7 @@ def parse_message(data, now):
     if data[0] == 0x3C:   # '<'
         end = data.find(b'>', 1, 5)
         if end > 1:
-            digits = data[1:end]
-            if digits.isdigit():
-                pri = int(digits)
-                if pri > 191:
-                    pri = None
+            pri = _PRI_VALUES.get(data[1:end])
     if pri is None:
         return _parse_3164(DEFAULT_PRI, data, now)
     if data[end + 1:end + 3] == b'1 ':
@@ -163,6 +163,14 @@ def _parse_5424(pri, data):
     sd_text, sd_replaced = None, False
     first = tail[:1]
     if first == b'-':
+        if tail[1:2] == b' ':   # the usual: no SD, a message (fewer slices below)
+            body = tail[5:] if tail[2:5] == BOM else tail[2:]
+            try:
+                return SyslogMessage(pri, timestamp, hostname, app_name, procid, msgid, None,
+                                     body.decode('utf-8'), False, '5424')
+            except UnicodeDecodeError:
+                return SyslogMessage(pri, timestamp, hostname, app_name, procid, msgid, None,
+                                     body.decode('utf-8', 'replace'), True, '5424')
         body = tail[1:]
     elif first == b'[':
         end = _structured_data_end(tail)
