@@ -19,12 +19,12 @@ connection's acks into message numbers.  No sockets, no clocks (times are passed
 import collections
 import uuid
 
-# How long a new connection may stay silent, after the client's first frame, before the
-# client decides that the daemon does not speak acknowledgements (an older daemon) and stops
-# waiting for them on that connection.  A daemon answers within one loop iteration and one
-# fsync: milliseconds.  Long enough that a busy disk does not trigger it, short enough that
-# an application logging to an old daemon does not hold its messages for long.
-ACK_FALLBACK_S = 5.0
+# How long the client waits for the answer to its session frame (the handshake, see the
+# README's "Acknowledged delivery") before it gives up on the connection, keeps its messages
+# and tries again.  A daemon 0.8+ answers a session frame in the loop pass that reads it,
+# with no write and no fsync: milliseconds, even on a loaded machine.  No answer means a
+# stopped daemon, or one older than acknowledgements (then ``acknowledged=False``).
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 def new_session_id():
@@ -42,6 +42,7 @@ class Unacknowledged:
 
     def __init__(self, first_seq=1):
         self.first_seq = first_seq
+        self.bytes = 0                    # the frames' total size, for the buffer's byte bound
         self._frames = collections.deque()
 
     def __len__(self):
@@ -55,12 +56,14 @@ class Unacknowledged:
     def add(self, frames):
         """Keep ``frames`` (just written, in order) as the next numbers."""
         self._frames.extend(frames)
+        self.bytes += sum(map(len, frames))
 
     def release_through(self, seq):
         """Forget every frame numbered ``seq`` or lower (acknowledged); return how many."""
         count = max(0, min(seq - self.first_seq + 1, len(self._frames)))
+        popleft = self._frames.popleft
         for _ in range(count):
-            self._frames.popleft()
+            self.bytes -= len(popleft())
         self.first_seq += count
         return count
 
