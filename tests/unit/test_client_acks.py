@@ -159,14 +159,16 @@ def test_a_daemon_that_never_answers_the_handshake_gets_no_message_and_it_is_sai
         handler, logger = make_handler(old_daemon.port)
         for n in range(10):
             logger.info('message %d', n)
-        wait_until(lambda: 'did not answer' in capsys.readouterr().err)
+        seen = []
+        wait_until(lambda: seen.append(capsys.readouterr().err) or
+                   'did not answer' in ''.join(seen))
         assert not handler.flush()  # kept, not counted as sent
         assert old_daemon.messages == [] and old_daemon.sessions
         plain, plain_logger = make_handler(old_daemon.port, acknowledged=False)
         plain_logger.info('plain')
         assert plain.flush() and old_daemon.wait_for(1)
         assert old_daemon.bodies() == ['plain']
-    err = capsys.readouterr().err
+    err = ''.join(seen)
     assert 'did not answer the session frame within 0.3 s' in err
     assert 'acknowledged=False' in err
 
