@@ -158,6 +158,8 @@ class FrameQueue:
         dropped.  ``held`` and ``held_bytes`` are as for ``append``.  Returns the frames
         dropped.
         """
+        if not frames:
+            return []
         self._frames.extendleft(reversed(frames))
         self.bytes += sum(map(len, frames))
         dropped = []
@@ -264,10 +266,14 @@ class Sender:
             if self._thread is None:
                 self._start_thread()
             queue = self._queue
-            unacked = self._unacked
-            if not queue.has_room(len(frame), len(unacked), unacked.bytes):
+            # Frames the thread took (in flight) or wrote (unacknowledged) count too.
+            held = len(self._unacked) + self._in_flight
+            held_bytes = self._unacked.bytes + self._in_flight_bytes
+            if not queue.has_room(len(frame), held, held_bytes):
                 self._wait_for_room(len(frame))
-            dropped = queue.append(frame, len(unacked), unacked.bytes)
+                held = len(self._unacked) + self._in_flight
+                held_bytes = self._unacked.bytes + self._in_flight_bytes
+            dropped = queue.append(frame, held, held_bytes)
             if dropped:
                 self._count_drops(dropped)
             self._work.notify()
@@ -337,7 +343,8 @@ class Sender:
         self._unacked = Unacknowledged()
         self._gaps = Gaps()
         self._session_id = new_session_id()
-        self._in_flight = 0
+        self._in_flight = 0               # frames the thread took off the queue, being written
+        self._in_flight_bytes = 0
         self._thread = None
         self._wakeup = None               # (read fd, write fd): put() wakes an ack wait
         self._is_waiting_for_acks = False
@@ -427,7 +434,8 @@ class Sender:
         unacked = self._unacked
 
         def has_room_or_no_hope():
-            return (queue.has_room(size, len(unacked), unacked.bytes)
+            return (queue.has_room(size, len(unacked) + self._in_flight,
+                                   unacked.bytes + self._in_flight_bytes)
                     or not self._may_wait_for_room())
 
         if not self._may_wait_for_room():
@@ -457,7 +465,12 @@ class Sender:
             self._warn(text)
 
     def _has_waiting_frames(self):
-        return bool(len(self._queue) or self._in_flight or len(self._unacked))
+        return bool(len(self._queue) or self._in_flight or len(self._unacked)
+                    or self._has_notices())
+
+    def _has_notices(self):
+        """True when drops wait to be announced (sent even if no record follows)."""
+        return bool(self._gaps) and self._make_notice is not None
 
     def _is_flushed_or_stuck(self):
         return (not self._has_waiting_frames() or self._is_unreachable
@@ -530,11 +543,12 @@ class Sender:
         with self._lock:
             if acks is not None and acks.written_through < self._unacked.next_seq - 1:
                 return self._unacked.frames_after(acks.written_through, MAX_BATCH_BYTES), False
-            if not len(self._queue):
+            if not len(self._queue) and not self._has_notices():
                 return [], False
             notices = self._notices()
-            batch = notices + self._queue.take(MAX_BATCH_BYTES)
+            batch = notices + (self._queue.take(MAX_BATCH_BYTES) if len(self._queue) else [])
             self._in_flight = len(batch)
+            self._in_flight_bytes = sum(map(len, batch))
         if self._prepare is not None:
             batch = [self._prepare(frame) for frame in batch]
         return batch, True
@@ -567,6 +581,7 @@ class Sender:
                 if dropped:
                     self._count_drops(dropped)
                 self._in_flight = 0
+                self._in_flight_bytes = 0
                 if acks is None and written:
                     self._is_stalled = False   # plain: written is all we will know
             if acks is not None:
