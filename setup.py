@@ -22,7 +22,7 @@ setup(
         'croniter>=1.3',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client'],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client', 'gunicorn'],
     },
     entry_points={
         'console_scripts': [
