@@ -716,7 +716,9 @@ class Sender:
                     f'acknowledged=False, --no-ack); keeping {waiting} messages, retrying'))
                 return f'{connection.peer} did not answer the handshake'
             if self._is_out_of_time():
-                return f'{connection.peer} did not answer the handshake before the close'
+                return (f'{connection.peer} did not answer the session frame (a stopped '
+                        f'daemon, or one older than acknowledgements: then turn them off, '
+                        f'acknowledged=False, --no-ack)')
             # Short slices: close() must not wait for the whole handshake bound.
             connection.receive(min(remaining_s, HANDSHAKE_POLL_S))
 
