@@ -263,3 +263,46 @@ def test_a_60_s_outage_delivers_what_was_kept_and_counts_what_was_dropped(same_p
     assert after[position + 1] == f'msg {missing[-1] + 1}'
     assert 'dropping the oldest messages' in capfd.readouterr().err
     assert second.stop() == 0
+
+
+def test_tail_f_into_the_command_survives_two_daemon_restarts(same_port, tmp_path):
+    """0.7's command sent the first line after a quiet restart into the dead connection,
+    and a line sent during the restart ended it (exit 69), killing the pipeline for good."""
+    source = tmp_path / 'app.log'
+    source.write_text('')
+    daemons = [same_port()]
+    tail = subprocess.Popen(['tail', '-F', '-n', '+1', str(source)], stdout=subprocess.PIPE)
+    command = subprocess.Popen([sys.executable, '-m', 'loghog', '-a', 'app', '-H', '127.0.0.1',
+                                '-p', str(same_port.port)], stdin=tail.stdout, cwd=str(ROOT),
+                               stderr=subprocess.PIPE, text=True)
+    tail.stdout.close()
+    written = 0
+
+    def append(count):
+        nonlocal written
+        with open(source, 'a') as stream:
+            for _ in range(count):
+                stream.write(f'msg {written}\n')
+                written += 1
+
+    def delivered():
+        return sorted(set(n for daemon in daemons for n in numbered(daemon.log_file('app'))))
+
+    try:
+        append(100)
+        wait_for(lambda: delivered() == list(range(written)), message='the first lines')
+        for _ in range(2):
+            assert daemons[-1].stop() == 0   # a restart while the input is quiet
+            append(50)                       # lines written while the daemon is down
+            daemons.append(same_port())
+            append(50)
+            wait_for(lambda: delivered() == list(range(written)), timeout=30,
+                     message='every line after a restart')
+        assert command.poll() is None, command.stderr.read()
+    finally:
+        tail.terminate()
+        tail.wait()
+    assert command.wait(30) == 0
+    assert command.stderr.read() == ''
+    assert delivered() == list(range(300))
+    assert daemons[-1].stop() == 0
