@@ -168,6 +168,7 @@ def test_a_daemon_restart_in_a_steady_stream_loses_nothing(same_port, make_logge
     try:
         wait_for_count(first.log_file('app'), 500)
         assert first.stop() == 0
+        time.sleep(2)  # the scenario: an init script's restart, with a slow start-up
         second = same_port()
         wait_for_count(second.log_file('app'), 500)
     finally:
@@ -188,8 +189,7 @@ def test_a_daemon_reconnects_within_a_second_of_coming_back(same_port, make_logg
     assert handler.flush()
     assert first.stop() == 0
     logger.info('msg 1')
-    # Down long enough for the backoff to reach its cap.
-    wait_for(lambda: handler._sender._retry_delay_s == 1.0, timeout=20, message='the cap')
+    time.sleep(8)  # the scenario: down long enough for any backoff to grow to its cap
     second = same_port()
     back = time.monotonic()
     wait_for_count(second.log_file('app'), 1, timeout=10)
