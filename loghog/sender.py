@@ -8,16 +8,17 @@ daemon, connecting and reconnecting as needed.
 
 Delivery order is the order of ``put()``.  A frame leaves the sender's hands in one of three
 ways: it is done (written whole to a plain connection, or acknowledged by the daemon on an
-acknowledged one), it is pushed out of a full queue (dropped, the oldest first, and announced
-in the log file before the next delivered record, see ``loghog.gaps``), or it is still
-waiting when ``close()`` gives up (reported on standard error).  Frames that a failed connection did not take whole
-go back to the front of the queue and are sent again on the next connection.
+acknowledged one), it is pushed out of a full queue (dropped, the oldest first, and
+announced in the log file before the next delivered record, see ``loghog.gaps``), or it is
+still waiting when ``close()`` gives up (reported on standard error).  Frames that a failed
+connection did not take whole go back to the front of the queue and are sent again on the
+next connection.
 
 With acknowledgements (issue 8, see ``loghog.acks``) a written frame is kept, numbered in the
 sender's session, until an ack covers it; every new connection starts with a session frame,
 written alone and answered by the daemon before anything else, and then writes the
-unacknowledged frames again before any new one.  Waiting frames, queued or
-unacknowledged, are bounded together by ``max_frames``.
+unacknowledged frames again before any new one.  Waiting frames, queued, in flight or
+unacknowledged, are bounded together by ``max_frames`` and ``max_bytes``.
 """
 
 import collections
