@@ -2,7 +2,7 @@
 
 import pytest
 
-from loghog.sender import FrameQueue
+from loghog.buffer import FrameQueue
 from loghog.transport import _whole_frames, format_address
 
 
