@@ -82,7 +82,6 @@ def test_quick_start_snippet_as_written_delivers_at_interpreter_exit(loghogd):
     snippet = textwrap.dedent(f"""\
         import logging
         from loghog import LoghogHandler
-from loghog.sender import EMIT_WAIT_S
 
         logger = logging.getLogger()
 
@@ -339,9 +338,12 @@ def test_command_arguments_and_stdin(loghogd):
 def test_command_exit_status_when_the_daemon_is_down(loghogd):
     port = loghogd.tcp_port
     assert loghogd.stop() == 0
-    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), 'lost')
+    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), '--timeout', '1',
+                         'lost')
     assert result.returncode == 69
-    assert result.stderr == f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
+    assert result.stderr == (f'loghog: 1 messages not delivered to tcp://127.0.0.1:{port} '
+                             f'(1 never sent): cannot connect to tcp://127.0.0.1:{port}: '
+                             'Connection refused\n')
 
 
 # -- TLS ---------------------------------------------------------------------------------------
