@@ -193,7 +193,8 @@ class Sender:
         """Wait up to ``timeout_s`` until every queued frame is written (and, with
         acknowledgements, acknowledged); return True if so.
 
-        Returns early, with False, when the daemon cannot be reached right now.
+        Returns early, with False, when the daemon cannot be reached right now, or is
+        stalled (see ``put()``).
         """
         with self._lock:
             return self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
@@ -382,7 +383,7 @@ class Sender:
         return bool(self._gaps) and self._make_notice is not None
 
     def _is_flushed_or_stuck(self):
-        return (not self._has_waiting_frames() or self._is_unreachable
+        return (not self._has_waiting_frames() or self._is_unreachable or self._is_stalled
                 or self._thread is None)
 
     def _is_finished(self):
