@@ -193,7 +193,7 @@ def test_a_daemon_reconnects_within_a_second_of_coming_back(same_port, make_logg
     second = same_port()
     back = time.monotonic()
     wait_for_count(second.log_file('app'), 1, timeout=10)
-    assert time.monotonic() - back < 1.5  # a second of backoff, and the machine is loaded
+    assert time.monotonic() - back < 2.5  # a second of backoff, on a loaded machine (0.7: 6 s+)
     assert numbered(second.log_file('app')) == [1]
     assert second.stop() == 0
 
