@@ -231,16 +231,6 @@ class Sender:
                 self._stop_report(0, 0)  # dropped frames whose notice never went out
             return not (self._has_waiting_frames() or self._given_up_at_close)
 
-    @property
-    def has_connected(self):
-        """True once a connection was made (and, with acks, its handshake answered)."""
-        return self._has_connected
-
-    @property
-    def last_problem(self):
-        """Why the last connection attempt or connection failed (None if none did)."""
-        return self._last_problem
-
     # -- state shared with the thread (all under self._lock) --------------------------------
 
     def _start_over(self):
@@ -270,7 +260,6 @@ class Sender:
         self.rejections = collections.Counter()  # the same, by reason
         self._connection = None
         self._connection_acks = None      # ConnectionAcks while the connection is acknowledged
-        self._has_connected = False
         self._last_problem = None
         self._has_warned = set()          # kinds of warnings given in the current episode
         self._has_sent_on_connection = False
@@ -584,7 +573,6 @@ class Sender:
             was_unreachable = self._is_unreachable
             self._is_unreachable = False
             self._is_stalled = False
-            self._has_connected = True
             resending = len(self._unacked)
             self._progress.notify_all()
         self._has_warned.discard('handshake')
