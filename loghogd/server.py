@@ -16,6 +16,7 @@ from .acks import AckState, Sessions
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
+from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
 from .stats import RateLimiter
 
@@ -356,8 +357,7 @@ class Server:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
                         continue
-                if body.endswith('\n'):
-                    body = body.rstrip('\n')
+                body = format_body(body)   # one record never looks like two (lines.py)
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
