@@ -17,7 +17,7 @@ from .binding import bind_all, make_tls_context, write_listen_file
 from .errors import (EX_CONFIG, EX_OK, EX_OSERR, EX_SOFTWARE, EX_USAGE, ConfigError, LoghogError,
                      StartupError, describe_os_error)
 from .config import load_config
-from .facilities import load_facilities
+from .facilities import load_facilities, own_log_clashes
 from .files import format_address
 from .loop import EventLoop
 from .compressor import Compressor
@@ -112,6 +112,7 @@ def load(args):
     errors = []
     try:
         table = load_facilities(config.main.facilities_config)
+        errors += own_log_clashes(table, config.main.logdir, config.log.filename)
     except ConfigError as exc:
         errors += exc.errors
         table = None

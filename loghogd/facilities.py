@@ -5,6 +5,8 @@ facility for the module path ``web.requests`` (``root.web.requests`` is the same
 A message lands in the most specific facility configured for its app and module.
 """
 
+import os
+
 from loghog.wire import Signer
 
 from . import converters as conv
@@ -50,12 +52,13 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section', 'key', 'signer')
+                 'file_per_host', 'secret', 'section', 'key', 'signer', 'where')
 
-    def __init__(self, app, path, section, values):
+    def __init__(self, app, path, section, values, where=None):
         self.app = app
         self.path = path
         self.section = section
+        self.where = where or '[%s]' % section   # 'file:line: [section]', for messages
         self.rotate = values['rotate']
         self.backup_count = values['backup_count']
         self.max_size = values.get('max_size') or None
@@ -71,10 +74,27 @@ class Facility:
         return '.'.join(self.path) if self.path else 'root'
 
     def file_name(self, host=None):
-        """The log file name inside the app's folder (host already made safe)."""
+        """The log file name inside the app's folder (``host`` already made safe by
+        ``converters.safe_host``).  A host part too long for the name to fit in NAME_MAX
+        with its backups' suffixes is shortened with a hash (``converters.shorten``)."""
         if self.file_per_host and host is not None:
-            return '%s-%s.log' % (host, self.name)
+            stem = '%s.log' % self.name
+            return '%s-%s' % (conv.shorten(host, conv.file_name_room(stem) - 1), stem)
         return '%s.log' % self.name
+
+    def name_problem(self):
+        """Why this facility's files cannot exist (a sentence), or None."""
+        stem = '%s.log' % self.name
+        room = conv.file_name_room(stem)
+        if self.file_per_host:
+            room -= len('-') + conv.HOST_PART_MIN
+        if room >= 0:
+            return None
+        longest = stem + '.YYYY-MM-DD-HH-MM-SS-ffffff.bz2.partial'
+        if self.file_per_host:
+            longest = '<host>-' + longest
+        return ('its file names would be %d bytes too long: a file name holds at most %d '
+                '(%s); use a shorter module path' % (-room, conv.NAME_MAX, longest))
 
     def settings(self):
         """The values that decide rotation and syncing, to compare across reloads."""
@@ -185,7 +205,33 @@ def load_facilities(path):
         if values['rotate'].is_size_only and not values.get('max_size'):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
             continue
-        facilities.append(Facility(app, path, section, values))
+        facility = Facility(app, path, section, values, ini.where(section))
+        problem = facility.name_problem()
+        if problem is not None:
+            ini.error(section, None, problem)
+            continue
+        facilities.append(facility)
     if ini.errors:
         raise ConfigError(ini.errors)
     return FacilityTable(facilities, source=path)
+
+
+def own_log_clashes(table, logdir, own_log):
+    """Errors (sentences naming file and line) for applications whose folder is the
+    daemon's own log ``own_log`` (a path, or '' / '-' for none), or whose folder holds
+    it as a ``*.log`` file (every such file there is the app's to rotate and compress)."""
+    if not own_log or own_log == '-':
+        return []
+    own_log = os.path.normpath(own_log)
+    errors = []
+    for app, facilities in sorted(table.by_app.items()):
+        folder = os.path.normpath(os.path.join(logdir, app))
+        root = facilities.get(()) or next(iter(facilities.values()))
+        if own_log == folder:
+            errors.append('%s: the folder of application %r would be the daemon\'s own log '
+                          '%s ([log] filename): rename one of them' % (root.where, app, own_log))
+        elif os.path.dirname(own_log) == folder and own_log.endswith('.log'):
+            errors.append('%s: the daemon\'s own log %s ([log] filename) is in the folder of '
+                          'application %r, where every *.log file is the application\'s: '
+                          'move it' % (root.where, own_log, app))
+    return errors

@@ -25,6 +25,8 @@ import queue
 import re
 import threading
 
+from . import converters
+
 SYNC_INTERVAL_S = 1.0
 INF = float('inf')
 # How often a file that is being written is checked for having been moved or deleted.
@@ -46,8 +48,7 @@ log = logging.getLogger('loghogd.writer')
 
 def safe_host(host):
     """Turn a peer-supplied host name into a safe file name part (never a path)."""
-    safe = _UNSAFE_HOST_RE.sub('_', host[:100]).lstrip('.-') or 'unknown'
-    return safe
+    return converters.safe_host(host)   # shortened with a hash when long (issue 15)
 
 
 class LogFile:
