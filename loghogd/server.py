@@ -23,6 +23,8 @@ from .stats import RateLimiter
 log = logging.getLogger('loghogd.server')
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+# A wall clock set back more than this: every task ticks, to compute its deadlines again.
+CLOCK_BACK_S = 60.0
 # On SIGTERM, read at most this much more from each connection before closing it.
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 # ... and stop draining after this long: clients that never stop sending must not keep
@@ -86,6 +88,7 @@ class Server:
         self._accept_paused_until = None
         self._listeners_paused = False
         self._next_housekeeping = 0.0
+        self._last_pass_at = 0.0
         for kind, sock in bound.sockets:
             if kind == 'udp':
                 self.datagram_listeners.append(DatagramListener(self, sock))
@@ -174,9 +177,10 @@ class Server:
             self._guarded(self.handle_signal, signum)
         if now >= self._next_housekeeping:
             self._guarded(self._housekeeping, now)
+        clock_went_back, self._last_pass_at = now < self._last_pass_at - CLOCK_BACK_S, now
         for task in self.tasks:
             deadline = task.next_deadline()
-            if deadline is not None and now >= deadline:
+            if deadline is not None and (now >= deadline or clock_went_back):
                 self._guarded(task.tick, now)
 
     def _guarded(self, action, *args):
