@@ -5,6 +5,7 @@ facility for the module path ``web.requests`` (``root.web.requests`` is the same
 A message lands in the most specific facility configured for its app and module.
 """
 
+import logging
 import os
 
 from loghog.wire import Signer
@@ -13,6 +14,9 @@ from . import converters as conv
 from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
+
+# file_per_host's default max_hosts (see the setting).
+DEFAULT_MAX_HOSTS = 1000
 
 SETTINGS = {s.name: s for s in [
     Setting('rotate', parse_rotate, None,
@@ -27,10 +31,18 @@ SETTINGS = {s.name: s for s in [
             'One file per sending host: <host>-<module>.log.'),
     Setting('secret', conv.text, '',
             'Shared secret: messages must carry a valid HMAC-MD5 signature.'),
+    # Host names are not signed: one peer can invent endless ones.  A thousand files
+    # rotate at the same minute in about 50 ms of loop time (benchmarks/bench_rotation.py)
+    # and stay within a few times max_open_files' descriptors' worth of churn.
+    Setting('max_hosts', conv.integer_in(1, 1000000), str(DEFAULT_MAX_HOSTS),
+            'With file_per_host: host names that get a file of their own; lines from '
+            'further ones go to the shared <module>.log, host name in the line.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
-INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret')
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts')
+
+log = logging.getLogger('loghogd.facilities')
 
 # Bound on the (app, module) -> facility cache, so that a peer sending endless
 # distinct module names cannot grow the daemon's memory.
@@ -52,7 +64,7 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section', 'key', 'signer', 'where')
+                 'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -64,6 +76,7 @@ class Facility:
         self.max_size = values.get('max_size') or None
         self.flush_every = values['flush_every']
         self.file_per_host = values['file_per_host']
+        self.max_hosts = values.get('max_hosts', DEFAULT_MAX_HOSTS)
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
@@ -99,7 +112,7 @@ class Facility:
     def settings(self):
         """The values that decide rotation and syncing, to compare across reloads."""
         return (self.rotate, self.backup_count, self.max_size, self.flush_every,
-                self.file_per_host, self.secret)
+                self.file_per_host, self.max_hosts, self.secret)
 
     def __repr__(self):
         return 'Facility(%s:%s)' % (self.app, self.name)
@@ -150,6 +163,54 @@ class FacilityTable:
             if facility is not None:
                 return facility
         return None
+
+
+class HostCap:
+    """Which host names get a file of their own in a ``file_per_host`` facility: the
+    first ``facility.max_hosts`` seen since the daemon started (per app and facility
+    name, across reloads).  Lines of any further host go to the facility's shared file,
+    ``<module>.log``, which holds the host name in each line: nothing is lost, and a
+    peer inventing host names cannot make the daemon open, track and rotate endless
+    files (issue 15).
+
+    ``route(facility, safe_host)`` is asked once per new (facility, host) by the
+    Writer; ``counters`` counts ``hosts_over_max_hosts``: distinct host names sent to a
+    shared file (exactly up to REFUSED_LIMIT of them, then every lookup).
+    """
+
+    REFUSED_LIMIT = 100000
+
+    def __init__(self, counters=None):
+        self.counters = counters
+        self.admitted = {}     # facility key -> set of safe host names with a file
+        self.refused = set()   # (facility key, safe host name), bounded
+        self.full = set()      # facility keys whose cap was reached (logged once)
+
+    def route(self, facility, safe_host):
+        """``safe_host`` if it has, or may have, a file of its own; else None (the
+        shared file)."""
+        hosts = self.admitted.setdefault(facility.key, set())
+        if safe_host in hosts:
+            return safe_host
+        if len(hosts) < getattr(facility, 'max_hosts', DEFAULT_MAX_HOSTS):
+            hosts.add(safe_host)
+            return safe_host
+        self._refuse(facility, safe_host)
+        return None
+
+    def _refuse(self, facility, safe_host):
+        if facility.key not in self.full:
+            self.full.add(facility.key)
+            log.warning('[%s]: max_hosts = %d host names have a file; lines of further host '
+                        'names go to %s', facility.section, facility.max_hosts,
+                        facility.file_name())
+        key = (facility.key, safe_host)
+        if key in self.refused:
+            return
+        if len(self.refused) < self.REFUSED_LIMIT:
+            self.refused.add(key)
+        if self.counters is not None:
+            self.counters.count('hosts_over_max_hosts')
 
 
 def _parse_section_name(ini, section):

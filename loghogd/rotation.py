@@ -597,7 +597,7 @@ class Rotator:
         they rotate even if idle."""
         for app, facilities in self.table.by_app.items():
             folder = os.path.join(self.logdir, app)
-            plain = {f.file_name(): f for f in facilities.values() if not f.file_per_host}
+            plain = {f.file_name(): f for f in facilities.values()}   # and shared files
             per_host = sorted((f for f in facilities.values() if f.file_per_host),
                               key=lambda f: -len(f.name))   # the longest name wins
             for name in self._list_folder(folder):
