@@ -66,7 +66,8 @@ def run(files, base):
     os.makedirs(workdir)
     conf = os.path.join(base, 'facilities.conf')
     with open(conf, 'w') as stream:
-        stream.write('[fleet]\nrotate = * * * * *\nbackup_count = 3\nfile_per_host = yes\n')
+        stream.write('[fleet]\nrotate = * * * * *\nbackup_count = 3\nfile_per_host = yes\n'
+                     'max_hosts = %d\n' % files)
     table = load_facilities(conf)
     facility = table.lookup('fleet', 'root')
     counters = Counters()
