@@ -175,9 +175,9 @@ class Server:
             self.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
-        if now >= self._next_housekeeping:
-            self._guarded(self._housekeeping, now)
         clock_went_back, self._last_pass_at = now < self._last_pass_at - CLOCK_BACK_S, now
+        if now >= self._next_housekeeping or clock_went_back:
+            self._guarded(self._housekeeping, now)
         for task in self.tasks:
             deadline = task.next_deadline()
             if deadline is not None and (now >= deadline or clock_went_back):
@@ -207,7 +207,9 @@ class Server:
         deadlines = [self._next_housekeeping, self.writer.next_deadline()]
         deadlines += [task.next_deadline() for task in self.tasks]
         nearest = min(d for d in deadlines if d is not None)
-        return max(0.0, nearest - now)
+        # Never longer than housekeeping's interval: a wall clock set back must not make
+        # the loop sleep until a deadline it computed before (issue 15).
+        return min(HOUSEKEEPING_INTERVAL_S, max(0.0, nearest - now))
 
     def _housekeeping(self, now):
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
