@@ -71,3 +71,11 @@ def test_lines_of_hosts_beyond_max_hosts_land_in_the_shared_file(tmp_path):
     assert (folder / 'web1-root.log').read_text() == 'web1 - hello\nweb1 - hello\n'
     assert counters.events['hosts_over_max_hosts'] == 2
     writer.close(2.0)
+
+
+def test_the_count_is_a_prometheus_counter():
+    from loghogd.prometheus import render
+    from tests.unit.status_sample import sample
+    snapshot = sample()
+    snapshot['events'] = dict(snapshot.get('events', {}), hosts_over_max_hosts=7)
+    assert 'loghogd_hosts_over_max_hosts_total 7' in render(snapshot).splitlines()
