@@ -1,5 +1,6 @@
 """Operator slips around rotation, with a real loghogd: a backup that cannot be deleted
-or compressed is a warning, never a reason not to start, and logging goes on."""
+or compressed is a warning, never a reason not to start, and logging goes on; a host
+name too long for a file name with its module's is shortened, so its backups can exist."""
 
 import lzma
 
@@ -33,3 +34,21 @@ def check_start(daemon, folder):
     assert 'cannot delete' in daemon.daemon_log.read_text()
     assert (folder / STAMP).is_dir()
     assert daemon.stop() == 0
+
+
+def test_a_long_host_name_with_a_long_module_name_still_rotates_and_compresses(tmp_path):
+    module = 'm' * 100 + '.' + 'n' * 40
+    facilities = ('[app]\nrotate = size\nmax_size = 100\nbackup_count = 3\nfile_per_host = yes\n'
+                  '[app:%s]\nrotate = size\nbackup_count = 3\n' % module)
+    host = 'h' * 100
+    with Daemon(tmp_path, facilities) as daemon:
+        send_tcp(daemon.tcp_port, frame('app', 'x' * 200, module=module, host=host))
+        folder = daemon.logdir / 'app'
+        compressed = wait_for(lambda: folder.exists() and [
+            p for p in folder.iterdir() if p.name.endswith('.xz')], 15,
+            message='the backup, compressed')
+        assert len(compressed) == 1 and len(compressed[0].name) <= 255
+        assert compressed[0].name.startswith('h' * 50)
+        log = daemon.daemon_log.read_text()
+        assert 'cannot rotate' not in log and 'cannot compress' not in log
+        assert daemon.stop() == 0
