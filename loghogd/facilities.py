@@ -32,8 +32,8 @@ SETTINGS = {s.name: s for s in [
     Setting('secret', conv.text, '',
             'Shared secret: messages must carry a valid HMAC-MD5 signature.'),
     # Host names are not signed: one peer can invent endless ones.  A thousand files
-    # rotate at the same minute in about 50 ms of loop time (benchmarks/bench_rotation.py)
-    # and stay within a few times max_open_files' descriptors' worth of churn.
+    # rotating at the same minute cost about 50 ms of loop time, in 5 ms slices
+    # (benchmarks/bench_rotation.py); real fleets rarely have more hosts per app.
     Setting('max_hosts', conv.integer_in(1, 1000000), str(DEFAULT_MAX_HOSTS),
             'With file_per_host: host names that get a file of their own; lines from '
             'further ones go to the shared <module>.log, host name in the line.'),
