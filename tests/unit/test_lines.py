@@ -93,7 +93,6 @@ def test_the_escape_names_the_code_point():
             assert int(escape_controls(chr(code))[2:], 16) == code
 
 
-@settings(max_examples=500, deadline=None)
 # Any character, with the dangerous ones made frequent (and lone surrogates, which some
 # hypothesis versions never draw).
 ANY_CHARACTER = st.one_of(st.characters(blacklist_categories=()), st.sampled_from(
@@ -101,6 +100,7 @@ ANY_CHARACTER = st.one_of(st.characters(blacklist_categories=()), st.sampled_fro
      '\u2066', '\ud800', '\udfff', '\v', '\f', '\x1c', ' ', '|']))
 
 
+@settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=ANY_CHARACTER))
 def test_property_no_line_break_but_marked_continuations(body):
     assert_one_record(format_body(body))
