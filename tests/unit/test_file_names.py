@@ -8,7 +8,6 @@ import pytest
 
 from loghogd import cli
 from loghogd import converters as conv
-from loghogd.errors import ConfigError
 from loghogd.facilities import load_facilities
 
 LONGEST_SUFFIX = '.2026-11-26-00-00-00-000000.bz2.partial'
