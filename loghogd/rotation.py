@@ -71,6 +71,8 @@ TICK_BUDGET_S = 0.005
 # A wall clock that goes back by more than this brings the deadlines forward; smaller
 # steps are NTP's slewing and the like.
 CLOCK_BACK_S = 60.0
+# A reload logs the new settings of this many files one by one, then a summary.
+RELOAD_LOG_FILES = 20
 # The state is rewritten whole once its journal holds more lines than this or than
 # there are files, whichever is more: amortised, a change costs about two lines.
 JOURNAL_MIN_LINES = 1000
@@ -236,6 +238,7 @@ class Rotator:
                 continue     # a stale entry: the file's deadline moved, or it is gone
             tracked.heap_at = None
             self._check(tracked, now)
+            self._prune(tracked)     # nothing to do unless backup_count was lowered
             self._mirror(tracked)
             self._push(tracked)
             if time.perf_counter() - began >= budget_s:
@@ -273,8 +276,7 @@ class Rotator:
             tracked.log_files.append(log_file)
         size = log_file.size if log_file.fd is not None else None
         self._check(tracked, now, size)
-        if tracked.walls is None:
-            self._prune(tracked)
+        self._prune(tracked)         # a new file's backups, or a lowered backup_count
         self._mirror(tracked)
         self._push(tracked)
 
@@ -285,11 +287,14 @@ class Rotator:
 
         A changed schedule ends the current period at its first deadline after the
         period began (at once, if that has passed); a lower max_size or backup_count
-        rotates or prunes at once.  Files whose facility is gone are no longer tracked.
+        rotates or prunes at once: in ``tick``'s slices, not here (issue 15: a reload
+        that switched 2,000 files to hourly rotated them all in one pass).  Files whose
+        facility is gone are no longer tracked.
         """
         self._note_time(now)
         self.table = table
         live = {id(log_file) for log_file in self.writer.files.values()}
+        changed = 0
         for path, tracked in list(self.files.items()):
             tracked.log_files = [f for f in tracked.log_files if id(f) in live]
             if tracked.owner is None:
@@ -306,13 +311,21 @@ class Rotator:
             tracked.policy = policy
             if changed_schedule:
                 tracked.deadline = policy.deadline_after(tracked.period_start)
-            log.info('%s: rotate = %s, max_size = %s, backup_count = %d from now on', path,
-                     policy.schedule.text, policy.max_size, policy.backup_count)
-            self._check(tracked, now)
-            self._prune(tracked)
+            changed += 1
+            if changed <= RELOAD_LOG_FILES:
+                log.info('%s: rotate = %s, max_size = %s, backup_count = %d from now on', path,
+                         policy.schedule.text, policy.max_size, policy.backup_count)
             self._mirror(tracked)
-            self._push(tracked)
+            self._recheck(tracked, now)
             self._dirty.add(path)
+        if changed > RELOAD_LOG_FILES:
+            log.info('new rotate, max_size or backup_count for %d files (%d more than those '
+                     'above)', changed, changed - RELOAD_LOG_FILES)
+
+    def _recheck(self, tracked, now):
+        """Have ``tick`` look at ``tracked`` (rotate, prune) at ``now``, in its slices."""
+        tracked.heap_at = now
+        heapq.heappush(self._heap, (now, next(self._sequence), tracked))
 
     def _forget(self, tracked):
         """Stop tracking ``tracked`` (its facility is gone); its backups stay known, in

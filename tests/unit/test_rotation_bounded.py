@@ -186,3 +186,22 @@ def test_a_backup_that_cannot_be_deleted_is_a_warning_and_logging_goes_on(harnes
     assert 'cannot delete old backup' in caplog.text
     assert (folder / 'root.log').read_text().endswith(' - web1 - b\n') or \
         (folder / 'root.log').read_text() == 'b\n'
+
+
+def test_a_reload_that_changes_many_files_rotates_them_in_the_loops_slices(harness):
+    daily = MINUTELY_PER_HOST.replace('* * * * *', 'daily').replace('backup_count = 2',
+                                                                   'backup_count = 5')
+    t = local(2024, 5, 14, 10, 0, 30)
+    h = harness(daily, now=t)
+    write_hosts(h, t, ['web%03d' % n for n in range(30)])
+    h.writer.flush(t + 120)
+    h.configure(MINUTELY_PER_HOST)                   # SIGHUP: every minute from now on
+    h.writer.retarget(h.table)
+    h.rotator.reload(h.table, t + 120)
+    assert h.counters.events['rotations'] == 0       # nothing done inside the reload
+    assert h.rotator.next_deadline() <= t + 120      # but all of it due at once
+    h.rotator.tick(t + 120, budget_s=0.0)
+    assert h.counters.events['rotations'] == 1       # a slice per pass
+    drain(h, t + 120)
+    assert h.counters.events['rotations'] == 30
+    assert h.rotator.next_deadline() == local(2024, 5, 14, 10, 3)
