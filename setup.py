@@ -28,7 +28,7 @@ setup(
     install_requires=[],
     extras_require={
         'server': SERVER_REQUIRES,
-        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client'],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client', 'gunicorn'],
     },
     entry_points={
         'console_scripts': [

@@ -2,7 +2,8 @@
 
 On a TCP or TLS connection the client asks for acknowledgements by setting ``FLAG_ACK``.
 It starts every connection with a session frame (``wire.make_session``): "the frames after
-this one are messages ``first``, ``first + 1``, ... of my session".  The daemon answers
+this one are messages ``first``, ``first + 1``, ... of my session", written alone; it writes
+no message until the daemon has answered it (the handshake, within ``HANDSHAKE_TIMEOUT_S``).  The daemon answers
 ``{"ack": N}``: the first N frames of *this connection* (the session frame is frame 1) are
 written to disk or rejected.  The client keeps every message it wrote until an ack covers
 it; after a reconnect it starts a new connection with a session frame numbered from its
@@ -19,12 +20,12 @@ connection's acks into message numbers.  No sockets, no clocks (times are passed
 import collections
 import uuid
 
-# How long a new connection may stay silent, after the client's first frame, before the
-# client decides that the daemon does not speak acknowledgements (an older daemon) and stops
-# waiting for them on that connection.  A daemon answers within one loop iteration and one
-# fsync: milliseconds.  Long enough that a busy disk does not trigger it, short enough that
-# an application logging to an old daemon does not hold its messages for long.
-ACK_FALLBACK_S = 5.0
+# How long the client waits for the answer to its session frame (the handshake, see the
+# README's "Acknowledged delivery") before it gives up on the connection, keeps its messages
+# and tries again.  A daemon 0.8+ answers a session frame in the loop pass that reads it,
+# with no write and no fsync: milliseconds, even on a loaded machine.  No answer means a
+# stopped daemon, or one older than acknowledgements (then ``acknowledged=False``).
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 def new_session_id():
@@ -42,6 +43,7 @@ class Unacknowledged:
 
     def __init__(self, first_seq=1):
         self.first_seq = first_seq
+        self.bytes = 0                    # the frames' total size, for the buffer's byte bound
         self._frames = collections.deque()
 
     def __len__(self):
@@ -55,12 +57,14 @@ class Unacknowledged:
     def add(self, frames):
         """Keep ``frames`` (just written, in order) as the next numbers."""
         self._frames.extend(frames)
+        self.bytes += sum(map(len, frames))
 
     def release_through(self, seq):
         """Forget every frame numbered ``seq`` or lower (acknowledged); return how many."""
         count = max(0, min(seq - self.first_seq + 1, len(self._frames)))
+        popleft = self._frames.popleft
         for _ in range(count):
-            self._frames.popleft()
+            self.bytes -= len(popleft())
         self.first_seq += count
         return count
 
@@ -89,8 +93,9 @@ class ConnectionAcks:
 
     ``first_seq`` is the number its session frame announced; ``written_through`` the number
     of the last message written on it so far (``first_seq - 1`` before any).  ``has_acks``
-    turns true at the first ack.  ``first_write_at`` (a ``time.monotonic()`` value) is when
-    the session frame was written, for the fallback timer; None before.
+    turns true at the first ack (the answer to the session frame: the handshake is done).
+    ``first_write_at`` (a ``time.monotonic()`` value) is when the session frame was
+    written, for the handshake's bound; None before.
     """
 
     def __init__(self, first_seq):
@@ -127,11 +132,6 @@ class ConnectionAcks:
         self.acked_frames = count
         self.has_acks = True
         return self.first_seq + count - 2
-
-    def is_silent_too_long(self, now, fallback_s):
-        """True when frames were written ``fallback_s`` ago or more and no ack ever came."""
-        return (not self.has_acks and self.first_write_at is not None
-                and now - self.first_write_at >= fallback_s)
 
 
 def rejections(ack):

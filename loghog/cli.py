@@ -5,23 +5,24 @@
 
 The arguments, joined by spaces, are one message; without arguments each line of standard
 input is a message (sent as it is read, so ``tail -f file | loghog -a app`` works; empty lines
-are skipped).  Sending is synchronous: the command connects, writes, and over TCP and TLS
-waits until the daemon has acknowledged every message (written it to disk, or rejected it),
-then ends the connection cleanly.  A connection lost on the way is opened again and the
-unacknowledged messages written again (see ``loghog.acks``).
+are skipped).  The command uses the handler's delivery engine (``loghog.sender``): over TCP
+and TLS it waits, after the last message, until the daemon has acknowledged every message
+(written it to disk, or rejected it), at most ``--timeout`` seconds, connecting and
+reconnecting within that time.  A connection lost on the way (a daemon restart under
+``tail -F file | loghog``) is opened again at once and the unacknowledged messages written
+again (see ``loghog.acks``).
 """
 
 import argparse
-import collections
 import os
 import socket
 import sys
 import time
 
 from loghog import wire
-from loghog.acks import (ConnectionAcks, Unacknowledged, describe_rejections, new_session_id,
-                         rejections)
-from loghog.transport import CONNECT_TIMEOUT_S, ConnectionLost, make_ssl_context, open_connection
+from loghog.acks import describe_rejections
+from loghog.sender import MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES, Sender
+from loghog.transport import make_ssl_context, open_connection
 
 # Exit statuses, in the spirit of sysexits.h (the daemon uses 78 for a configuration error).
 EXIT_OK = 0
@@ -33,20 +34,20 @@ EXIT_UNAVAILABLE = 69    # a TCP/TLS message could not be delivered (or was not 
 DEFAULT_PORT = 5566
 DEFAULT_TLS_PORT = 5577
 
-# How long to wait, after the last message, for the daemon to close the connection.
-FINISH_TIMEOUT_S = 5.0
-# How long to wait for acknowledgements, unless --timeout says otherwise.  A daemon answers
-# in milliseconds; seconds mean a very busy disk, or a daemon that does not speak acks.
+# How long to keep trying to deliver after the last message, unless --timeout says
+# otherwise: connecting (again), and waiting for acknowledgements.  A daemon answers in
+# milliseconds and restarts in about a second; ten seconds ride out a restart and a busy
+# disk without making a cron job hang for long on a daemon that is down.
 ACK_TIMEOUT_S = 10.0
-# Messages kept for acknowledgement before the command waits for acks to catch up (a
-# long standard input, such as ``tail -f``, must not grow the command's memory).
-MAX_UNACKED = 1000
-# How often a lost connection is opened again before the command gives up.
-MAX_RECONNECTS = 3
 
 
 class DeliveryError(Exception):
-    """A message could not be handed to the daemon; ``str()`` says why, for standard error."""
+    """A message could not be delivered; ``str()`` says so, for standard error, unless
+    ``is_reported`` (the delivery engine has written the line already)."""
+
+    def __init__(self, text, is_reported=False):
+        super().__init__(text)
+        self.is_reported = is_reported
 
 
 class RejectedError(DeliveryError):
@@ -80,9 +81,13 @@ def main(argv=None):
     messages = [' '.join(options.message)] if options.message else read_lines(sys.stdin)
     try:
         send_messages(options, ssl_context, messages)
-    except DeliveryError as error:
+    except RejectedError as error:
         print(f'loghog: {error}', file=sys.stderr)
-        return EXIT_DATA if isinstance(error, RejectedError) else EXIT_UNAVAILABLE
+        return EXIT_DATA
+    except DeliveryError as error:
+        if not error.is_reported:
+            print(f'loghog: {error}', file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return EXIT_OK
 
 
@@ -111,8 +116,8 @@ def build_parser():
                         help='do not ask the daemon to acknowledge the messages (for a loghogd '
                              'older than acknowledgements); exit 0 then only means sent')
     parser.add_argument('--timeout', type=float, default=ACK_TIMEOUT_S, metavar='SECONDS',
-                        help='how long to wait for acknowledgements '
-                             f'(default: {ACK_TIMEOUT_S:g})')
+                        help='after the last message, how long to keep trying to deliver '
+                             f'(connect, wait for acknowledgements) (default: {ACK_TIMEOUT_S:g})')
     parser.add_argument('message', nargs='*', help='the message (words joined by spaces)')
     return parser
 
@@ -140,184 +145,63 @@ def read_lines(stream):
             yield line
 
 
-def send_messages(options, ssl_context, messages):
+def send_messages(options, ssl_context, messages, report=None):
     """Send each message of ``messages`` (an iterable of strings) to the daemon, in order.
 
-    Over TCP and TLS the messages ask for acknowledgements (unless ``--no-ack``) and the
-    call returns once all are acknowledged.  Raises ``DeliveryError`` when a TCP/TLS message
-    could not be delivered or acknowledged, ``RejectedError`` when all were acknowledged but
+    The messages go through the handler's delivery engine (``loghog.sender.Sender``): a
+    background thread connects, shakes hands, writes, takes acknowledgements, reconnects
+    at once when a connection is lost (a daemon restart in a ``tail -F | loghog``
+    pipeline) and writes the unacknowledged messages again.  Reading waits only when the
+    buffer is full and the daemon takes messages.  After the last message the call waits
+    up to ``--timeout`` seconds for every message to be acknowledged (over TCP and TLS,
+    unless ``--no-ack``), connecting and reconnecting as often as it takes within that
+    time.  Raises ``DeliveryError`` when a message was not delivered (its line on
+    standard error is written already), ``RejectedError`` when all were acknowledged but
     the daemon rejected some.
     """
     transport = 'udp' if options.udp else 'tls' if options.tls else 'tcp'
     port = options.port or (DEFAULT_TLS_PORT if options.tls else DEFAULT_PORT)
     where = f'{transport}://{options.host}:{port}'
 
-    def connect():
-        try:
-            return open_connection(options.host, port, transport, ssl_context,
-                                   CONNECT_TIMEOUT_S)
-        except OSError as error:
-            raise DeliveryError(f'cannot connect to {where}: {_describe(error)}') from error
+    def connect(timeout_s, is_cancelled):
+        return open_connection(options.host, port, transport, ssl_context, timeout_s,
+                               is_cancelled)
 
     acknowledged = options.acknowledged and transport != 'udp'
     flags = wire.FLAG_ACK if acknowledged else 0
-    delivery = Delivery(connect, where, acknowledged, options.timeout)
+    sender = Sender(connect, MAX_BUFFER_FRAMES, report=report, acknowledged=acknowledged,
+                    prepare=wire.compress_frame if options.compress else None,
+                    max_bytes=MAX_BUFFER_BYTES, warn=_warn, where=where,
+                    make_notice=lambda module, text: encode(options, text, flags=flags))
+    count = 0
     try:
         for body in messages:
-            delivery.send(encode(options, body, flags=flags))
-        delivery.finish()
+            sender.put(encode(options, body, flags=flags))
+            count += 1
     finally:
-        delivery.close()
+        delivered = sender.close(options.timeout, give_up_when_unreachable=False)
+    if not delivered:
+        raise DeliveryError(f'{count} messages read, not all delivered', is_reported=True)
+    if sender.dropped:
+        raise DeliveryError(f'{sender.dropped} of {count} messages dropped while {where} '
+                            f'could not take them (announced in the log file)')
+    if sender.rejections:
+        raise RejectedError(f'{where} rejected {sum(sender.rejections.values())} of '
+                            f'{count} messages: {describe_rejections(sender.rejections)}')
 
 
-class Delivery:
-    """The command's connection to the daemon, opened at once by ``connect()`` (which raises
-    ``DeliveryError``).
-
-    ``send(frame)`` writes one frame.  With ``acknowledged``, each connection starts with a
-    session frame, written frames are kept until acknowledged, a connection found closed or
-    failing is opened again (up to ``MAX_RECONNECTS`` times) and the kept frames written
-    again; ``finish()`` waits up to ``timeout_s`` for the last acks.  Without, a connection
-    the daemon closed between two messages is opened again once, and a failed write is an
-    error.  ``where`` names the daemon in error messages.
-    """
-
-    def __init__(self, connect, where, acknowledged, timeout_s):
-        self.connect = connect
-        self.where = where
-        self.acknowledged = acknowledged
-        self.timeout_s = timeout_s
-        self.session_id = new_session_id()
-        self.unacked = Unacknowledged()
-        self.acks = None
-        self.has_seen_ack = False
-        self.sent = 0
-        self.rejected = collections.Counter()
-        self.reconnects = 0
-        self.connection = None
-        self._open()
-
-    def send(self, frame):
-        """Write ``frame``; with acks, wait first if too many await their ack."""
-        self._take_acks()
-        if self.connection.is_closed_by_peer():
-            self._take_acks()
-            self._reconnect(self.connection.closed_because)
-        if not self.acknowledged:
-            self._write([frame])
-            self.sent += 1
-            return
-        if len(self.unacked) >= MAX_UNACKED:
-            self._wait_for_acks(lambda: len(self.unacked) < MAX_UNACKED // 2)
-        self.unacked.add([frame])
-        self.sent += 1
-        self._write_kept()
-
-    def finish(self):
-        """Wait for the acks of every message (if asked for), then end the connection."""
-        if self.acknowledged:
-            self._wait_for_acks(lambda: not len(self.unacked))
-        try:
-            self.connection.finish(FINISH_TIMEOUT_S)
-        except OSError as error:
-            if not self.acknowledged:  # everything is acknowledged: a late error loses nothing
-                raise self._failed(error) from error
-        if self.rejected:
-            raise RejectedError(f'{self.where} rejected {sum(self.rejected.values())} of '
-                                f'{self.sent} messages: {describe_rejections(self.rejected)}')
-
-    def close(self):
-        if self.connection is not None:
-            self.connection.close()
-
-    def _open(self):
-        self.connection = self.connect()
-        if self.acknowledged:
-            first_seq = self.unacked.first_seq
-            self.acks = acks = ConnectionAcks(first_seq)
-            if self._write([wire.make_session(self.session_id, first_seq)]):
-                acks.first_write_at = time.monotonic()
-                self._write_kept()
-
-    def _write_kept(self):
-        """Write the kept frames this connection has not had yet."""
-        while self.acks.written_through < self.unacked.next_seq - 1:
-            acks = self.acks
-            frames = self.unacked.frames_after(acks.written_through, 64 * 1024)
-            if self._write(frames):
-                acks.written_through += len(frames)
-
-    def _write(self, frames):
-        """Write ``frames``; return False if the connection failed and was opened again
-        instead (with acks, the new connection has had every kept frame)."""
-        try:
-            self.connection.send_frames(frames)
-        except ConnectionLost as lost:
-            if not self.acknowledged:
-                raise self._failed(lost) from lost
-            self._reconnect(_describe(lost))
-            return False
-        return True
-
-    def _reconnect(self, reason):
-        """Open the connection again; with acks, the kept frames are written again on it.
-
-        With acks, a connection that fails ``MAX_RECONNECTS`` times in a row without a
-        single ack in between is an error.
-        """
-        self.reconnects += 1
-        if self.acknowledged and self.reconnects > MAX_RECONNECTS:
-            raise DeliveryError(f'delivery to {self.where} failed after {self.sent} messages: '
-                                f'{reason}')
-        self.connection.close()
-        self._open()
-
-    def _take_acks(self):
-        for ack in self.connection.take_acks():
-            self.has_seen_ack = True
-            if self.acks is None:
-                continue
-            try:
-                done_through = self.acks.apply(ack)
-            except ValueError as error:
-                self._reconnect(f'bad acknowledgement: {error}')
-                return
-            self.unacked.release_through(done_through)
-            self.rejected.update(rejections(ack))
-            self.reconnects = 0
-
-    def _wait_for_acks(self, is_done):
-        """Read acks until ``is_done()``; reconnect if the connection is lost meanwhile."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            self._take_acks()
-            if is_done():
-                return
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                hint = '' if self.has_seen_ack else \
-                    ' (none came: is the daemon older than acknowledgements? try --no-ack)'
-                raise DeliveryError(f'{self.where} did not acknowledge {len(self.unacked)} of '
-                                    f'{self.sent} messages within {self.timeout_s:g} s{hint}')
-            if self.connection.receive(remaining_s):
-                self._take_acks()
-                if not is_done():
-                    self._reconnect(self.connection.closed_because)
-
-    def _failed(self, error):
-        return DeliveryError(f'delivery to {self.where} failed after {self.sent} messages: '
-                             f'{_describe(error)}')
+def _warn(text):
+    print(f'loghog: {text}', file=sys.stderr, flush=True)
 
 
 def encode(options, body, now_ns=None, flags=0):
-    """Return the frame for one message ``body``, stamped ``now_ns`` (default: now)."""
+    """Return the frame for one message ``body``, stamped ``now_ns`` (default: now); a body
+    longer than the daemon's message size is cut, visibly (``wire.encode_within``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     stamp, nsecs = divmod(now_ns, 10**9)
-    return wire.encode_message(options.app, options.module, stamp, nsecs, options.hostname,
-                               body, options.secret, options.compress, flags)
 
+    def encode_body(module, stamp, nsecs, text):
+        return wire.encode_message(options.app, module, stamp, nsecs, options.hostname, text,
+                                   options.secret, options.compress, flags)
 
-def _describe(error):
-    """A short human description of a socket error (``str(ConnectionLost)`` already is)."""
-    cause = getattr(error, 'cause', error)
-    return getattr(cause, 'strerror', None) or str(cause) or type(cause).__name__
+    return wire.encode_within(encode_body, options.module, stamp, nsecs, body)

@@ -4,15 +4,17 @@ import functools
 import logging
 import socket
 import sys
+import time
 
 from loghog import wire
-from loghog.acks import ACK_FALLBACK_S
-from loghog.sender import Sender
+from loghog.acks import HANDSHAKE_TIMEOUT_S
+from loghog.sender import (EMIT_WAIT_S, EXIT_TIMEOUT_S, MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES,
+                           RETRY_MAX_S, RETRY_MIN_S, Sender)
 from loghog.transport import make_ssl_context, open_connection
 
 
 class LoghogHandler(logging.Handler):
-    """A logging handler that sends each record to loghogd, without ever blocking the caller.
+    """A logging handler that sends each record to loghogd from a background thread.
 
     The constructor is the original loghog 0.7 client's, so existing code and ``dictConfig``
     settings keep working:
@@ -29,33 +31,58 @@ class LoghogHandler(logging.Handler):
       mutually authenticated TLS 1.2+; an optional ``'check_hostname': True`` also checks that
       the daemon's certificate names ``host`` (see ``loghog.transport.make_ssl_context``).
     - ``max_buffer_size``: how many messages may wait, queued or (with acknowledgements)
-      written but not yet acknowledged; when full, the oldest queued one is dropped and
-      counted in ``dropped``.
-    - ``print_debug``: report connection problems on standard error (never raised).
+      written but not yet acknowledged (10,000; the original's 1024 filled in a burst).
+      When the buffer is full, see "Bounds" below.
+    - ``print_debug``: report every connection change on standard error (never raised).
+      What a user must know is written there whatever this says: records dropped, records
+      not delivered at exit, a daemon that does not answer the handshake.
 
     Keyword-only extras, not in the original:
 
     - ``acknowledged``: ask the daemon to acknowledge every message and keep each one until
       it does, sending it again after a reconnect (at-least-once delivery; see
       ``loghog.acks``).  None (the default) means on for TCP and TLS; it cannot be used with
-      UDP.  Turn it off for a daemon older than the extension.
-    - ``ack_fallback_s``: a connection on which no ack at all arrives this long after the
-      first frame, from a handler that never had one, is taken for an older daemon: its
-      messages count as sent and the rest of the connection is plain.
-    - ``flush_timeout_s`` bounds ``flush()``, ``close_timeout_s`` bounds ``close()`` (and
-      so interpreter exit, where ``logging.shutdown`` calls both), ``retry_min_s`` and
-      ``retry_max_s`` bound the reconnection backoff.
+      UDP.  Turn it off (an explicit choice) for a daemon older than the extension: such a
+      daemon never answers the session frame, and the handler keeps its records and says
+      so on standard error rather than count them as delivered.
+    - ``max_buffer_bytes``: the buffer's bound in bytes (8 MiB).
+    - ``emit_wait_s``, ``flush_timeout_s``, ``close_timeout_s``, ``retry_min_s``,
+      ``retry_max_s``: the bounds below.
 
-    ``emit()`` formats and encodes the record and queues the frame; a background thread sends.
+    Bounds, and why (docs/client.md, "Bounds"):
+
+    - ``emit()`` formats and encodes the record and queues the frame; a background thread
+      sends.  It returns at once while the buffer has room.  When the buffer is full and
+      the daemon is connected and taking messages, it waits for room, at most
+      ``emit_wait_s`` (5 s): back-pressure, as a file handler's write blocks on a slow disk,
+      rather than loss.  When the daemon is unreachable, or took nothing for
+      ``emit_wait_s``, it drops the oldest queued record instead (counted in ``dropped``);
+      the next record delivered is preceded, in the same file, by a ``[loghog]`` line that
+      says how many records this process dropped, between which times, and why.
+    - A record longer than the daemon's default message size (64 KiB) is cut to fit, with a
+      ``[loghog: cut ...]`` marker at the end.
+    - A lost connection is opened again at once; after a failed attempt the handler waits
+      ``retry_min_s`` (0.05 s), doubling up to ``retry_max_s`` (1 s), so that a daemon that
+      comes back is found within a second.
+    - An acknowledged connection starts with a handshake: no message is written until the
+      daemon answered the session frame, within 5 s.
+    - ``flush()`` waits up to ``flush_timeout_s`` (5 s).  ``close()``, and so interpreter
+      exit (``logging.shutdown``) and the exit of a ``multiprocessing`` fork child, waits
+      until every record is acknowledged, at most ``close_timeout_s`` (10 s), and at once
+      gives up when the daemon is found unreachable.  Whatever is not delivered then is
+      reported on standard error in one line: how many records, and where to.
+
     Raises ``ValueError`` for an inconsistent configuration (TLS or acknowledgements over
     UDP, a bad buffer size) and ``OSError`` when the TLS files cannot be loaded, so mistakes
     show at start-up.
     """
 
     def __init__(self, app_name, host='localhost', port=5566, stream=True, secret=None,
-                 compression=False, hostname=None, ssl_info=None, max_buffer_size=1024,
-                 print_debug=False, *, acknowledged=None, ack_fallback_s=ACK_FALLBACK_S,
-                 flush_timeout_s=5.0, close_timeout_s=2.0, retry_min_s=1.0, retry_max_s=30.0):
+                 compression=False, hostname=None, ssl_info=None,
+                 max_buffer_size=MAX_BUFFER_FRAMES, print_debug=False, *, acknowledged=None,
+                 max_buffer_bytes=MAX_BUFFER_BYTES, emit_wait_s=EMIT_WAIT_S,
+                 flush_timeout_s=5.0, close_timeout_s=EXIT_TIMEOUT_S,
+                 retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S):
         super().__init__()
         self.app_name = app_name
         self.host = host
@@ -78,13 +105,17 @@ class LoghogHandler(logging.Handler):
         connect = functools.partial(self._connect, ssl_info)
         self._sender = Sender(connect, int(max_buffer_size), retry_min_s, retry_max_s,
                               report=self._report, acknowledged=self.acknowledged,
-                              ack_fallback_s=ack_fallback_s,
-                              prepare=wire.compress_frame if self.compression else None)
+                              prepare=wire.compress_frame if self.compression else None,
+                              max_bytes=int(max_buffer_bytes), warn=self._warn,
+                              where=f'{self.transport}://{self.host}:{self.port}',
+                              make_notice=self._make_notice, emit_wait_s=emit_wait_s,
+                              handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
+                              exit_timeout_s=close_timeout_s)
 
     @property
     def dropped(self):
-        """How many messages were given up on before being sent (buffer full, or still
-        queued at close)."""
+        """How many messages were given up on before being sent (buffer full while the
+        daemon was unreachable or stalled, or still queued at close)."""
         return self._sender.dropped
 
     @property
@@ -100,14 +131,19 @@ class LoghogHandler(logging.Handler):
         return self._sender.unconfirmed
 
     def emit(self, record):
-        """Queue ``record`` for the daemon; returns at once and never raises.
+        """Queue ``record`` for the daemon; never raises.
 
+        Returns at once while the buffer has room; see the class's "Bounds" for a full one.
         A record that cannot be formatted goes to ``handleError``, like every stdlib handler.
         """
         try:
             # A hand-made record may lack a name; '' and 'root' both mean the root facility.
             frame = self._encoder.encode(record.name or 'root', int(record.created),
                                          int(record.msecs * 10**6), self.format(record))
+            if len(frame) > MAX_FRAME_BYTES:
+                frame = wire.encode_within(self._encoder.encode, record.name or 'root',
+                                           int(record.created), int(record.msecs * 10**6),
+                                           self.format(record))
         except RecursionError:
             raise
         except Exception:
@@ -125,7 +161,9 @@ class LoghogHandler(logging.Handler):
         return self._sender.flush(self.flush_timeout_s)
 
     def close(self):
-        """Send what can be sent within ``close_timeout_s``, then stop the sender thread."""
+        """Deliver what can be delivered within ``close_timeout_s`` (giving up at once when
+        the daemon is unreachable), then stop the sender thread.  What is left undelivered
+        is reported on standard error in one line."""
         try:
             self._sender.close(self.close_timeout_s)
         finally:
@@ -143,11 +181,28 @@ class LoghogHandler(logging.Handler):
             print(f'loghog: {self.app_name} -> {self.host}:{self.port}: {text}',
                   file=sys.stderr, flush=True)
 
+    def _warn(self, text):
+        """What the user must see whatever ``print_debug`` says (losses, a silent daemon)."""
+        try:
+            print(f'loghog ({self.app_name}): {text}', file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # standard error closed
+            pass
+
+    def _make_notice(self, module, text):
+        """A message of this handler's app in ``module``, stamped now: a gap announcement."""
+        stamp, nsecs = divmod(time.time_ns(), 10**9)
+        return self._encoder.encode(module, stamp, nsecs, text)
+
     def __repr__(self):
         level = logging.getLevelName(self.level)
         acks = ', acknowledged' if self.acknowledged else ''
         return (f'<{type(self).__name__} {self.app_name} {self.transport}://'
                 f'{self.host}:{self.port} ({level}{acks})>')
+
+
+# A frame whose payload may exceed the daemon's message size (the check is on the frame,
+# header included: one comparison per record; ``encode_within`` checks exactly).
+MAX_FRAME_BYTES = wire.MAX_MESSAGE_BYTES
 
 
 def _choose_transport(stream, ssl_info):

@@ -1,42 +1,76 @@
-"""The background sender: a bounded queue of frames and the thread that delivers them.
+"""The client's delivery engine: a bounded queue of frames and the thread that delivers them.
 
-``LoghogHandler.emit()`` encodes a record and calls ``Sender.put()``, which only appends to a
-queue and returns.  One daemon thread per sender (started at the first ``put()``) takes the
-frames off the queue in batches and writes them to the daemon, connecting and reconnecting
-as needed.  The application thread never waits on the network.
+``LoghogHandler.emit()`` encodes a record and calls ``Sender.put()``, which appends to a
+queue and returns (it waits only when the buffer is full, see ``EMIT_WAIT_S``); the
+``loghog`` command queues its lines the same way.  One daemon thread per sender (started at
+the first ``put()``) takes the frames off the queue in batches and writes them to the
+daemon, connecting and reconnecting as needed.
 
 Delivery order is the order of ``put()``.  A frame leaves the sender's hands in one of three
 ways: it is done (written whole to a plain connection, or acknowledged by the daemon on an
-acknowledged one), it is pushed out of a full queue (dropped, the oldest first), or it is
-still waiting when ``close()`` gives up.  Frames that a failed connection did not take whole
-go back to the front of the queue and are sent again on the next connection.
+acknowledged one), it is pushed out of a full queue (dropped, the oldest first, and
+announced in the log file before the next delivered record, see ``loghog.gaps``), or it is
+still waiting when ``close()`` gives up (reported on standard error).  Frames that a failed
+connection did not take whole go back to the front of the queue and are sent again on the
+next connection.
 
 With acknowledgements (issue 8, see ``loghog.acks``) a written frame is kept, numbered in the
-sender's session, until an ack covers it; every new connection starts with a session frame
-and writes the unacknowledged frames again before any new one.  Waiting frames, queued or
-unacknowledged, are bounded together by ``max_frames``.
+sender's session, until an ack covers it; every new connection starts with a session frame,
+written alone and answered by the daemon before anything else, and then writes the
+unacknowledged frames again before any new one.  Waiting frames, queued, in flight or
+unacknowledged, are bounded together by ``max_frames`` and ``max_bytes``.
 """
 
 import collections
 import functools
 import os
 import random
+import sys
 import threading
 import time
 import weakref
 
 from loghog import wire
-from loghog.acks import (ACK_FALLBACK_S, ConnectionAcks, Unacknowledged, describe_rejections,
-                         new_session_id, rejections)
+from loghog.acks import (HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
+                         describe_rejections, new_session_id, rejections)
+from loghog.buffer import FrameQueue
+from loghog.gaps import Gaps
 from loghog.transport import CONNECT_TIMEOUT_S, SEND_TIMEOUT_S, ConnectionLost
 
 # One write of up to 64 KiB: large enough to amortize the syscall over hundreds of typical
 # messages, small enough that a failed write sends little again.
 MAX_BATCH_BYTES = 64 * 1024
 
+# The buffer's bounds (issue 13).  10,000 records of a few hundred bytes absorb a burst
+# without making emit() wait, and a few seconds of a busy application's logging while the
+# daemon restarts; 8 MiB keeps a buffer of large records (tracebacks) from growing the
+# application's memory without limit.
+MAX_BUFFER_FRAMES = 10_000
+MAX_BUFFER_BYTES = 8 * 1024 * 1024
+
+# How long emit() may wait for room in a full buffer while the daemon is connected and
+# taking messages.  A file handler's write blocks on a slow disk too; a daemon that takes
+# nothing for this long is stalled (stopped, its disk full), and from then on emit() drops
+# the oldest records instead of waiting, until the daemon takes messages again.  Long
+# enough for a daemon's fsync on a busy disk, short enough that a stopped daemon costs an
+# application one pause, not one per record.
+EMIT_WAIT_S = 5.0
+
+# The reconnection backoff: the first attempt right after a connection is lost, then
+# 0.05 s, doubling up to 1 s.  A refused connection costs microseconds, so a second-long
+# cap is cheap, and a daemon that comes back (a restart takes ~1 s) is found within a
+# second, which is what keeps a restart from dropping records.
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 1.0
+
 # Each retry waits 75-100 % of the nominal backoff, so that the children of a pre-forking
 # server do not all reconnect in the same instant.
 RETRY_JITTER = 0.25
+
+# How long a handler may take to deliver its records at exit (logging.shutdown): ample for
+# tens of thousands of records to a healthy daemon, and the wait ends at once when the
+# daemon is found unreachable.
+EXIT_TIMEOUT_S = 10.0
 
 # close() waits this much beyond its deadline for the thread to finish its last step.
 CLOSE_GRACE_S = 0.25
@@ -45,108 +79,77 @@ CLOSE_GRACE_S = 0.25
 # before it watches the socket for acks (see Sender._wait_for_acks).
 ACK_COALESCE_S = 0.005
 
+# How often a handshake in progress checks whether close() ran out of time.
+HANDSHAKE_POLL_S = 0.1
+
+# A fork child of multiprocessing closes its senders in a finalizer of this priority
+# (>= 0: run by multiprocessing's exit function before the process's os._exit).
+MULTIPROCESSING_EXIT_PRIORITY = 5
+
 # Rejections reported by acks are summed up on standard error at most this often.
 REJECTION_REPORT_INTERVAL_S = 10.0
 
 
-class FrameQueue:
-    """A bounded FIFO of encoded frames that drops its oldest frame when full.
-
-    Not thread-safe by itself: the ``Sender`` guards it with its lock.  ``dropped`` counts
-    every frame given up on.
-    """
-
-    def __init__(self, max_frames):
-        if max_frames < 1:
-            raise ValueError(f'max_buffer_size must be at least 1, not {max_frames}')
-        self.max_frames = max_frames
-        self.dropped = 0
-        self._frames = collections.deque()
-
-    def __len__(self):
-        return len(self._frames)
-
-    def append(self, frame, held=0):
-        """Add ``frame`` at the end, dropping the oldest queued frame if the queue is full.
-
-        ``held`` frames kept elsewhere (written, awaiting acknowledgement) count against the
-        bound too; when they alone fill it, ``frame`` itself is the one dropped.
-        """
-        if len(self._frames) + held >= self.max_frames:
-            self.dropped += 1
-            if not self._frames:
-                return
-            self._frames.popleft()
-        self._frames.append(frame)
-
-    def take(self, max_bytes):
-        """Remove and return the oldest frames, at least one, up to ``max_bytes`` in total."""
-        batch = [self._frames.popleft()]
-        size = len(batch[0])
-        while self._frames and size + len(self._frames[0]) <= max_bytes:
-            frame = self._frames.popleft()
-            size += len(frame)
-            batch.append(frame)
-        return batch
-
-    def requeue(self, frames, held=0):
-        """Put ``frames`` (taken earlier, in order) back at the front.
-
-        They are the oldest frames, so if the queue filled up meanwhile they are the ones
-        dropped.  ``held`` is as for ``append``.
-        """
-        self._frames.extendleft(reversed(frames))
-        while self._frames and len(self._frames) + held > self.max_frames:
-            self._frames.popleft()
-            self.dropped += 1
-
-    def discard_all(self):
-        """Drop every queued frame (counted in ``dropped``)."""
-        self.dropped += len(self._frames)
-        self._frames.clear()
-
-
 class Sender:
-    """Delivers frames to one daemon from a background thread, in order, never blocking.
+    """Delivers frames to one daemon from a background thread, in order.
+
+    The one delivery engine of the client (DESIGN.md): ``LoghogHandler`` and the ``loghog``
+    command both queue their frames here.
 
     ``connect(timeout_s, is_cancelled)`` opens a connection (see
     ``loghog.transport.open_connection``) or raises ``OSError``.  ``report(text)`` receives
-    one line for each change of state (connected, connection lost, retrying, messages
-    dropped or rejected); it must not log through ``logging``.
+    one line for each change of state (connected, connection lost, retrying); ``warn(text)``
+    receives the lines a user must see whatever the settings (a daemon that does not answer
+    the handshake, records dropped, records not delivered at close).  Neither may log
+    through ``logging``.  ``where`` names the daemon in those lines.
 
-    After a failed connection attempt the thread waits ``retry_min_s``, then twice as long
-    after each further failure, up to ``retry_max_s``; the wait starts over once a batch is
-    sent.  A connection that the daemon closes is noticed before the next write and replaced
-    at once.
+    Bounds (see docs/client.md, "Bounds"):
 
-    With ``acknowledged`` (stream connections only; the frames must carry ``FLAG_ACK``)
-    every connection starts with a session frame, written frames are kept until the daemon
-    acknowledges them and written again on the next connection if it fails first, and
-    ``flush()`` and ``close()`` wait for the acks.  If a connection stays silent for
-    ``ack_fallback_s`` after its first frame and this sender has never received an ack, the
-    daemon is taken for one that does not speak acks: the frames kept count as sent and
-    the rest of that connection is plain (the next connection asks again).
+    - The buffer holds at most ``max_frames`` frames and ``max_bytes`` bytes, queued or
+      written and awaiting acknowledgement.  When it is full, ``put()`` waits for room while
+      the daemon takes messages, up to ``emit_wait_s``; when the daemon is unreachable, or
+      took nothing for ``emit_wait_s``, the oldest queued frames are dropped instead, and
+      announced by ``make_notice(module, text)`` (a frame) before the next one delivered.
+    - After a connection is lost the thread reconnects at once; after a failed attempt it
+      waits ``retry_min_s``, doubling up to ``retry_max_s`` (with jitter).
+    - With ``acknowledged`` (stream connections; the frames must carry ``FLAG_ACK``) each
+      connection starts with a session frame written alone, and no message is written on it
+      until the daemon has answered it, within ``handshake_timeout_s``; otherwise the
+      connection is given up (the frames kept) and the failure reported through ``warn``.
+      A written frame counts as delivered only once an ack covers it.
+    - ``close()`` waits for delivery within its own bound (see there).
 
     In a child made by ``os.fork()`` the sender starts over empty: the parent's waiting
     frames stay with the parent (which still sends them), and the child gets its own lock,
-    queue, session, connection and thread, started at its first ``put()``.
+    queue, session, connection and thread, started at its first ``put()``.  A child of
+    ``multiprocessing`` (which leaves through ``os._exit``, skipping ``atexit``) closes
+    the sender in a ``multiprocessing.util.Finalize``, within ``exit_timeout_s``.
     """
 
-    def __init__(self, connect, max_frames, retry_min_s=1.0, retry_max_s=30.0, report=None,
-                 acknowledged=False, ack_fallback_s=ACK_FALLBACK_S, prepare=None):
+    def __init__(self, connect, max_frames, retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S,
+                 report=None, acknowledged=False, prepare=None, *, max_bytes=None,
+                 warn=None, where='the daemon', make_notice=None, emit_wait_s=EMIT_WAIT_S,
+                 handshake_timeout_s=HANDSHAKE_TIMEOUT_S, exit_timeout_s=EXIT_TIMEOUT_S):
         self._connect = connect
         # Applied to each frame on the sender thread as it leaves the queue (compression:
         # off the application's thread).  Must be idempotent: unsent frames are queued
         # again and taken a second time.
         self._prepare = prepare
         self._max_frames = max_frames
+        self._max_bytes = max_bytes
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
         self._report = report or _ignore
+        self._warn = warn or _ignore
+        self.where = where
+        self._make_notice = make_notice
+        self._emit_wait_s = emit_wait_s
+        self._handshake_timeout_s = handshake_timeout_s
+        self._exit_timeout_s = exit_timeout_s
         self.acknowledged = bool(acknowledged)
-        self._ack_fallback_s = ack_fallback_s
-        self._closing = False
+        self._is_fork_child = False
         self._start_over()
+        self._closing = False
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
                                                              weakref.ref(self)))
 
@@ -157,17 +160,33 @@ class Sender:
         return self._queue.dropped
 
     def put(self, frame):
-        """Queue ``frame`` for sending and return at once; never raises for network reasons.
+        """Queue ``frame`` for sending.
 
-        After ``close()`` the frame is dropped (and counted).
+        Returns at once while there is room.  When the buffer is full, waits for room while
+        the daemon takes messages, up to ``emit_wait_s``; drops the oldest queued frames
+        (counted, and announced later) when it is unreachable or stalled.  Never raises for
+        network reasons.  After ``close()`` the frame is dropped (and counted).
         """
         with self._lock:
             if self._closing:
                 self._queue.dropped += 1
+                self._given_up_at_close += 1
+                self._warn_once('closed', f'a message logged after close() is dropped, not '
+                                          f'sent to {self.where}')
                 return
-            self._queue.append(frame, len(self._unacked))
             if self._thread is None:
                 self._start_thread()
+            queue = self._queue
+            # Frames the thread took (in flight) or wrote (unacknowledged) count too.
+            held = len(self._unacked) + self._in_flight
+            held_bytes = self._unacked.bytes + self._in_flight_bytes
+            if not queue.has_room(len(frame), held, held_bytes):
+                self._wait_for_room(len(frame))
+                held = len(self._unacked) + self._in_flight
+                held_bytes = self._unacked.bytes + self._in_flight_bytes
+            dropped = queue.append(frame, held, held_bytes)
+            if dropped:
+                self._count_drops(dropped)
             self._work.notify()
             if self._is_waiting_for_acks:
                 self._wake_thread()
@@ -176,28 +195,33 @@ class Sender:
         """Wait up to ``timeout_s`` until every queued frame is written (and, with
         acknowledgements, acknowledged); return True if so.
 
-        Returns early, with False, when the daemon cannot be reached right now: waiting for a
-        reconnection (up to 30 s) is not worth stalling the caller for.
+        Returns early, with False, when the daemon cannot be reached right now, or is
+        stalled (see ``put()``).
         """
         with self._lock:
             return self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
                 not self._has_waiting_frames()
 
-    def close(self, timeout_s):
-        """Send what can be sent within ``timeout_s``, then stop the thread.
+    def close(self, timeout_s, give_up_when_unreachable=True):
+        """Deliver what can be delivered within ``timeout_s``, then stop the thread.
 
-        A sender waiting to reconnect tries once more at once; one waiting for acks waits
-        for them within the same bound.  Frames still queued when the time is up are
-        dropped (counted in ``dropped``), frames written but not acknowledged are counted
-        in ``unconfirmed``.  Returns True when everything was sent (and acknowledged).
-        Calling it again does nothing more.
+        A sender waiting to reconnect tries once more at once.  With
+        ``give_up_when_unreachable`` (the handler at exit) a failed connection attempt after
+        the call ends the wait, so that a program whose daemon is down exits at once;
+        without it (the ``loghog`` command) the sender keeps retrying until ``timeout_s``.
+        Frames still queued when the time is up are dropped (counted in ``dropped``), frames
+        written but not acknowledged are counted in ``unconfirmed``, and one line through
+        ``warn`` says how many records were not delivered and where.  Returns True when
+        everything was delivered.  Calling it again does nothing more.
         """
         with self._lock:
             if not self._closing:
                 self._closing = True
+                self._give_up_when_unreachable = give_up_when_unreachable
                 self._close_deadline = time.monotonic() + timeout_s
             thread = self._thread
             self._work.notify_all()
+            self._progress.notify_all()
             if self._is_waiting_for_acks:
                 self._wake_thread()
         if thread is not None and thread is not threading.current_thread():
@@ -205,6 +229,10 @@ class Sender:
             # last step (closing the socket, reporting what was left) before we return.
             thread.join(timeout_s + CLOSE_GRACE_S)
         with self._lock:
+            if self._thread is None:  # stopped, or never started (no thread could be made)
+                left = self._queue.discard_all()
+                self._given_up_at_close += left
+                self._stop_report(left, 0)
             return not (self._has_waiting_frames() or self._given_up_at_close)
 
     # -- state shared with the thread (all under self._lock) --------------------------------
@@ -214,27 +242,33 @@ class Sender:
         # Reentrant: a signal handler that logs may interrupt put() in the same thread.
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)      # the thread waits for frames here
-        self._progress = threading.Condition(self._lock)  # flush() waits for the thread here
-        self._queue = FrameQueue(self._max_frames)
+        self._progress = threading.Condition(self._lock)  # flush() and put() wait here
+        self._queue = FrameQueue(self._max_frames, self._max_bytes)
         self._unacked = Unacknowledged()
+        self._gaps = Gaps()
         self._session_id = new_session_id()
-        self._in_flight = 0
+        self._in_flight = 0               # frames the thread took off the queue, being written
+        self._in_flight_bytes = 0
         self._thread = None
         self._wakeup = None               # (read fd, write fd): put() wakes an ack wait
         self._is_waiting_for_acks = False
-        self._is_unreachable = False
+        self._is_unreachable = False      # the last attempt failed; no connection since
+        self._is_stalled = False          # put() waited emit_wait_s for room in vain
+        self._closing = False
         self._close_deadline = None
+        self._give_up_when_unreachable = True
+        self._has_failed_since_close = False
         self._given_up_at_close = 0
         self.unconfirmed = 0              # written, never acknowledged, given up at close
         self.rejected = 0                 # acknowledged as rejected by the daemon
+        self.rejections = collections.Counter()  # the same, by reason
         self._connection = None
         self._connection_acks = None      # ConnectionAcks while the connection is acknowledged
-        self._pending_session = None      # the session frame, until it is written
-        self._has_seen_ack = False
+        self._last_problem = None
+        self._has_warned = set()          # kinds of warnings given in the current episode
         self._has_sent_on_connection = False
         self._has_just_written = False
         self._retry_delay_s = None
-        self._reported_dropped = 0
         self._unreported_rejections = collections.Counter()
         self._next_rejection_report_at = 0.0
 
@@ -243,6 +277,7 @@ class Sender:
         inherited = self._connection
         wakeup = self._wakeup
         self._start_over()
+        self._is_fork_child = True
         if inherited is not None:
             # Closing our copy of the descriptor leaves the parent's connection open; a plain
             # close() sends nothing (no TLS close_notify, no FIN while the parent holds it).
@@ -261,6 +296,25 @@ class Sender:
             self._wakeup = None
             return
         self._thread = thread
+        if self._is_fork_child:
+            self._close_with_multiprocessing()
+
+    def _close_with_multiprocessing(self):
+        """In a fork child of ``multiprocessing`` (a Pool worker, a Process), which leaves
+        through ``os._exit`` after running its own finalizers but not ``atexit``: close the
+        sender (deliver) in one of those finalizers.
+
+        Registered at the child's first ``put()``, not in the fork hook itself:
+        ``Process._bootstrap`` clears the finalizer registry right after the fork.
+        """
+        multiprocessing = sys.modules.get('multiprocessing')
+        if multiprocessing is None:
+            return
+        util = getattr(multiprocessing, 'util', None)
+        if util is None:
+            return
+        util.Finalize(None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
+                      exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
 
     def _wake_thread(self):
         """Interrupt the thread's wait for acks (it polls the socket and this pipe)."""
@@ -270,18 +324,68 @@ class Sender:
         except OSError:  # full (a wakeup is already pending) or closed
             pass
 
+    def _may_wait_for_room(self):
+        """True while put() may wait for room: the daemon is (being) connected and takes
+        messages, and we are not the sender thread itself (it would wait for itself)."""
+        return not (self._is_unreachable or self._is_stalled or self._closing
+                    or self._thread is None or self._thread is threading.current_thread())
+
+    def _wait_for_room(self, size):
+        """put()'s back-pressure: wait until a frame of ``size`` bytes fits, while waiting
+        makes sense, at most ``emit_wait_s``; past that, the daemon counts as stalled."""
+        queue = self._queue
+        unacked = self._unacked
+
+        def has_room_or_no_hope():
+            return (queue.has_room(size, len(unacked) + self._in_flight,
+                                   unacked.bytes + self._in_flight_bytes)
+                    or not self._may_wait_for_room())
+
+        if not self._may_wait_for_room():
+            return
+        if not self._progress.wait_for(has_room_or_no_hope, self._emit_wait_s):
+            self._is_stalled = True
+            self._warn_once('stalled', f'{self.where} took no message for '
+                                       f'{self._emit_wait_s:g} s with the buffer full: '
+                                       f'dropping the oldest messages until it does')
+
+    def _count_drops(self, frames):
+        if self._is_unreachable:
+            reason = f'{self.where} was unreachable and the buffer was full'
+            self._warn_once('unreachable', f'{self.where} is unreachable '
+                                           f'({self._last_problem}) and the buffer is '
+                                           f'full: dropping the oldest messages')
+        elif self._is_stalled:
+            reason = f'{self.where} took no message for {self._emit_wait_s:g} s'
+        else:
+            reason = 'the buffer was full'
+        self._gaps.add(frames, reason)
+
+    def _warn_once(self, kind, text):
+        """Warn about ``kind`` once per episode (until the next delivery resets it)."""
+        if kind not in self._has_warned:
+            self._has_warned.add(kind)
+            self._warn(text)
+
     def _has_waiting_frames(self):
-        return bool(len(self._queue) or self._in_flight or len(self._unacked))
+        return bool(len(self._queue) or self._in_flight or len(self._unacked)
+                    or self._has_notices())
+
+    def _has_notices(self):
+        """True when drops wait to be announced (sent even if no record follows)."""
+        return bool(self._gaps) and self._make_notice is not None
 
     def _is_flushed_or_stuck(self):
-        return (not self._has_waiting_frames() or self._is_unreachable
+        return (not self._has_waiting_frames() or self._is_unreachable or self._is_stalled
                 or self._thread is None)
 
     def _is_finished(self):
-        """True when the thread should stop: closing, and done or out of time."""
+        """True when the thread should stop: closing, and done or out of time (or, at exit,
+        the daemon is unreachable)."""
         if not self._closing:
             return False
-        return not self._has_waiting_frames() or time.monotonic() >= self._close_deadline
+        return (not self._has_waiting_frames() or time.monotonic() >= self._close_deadline
+                or (self._give_up_when_unreachable and self._has_failed_since_close))
 
     def _is_out_of_time(self):
         """True once ``close()`` was called and its deadline has passed (read without lock:
@@ -324,63 +428,70 @@ class Sender:
             is_closed = connection.is_closed_by_peer()
             self._take_acks()
             if is_closed and self._connection is not None:
-                self._report(f'{connection.peer}: {connection.closed_because}; reconnecting')
-                self._drop_connection()
+                self._lost(f'{connection.peer}: {connection.closed_because}')
         if self._connection is None and not self._open_connection():
             self._wait_before_retry()
             return
-        acks = self._connection_acks
-        if acks is not None and not self._has_seen_ack and \
-                acks.is_silent_too_long(time.monotonic(), self._ack_fallback_s):
-            self._fall_back()
         frames, are_new = self._next_batch()
-        if frames or self._pending_session is not None:
+        if frames:
             self._write(frames, are_new)
         else:
             self._wait_for_acks()
 
     def _next_batch(self):
         """Return (frames, are_new): the unacknowledged frames this connection has not had
-        yet, if any (are_new False), else the next frames off the queue."""
+        yet, if any (are_new False), else the next frames off the queue, preceded by the
+        announcements of records dropped since the last batch."""
         acks = self._connection_acks
         with self._lock:
             if acks is not None and acks.written_through < self._unacked.next_seq - 1:
                 return self._unacked.frames_after(acks.written_through, MAX_BATCH_BYTES), False
-            if not len(self._queue):
+            if not len(self._queue) and not self._has_notices():
                 return [], False
-            batch = self._queue.take(MAX_BATCH_BYTES)
+            notices = self._notices()
+            batch = notices + (self._queue.take(MAX_BATCH_BYTES) if len(self._queue) else [])
             self._in_flight = len(batch)
+            self._in_flight_bytes = sum(map(len, batch))
         if self._prepare is not None:
             batch = [self._prepare(frame) for frame in batch]
         return batch, True
 
+    def _notices(self):
+        """The frames announcing the drops counted so far (under the lock)."""
+        if not self._gaps or self._make_notice is None:
+            return []
+        notes = self._gaps.take(os.getpid())
+        self._has_warned.discard('unreachable')
+        self._has_warned.discard('stalled')
+        return [self._make_notice(module, text) for module, text in notes]
+
     def _write(self, frames, are_new):
-        """Write the pending session frame (if any) and ``frames``; account for what the
-        connection took whole: kept for an ack, done, or queued again."""
-        session = self._pending_session
+        """Write ``frames``; account for what the connection took whole: kept for an ack,
+        done, or queued again."""
         self._connection.set_timeout(self._io_timeout_s(SEND_TIMEOUT_S))
         lost = None
         try:
-            written = self._connection.send_frames([session] + frames if session else frames)
+            written = self._connection.send_frames(frames)
         except ConnectionLost as error:
             written, lost = error.frames_sent, error
         acks = self._connection_acks
-        if session is not None and written:
-            self._pending_session = None
-            acks.first_write_at = time.monotonic()
-            written -= 1
         with self._lock:
             if are_new:
                 if acks is not None:
                     self._unacked.add(frames[:written])
-                self._queue.requeue(frames[written:], len(self._unacked))
+                dropped = self._queue.requeue(frames[written:], len(self._unacked),
+                                              self._unacked.bytes)
+                if dropped:
+                    self._count_drops(dropped)
                 self._in_flight = 0
+                self._in_flight_bytes = 0
+                if acks is None and written:
+                    self._is_stalled = False   # plain: written is all we will know
             if acks is not None:
                 acks.written_through += written
             self._progress.notify_all()
         if lost is not None:
-            self._report(f'connection to {self._connection.peer} lost: {lost.cause}')
-            self._drop_connection()
+            self._lost(f'connection to {self._connection.peer} lost: {lost.cause}')
             if not self._has_sent_on_connection:
                 # A daemon that accepts and then fails every write must not be hammered.
                 self._wait_before_retry()
@@ -388,34 +499,26 @@ class Sender:
         self._has_sent_on_connection = True
         self._has_just_written = are_new
         self._retry_delay_s = None
-        self._report_drops()
 
     def _wait_for_acks(self):
         """Everything is written and frames await acks: wait until the daemon sends
-        something, a frame is queued, ``close()`` is called, or a deadline (the fallback,
-        the close) passes."""
-        timeouts = []
-        acks = self._connection_acks
-        if acks is not None and not self._has_seen_ack and not acks.has_acks:
-            timeouts.append(acks.first_write_at + self._ack_fallback_s - time.monotonic())
-        timeout_s = max(0, min(timeouts)) if timeouts else None
+        something, a frame is queued, or ``close()`` is called or its deadline passes."""
+        timeout_s = None
         if self._has_just_written:
             # While the application logs, its next message comes within milliseconds: wait
             # for that first, as a plain sender does, so that a busy stream takes its acks
             # with each batch.  Waking up for every ack instead would write many small
             # batches, each one taking the GIL from the application.
             self._has_just_written = False
-            first_s = ACK_COALESCE_S if timeout_s is None else min(ACK_COALESCE_S, timeout_s)
             with self._lock:
-                if self._work.wait_for(lambda: len(self._queue) or self._closing, first_s):
+                if self._work.wait_for(lambda: len(self._queue) or self._closing,
+                                       ACK_COALESCE_S):
                     return
-            timeout_s = None if timeout_s is None else max(0, timeout_s - first_s)
         with self._lock:
             if len(self._queue) or not len(self._unacked):
                 return
             if self._closing:
-                close_s = max(0, self._close_deadline - time.monotonic())
-                timeout_s = close_s if timeout_s is None else min(timeout_s, close_s)
+                timeout_s = max(0, self._close_deadline - time.monotonic())
             self._is_waiting_for_acks = True
         try:
             self._connection.receive(timeout_s, self._wakeup[0])
@@ -428,11 +531,8 @@ class Sender:
         """Release the frames that the acks received on the connection cover."""
         connection = self._connection
         received = connection.take_acks()
-        if not received or not self.acknowledged:
-            return
-        self._has_seen_ack = True  # even on a fallen-back connection: this daemon speaks acks
         acks = self._connection_acks
-        if acks is None:
+        if not received or acks is None:
             return
         done_through = None
         rejected = collections.Counter()
@@ -441,59 +541,104 @@ class Sender:
                 done_through = acks.apply(ack)
                 rejected.update(rejections(ack))
         except ValueError as error:
-            self._report(f'{connection.peer} sent a bad acknowledgement ({error}); reconnecting')
-            self._drop_connection()
+            self._lost(f'{connection.peer} sent a bad acknowledgement ({error})')
         if done_through is not None:
             with self._lock:
-                self._unacked.release_through(done_through)
+                if self._unacked.release_through(done_through):
+                    self._is_stalled = False
                 self._progress.notify_all()
         if rejected:
             self.rejected += sum(rejected.values())
+            self.rejections.update(rejected)
             self._unreported_rejections.update(rejected)
             self._report_rejections(time.monotonic())
 
-    def _fall_back(self):
-        """This connection's daemon does not acknowledge: the frames kept count as sent."""
-        with self._lock:
-            released = self._unacked.release_all()
-            self._progress.notify_all()
-        self._connection_acks = None
-        self._report(f'no acknowledgement from {self._connection.peer} within '
-                     f'{self._ack_fallback_s:g} s: an older daemon? Sending without '
-                     f'acknowledgements on this connection ({released} messages unconfirmed)')
-
     def _open_connection(self):
-        """Try to connect; return True on success.  Reports failures and recoveries."""
+        """Connect, and with acks shake hands; return True on success."""
         try:
             connection = self._connect(self._io_timeout_s(CONNECT_TIMEOUT_S),
                                        self._is_out_of_time)
         except OSError as error:
-            if not self._is_unreachable:
-                self._report(f'cannot connect: {error}')
-            with self._lock:
-                self._is_unreachable = True
-                self._progress.notify_all()
+            self._connection_failed(f'cannot connect to {self.where}: {_describe(error)}')
             return False
+        acks = None
+        if self.acknowledged:
+            with self._lock:
+                acks = ConnectionAcks(self._unacked.first_seq)
+            problem = self._shake_hands(connection, acks)
+            if problem is not None:
+                connection.close()
+                self._connection_failed(problem)
+                return False
         self._connection = connection
+        self._connection_acks = acks
         self._has_sent_on_connection = False
         with self._lock:
+            was_unreachable = self._is_unreachable
             self._is_unreachable = False
+            self._is_stalled = False
             resending = len(self._unacked)
-            if self.acknowledged:
-                first_seq = self._unacked.first_seq
-                self._connection_acks = ConnectionAcks(first_seq)
-                self._pending_session = wire.make_session(self._session_id, first_seq)
+            self._progress.notify_all()
+        self._has_warned.discard('handshake')
         again = f' (sending {resending} unacknowledged messages again)' if resending else ''
         self._report(f'connected to {connection.peer}{again}')
-        self._report_drops()
+        if was_unreachable:
+            self._retry_delay_s = None
         return True
 
-    def _report_drops(self):
-        dropped = self._queue.dropped
-        if dropped > self._reported_dropped:
-            self._report(f'{dropped - self._reported_dropped} messages dropped '
-                         f'(buffer of {self._max_frames} full)')
-            self._reported_dropped = dropped
+    def _shake_hands(self, connection, acks):
+        """Write the session frame alone and wait for the daemon's answer (HANDSHAKE.md);
+        return None once answered, else what went wrong."""
+        session = wire.make_session(self._session_id, acks.first_seq)
+        connection.set_timeout(self._io_timeout_s(SEND_TIMEOUT_S))
+        try:
+            connection.send_frames([session])
+        except ConnectionLost as lost:
+            return f'connection to {connection.peer} lost: {lost.cause}'
+        acks.first_write_at = time.monotonic()
+        deadline = acks.first_write_at + self._handshake_timeout_s
+        while True:
+            try:
+                for ack in connection.take_acks():
+                    acks.apply(ack)
+            except ValueError as error:
+                return f'{connection.peer} sent a bad acknowledgement ({error})'
+            if acks.has_acks:
+                return None
+            if connection.closed_because is not None:
+                return f'{connection.peer}: {connection.closed_because} before the handshake'
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                with self._lock:
+                    waiting = len(self._queue) + len(self._unacked)
+                self._warn_once('handshake', (
+                    f'{connection.peer} accepted the connection but did not answer the '
+                    f'session frame within {self._handshake_timeout_s:g} s: a stopped daemon, '
+                    f'or one older than acknowledgements (then turn them off: '
+                    f'acknowledged=False, --no-ack); keeping {waiting} messages, retrying'))
+                return f'{connection.peer} did not answer the handshake'
+            if self._is_out_of_time():
+                return (f'{connection.peer} did not answer the session frame (a stopped '
+                        f'daemon, or one older than acknowledgements: then turn them off, '
+                        f'acknowledged=False, --no-ack)')
+            # Short slices: close() must not wait for the whole handshake bound.
+            connection.receive(min(remaining_s, HANDSHAKE_POLL_S))
+
+    def _connection_failed(self, text):
+        if not self._is_unreachable:
+            self._report(text)
+        with self._lock:
+            self._last_problem = text
+            self._is_unreachable = True
+            if self._closing:
+                self._has_failed_since_close = True
+            self._progress.notify_all()
+
+    def _lost(self, text):
+        """The connection failed: report it, drop it; the next step reconnects at once."""
+        self._report(f'{text}; reconnecting')
+        self._last_problem = text
+        self._drop_connection()
 
     def _report_rejections(self, now, force=False):
         """Sum up the rejections since the last report, at most once per interval."""
@@ -522,14 +667,12 @@ class Sender:
             self._connection.close()
             self._connection = None
             self._connection_acks = None
-            self._pending_session = None
 
     def _stop(self):
         """Last step of the thread: close the connection, give up on what is left."""
         self._drop_connection()
         with self._lock:
-            left = len(self._queue)
-            self._queue.discard_all()
+            left = self._queue.discard_all()
             unconfirmed = self._unacked.release_all()
             self.unconfirmed += unconfirmed
             self._given_up_at_close += left + unconfirmed
@@ -537,12 +680,22 @@ class Sender:
             _close_pipe(self._wakeup)
             self._wakeup = None
             self._progress.notify_all()
+            self._stop_report(left, unconfirmed)
         self._report_rejections(time.monotonic(), force=True)
-        if left:
-            self._report(f'closing: {left} messages could not be sent')
-        if unconfirmed:
-            self._report(f'closing: {unconfirmed} messages sent but not acknowledged '
-                         f'(they may or may not have been written)')
+
+    def _stop_report(self, left, unconfirmed):
+        """One line through ``warn``: what was not delivered, and where (under the lock)."""
+        dropped = self._gaps.total
+        self._gaps = Gaps()
+        total = left + unconfirmed + dropped
+        if not total:
+            return
+        parts = [f'{count} {what}' for count, what in (
+            (left, 'never sent'), (unconfirmed, 'sent but not acknowledged (maybe written)'),
+            (dropped, 'dropped earlier')) if count]
+        why = f': {self._last_problem}' if self._last_problem else ''
+        self._warn(f'{total} messages not delivered to {self.where} ({", ".join(parts)})'
+                   f'{why}')
 
 
 def _start_over_in_child(sender_ref):
@@ -552,8 +705,20 @@ def _start_over_in_child(sender_ref):
         sender._start_over_after_fork()
 
 
+def _close_sender(sender_ref, timeout_s):
+    """The ``multiprocessing`` finalizer of a fork child's sender."""
+    sender = sender_ref()
+    if sender is not None:
+        sender.close(timeout_s)
+
+
 def _ignore(text):
-    """The default ``report``: say nothing."""
+    """The default ``report`` and ``warn``: say nothing."""
+
+
+def _describe(error):
+    """A short human description of a socket error."""
+    return getattr(error, 'strerror', None) or str(error) or type(error).__name__
 
 
 def _make_pipe():

@@ -6,6 +6,7 @@ background sender (``loghog.sender``) and the ``loghog`` command open their conn
 so they resolve, encrypt and detect a closed connection the same way.
 """
 
+import encodings.idna  # noqa: F401  (see below)
 import errno
 import os
 import random
@@ -16,6 +17,13 @@ import time
 
 from loghog import wire
 
+# Fork safety (issue 13): everything the sender thread uses is imported here, when the
+# application imports loghog, never lazily on that thread.  socket.getaddrinfo() encodes
+# its host with the 'idna' codec, whose first use imports encodings.idna (and stringprep,
+# unicodedata); a pre-forking server (gunicorn --preload) that forked while the parent's
+# thread was inside that import gave children in which every connect failed with
+# "LookupError: unknown encoding: idna", for ever.  tests/integration/test_client_fork.py
+# watches the sender thread's imports with an audit hook.
 TRANSPORTS = ('tcp', 'udp', 'tls')
 
 # A daemon on the LAN answers a SYN in well under a second; 5 s tolerates a slow WAN link while

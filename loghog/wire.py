@@ -200,3 +200,26 @@ def parse_ack(flags, payload):
     if type(data) is not dict or type(data.get('ack')) is not int:
         raise ValueError('malformed ack: %r' % (payload[:80],))
     return data
+
+
+# The daemon's default largest message (``max_message_size``, after decompression).  A
+# client's record beyond it would be refused whole; it is cut to fit instead, visibly.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def encode_within(encode, module, stamp, nsecs, body, max_payload=MAX_MESSAGE_BYTES):
+    """Return ``encode(module, stamp, nsecs, body)``, the body cut to fit ``max_payload``.
+
+    A body cut short ends with ``[loghog: cut ...]`` saying how long it was, so that the
+    reader of the log file sees that the line is incomplete, not that it is all there was.
+    """
+    frame = encode(module, stamp, nsecs, body)
+    keep = len(body)
+    while len(frame) - HEADER_SIZE > max_payload and keep:
+        payload_size = len(frame) - HEADER_SIZE
+        # Escaping makes a character up to 12 bytes long: shrink in proportion, then again.
+        keep = max(0, min(keep - 1, keep * max_payload // payload_size - 200))
+        frame = encode(module, stamp, nsecs,
+                       f'{body[:keep]} [loghog: cut to {keep} of {len(body)} characters, '
+                       f'the message was longer than {max_payload} bytes]')
+    return frame

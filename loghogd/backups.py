@@ -13,7 +13,8 @@ from .compressor import SUFFIXES
 from .schedule import wall_time
 
 _STAMP_RE = r'\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{6}'
-_COMPRESSED_RE = '|'.join(re.escape(suffix) for suffix in SUFFIXES.values())
+COMPRESSED_SUFFIXES = tuple(SUFFIXES.values())
+_COMPRESSED_RE = '|'.join(re.escape(suffix) for suffix in COMPRESSED_SUFFIXES)
 _BACKUP_RE = re.compile(r'(?P<base>.+)\.(?P<stamp>%s)(?P<suffix>%s)?' % (_STAMP_RE, _COMPRESSED_RE))
 _ONE_MICROSECOND = datetime.timedelta(microseconds=1)
 

@@ -25,7 +25,7 @@ try:
     from . import daemon, status_command
     from .binding import bind_all, make_tls_context, write_listen_file
     from .config import load_config
-    from .facilities import load_facilities
+    from .facilities import load_facilities, own_log_clashes
     from .files import format_address
     from .loop import EventLoop
     from .compressor import Compressor
@@ -127,6 +127,7 @@ def load(args):
     errors = []
     try:
         table = load_facilities(config.main.facilities_config)
+        errors += own_log_clashes(table, config.main.logdir, config.log.filename)
     except ConfigError as exc:
         errors += exc.errors
         table = None

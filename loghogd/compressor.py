@@ -368,6 +368,8 @@ def _remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:   # never a reason not to start (issue 15)
+        log.warning('cannot delete %s: %s', path, exc.strerror or exc)
 
 
 def _sync_folder(folder):

@@ -162,6 +162,11 @@ def load_config(path, overrides=None):
     main['pidfile'] = main['pidfile'] or os.path.join(main['rundir'], 'loghogd.pid')
     if not values['log']['filename']:
         values['log']['filename'] = os.path.join(main['logdir'], 'loghogd.log')
+    own_log = values['log']['filename']
+    if own_log != '-' and conv.file_name_room(os.path.basename(own_log)) < 0:
+        ini.error('log', 'filename', '%s: the name of the file is too long for its backups '
+                  '(at most %d bytes with .YYYY-MM-DD-HH-MM-SS-ffffff.bz2.partial)'
+                  % (own_log, conv.NAME_MAX))
     config = Config(ini.path if path else None, values)
     _check_tls(ini, config)
     syslog_settings.check_settings(ini, config)

@@ -4,6 +4,7 @@ Each takes the raw string and returns a value, or raises ``ValueError`` with a s
 a sysadmin can act on.  They know nothing about files or sections.
 """
 
+import hashlib
 import ipaddress
 import logging
 import re
@@ -15,6 +16,21 @@ _SIZE_RE = re.compile(r'^(\d+)\s*([kmgt]?)(i?b)?$', re.IGNORECASE)
 
 # App and module names become file and folder names: keep them boring.
 _SAFE_NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$')
+
+# The longest file name Linux file systems take (NAME_MAX, bytes), and what rotation and
+# compression add to a log file's name: '.YYYY-MM-DD-HH-MM-SS-ffffff' (backups.py), then
+# '.bz2' (the longest compressed suffix) and '.partial' (compressor.py, while it works).
+NAME_MAX = 255
+BACKUP_NAME_EXTRA = len('.2026-11-26-00-00-00-000000') + len('.bz2') + len('.partial')
+# A host's part of a file name (file_per_host) is at most this long, as it always was.
+HOST_PART_MAX = 100
+# A host part that had to be shortened ends in '-' and this many hex digits of the
+# SHA-256 of the whole name, so that two long names almost never share a file.
+_HASH_DIGITS = 10
+# Room a file_per_host facility leaves at least for the host part: a few characters of
+# the name, and its hash.
+HOST_PART_MIN = 6 + 1 + _HASH_DIGITS
+_UNSAFE_HOST_RE = re.compile(r'[^A-Za-z0-9_.\-]')
 
 
 def boolean(text):
@@ -100,6 +116,39 @@ def safe_name(value):
             '%r cannot be used as a folder or file name: use letters, digits, '
             '"_", "." and "-" (at most 100, not starting with "." or "-")' % value)
     return value
+
+
+def _digest(name):
+    return hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:_HASH_DIGITS]
+
+
+def shorten(name, room):
+    """``name`` if it has at most ``room`` characters, else its first characters, '-' and
+    a hash of the whole of it: exactly ``room`` characters (``room >= HOST_PART_MIN``)."""
+    if len(name) <= room:
+        return name
+    return '%s-%s' % (name[:room - _HASH_DIGITS - 1], _digest(name))
+
+
+def safe_host(host, room=HOST_PART_MAX):
+    """A peer-supplied host name as part of a file name: never a path, at most ``room``
+    characters.
+
+    Every character but letters, digits, '.', '_' and '-' becomes '_'; leading dots and
+    dashes are removed; an empty result is 'unknown'.  A longer result keeps its first
+    characters, then '-' and a hash of the whole host name (see ``shorten``).
+    """
+    head = host[:room + 64]   # a 64 KiB host name is not copied whole
+    safe = _UNSAFE_HOST_RE.sub('_', head).lstrip('.-') or 'unknown'
+    if len(safe) <= room and len(head) == len(host):
+        return safe
+    return '%s-%s' % (safe[:room - _HASH_DIGITS - 1], _digest(host))
+
+
+def file_name_room(name):
+    """How many more bytes a log file called ``name`` may take in its own name: its
+    backups' suffixes (BACKUP_NAME_EXTRA) counted; negative when it cannot exist."""
+    return NAME_MAX - BACKUP_NAME_EXTRA - len(name.encode('utf-8'))
 
 
 def _split_host_port(item, family):

@@ -5,6 +5,9 @@ facility for the module path ``web.requests`` (``root.web.requests`` is the same
 A message lands in the most specific facility configured for its app and module.
 """
 
+import logging
+import os
+
 from loghog.wire import Signer
 
 from . import converters as conv
@@ -12,6 +15,9 @@ from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 from .syslog_routing import check_claims, program_list
+
+# file_per_host's default max_hosts (see the setting).
+DEFAULT_MAX_HOSTS = 1000
 
 SETTINGS = {s.name: s for s in [
     Setting('rotate', parse_rotate, None,
@@ -26,12 +32,20 @@ SETTINGS = {s.name: s for s in [
             'One file per sending host: <host>-<module>.log.'),
     Setting('secret', conv.text, '',
             'Shared secret: messages must carry a valid HMAC-MD5 signature.'),
+    # Host names are not signed: one peer can invent endless ones.  A thousand files
+    # rotating at the same minute cost about 50 ms of loop time, in 5 ms slices
+    # (benchmarks/bench_rotation.py); real fleets rarely have more hosts per app.
+    Setting('max_hosts', conv.integer_in(1, 1000000), str(DEFAULT_MAX_HOSTS),
+            'With file_per_host: host names that get a file of their own; lines from '
+            'further ones go to the shared <module>.log, host name in the line.'),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
-INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret')
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts')
+
+log = logging.getLogger('loghogd.facilities')
 
 # Bound on the (app, module) -> facility cache, so that a peer sending endless
 # distinct module names cannot grow the daemon's memory.
@@ -53,17 +67,20 @@ class Facility:
     """One facility: where its lines go and how its file is rotated and synced."""
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
-                 'file_per_host', 'secret', 'section', 'key', 'signer', 'syslog_programs')
+                 'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
+                 'syslog_programs')
 
-    def __init__(self, app, path, section, values):
+    def __init__(self, app, path, section, values, where=None):
         self.app = app
         self.path = path
         self.section = section
+        self.where = where or '[%s]' % section   # 'file:line: [section]', for messages
         self.rotate = values['rotate']
         self.backup_count = values['backup_count']
         self.max_size = values.get('max_size') or None
         self.flush_every = values['flush_every']
         self.file_per_host = values['file_per_host']
+        self.max_hosts = values.get('max_hosts', DEFAULT_MAX_HOSTS)
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
@@ -75,15 +92,32 @@ class Facility:
         return '.'.join(self.path) if self.path else 'root'
 
     def file_name(self, host=None):
-        """The log file name inside the app's folder (host already made safe)."""
+        """The log file name inside the app's folder (``host`` already made safe by
+        ``converters.safe_host``).  A host part too long for the name to fit in NAME_MAX
+        with its backups' suffixes is shortened with a hash (``converters.shorten``)."""
         if self.file_per_host and host is not None:
-            return '%s-%s.log' % (host, self.name)
+            stem = '%s.log' % self.name
+            return '%s-%s' % (conv.shorten(host, conv.file_name_room(stem) - 1), stem)
         return '%s.log' % self.name
+
+    def name_problem(self):
+        """Why this facility's files cannot exist (a sentence), or None."""
+        stem = '%s.log' % self.name
+        room = conv.file_name_room(stem)
+        if self.file_per_host:
+            room -= len('-') + conv.HOST_PART_MIN
+        if room >= 0:
+            return None
+        longest = stem + '.YYYY-MM-DD-HH-MM-SS-ffffff.bz2.partial'
+        if self.file_per_host:
+            longest = '<host>-' + longest
+        return ('its file names would be %d bytes too long: a file name holds at most %d '
+                '(%s); use a shorter module path' % (-room, conv.NAME_MAX, longest))
 
     def settings(self):
         """The values that decide rotation and syncing, to compare across reloads."""
         return (self.rotate, self.backup_count, self.max_size, self.flush_every,
-                self.file_per_host, self.secret)
+                self.file_per_host, self.max_hosts, self.secret)
 
     def __repr__(self):
         return 'Facility(%s:%s)' % (self.app, self.name)
@@ -134,6 +168,54 @@ class FacilityTable:
             if facility is not None:
                 return facility
         return None
+
+
+class HostCap:
+    """Which host names get a file of their own in a ``file_per_host`` facility: the
+    first ``facility.max_hosts`` seen since the daemon started (per app and facility
+    name, across reloads).  Lines of any further host go to the facility's shared file,
+    ``<module>.log``, which holds the host name in each line: nothing is lost, and a
+    peer inventing host names cannot make the daemon open, track and rotate endless
+    files (issue 15).
+
+    ``route(facility, safe_host)`` is asked once per new (facility, host) by the
+    Writer; ``counters`` counts ``hosts_over_max_hosts``: distinct host names sent to a
+    shared file (exactly up to REFUSED_LIMIT of them, then every lookup).
+    """
+
+    REFUSED_LIMIT = 100000
+
+    def __init__(self, counters=None):
+        self.counters = counters
+        self.admitted = {}     # facility key -> set of safe host names with a file
+        self.refused = set()   # (facility key, safe host name), bounded
+        self.full = set()      # facility keys whose cap was reached (logged once)
+
+    def route(self, facility, safe_host):
+        """``safe_host`` if it has, or may have, a file of its own; else None (the
+        shared file)."""
+        hosts = self.admitted.setdefault(facility.key, set())
+        if safe_host in hosts:
+            return safe_host
+        if len(hosts) < getattr(facility, 'max_hosts', DEFAULT_MAX_HOSTS):
+            hosts.add(safe_host)
+            return safe_host
+        self._refuse(facility, safe_host)
+        return None
+
+    def _refuse(self, facility, safe_host):
+        if facility.key not in self.full:
+            self.full.add(facility.key)
+            log.warning('[%s]: max_hosts = %d host names have a file; lines of further host '
+                        'names go to %s', facility.section, facility.max_hosts,
+                        facility.file_name())
+        key = (facility.key, safe_host)
+        if key in self.refused:
+            return
+        if len(self.refused) < self.REFUSED_LIMIT:
+            self.refused.add(key)
+        if self.counters is not None:
+            self.counters.count('hosts_over_max_hosts')
 
 
 def _parse_section_name(ini, section):
@@ -189,9 +271,35 @@ def load_facilities(path):
         if values['rotate'].is_size_only and not values.get('max_size'):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
             continue
-        facilities.append(Facility(app, path, section, values))
+        facility = Facility(app, path, section, values, ini.where(section))
+        problem = facility.name_problem()
+        if problem is not None:
+            ini.error(section, None, problem)
+            continue
+        facilities.append(facility)
     for section, error in check_claims(facilities):
         ini.error(section, 'syslog_programs', error)
     if ini.errors:
         raise ConfigError(ini.errors)
     return FacilityTable(facilities, source=path)
+
+
+def own_log_clashes(table, logdir, own_log):
+    """Errors (sentences naming file and line) for applications whose folder is the
+    daemon's own log ``own_log`` (a path, or '' / '-' for none), or whose folder holds
+    it as a ``*.log`` file (every such file there is the app's to rotate and compress)."""
+    if not own_log or own_log == '-':
+        return []
+    own_log = os.path.normpath(own_log)
+    errors = []
+    for app, facilities in sorted(table.by_app.items()):
+        folder = os.path.normpath(os.path.join(logdir, app))
+        root = facilities.get(()) or next(iter(facilities.values()))
+        if own_log == folder:
+            errors.append('%s: the folder of application %r would be the daemon\'s own log '
+                          '%s ([log] filename): rename one of them' % (root.where, app, own_log))
+        elif os.path.dirname(own_log) == folder and own_log.endswith('.log'):
+            errors.append('%s: the daemon\'s own log %s ([log] filename) is in the folder of '
+                          'application %r, where every *.log file is the application\'s: '
+                          'move it' % (root.where, own_log, app))
+    return errors

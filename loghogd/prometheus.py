@@ -24,6 +24,9 @@ METRICS = [
     ('loghogd_udp_kernel_drops_total', 'counter',
      "UDP datagrams the kernel dropped on the daemon's sockets (receive buffer full)."),
     ('loghogd_write_errors_total', 'counter', 'Failed writes to log files (lines kept, retried).'),
+    ('loghogd_hosts_over_max_hosts_total', 'counter',
+     'Host names beyond a file_per_host facility\'s max_hosts (their lines in its shared file).'),
+    ('loghogd_backup_delete_errors_total', 'counter', 'Old backups that could not be deleted.'),
     ('loghogd_dropped_lines_total', 'counter',
      'Lines dropped because a file could not be written for too long (max_backlog).'),
     ('loghogd_syslog_messages_total', 'counter',
@@ -93,6 +96,8 @@ def samples(snapshot):
     events = snapshot['events']
     out['loghogd_write_errors_total'].append(({}, events.get('write_errors', 0)))
     out['loghogd_dropped_lines_total'].append(({}, events.get('dropped_backlog', 0)))
+    out['loghogd_hosts_over_max_hosts_total'].append(({}, events.get('hosts_over_max_hosts', 0)))
+    out['loghogd_backup_delete_errors_total'].append(({}, events.get('prune_errors', 0)))
     for name, count in events.items():   # receiving syslog (issue 16)
         if name.startswith('syslog_messages_'):
             out['loghogd_syslog_messages_total'].append(

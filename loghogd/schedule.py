@@ -43,6 +43,8 @@ SIZE = 'size'
 # croniter fails to advance; this bound covers a two-hour shift with a wide margin.
 _MAX_STEPS = 1500
 _ONE_MINUTE = datetime.timedelta(minutes=1)
+# Results remembered per Schedule (see Schedule._found).
+_CACHE_LIMIT = 256
 # UTC offsets change at most twice a year: the offsets in force two days either side of
 # a wall time are all the offsets that wall time can have.
 _PROBE_S = 2 * 86400
@@ -59,6 +61,9 @@ class Schedule:
     def __init__(self, text, expression):
         self.text = text
         self.expression = expression
+        # Results by ``now``: the files of a facility that rotate together all ask about
+        # the same instants, and croniter takes about 0.1 ms per question (issue 15).
+        self._found = {}
 
     @property
     def is_size_only(self):
@@ -88,6 +93,14 @@ class Schedule:
         None for size-only schedules and for a schedule that never fired before.
         ``next_after(previous_at_or_before(now)) == next_after(now)`` always holds.
         """
+        key = ('previous', now)
+        if key not in self._found:
+            if len(self._found) >= _CACHE_LIMIT:
+                self._found.clear()
+            self._found[key] = self._search_previous(now)
+        return self._found[key]
+
+    def _search_previous(self, now):
         found = self._next(now)
         if found is None:
             return None
@@ -115,6 +128,14 @@ class Schedule:
         """(wall time, deadline) of the first deadline strictly after ``now``."""
         if self.expression is None:
             return None
+        found = self._found.get(now)
+        if found is None:
+            if len(self._found) >= _CACHE_LIMIT:
+                self._found.clear()
+            found = self._found[now] = self._search(now)
+        return found
+
+    def _search(self, now):
         start = wall_time(now)
         for _ in range(_MAX_STEPS):
             try:

@@ -16,12 +16,15 @@ from .acks import AckState, Sessions
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
+from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+# A wall clock set back more than this: every task ticks, to compute its deadlines again.
+CLOCK_BACK_S = 60.0
 # On SIGTERM, read at most this much more from each connection before closing it.
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 # ... and stop draining after this long: clients that never stop sending must not keep
@@ -85,6 +88,7 @@ class Server:
         self._accept_paused_until = None
         self._listeners_paused = False
         self._next_housekeeping = 0.0
+        self._last_pass_at = 0.0
         for kind, sock in bound.sockets:
             if kind.startswith('syslog_'):
                 continue   # syslog_listeners.attach makes those
@@ -173,11 +177,12 @@ class Server:
             self.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
-        if now >= self._next_housekeeping:
+        clock_went_back, self._last_pass_at = now < self._last_pass_at - CLOCK_BACK_S, now
+        if now >= self._next_housekeeping or clock_went_back:
             self._guarded(self._housekeeping, now)
         for task in self.tasks:
             deadline = task.next_deadline()
-            if deadline is not None and now >= deadline:
+            if deadline is not None and (now >= deadline or clock_went_back):
                 self._guarded(task.tick, now)
 
     def _guarded(self, action, *args):
@@ -204,7 +209,9 @@ class Server:
         deadlines = [self._next_housekeeping, self.writer.next_deadline()]
         deadlines += [task.next_deadline() for task in self.tasks]
         nearest = min(d for d in deadlines if d is not None)
-        return max(0.0, nearest - now)
+        # Never longer than housekeeping's interval: a wall clock set back must not make
+        # the loop sleep until a deadline it computed before (issue 15).
+        return min(HOUSEKEEPING_INTERVAL_S, max(0.0, nearest - now))
 
     def _housekeeping(self, now):
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -358,8 +365,7 @@ class Server:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
                         continue
-                if body.endswith('\n'):
-                    body = body.rstrip('\n')
+                body = format_body(body)   # one record never looks like two (lines.py)
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '

@@ -18,6 +18,7 @@ import calendar
 import functools
 import time
 
+from .lines import escape_controls, format_body
 from .protocol import Rejection
 
 EMPTY = 'syslog_empty'
@@ -418,8 +419,8 @@ def line_text(message, program, heads=None):
     ``program`` is the routed name ('-' when the message had none).  The PID, MSGID and
     STRUCTURED-DATA parts appear only when the message has them.  ``heads``, a dict the
     caller keeps (and bounds), remembers the part before the SD and message, which
-    repeats from one message to the next.  Kept in one function so that the escaping of
-    issue 15 (loghogd/lines.py) can take over the body.
+    repeats from one message to the next.  The body is written as every record's is
+    (lines.format_body): continuation lines marked, controls escaped.
     """
     key = (program, message.procid, message.pri, message.msgid)
     head = heads.get(key) if heads is not None else None
@@ -428,27 +429,10 @@ def line_text(message, program, heads=None):
         head = '%s %s' % (head, PRI_NAMES[message.pri])
         if message.msgid is not None:
             head = '%s %s' % (head, message.msgid)
-        head = escape_body(head) + ': '
+        head = escape_controls(head) + ': '
         if heads is not None:
             heads[key] = head
     body = message.message
     if message.structured_data is not None:
         body = '%s %s' % (message.structured_data, body) if body else message.structured_data
-    return head + (body if body.isprintable() else escape_body(body))
-
-
-def escape_body(text):
-    """A message body as one record: inner line breaks become a newline and a tab (the
-    continuation lines of a multi-line message are marked by their leading tab), other
-    control characters visible escapes (NUL would make grep call the file binary)."""
-    if text.isprintable():
-        return text
-    out = []
-    for char in text.rstrip('\r\n').replace('\r\n', '\n'):
-        if char.isprintable() or char == '\t':
-            out.append(char)
-        elif char == '\n':
-            out.append('\n\t')
-        else:
-            out.append('\\x%02x' % ord(char) if ord(char) < 0x100 else '\\u%04x' % ord(char))
-    return ''.join(out)
+    return head + format_body(body)

@@ -25,6 +25,9 @@ import queue
 import re
 import threading
 
+from . import converters
+from .facilities import HostCap
+
 SYNC_INTERVAL_S = 1.0
 INF = float('inf')
 # How often a file that is being written is checked for having been moved or deleted.
@@ -46,8 +49,7 @@ log = logging.getLogger('loghogd.writer')
 
 def safe_host(host):
     """Turn a peer-supplied host name into a safe file name part (never a path)."""
-    safe = _UNSAFE_HOST_RE.sub('_', host[:100]).lstrip('.-') or 'unknown'
-    return safe
+    return converters.safe_host(host)   # shortened with a hash when long (issue 15)
 
 
 class LogFile:
@@ -321,6 +323,7 @@ class Writer:
         self.open_files = collections.OrderedDict()
         self.dirty = []
         self._hosts = {}
+        self.host_cap = HostCap(counters)   # file_per_host's max_hosts (facilities.py)
         self.retrying = []       # files whose last write failed, retried at retry_at
         self.retry_at = 0.0
         # Files that may have lost lines (dropped from the backlog, or a failed fsync)
@@ -344,7 +347,8 @@ class Writer:
         With file_per_host, files are keyed by the host's safe name (the one in the file
         name): two host names that differ only in what is unsafe share their file.
         """
-        safe = self._safe_host(host) if facility.file_per_host else None
+        safe = self.host_cap.route(facility, self._safe_host(host)) \
+            if facility.file_per_host else None   # None beyond max_hosts: the shared file
         key = (facility.app, facility.path, safe)
         log_file = self.files.get(key)
         if log_file is None:

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from loghog import LoghogHandler
+from loghog.sender import EMIT_WAIT_S
 from tests.support import (ROOT, Loggers, line_body, make_certs, read_lines, wait_for,
                            wait_for_lines)
 from tests.unit.test_client_fakes import free_port
@@ -225,8 +226,10 @@ def test_buffer_bound_drops_the_oldest_and_counts(fixed_port_daemon, make_logger
         logger.info('message %d', n)
     assert handler.dropped == 15
     loghogd = fixed_port_daemon()
-    wait_for_lines(loghogd.log_file('app'), 5)
-    assert bodies(loghogd.log_file('app')) == [f'message {n}' for n in range(15, 20)]
+    wait_for_lines(loghogd.log_file('app'), 6)
+    notice, *rest = bodies(loghogd.log_file('app'))
+    assert rest == [f'message {n}' for n in range(15, 20)]
+    assert notice.startswith('[loghog] 15 records dropped by this process')
 
 
 def test_fork_parent_and_four_children_each_line_exactly_once(loghogd):
@@ -270,9 +273,12 @@ def test_fork_parent_and_four_children_each_line_exactly_once(loghogd):
         assert mine == [f'child {child} line {n}' for n in range(per_process)]
 
 
-def test_emit_stays_fast_while_the_daemon_is_frozen(loghogd, make_logger):
+def test_emit_waits_once_while_the_daemon_is_frozen_then_drops_and_says_so(loghogd,
+                                                                         make_logger):
     """A stopped (SIGSTOP) daemon accepts connections in the kernel but never reads: the
-    client's socket buffers fill and its writes block.  The application must not notice."""
+    client's socket buffers fill and its writes block.  With the buffer full, emit() waits
+    for room once, within its bound, then drops the oldest records without waiting; once
+    the daemon runs again the gap is announced in the file, with the number dropped."""
     handler = LoghogHandler('app', '127.0.0.1', loghogd.tcp_port, max_buffer_size=500,
                             close_timeout_s=0.5)
     logger = make_logger(handler)
@@ -280,22 +286,30 @@ def test_emit_stays_fast_while_the_daemon_is_frozen(loghogd, make_logger):
     wait_for_lines(loghogd.log_file('app'), 1)
     loghogd.signal(signal.SIGSTOP)
     try:
-        slowest_s = 0
+        durations = []
         body = 'x' * 1000
         for n in range(5000):
             started = time.perf_counter()
             logger.info('%d %s', n, body)
-            slowest_s = max(slowest_s, time.perf_counter() - started)
-        assert slowest_s < 0.05, f'slowest emit took {slowest_s * 1000:.1f} ms'
+            durations.append(time.perf_counter() - started)
+        slowest, *others = sorted(durations, reverse=True)
+        assert slowest < EMIT_WAIT_S + 3
+        assert max(others) < 0.05, f'second slowest emit took {max(others) * 1000:.1f} ms'
         assert handler.dropped > 0  # 5 MB does not fit in the socket buffers and 500 frames
     finally:
         loghogd.signal(signal.SIGCONT)
-    # Once the daemon runs again, everything not counted as dropped arrives, in order.
+    # What was written is acknowledged, the gap announced.  (flush() returns at once while
+    # the handler still counts the daemon as stalled: until its first ack after SIGCONT.)
+    wait_for(handler.flush, timeout=20, message='everything acknowledged')
+    logger.info('sentinel')
     path = loghogd.log_file('app')
-    wait_for(lambda: len(read_lines(path)) + handler.dropped == 5001, timeout=20,
-             message='every message written or counted as dropped')
-    numbers = [int(body.split()[0]) for body in bodies(path)[1:]]
+    wait_for(lambda: bodies(path)[-1:] == ['sentinel'], timeout=20, message='the sentinel')
+    got = bodies(path)[1:-1]
+    notices = [body for body in got if body.startswith('[loghog] ')]
+    numbers = [int(body.split()[0]) for body in got if body not in notices]
     assert numbers == sorted(set(numbers))
+    assert sum(int(notice.split()[1]) for notice in notices) == handler.dropped
+    assert len(numbers) + handler.dropped == 5000
     assert loghogd.stop() == 0
 
 
@@ -326,9 +340,12 @@ def test_command_arguments_and_stdin(loghogd):
 def test_command_exit_status_when_the_daemon_is_down(loghogd):
     port = loghogd.tcp_port
     assert loghogd.stop() == 0
-    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), 'lost')
+    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), '--timeout', '1',
+                         'lost')
     assert result.returncode == 69
-    assert result.stderr == f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
+    assert result.stderr == (f'loghog: 1 messages not delivered to tcp://127.0.0.1:{port} '
+                             f'(1 never sent): cannot connect to tcp://127.0.0.1:{port}: '
+                             'Connection refused\n')
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def test_traceback_body_is_written_whole(daemon):
     body = 'ERROR - boom\nTraceback (most recent call last):\n  File "x", line 1\nValueError: x\n'
     send_tcp(daemon.tcp_port, frame('app', body))
     lines = wait_for_lines(daemon.log_file('app'), 4)
-    assert lines[0].endswith(' - web1 - ERROR - boom') and lines[-1] == 'ValueError: x'
+    assert lines[0].endswith(' - web1 - ERROR - boom') and lines[-1] == '  | ValueError: x'
 
 
 def _sender(port, index, count):

@@ -20,6 +20,7 @@ import zlib
 import pytest
 
 from loghog.wire import FLAG_ACK, HEADER, encode_message, make_frame, signature
+from loghogd.converters import safe_host
 from tests.support import frame, line_body, log_files, read_lines, send_tcp, send_udp, wait_for, wait_for_lines
 
 FACILITIES = """
@@ -298,7 +299,7 @@ def test_host_app_and_module_names_never_leave_the_log_folder(daemon_factory):
     assert files[os.path.join('perhost', '_.._etc_cron.d_x-root.log')][0].split(' - ')[1] == \
         '../../etc/cron.d/x'
     assert files[os.path.join('perhost', 'a_b-root.log')][0].split(' - ')[1] == 'a?b'
-    assert files[os.path.join('perhost', 'x' * 100 + '-root.log')]
+    assert files[os.path.join('perhost', safe_host('x' * 255) + '-root.log')]   # 89 x, a hash
     # Nothing was created outside the daemon's own folders.
     assert sorted(os.listdir(daemon.base)) == sorted(
         ['daemon.log', 'facilities.conf', 'lib', 'log', 'loghogd.conf', 'run', 'stderr.txt'])

@@ -109,10 +109,10 @@ LOGGER_CASES = {
 
 
 def records(path):
-    """The records of ``path``: a line with its continuation lines (they start with a tab)."""
+    """The records of ``path``: a line with its continuation lines (they start '  | ')."""
     found = []
     for line in read_lines(path):
-        if line.startswith('\t') and found:
+        if line.startswith('  | ') and found:
             found[-1] += '\n' + line
         else:
             found.append(line)
@@ -192,7 +192,7 @@ def test_python_sysloghandler(daemon, transport):
     lines = lines_of(file_of(daemon, 'senders'), ' - py-%s ' % transport, 21)
     assert [line.split(' - ', 2)[-1] for line in lines] == [
         'py-%s user.warning: WARNING python %s %d' % (transport, transport, i) for i in range(20)
-    ] + ['py-%s user.err: ERROR multi\n\tline' % transport], lines
+    ] + ['py-%s user.err: ERROR multi\n  | line' % transport], lines
 
 
 # -- rsyslogd relaying -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 import io
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -67,18 +69,40 @@ def test_a_daemon_that_never_acknowledges_exits_69_and_suggests_no_ack(capsys):
     with FrameServer(answers_acks=False) as old_daemon:
         assert run(old_daemon.port, '--timeout', '0.3', 'unconfirmed') == 69
         assert capsys.readouterr().err == (
-            f'loghog: tcp://127.0.0.1:{old_daemon.port} did not acknowledge 1 of 1 messages '
-            'within 0.3 s (none came: is the daemon older than acknowledgements? try --no-ack)\n')
+            f'loghog: 1 messages not delivered to tcp://127.0.0.1:{old_daemon.port} (1 never '
+            f'sent): 127.0.0.1:{old_daemon.port} did not answer the session frame (a stopped '
+            'daemon, or one older than acknowledgements: then turn them off, '
+            'acknowledged=False, --no-ack)\n')
         assert run(old_daemon.port, '--no-ack', 'plain') == 0
-        assert [m['body'] for m in old_daemon.wait_for(2)] == ['unconfirmed', 'plain']
+        # Nothing is written before the handshake: only the plain message arrived.
+        assert [m['body'] for m in old_daemon.wait_for(1)] == ['plain']
 
 
 def test_connection_refused_exits_69_with_a_clear_message(capsys):
     with reserve_port() as refusing:
         port = refusing.getsockname()[1]
-        assert run(port, 'hello') == 69
-    assert capsys.readouterr().err == \
-        f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
+        started = time.monotonic()
+        assert run(port, '--timeout', '1', 'hello') == 69
+        waited_s = time.monotonic() - started
+    assert 1 <= waited_s < 3  # tried again and again within --timeout, then gave up
+    assert capsys.readouterr().err == (
+        f'loghog: 1 messages not delivered to tcp://127.0.0.1:{port} (1 never sent): '
+        f'cannot connect to tcp://127.0.0.1:{port}: Connection refused\n')
+
+
+def test_a_daemon_that_comes_up_within_the_timeout_gets_the_message(monkeypatch):
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
+    late = threading.Timer(0.5, lambda: servers.append(FrameServer(reserved=reserved)))
+    servers = []
+    late.start()
+    try:
+        assert run(port, 'patience') == 0
+        assert [m['body'] for m in servers[0].wait_for(1)] == ['patience']
+    finally:
+        late.join()
+        for server in servers:
+            server.stop()
 
 
 def test_udp_is_sent_and_exits_0_even_without_a_listener(monkeypatch):
@@ -121,6 +145,7 @@ def test_installed_command_reads_stdin_and_sets_the_exit_status(server):
     assert (result.returncode, result.stderr) == (0, '')
     assert [m['body'] for m in server.wait_for(2)] == ['from', 'a pipe']
     with reserve_port() as refusing:
-        refused = subprocess.run(command + ['-p', str(refusing.getsockname()[1]), 'x'],
+        refused = subprocess.run(command + ['-p', str(refusing.getsockname()[1]),
+                                            '--timeout', '0.5', 'x'],
                                  capture_output=True, text=True, timeout=30)
     assert refused.returncode == 69 and 'Connection refused' in refused.stderr

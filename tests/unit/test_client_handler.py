@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loghog import LoghogHandler, wire
+from loghog.sender import EMIT_WAIT_S
 from tests.support import Loggers
 from tests.unit.test_client_fakes import DatagramServer, FrameServer, reserve_port, wait_until
 
@@ -156,7 +157,12 @@ def test_full_buffer_drops_the_oldest_and_counts_them(make_logger):
         logger.info('message %d', n)
     assert handler.dropped == 7
     with FrameServer(reserved=reserved) as late:
-        assert [m['body'] for m in late.wait_for(3)] == ['message 7', 'message 8', 'message 9']
+        notice, *rest = [m['body'] for m in late.wait_for(4)]
+        assert rest == ['message 7', 'message 8', 'message 9']
+    # The gap is announced in the file, before the next record delivered.
+    assert notice.startswith(f'[loghog] 7 records dropped by this process (pid {os.getpid()}) '
+                             'between ')
+    assert notice.endswith(' was unreachable and the buffer was full')
 
 
 def test_flush_waits_until_the_queue_is_written(server, make_logger):
@@ -202,7 +208,9 @@ def black_hole():
         sock.close()
 
 
-def test_emit_stays_fast_while_the_server_is_black_holed(black_hole, make_logger):
+def test_emit_waits_once_at_most_while_the_server_is_black_holed(black_hole, make_logger):
+    """A connect that hangs is a daemon that takes nothing: with the buffer full, emit()
+    waits for room once, within its bound, and then drops the oldest without waiting."""
     handler = LoghogHandler('app', '127.0.0.1', black_hole, max_buffer_size=100,
                             close_timeout_s=0.3)
     logger = make_logger(handler)
@@ -211,7 +219,9 @@ def test_emit_stays_fast_while_the_server_is_black_holed(black_hole, make_logger
         started = time.perf_counter()
         logger.info('message %d', n)
         durations.append(time.perf_counter() - started)
-    assert max(durations) < 0.05, f'slowest emit took {max(durations) * 1000:.1f} ms'
+    slowest, *others = sorted(durations, reverse=True)
+    assert slowest < EMIT_WAIT_S + 2
+    assert max(others) < 0.05, f'second slowest emit took {max(others) * 1000:.1f} ms'
     assert handler.dropped == 400
     started = time.monotonic()
     handler.close()
@@ -226,19 +236,22 @@ def test_format_errors_go_to_handle_error_and_never_raise(server, make_logger, c
     assert '--- Logging error ---' in capsys.readouterr().err
 
 
-def test_print_debug_reports_connection_problems_on_stderr(make_logger, capsys):
+def test_losses_are_always_reported_and_print_debug_adds_connection_problems(make_logger,
+                                                                           capsys):
     refusing = reserve_port()
     port = refusing.getsockname()[1]
     quiet = LoghogHandler('app', '127.0.0.1', port, close_timeout_s=0.1)
-    make_logger(quiet).info('lost quietly')
+    make_logger(quiet).info('lost, and said so')
     quiet.close()
-    assert capsys.readouterr().err == ''
+    assert capsys.readouterr().err == (
+        f'loghog (app): 1 messages not delivered to tcp://127.0.0.1:{port} (1 never sent): '
+        f'cannot connect to tcp://127.0.0.1:{port}: Connection refused\n')
     chatty = LoghogHandler('app', '127.0.0.1', port, print_debug=True, close_timeout_s=0.1)
     make_logger(chatty).info('lost loudly')
     chatty.close()
     err = capsys.readouterr().err
-    assert f'loghog: app -> 127.0.0.1:{port}: cannot connect: [Errno 111] Connection refused' in err
-    assert 'closing: 1 messages could not be sent' in err
+    assert f'loghog: app -> 127.0.0.1:{port}: cannot connect to tcp://127.0.0.1:{port}: ' \
+        'Connection refused' in err
     refusing.close()
 
 

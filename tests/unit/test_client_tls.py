@@ -115,10 +115,12 @@ def test_command_reports_a_refused_certificate(pki, capsys):
     context.load_cert_chain(pki['stranger_server'])
     with FrameServer(ssl_context=context) as server:
         status = main(['-a', 'app', '-H', '127.0.0.1', '-p', str(server.port), '--tls',
-                       '--pem', str(pki['client']), '--ca', str(pki['ca']), 'hello'])
+                       '--pem', str(pki['client']), '--ca', str(pki['ca']), '--timeout', '0.5',
+                       'hello'])
     assert status == 69
     err = capsys.readouterr().err
-    assert f'loghog: cannot connect to tls://127.0.0.1:{server.port}:' in err
+    assert f'loghog: 1 messages not delivered to tls://127.0.0.1:{server.port} (1 never ' \
+        f'sent): cannot connect to tls://127.0.0.1:{server.port}:' in err
     assert 'certificate verify failed' in err
 
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from loghogd.binding import BoundSockets
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
+from loghogd.lines import CONTINUATION, escape_controls
 from loghogd.protocol import Rejection
 from loghogd.server import Server
 from loghogd.stats import Counters
@@ -49,9 +50,10 @@ def check_message(message):
     assert isinstance(message.message, str)
     assert message.timestamp is None or isinstance(message.timestamp, float)
     text = line_text(message, message.app_name or '-')
-    # One record: every inner line break is a marked continuation; nothing else invisible.
-    assert all(part.startswith('\t') for part in text.split('\n')[1:])
-    assert all(char.isprintable() or char in '\t\n' for char in text)
+    # One record: every inner line break is a marked continuation ...
+    assert all(part.startswith(CONTINUATION) for part in text.split('\n')[1:])
+    # ... and nothing that lines.py escapes is left raw.
+    assert escape_controls(text.replace('\n' + CONTINUATION, '')) == text.replace('\n' + CONTINUATION, '')
 
 
 @FUZZ
@@ -116,5 +118,5 @@ def test_ingest_never_raises_and_keeps_files_inside_their_app(datas):
     for log_file in writer.dirty:
         relative = os.path.relpath(log_file.path, LOGDIR)
         assert not relative.startswith('..') and relative.count('/') == 1
-        assert all(line.endswith('\n') and line.count('\n') == line.count('\n\t') + 1
+        assert all(line.endswith('\n') and line.count('\n') == line.count('\n' + CONTINUATION) + 1
                    for line in log_file.pending)
