@@ -129,6 +129,10 @@ class StreamConnection:
         self.handshaking = False
         self.closed = False
         self.acks = None              # AckState once the client asks for acknowledgements
+        self.frames_before = 0        # frames handed to the server before this read's
+        # Who the peer is, for its sessions (acks.py): the IP address, and with TLS the
+        # certificate subject (set after the handshake).
+        self.identity = (self.peer_host, None)
         self.outgoing = bytearray()   # acks not yet taken by the kernel
         self.waiting_to_send = False
         if tls_context is not None:
@@ -179,6 +183,9 @@ class StreamConnection:
             return
         self.handshaking = False
         self.server.counters.count('tls_handshakes')
+        certificate = self.sock.getpeercert()
+        if certificate:
+            self.identity = (self.peer_host, certificate.get('subject'))
         if log.isEnabledFor(logging.DEBUG):
             log.debug('TLS connection from %s: %s, %s, client %s', self.peer, self.sock.version(),
                       self.sock.cipher()[0], _subject(self.sock.getpeercert()))
@@ -217,7 +224,10 @@ class StreamConnection:
         was_skipping = splitter.skip_remaining > 0
         frames = splitter.feed(data)
         if frames:
-            server.ingest(frames, self)
+            try:
+                server.ingest(frames, self)
+            finally:
+                self.frames_before += len(frames)
         if splitter.lost:
             self.close('framing lost (not a LogHog stream?)')
             return
@@ -274,11 +284,14 @@ class StreamConnection:
             server.counters.count('idle_timeouts')
             self.close('idle for more than %gs' % idle_timeout_s)
 
-    def drain(self, max_bytes):
-        """At shutdown: read what the peer already sent (up to ``max_bytes``), then stop."""
+    def drain(self, max_bytes, stop_at=None, clock=None):
+        """At shutdown: read what the peer already sent (up to ``max_bytes``), then stop;
+        stop too once ``clock()`` reaches ``stop_at`` (the drain's bound in all)."""
         buffer = self.server.recv_buffer
         total = 0
         while not self.closed and not self.handshaking and total < max_bytes:
+            if stop_at is not None and clock() >= stop_at:
+                return
             try:
                 count = self.sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
