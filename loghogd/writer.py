@@ -70,6 +70,9 @@ class LogFile:
         self.sync_wanted = 0       # ... and these must be before an ack (flush_every)
         self.syncing = False       # an fsync of it runs on the syncer thread
         self.sync_again = False    # ... and another is wanted once that one is done
+        # An inline fsync (close) made while the thread's ran covered this many: known
+        # synced only once the thread's succeeds too (see sync).
+        self.synced_inline = 0
         # Called with the OSError when an fdatasync of this file fails (the Writer sets
         # it: the file's unsynced lines may be lost and must never be acknowledged).
         self.on_sync_error = None
@@ -125,6 +128,10 @@ class LogFile:
         Writer reports the file's lines as maybe lost instead).  An fsync running on the
         syncer thread at the same time is harmless: it syncs a duplicate descriptor of
         the same file, and its result only ever raises ``synced_seq``.
+
+        But the two descriptors share one error state (issue 14): if the thread's
+        fdatasync took the error, this one succeeds.  So while the thread's runs, this
+        success counts only once the thread reports success too (``Writer._take_synced``).
         """
         self.unsynced = 0
         self.unsynced_since = None
@@ -138,7 +145,10 @@ class LogFile:
                 self.on_sync_error(self, exc)
             raise
         finally:
-            self.synced_seq = seq
+            if self.syncing:
+                self.synced_inline = max(self.synced_inline, seq)
+            else:
+                self.synced_seq = seq
         return True
 
     def synced(self, seq):
@@ -547,8 +557,12 @@ class Writer:
                 self._sync_failed(log_file, error)
             else:
                 self._sync_worked(log_file)
+            if log_file.synced_inline:
+                # Whether it failed or not (failed: those lines count as lost, above).
+                seq = max(seq, log_file.synced_inline)
+                log_file.synced_inline = 0
             # After a failure too: those lines are reported lost (never acknowledged,
-            # see Server._forget_lost), and later lines need a sync of their own.
+            # see Acknowledger.forget_lost), and later lines need a sync of their own.
             log_file.synced(seq)
             if log_file.sync_again:
                 log_file.sync_again = False
