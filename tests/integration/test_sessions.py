@@ -5,10 +5,13 @@ the daemon acknowledge the victim's next messages without writing them.  Loopbac
 two peers: 127.0.0.1 and 127.0.0.2 reach a daemon listening on 127.0.0.1.
 """
 
+import os
 import socket
 
 from loghog.wire import make_session
 from tests.integration.test_acks import AckReader, ack_frame
+from tests.integration.test_faults import (FACILITIES, STATS, accepted, events, fill,  # noqa: F401
+                                           small_disk, wait_for_status)
 from tests.support import line_body, read_lines
 
 
@@ -58,3 +61,26 @@ def test_a_resend_from_another_address_is_its_own_session(daemon):
     assert bodies(daemon) == ['m1', 'm1', 'm2']
     for sock in (first, other, again):
         sock.close()
+
+
+def test_a_session_frame_is_answered_at_once_while_the_messages_after_it_wait_for_a_full_disk(
+        small_disk, daemon_factory):
+    """Handshake rule 2: the session frame needs no write, so its ack does not wait for
+    the frames read with it; theirs comes only once they are written."""
+    daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(small_disk)])
+    filler = fill(small_disk)
+    sock = connect(daemon)
+    reader = AckReader(sock)
+    sock.sendall(make_session('S', 1) + b''.join(ack_frame('m%d' % i) for i in range(1, 21)))
+    assert reader.until(1) == [{'ack': 1}]
+    wait_for_status(daemon, lambda s: accepted(s) == 20 and events(s, 'write_errors') >= 1,
+                    'the 20 messages read and a failed write')
+    os.unlink(filler)
+    assert reader.until(21) == [{'ack': 21}]          # nothing in between
+    assert bodies_in(small_disk) == ['m%d' % i for i in range(1, 21)]
+    sock.close()
+    assert daemon.stop() == 0
+
+
+def bodies_in(folder):
+    return [line_body(line) for line in read_lines(folder / 'app' / 'root.log')]
