@@ -87,7 +87,10 @@ class Acknowledger:
         """The current frame of ``acks``, a message of its session, was queued."""
         session = acks.session
         if session is None:
+            evicted = self.sessions.evicted
             session = self.sessions.create(acks.session_key, self.now)
+            if self.sessions.evicted > evicted:
+                self.counters.count('sessions_evicted')
             if session is None:
                 self.counters.count('sessions_untracked')
                 acks.session_key = None   # written without duplicate suppression
@@ -160,11 +163,3 @@ class Acknowledger:
         self.now = now
         return self.sessions.expire(now)
 
-    def flush_all(self):
-        """At shutdown: send what is due now (best effort: the rest will be resent)."""
-        self.send_acks()
-
-    def status(self):
-        return {'ack_connections': sum(not c.closed for c in self.states.values()),
-                'sessions': len(self.sessions), 'sessions_evicted': self.sessions.evicted,
-                'sessions_untracked': self.sessions.untracked}
