@@ -68,7 +68,7 @@ class Server:
         self.recv_buffer = bytearray(256 * 1024)
         self.connections = set()
         # Acknowledgement state of every acknowledged connection, and the sessions.
-        self.acks = Acknowledger(counters)
+        self.acknowledger = Acknowledger(counters)
         self.listeners = []
         self.datagram_listeners = []
         self.stopping = False
@@ -138,8 +138,8 @@ class Server:
             connection.drain(DRAIN_LIMIT_BYTES, stop_draining_at, self.clock)
             self.writer.flush(self.clock())
         self.writer.close(self.clock())
-        self.acks.forget_lost(self.writer.take_lost())
-        self.acks.send_acks()   # best effort: what is not acked now will be resent
+        self.acknowledger.forget_lost(self.writer.take_lost())
+        self.acknowledger.send_acks()   # best effort: what is not acked now will be resent
         for connection in list(self.connections):
             connection.close(None)
         for task in self.tasks:
@@ -162,10 +162,10 @@ class Server:
         self.writer.flush(self.now)
         now = self._read_clock()
         if self.writer.lost:
-            self.acks.forget_lost(self.writer.take_lost())
-        if self.acks:
-            self.acks.now = now
-            self.acks.send_acks()
+            self.acknowledger.forget_lost(self.writer.take_lost())
+        if self.acknowledger:
+            self.acknowledger.now = now
+            self.acknowledger.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
         if now >= self._next_housekeeping:
@@ -207,7 +207,7 @@ class Server:
         for connection in list(self.connections):
             connection.check_timeouts(now, server.frame_timeout, server.handshake_timeout,
                                       server.idle_timeout)
-        self.acks.expire(now)
+        self.acknowledger.expire(now)
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
             self._update_accepting()
@@ -268,7 +268,7 @@ class Server:
     def remove_connection(self, connection):
         self.connections.discard(connection)
         if connection.acks is not None:
-            self.acks.closed(connection)
+            self.acknowledger.closed(connection)
         if self._listeners_paused:
             self._update_accepting()
 
@@ -310,7 +310,7 @@ class Server:
         prefix = self.line_prefix
         acks = getattr(source, 'acks', None)
         may_ack = source.kind != 'udp'
-        take_frame = self.acks.take_frame
+        take_frame = self.acknowledger.take_frame
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
         head = None
@@ -373,7 +373,7 @@ class Server:
                 if acks is not None:
                     acks.files.add(log_file)
                     if acks.session_key is not None:
-                        self.acks.wrote(acks)
+                        self.acknowledger.wrote(acks)
                 count += 1
                 size += len(payload)
         finally:
@@ -404,7 +404,7 @@ class Server:
         # An equal frame earlier in ``frames`` would have had FLAG_ACK too: index() finds
         # this one (Rejections compare by identity).
         before = connection.frames_before + frames.index(frame)
-        connection.acks = self.acks.start(connection, before)
+        connection.acks = self.acknowledger.start(connection, before)
         return connection.acks
 
     def warn(self, key, message, *args):

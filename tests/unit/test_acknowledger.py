@@ -81,8 +81,8 @@ class Rig:
     def pass_(self, now=1.0):
         """What run_once does after reading: flush, forget lost lines, send acks."""
         self.writer.flush(now)
-        self.server.acks.forget_lost(self.writer.take_lost())
-        self.server.acks.send_acks()
+        self.server.acknowledger.forget_lost(self.writer.take_lost())
+        self.server.acknowledger.send_acks()
 
     def lines(self):
         try:
@@ -165,14 +165,14 @@ def test_junk_session_frames_cost_no_session_and_a_resend_is_not_written_twice(r
                                                           for i in range(1, 51)))
     rig.pass_()
     client.closed = True
-    rig.server.acks.closed(client)
+    rig.server.acknowledger.closed(client)
     for n in range(10001):           # each on its own connection, as a flood would
         junk = Connection()
         rig.feed(junk, make_session('junk%d' % n, 1))
         rig.pass_()
         junk.closed = True
-        rig.server.acks.closed(junk)
-    assert len(rig.server.acks.sessions) == 1
+        rig.server.acknowledger.closed(junk)
+    assert len(rig.server.acknowledger.sessions) == 1
     again = Connection()
     rig.feed(again, make_session('victim', 1) + b''.join(message('m%d' % i)
                                                          for i in range(1, 51)))
@@ -215,7 +215,7 @@ def test_a_skipped_duplicate_is_acked_only_once_its_originals_fsync_is_done(tmp_
         rig.pass_()                              # written; the fsync runs (held)
         assert gated.entered.acquire(timeout=10)
         first.closed = True                      # the client lost its connection
-        rig.server.acks.closed(first)
+        rig.server.acknowledger.closed(first)
         second = Connection()
         rig.feed(second, make_session('S', 1) + message('m1') + message('m2'))
         rig.pass_(1.1)
