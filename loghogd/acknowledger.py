@@ -87,6 +87,11 @@ class Acknowledger:
         """The current frame of ``acks``, a message of its session, was queued."""
         session = acks.session
         if session is None:
+            session = self.sessions.get(acks.session_key)
+        if session is not None and acks.session is None:
+            session.live += 1
+            acks.session = session
+        if session is None:
             evicted = self.sessions.evicted
             session = self.sessions.create(acks.session_key, self.now)
             if self.sessions.evicted > evicted:
