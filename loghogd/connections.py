@@ -284,24 +284,21 @@ class StreamConnection:
             server.counters.count('idle_timeouts')
             self.close('idle for more than %gs' % idle_timeout_s)
 
-    def drain(self, max_bytes, stop_at=None, clock=None):
-        """At shutdown: read what the peer already sent (up to ``max_bytes``), then stop;
-        stop too once ``clock()`` reaches ``stop_at`` (the drain's bound in all)."""
+    def drain_once(self):
+        """At shutdown: one read of what the peer already sent; return the byte count
+        (0: nothing more now, the peer closed, or the connection is closed)."""
+        if self.closed or self.handshaking:
+            return 0
         buffer = self.server.recv_buffer
-        total = 0
-        while not self.closed and not self.handshaking and total < max_bytes:
-            if stop_at is not None and clock() >= stop_at:
-                return
-            try:
-                count = self.sock.recv_into(buffer)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return
-            except (OSError, ssl.SSLError):
-                return
-            if not count:
-                return
-            total += count
+        try:
+            count = self.sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return 0
+        except (OSError, ssl.SSLError):
+            return 0
+        if count:
             self._feed(memoryview(buffer)[:count])
+        return count
 
     def close(self, reason):
         if self.closed:

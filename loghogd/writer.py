@@ -276,6 +276,7 @@ class Syncer:
         self._queue = queue.SimpleQueue()
         self.done = collections.deque()
         self.waiting = 0       # submitted, results not yet taken (loop thread only)
+        self.closed = False    # the thread is gone: nothing more may be submitted
         self._thread = threading.Thread(target=self._work, name='loghogd-syncer', daemon=True)
         self._thread.start()
 
@@ -296,6 +297,7 @@ class Syncer:
         """Finish every fsync submitted so far, then stop the thread."""
         self._queue.put(None)
         self._thread.join()
+        self.closed = True
 
     def _work(self):
         while True:
@@ -476,7 +478,7 @@ class Writer:
     def _sync_file(self, log_file):
         """fdatasync ``log_file`` (on the syncer thread if there is one); when that fails,
         its unsynced lines count as maybe lost."""
-        if self.syncer is not None and log_file.fd is not None:
+        if self.syncer is not None and not self.syncer.closed and log_file.fd is not None:
             if log_file.syncing:
                 log_file.unsynced = 0
                 log_file.unsynced_since = None
@@ -501,7 +503,8 @@ class Writer:
         """True when fsyncs may go to the syncer thread: there is one, and fewer than
         max_open_files are in flight (each holds a descriptor, and the limit is raised for
         twice that); otherwise the loop syncs itself."""
-        return self.syncer is not None and self.syncer.waiting < self.max_open_files
+        return (self.syncer is not None and not self.syncer.closed
+                and self.syncer.waiting < self.max_open_files)
 
     def _submit_sync(self, log_file, fd):
         """Hand ``fd`` (the file's, or a duplicate) to the syncer: it fsyncs everything
@@ -647,7 +650,9 @@ class Writer:
         self.retry_at = now
         self.flush(now)
         if self.syncer is not None:
-            # Every fsync started finishes (and is accounted for) before the files close.
+            # Every fsync started finishes (and is accounted for) before the files close;
+            # one still wanted after those (sync_again) runs here: before, it went to the
+            # stopped thread and never ended, which the file's close then papered over.
             self.syncer.close()
             self._take_synced()
             self.syncer = None

@@ -191,6 +191,20 @@ def test_close_waits_for_every_fsync_started(threaded, gated):
     assert len(acks.take_due()) == 1
 
 
+def test_close_runs_an_fsync_wanted_after_the_last_one_started_itself(threaded, gated):
+    """One wanted while the last ran (sync_again) used to go to the stopped thread and
+    never end; only the close's own fsync hid it, until that no longer counted."""
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated)
+    assert gate.entered.acquire(timeout=10)
+    add(writer, Facility(flush_every=1), acks, 'two')
+    writer.flush(1.1)                       # a second fsync is wanted: after the first
+    assert log_file.sync_again
+    threading.Timer(0.2, gate.release, (5,)).start()
+    writer.close(1.2)
+    assert log_file.synced_seq == log_file.written_seq == 2
+    assert b'"ack":2' in b''.join(acks.take_due())
+
+
 def test_without_a_syncer_the_fsync_runs_inline(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(writer_module.os, 'fdatasync', calls.append)
