@@ -19,6 +19,11 @@ import signal
 import socket
 import threading
 
+# Signals recorded between two loop passes: each is acted on, in order, except that
+# repeats of one already recorded stop here (a storm of SIGHUPs must not grow memory);
+# a signal not yet recorded is always recorded.
+MAX_PENDING_SIGNALS = 64
+
 
 class EventLoop:
     """A selector plus two wakeup socketpairs (signals, threads).
@@ -62,13 +67,10 @@ class EventLoop:
         signal.set_wakeup_fd(-1)
 
     def _record_signal(self, signum, frame):
-        """The handler: record the signal; the loop acts on it.  No I/O, no exceptions.
-
-        A signal already waiting is not recorded twice (a storm of SIGHUPs is one
-        reload), so the list stays as short as the number of distinct signals.
-        """
-        if signum not in self._signals:
-            self._signals.append(signum)
+        """The handler: record the signal; the loop acts on it.  No I/O, no exceptions."""
+        signals = self._signals
+        if len(signals) < MAX_PENDING_SIGNALS or signum not in signals:
+            signals.append(signum)
 
     def wake(self):
         """Wake the loop from another thread; at most one byte is ever pending."""

@@ -46,7 +46,18 @@ def test_thread_wakeups_are_coalesced_and_wake_the_loop_again_after_each_pass(lo
 
 def test_a_signal_recorded_before_the_wait_makes_the_wait_return_at_once(loop):
     os.kill(os.getpid(), signal.SIGHUP)
-    os.kill(os.getpid(), signal.SIGHUP)          # a storm is one reload
     loop.run_once(None)                          # would block forever otherwise
     assert loop.pop_signals() == [signal.SIGHUP]
     assert loop.pop_signals() == []
+
+
+def test_a_storm_of_sighups_stays_bounded_and_never_hides_a_sigterm(loop):
+    loop.install_signal_handlers([signal.SIGTERM])
+    try:
+        for _ in range(200):
+            os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+        recorded = loop.pop_signals()
+    finally:
+        loop.restore_signal_handlers([signal.SIGTERM])
+    assert len(recorded) <= 65 and recorded[-1] == signal.SIGTERM
