@@ -266,11 +266,13 @@ class SyslogConnection(StreamConnection):
             self._take_rest()
         super().close(reason)
 
-    def drain(self, max_bytes):
-        """At shutdown: read what the peer sent, and take an unended last message before
-        the writer closes (``close`` comes after that)."""
-        super().drain(max_bytes)
-        self._take_rest()
+    def drain_once(self):
+        """At shutdown: one read of what the peer sent; when there is no more, take an
+        unended last message, before the writer closes (``close`` comes after that)."""
+        count = super().drain_once()
+        if not count:
+            self._take_rest()
+        return count
 
     def _take_rest(self):
         if self.splitter.buffer:
