@@ -291,3 +291,264 @@ def test_loghog_timeout_infinite_is_refused_or_works(daemon, timeout):
     assert 'Traceback' not in result.stderr, result.stderr
     assert result.returncode in (0, 2), result.stderr
     assert daemon.stop() == 0
+
+
+# == ATTACKS THE CLIENT WITHSTANDS (regression tests) ========================================
+
+# -- the daemon stopped, killed, restarted at the worst moments ----------------------------
+
+def test_daemon_stopped_while_emit_waits_for_room_every_missing_record_is_in_a_gap_marker(
+        daemon, make_logger, capfd):
+    """SIGSTOP the daemon while the application logs faster than it could ever take: emit()
+    waits 5 s, then drops; after SIGCONT every record is in the file or counted in a gap
+    line, none twice.  (A record logged right after SIGCONT, before the first ack, is
+    dropped too: the daemon still counts as stalled; the sentinel is sent until one
+    arrives, and the dropped ones are counted like the others.)"""
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    logger.info('msg 0')
+    assert handler.flush()
+    daemon.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        for n in range(1, 15_001):
+            logger.info('msg %d', n)
+        blocked_s = time.monotonic() - started
+    finally:
+        daemon.signal(signal.SIGCONT)
+    path = daemon.log_file('app')
+    sentinels = 0
+
+    def sentinel_arrived():
+        nonlocal sentinels
+        if 'sentinel' in bodies(path):
+            return True
+        logger.info('sentinel')
+        sentinels += 1
+        return False
+
+    wait_for(sentinel_arrived, timeout=20, interval=0.3, message='a sentinel')
+    assert handler.flush()
+    lines = bodies(path)
+    got = numbered(lines)
+    dropped = gap_total(lines)
+    assert 4 <= blocked_s < 30
+    assert len(got) == len(set(got)), 'duplicates on a daemon that never restarted'
+    assert dropped == handler.dropped > 0
+    assert len(got) + dropped == 15_001 + sentinels - lines.count('sentinel')
+    assert got == sorted(got)
+    assert 'took no message for 5 s' in capfd.readouterr().err
+    assert daemon.stop() == 0
+
+
+class Stream:
+    """Logs ``msg <n>`` from a thread at about ``rate`` a second until ``stop()``."""
+
+    def __init__(self, logger, rate=2000):
+        self.logger = logger
+        self.count = 0
+        self.rate = rate
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='attack-stream')
+        self._thread.start()
+
+    def _run(self):
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            self.logger.info('msg %d', self.count)
+            self.count += 1
+            ahead_s = self.count / self.rate - (time.monotonic() - started)
+            if ahead_s > 0:
+                time.sleep(ahead_s)
+
+    def stop(self):
+        self._stopping.set()
+        self._thread.join(30)
+        return self.count
+
+
+def wait_for_lines(path, count, timeout=20):
+    wait_for(lambda: len(read_lines(path)) >= count, timeout, interval=0.05,
+             message=f'{count} lines in {path}')
+
+
+def test_daemon_killed_mid_batch_twice_loses_nothing(same_port, make_logger):
+    """kill -9 in the middle of a 3,000 records/s stream, twice: everything arrives; the only
+    duplicates are the documented ones (written, not yet acknowledged when it died)."""
+    first = same_port()
+    handler = LoghogHandler('app', '127.0.0.1', same_port.port)
+    logger = make_logger(handler, logging.INFO)
+    stream = Stream(logger, rate=3000)
+    daemons = [first]
+    try:
+        for _ in range(2):
+            wait_for_lines(daemons[-1].log_file('app'), 1000)
+            daemons[-1].kill()
+            daemons.append(same_port())
+        wait_for_lines(daemons[-1].log_file('app'), 1000)
+    finally:
+        total = stream.stop()
+    assert handler.flush()
+    got = numbered(bodies(*(d.log_file('app') for d in daemons)))
+    assert sorted(set(got)) == list(range(total))
+    assert handler.dropped == 0
+    # A duplicate is a resend after a crash: it appears in the next daemon's file only.
+    for earlier, later in zip(daemons, daemons[1:]):
+        twice = set(numbered(bodies(earlier.log_file('app')))) & set(
+            numbered(bodies(later.log_file('app'))))
+        assert len(twice) < 3000, len(twice)
+    assert daemons[-1].stop() == 0
+
+
+def test_daemon_stopped_during_close_is_bounded_and_every_record_accounted(daemon, capfd):
+    """SIGSTOP the daemon while records are unacknowledged, then close(): it returns within
+    the documented 10 s, and its stderr line plus what the daemon wrote after SIGCONT
+    account for every record; what it calls "never sent" is indeed not in the file."""
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = logging.getLogger('attack.close-stopped')
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning('msg 0')
+        assert handler.flush()
+        daemon.signal(signal.SIGSTOP)
+        try:
+            for n in range(1, 3001):
+                logger.warning('msg %d', n)
+            started = time.monotonic()
+            handler.close()
+            close_s = time.monotonic() - started
+        finally:
+            daemon.signal(signal.SIGCONT)
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert close_s < 10 + 2
+    reported = re.search(r'(\d+) messages not delivered .*?\((?:(\d+) never sent)?', err)
+    assert reported, err
+    never_sent = int(reported[2] or 0)
+    assert int(reported[1]) == handler.unconfirmed + handler.dropped
+    # Whatever the daemon read before the stop, it writes now: wait for it with a sentinel.
+    assert subprocess.run(loghog_command(daemon.tcp_port, 'sentinel'), cwd=str(ROOT),
+                          timeout=30).returncode == 0
+    got = numbered(bodies(daemon.log_file('app')))
+    assert len(got) == len(set(got))
+    assert len(got) + int(reported[1]) >= 3001          # nothing lost unreported
+    assert len(got) <= 3001 - never_sent                # "never sent" was never written
+    assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'FINDING: interpreter exit with a stopped daemon takes 15 s, not the documented 10 s '
+    '(close_timeout_s): logging.shutdown() calls flush() (up to flush_timeout_s, 5 s, as '
+    'the daemon is connected, not unreachable) and then close() (10 s more)'))
+def test_exit_with_a_stopped_daemon_takes_at_most_the_documented_10_s(daemon):
+    process = start_script(f"""\
+        import logging, sys
+        from loghog import LoghogHandler
+        handler = LoghogHandler('app', '127.0.0.1', {daemon.tcp_port})
+        logging.getLogger().addHandler(handler)
+        logging.warning('msg 0')
+        assert handler.flush()
+        print('ready', flush=True)
+        sys.stdin.readline()
+        logging.warning('msg 1')
+        """, stdin=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == 'ready\n'
+        daemon.signal(signal.SIGSTOP)   # connected, handshake done: then it stops
+        started = time.monotonic()
+        process.stdin.write('go\n')
+        process.stdin.flush()
+        _, err = finish(process, timeout=40)
+        exit_s = time.monotonic() - started
+    finally:
+        daemon.signal(signal.SIGCONT)
+    assert '1 messages not delivered' in err
+    assert exit_s < 10 + 2, f'exit took {exit_s:.1f} s'
+    assert daemon.stop() == 0
+
+
+def test_daemon_stopped_between_session_frame_and_ack_then_resumed(daemon, make_logger,
+                                                                   capfd):
+    """A daemon stopped with the session frame unanswered: the handler says so on stderr,
+    keeps its records, and delivers them all, once, when the daemon resumes."""
+    daemon.signal(signal.SIGSTOP)
+    try:
+        handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+        logger = make_logger(handler, logging.INFO)
+        for n in range(500):
+            logger.info('msg %d', n)
+        wait_for(lambda: 'did not answer the session frame' in capfd.readouterr().err,
+                 timeout=15, interval=0.2, message='the handshake warning')
+        assert handler.unconfirmed == 0 and handler.dropped == 0
+    finally:
+        daemon.signal(signal.SIGCONT)
+    logger.info('sentinel')
+    wait_for_body(daemon.log_file('app'), 'sentinel')
+    assert numbered(bodies(daemon.log_file('app'))) == list(range(500))
+    assert daemon.stop() == 0
+
+
+def test_acks_that_cover_too_much_or_go_backwards_never_count_as_delivered(make_logger,
+                                                                           capfd):
+    """A peer that acknowledges more frames than were written, or fewer than it already
+    did: nothing counts as delivered, and the exit report says so."""
+    def handle(peer, sock):
+        reader = answer_handshake(peer, sock)
+        while reader.count < 6:
+            frames = reader.read(5)
+            if frames is None:
+                return
+            peer.record(frames)
+        sock.sendall(ack(3) + ack(2))              # backwards: 2 after 3
+        while reader.read(5) is not None:
+            pass
+
+    def handle_over(peer, sock):
+        reader = answer_handshake(peer, sock)
+        frames = reader.read(5)
+        if frames:
+            sock.sendall(ack(reader.count + 1000))  # covers frames never written
+        while reader.read(5) is not None:
+            pass
+
+    for handle_connection in (handle, handle_over):
+        peer = Peer(handle_connection)
+        handler = LoghogHandler('app', '127.0.0.1', peer.port)
+        logger = make_logger(handler, logging.INFO)
+        for n in range(5):
+            logger.info('msg %d', n)
+        peer.wait(lambda p: p.accepted >= 2)         # the client gave the connection up
+        peer.stop()
+        assert not handler.flush()
+        handler.close()
+        delivered = 5 - handler.unconfirmed - handler.dropped
+        # 'backwards': the ack of 3 frames (2 messages) was valid; nothing beyond it counts.
+        assert delivered == (2 if handle_connection is handle else 0)
+        assert f'{5 - delivered} messages not delivered' in capfd.readouterr().err
+
+
+def test_a_peer_that_never_answers_the_session_frame_gets_no_message(make_logger, capfd):
+    """A peer that accepts and reads but never answers (an old daemon, a stopped one, a
+    port taken by something else): no message is ever written to it."""
+    def silent(peer, sock):
+        reader = Reader(sock)
+        while True:
+            frames = reader.read(10)
+            if frames is None:
+                return
+            peer.record(frames)
+
+    peer = Peer(silent)
+    try:
+        handler = LoghogHandler('app', '127.0.0.1', peer.port)
+        logger = make_logger(handler, logging.INFO)
+        logger.info('secret')
+        wait_for(lambda: 'did not answer the session frame' in capfd.readouterr().err,
+                 timeout=15, interval=0.2, message='the handshake warning')
+        assert peer.sessions and peer.messages == []
+    finally:
+        peer.stop()
+    handler.close()
+    assert '1 messages not delivered' in capfd.readouterr().err
