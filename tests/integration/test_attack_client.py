@@ -276,7 +276,7 @@ def test_a_child_forked_in_a_thread_exits_when_its_thread_ends(daemon, ending):
             pass
         process.communicate()
     assert out == 'joined\n'
-    assert 'child' in bodies(daemon.log_file('app', 'forked'))
+    assert 'child' in bodies(daemon.log_file('app'))
     assert daemon.stop() == 0
 
 
@@ -552,3 +552,196 @@ def test_a_peer_that_never_answers_the_session_frame_gets_no_message(make_logger
         peer.stop()
     handler.close()
     assert '1 messages not delivered' in capfd.readouterr().err
+
+
+# -- many threads, signal handlers, re-entrant logging, many handlers ----------------------
+
+def test_emit_from_32_threads_at_once_delivers_every_record_once_in_thread_order(
+        daemon, make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    barrier = threading.Barrier(32)
+
+    def work(t):
+        barrier.wait()
+        for n in range(1500):
+            logger.info('t%d %d', t, n)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    logger.info('sentinel')
+    wait_for_body(daemon.log_file('app'), 'sentinel', timeout=60)
+    lines = bodies(daemon.log_file('app'))
+    for t in range(32):
+        assert numbered(lines, f't{t}') == list(range(1500)), t
+    assert handler.dropped == 0 and len(lines) == 32 * 1500 + 1
+    assert daemon.stop() == 0
+
+
+SIGNAL_SCRIPT = """\
+    import logging, signal, sys
+    from loghog import LoghogHandler
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]))
+    logger = logging.getLogger('sig')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    fired = 0
+
+    def on_alarm(signum, frame):
+        global fired
+        n, fired = fired, fired + 1
+        logger.info('sig %d', n)   # interrupts emit() wherever it is (and itself)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+    for n in range(30_000):
+        logger.info('msg %d', n)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print(fired, flush=True)
+    """
+
+
+def test_logging_from_a_signal_handler_that_interrupts_emit(daemon):
+    """A signal handler that logs, firing every 0.5 ms while the main thread logs (so it
+    lands inside emit(), with the handler's and the sender's locks held): no deadlock,
+    nothing lost, nothing reported."""
+    result = run_script(SIGNAL_SCRIPT, daemon.tcp_port, timeout=60)
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    fired = int(result.stdout)
+    assert fired > 10
+    lines = bodies(daemon.log_file('app'))
+    assert numbered(lines) == list(range(30_000))
+    # Handlers nest (a signal inside the handler): their records keep emit() order only.
+    assert sorted(numbered(lines, 'sig')) == list(range(fired))
+    assert daemon.stop() == 0
+
+
+def test_logging_from_inside_the_handler_callbacks(daemon, make_logger):
+    """A filter and a formatter on the LoghogHandler that themselves log through it (an
+    audit filter, a formatter that warns): re-entrant emit() delivers everything."""
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+
+    class AuditFilter(logging.Filter):
+        def filter(self, record):
+            if record.getMessage().startswith('msg'):
+                logger.info('audit %d', record.args[0])
+            return True
+
+    class WarningFormatter(logging.Formatter):
+        def format(self, record):
+            if record.getMessage().startswith('msg'):
+                logger.info('fmt %d', record.args[0])
+            return super().format(record)
+
+    handler.addFilter(AuditFilter())
+    handler.setFormatter(WarningFormatter())
+    for n in range(2000):
+        logger.info('msg %d', n)
+    logger.info('sentinel')
+    wait_for_body(daemon.log_file('app'), 'sentinel')
+    lines = bodies(daemon.log_file('app'))
+    for word in ('msg', 'audit', 'fmt'):
+        assert numbered(lines, word) == list(range(2000)), word
+    assert daemon.stop() == 0
+
+
+def test_twenty_handlers_to_one_daemon_and_logging_shutdown_twice(daemon):
+    result = run_script(f"""\
+        import logging
+        from loghog import LoghogHandler
+        for h in range(20):
+            logger = logging.getLogger(f'h{{h}}')
+            logger.addHandler(LoghogHandler('app', '127.0.0.1', {daemon.tcp_port}))
+            for n in range(500):
+                logger.warning(f'h{{h}} %d', n)
+        logging.shutdown()
+        logging.shutdown()
+        """)
+    assert (result.returncode, result.stderr) == (0, '')
+    lines = bodies(daemon.log_file('app'))
+    for h in range(20):
+        assert numbered(lines, f'h{h}') == list(range(500)), h
+    assert daemon.stop() == 0
+
+
+def test_a_handler_closed_while_other_threads_keep_logging_neither_hangs_nor_raises(
+        daemon, make_logger):
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    errors = []
+    stop = threading.Event()
+
+    def work(t):
+        n = 0
+        try:
+            while not stop.is_set():
+                logger.info('t%d %d', t, n)
+                n += 1
+        except Exception as error:   # emit() must never raise
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    handler.close()
+    close_s = time.monotonic() - started
+    time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join(20)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == [] and close_s < 10
+    # What was accepted before close() is in the file, each thread's in order, no gaps.
+    lines = bodies(daemon.log_file('app'))
+    for t in range(8):
+        got = numbered(lines, f't{t}')
+        assert got == list(range(len(got)))
+    assert daemon.stop() == 0
+
+
+# -- records of every size and content --------------------------------------------------------
+
+def test_records_empty_at_the_size_limit_huge_and_not_utf8(daemon, make_logger, capfd):
+    from loghog import wire
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    stamp = int(time.time())
+    # A body whose payload is exactly the daemon's maximum, and one byte more.
+    probe = handler._encoder.encode('root', stamp, 0, '')
+    exact = 'e' * (wire.MAX_MESSAGE_BYTES - (len(probe) - wire.HEADER_SIZE))
+    assert len(handler._encoder.encode('root', stamp, 0, exact)) - wire.HEADER_SIZE == \
+        wire.MAX_MESSAGE_BYTES
+    bodies_sent = ['', exact, exact + 'f', 'x' * (10 * 1024 * 1024),
+                   'surrogate \udcff and \ud800 alone', b'\xff\xfe latin'.decode('latin-1'),
+                   '\x00 nul \x1b[31m escape']
+
+    class Raising(logging.Formatter):
+        def format(self, record):
+            raise ValueError('formatter broke')
+
+    for body in bodies_sent:
+        # As the root logger's record, stamped on a whole second: the payload is exact.
+        handler.handle(logging.makeLogRecord({'name': 'root', 'msg': body, 'created': stamp,
+                                              'msecs': 0, 'levelno': logging.INFO}))
+    handler.setFormatter(Raising())
+    logger.info('never formatted')      # handleError: a traceback on stderr, nothing sent
+    handler.setFormatter(None)
+    logger.info('sentinel')
+    wait_for_body(daemon.log_file('app'), 'sentinel')
+    with open(daemon.log_file('app'), 'rb') as stream:
+        got = stream.read().split(b'\n')[:-1]
+    assert len(got) == len(bodies_sent) + 1
+    assert got[0].endswith(b' - ')
+    assert got[1].endswith(exact.encode()) and len(got[1]) < len(exact) + 100
+    assert b'[loghog: cut to ' in got[2] and b'[loghog: cut to ' in got[3]
+    assert 'surrogate' in got[4].decode('utf-8', 'backslashreplace')
+    assert handler.rejected == 0 and handler.dropped == 0
+    err = capfd.readouterr().err
+    assert 'formatter broke' in err and 'never formatted' in err
+    assert daemon.stop() == 0
