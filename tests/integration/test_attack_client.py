@@ -10,6 +10,7 @@ the current client and will turn the suite red (XPASS) once fixed, so that the m
 removed.  The others are attacks the client withstands, kept as regression tests.
 """
 
+import ast
 import logging
 import os
 import re
@@ -744,4 +745,164 @@ def test_records_empty_at_the_size_limit_huge_and_not_utf8(daemon, make_logger, 
     assert handler.rejected == 0 and handler.dropped == 0
     err = capfd.readouterr().err
     assert 'formatter broke' in err and 'never formatted' in err
+    assert daemon.stop() == 0
+
+
+# -- fork at the worst moments ----------------------------------------------------------------
+
+FORK_STORM_SCRIPT = """\
+    import logging, os, random, sys, threading, time
+    from loghog import LoghogHandler
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]), compression=True)
+    logger = logging.getLogger('storm')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    stop = threading.Event()
+    count = 0
+
+    def stream():                 # the parent's sender is always mid-batch, mid-write
+        global count
+        while not stop.is_set():
+            logger.info('p %d', count)
+            count += 1
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    children = []
+    for k in range(12):
+        time.sleep(random.uniform(0, 0.03))
+        pid = os.fork()
+        if pid == 0:
+            for n in range(20):
+                logger.info('c%d %d', k, n)
+            if k % 3 == 0:
+                sys.exit(0)
+            if k % 3 == 1:
+                raise RuntimeError('child %d fails' % k)   # traceback, then atexit
+            logging.shutdown()                              # the documented way before _exit
+            os._exit(0)
+        children.append(pid)
+    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    stop.set()
+    thread.join()
+    print(count, statuses, flush=True)
+    """
+
+
+def test_fork_storm_while_the_parent_streams(daemon):
+    """Twelve children forked at random moments while the parent's thread logs as fast as it
+    can (its sender always holding its lock, mid-batch or mid-write): every child delivers
+    its lines whichever way it leaves, and the parent loses nothing."""
+    result = run_script(FORK_STORM_SCRIPT, daemon.tcp_port, timeout=90)
+    assert result.returncode == 0, result.stderr
+    count, statuses = result.stdout.split(' ', 1)
+    assert statuses.strip() == str([0, 256, 0] * 4)
+    assert 'loghog' not in result.stderr, result.stderr
+    lines = bodies(daemon.log_file('app'))
+    assert numbered(lines, 'p') == list(range(int(count)))
+    for k in range(12):
+        assert numbered(lines, f'c{k}') == list(range(20)), k
+    assert daemon.stop() == 0
+
+
+FORK_STOPPED_SCRIPT = """\
+    import logging, os, sys, threading
+    from loghog import LoghogHandler
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]))
+    logger = logging.getLogger('blocked')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    if sys.argv[2] == 'handshake_done':
+        logger.info('start')
+        assert handler.flush()
+    print('ready', flush=True)
+    sys.stdin.readline()           # the daemon is stopped now
+
+    def flood():                   # fills the buffer: emit() waits for room
+        for n in range(15_000):
+            logger.info('p %d', n)
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    thread.join(1)                 # blocked in emit(), or mid-handshake
+    pid = os.fork()
+    if pid == 0:
+        for n in range(10):
+            logger.info('child %d', n)
+        sys.exit(0)                # delivers at exit, after SIGCONT
+    print('forked', flush=True)
+    status = os.waitpid(pid, 0)[1]
+    thread.join()
+    print(status, handler.dropped, flush=True)
+    """
+
+
+@pytest.mark.parametrize('moment', ['handshake_done', 'mid_handshake'])
+def test_fork_while_emit_waits_for_room_on_a_stopped_daemon(daemon, moment):
+    process = start_script(FORK_STOPPED_SCRIPT, daemon.tcp_port, moment, stdin=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == 'ready\n'
+        daemon.signal(signal.SIGSTOP)
+        process.stdin.write('go\n')
+        process.stdin.flush()
+        assert process.stdout.readline() == 'forked\n'
+        time.sleep(1)              # the child logs and starts exiting while it is stopped
+    finally:
+        daemon.signal(signal.SIGCONT)
+    out, err = finish(process, timeout=40)
+    status, dropped = map(int, out.split())
+    assert process.returncode == 0 and status == 0, err
+    lines = bodies(daemon.log_file('app'))
+    assert numbered(lines, 'child') == list(range(10))
+    got = numbered(lines, 'p')
+    assert len(got) == len(set(got)) and len(got) + gap_total(lines) == 15_000
+    assert gap_total(lines) == dropped
+    assert daemon.stop() == 0
+
+
+def _inheritable_fds():
+    """The descriptors this process has open as inheritable (as strings)."""
+    found = set()
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            if os.get_inheritable(int(fd)):
+                found.add(fd)
+        except OSError:
+            pass
+    return found
+
+
+def test_fork_then_exec_leaks_no_connection_to_the_new_program(daemon, make_logger):
+    before = _inheritable_fds()     # from our own parent (a test runner's pipes)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    logger.info('connected')
+    assert handler.flush()
+    code = textwrap.dedent('''\
+        import os
+        found = []
+        for fd in os.listdir('/proc/self/fd'):
+            try:
+                if os.readlink(f'/proc/self/fd/{fd}').startswith(('socket:', 'pipe:')):
+                    found.append(fd)
+            except OSError:
+                pass
+        print(sorted(found))
+        ''')
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(write_fd, 1)
+            os.execv(sys.executable, [sys.executable, '-c', code])
+        finally:
+            os._exit(127)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as stream:
+        out = stream.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    # Besides the stdout pipe we gave it and what we inherited ourselves: nothing.
+    assert set(ast.literal_eval(out)) - {'1'} - before == set()
+    logger.info('sentinel')
+    wait_for_body(daemon.log_file('app'), 'sentinel')
     assert daemon.stop() == 0
