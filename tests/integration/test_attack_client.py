@@ -596,6 +596,8 @@ SIGNAL_SCRIPT = """\
         n, fired = fired, fired + 1
         logger.info('sig %d', n)   # interrupts emit() wherever it is (and itself)
 
+    logger.info('warm-up')        # the sender thread runs (see the test after this one)
+    assert handler.flush()
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
     for n in range(30_000):
@@ -617,6 +619,51 @@ def test_logging_from_a_signal_handler_that_interrupts_emit(daemon):
     assert numbered(lines) == list(range(30_000))
     # Handlers nest (a signal inside the handler): their records keep emit() order only.
     assert sorted(numbered(lines, 'sig')) == list(range(fired))
+    assert daemon.stop() == 0
+
+
+THREAD_START_SCRIPT = """\
+    import logging, signal, sys, threading
+    from loghog import LoghogHandler
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]))
+    logger = logging.getLogger('sig')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: logger.info('from the handler'))
+    start = threading.Thread.start
+    raised = False
+
+    def start_with_a_signal(thread):
+        # The signal lands while the first emit() starts the sender thread (as SIGALRM
+        # every 0.5 ms does by chance under load, see the report): deterministic here.
+        global raised
+        if thread.name == 'loghog-sender' and not raised:
+            raised = True
+            signal.raise_signal(signal.SIGUSR1)
+        return start(thread)
+
+    threading.Thread.start = start_with_a_signal
+    for n in range(5000):
+        logger.info('msg %d', n)
+    threading.Thread.start = start
+    print(sum(t.name == 'loghog-sender' for t in threading.enumerate()), flush=True)
+    """
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'FINDING: a signal handler that logs, landing while the first emit() starts the sender '
+    'thread, starts a second sender thread (put() runs re-entrantly under the RLock and '
+    'finds _thread still None: _start_thread sets it only after Thread.start() returns). '
+    'Under load a SIGALRM every 0.5 ms gave 4-10 sender threads sharing one session: '
+    'duplicates on a daemon that never restarted, reordering, a "bad acknowledgement", and '
+    'up to 1,192 of 30,000 records lost with an exit report of 482 or none at all'))
+def test_a_signal_while_emit_starts_the_sender_thread_starts_one_thread(daemon):
+    result = run_script(THREAD_START_SCRIPT, daemon.tcp_port, timeout=60)
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    lines = bodies(daemon.log_file('app'))
+    assert lines.count('from the handler') == 1
+    assert numbered(lines) == list(range(5000))
+    assert result.stdout == '1\n', 'sender threads'
     assert daemon.stop() == 0
 
 
@@ -906,3 +953,88 @@ def test_fork_then_exec_leaks_no_connection_to_the_new_program(daemon, make_logg
     logger.info('sentinel')
     wait_for_body(daemon.log_file('app'), 'sentinel')
     assert daemon.stop() == 0
+
+
+# -- the loghog command ---------------------------------------------------------------------
+
+def test_loghog_pipeline_across_kill_9_restarts_quiet_and_busy(same_port):
+    """``tail -F | loghog`` while the daemon is killed -9 twice: once while the input is
+    quiet, once with lines arriving during the outage.  Nothing lost, exit 0."""
+    daemons = [same_port()]
+    process = subprocess.Popen(loghog_command(same_port.port), cwd=str(ROOT), text=True,
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def write(numbers):
+            process.stdin.write(''.join(f'msg {n}\n' for n in numbers))
+            process.stdin.flush()
+
+        write(range(0, 100))
+        wait_for_lines(daemons[-1].log_file('app'), 100)
+        daemons[-1].kill()                      # quiet input: the command must notice
+        daemons.append(same_port())
+        write(range(100, 200))
+        wait_for_lines(daemons[-1].log_file('app'), 100)
+        daemons[-1].kill()
+        write(range(200, 300))                  # during the outage
+        daemons.append(same_port())
+        write(range(300, 400))
+        _, err = finish(process, timeout=30)     # closes its input
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    got = numbered(bodies(*(d.log_file('app') for d in daemons)))
+    assert sorted(set(got)) == list(range(400))
+    assert daemons[-1].stop() == 0
+
+
+def test_loghog_stdin_ending_without_newline_delivers_the_last_line(daemon):
+    result = subprocess.run(loghog_command(daemon.tcp_port), cwd=str(ROOT), input='a\n\nb',
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, '')
+    assert bodies(daemon.log_file('app')) == ['a', 'b']
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize('stderr', ['closed', 'broken_pipe'])
+def test_loghog_with_no_stderr_still_exits_69_when_it_cannot_deliver(stderr):
+    command = loghog_command(free_port(), '--timeout', '1', 'lost')
+    if stderr == 'closed':
+        process = subprocess.Popen(command, cwd=str(ROOT), stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True,
+                                   preexec_fn=lambda: os.close(2))
+    else:
+        process = subprocess.Popen(command, cwd=str(ROOT), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        process.stderr.close()                  # its reader is gone: EPIPE on every write
+    out, _ = finish(process, timeout=30)
+    assert process.returncode == 69
+    assert 'Traceback' not in out
+
+
+@pytest.mark.parametrize('timeout', ['1e-9', '0.001'])
+def test_loghog_tiny_timeout_never_claims_delivery(daemon, timeout):
+    result = subprocess.run(loghog_command(daemon.tcp_port, '--timeout', timeout, 'hello'),
+                            cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+    delivered = 'hello' in bodies(daemon.log_file('app'))
+    if result.returncode == 0:
+        assert delivered
+    else:
+        assert result.returncode == 69 and '1 messages not delivered' in result.stderr
+    assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'FINDING: loghog killed by SIGTERM (a pipeline stopped by systemd or kill) while lines '
+    'wait for an unreachable daemon dies at once with status -15 and says nothing: the '
+    'lines it read are lost invisibly (no SIGTERM handler that closes the sender)'))
+def test_loghog_terminated_with_lines_waiting_says_what_it_lost():
+    process = subprocess.Popen(loghog_command(free_port()), cwd=str(ROOT), text=True,
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write('one\ntwo\nthree\n')
+    process.stdin.flush()
+    time.sleep(0.5)               # read and queued; the daemon is down
+    process.terminate()
+    _, err = finish(process, timeout=30)
+    assert '3 messages not delivered' in err
