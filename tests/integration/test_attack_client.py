@@ -1075,3 +1075,71 @@ def test_loghog_terminated_with_lines_waiting_says_what_it_lost():
     process.terminate()
     _, err = finish(process, timeout=30)
     assert '3 messages not delivered' in err
+
+
+# -- cut connections: no duplicates ----------------------------------------------------------
+
+@pytest.mark.parametrize('cut_after', [70, 30_001])
+def test_connections_cut_mid_frame_write_no_line_twice(daemon, make_logger, cut_after):
+    """Each of the first five connections is reset in the middle of a frame (a NAT timeout,
+    a load balancer, a proxy restart), the daemon itself never restarts: nothing lost and,
+    as documented for a cut connection, no line written twice."""
+    from tests.integration.attack.peers import CuttingProxy
+    proxy = CuttingProxy(daemon.tcp_port, cut_after=cut_after, cuts=5)
+    try:
+        handler = LoghogHandler('app', '127.0.0.1', proxy.port)
+        logger = make_logger(handler, logging.INFO)
+        for n in range(5000):
+            logger.info('msg %d', n)
+        logger.info('sentinel')
+        wait_for_body(daemon.log_file('app'), 'sentinel', timeout=30)
+        assert proxy.cut == 5
+    finally:
+        proxy.stop()
+    got = numbered(bodies(daemon.log_file('app')))
+    assert sorted(set(got)) == list(range(5000))
+    assert len(got) == 5000, f'{len(got) - 5000} lines written twice'
+    assert daemon.stop() == 0
+
+
+FORK_RECONNECTING_SCRIPT = """\
+    import logging, os, sys, time
+    from loghog import LoghogHandler
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]))
+    logger = logging.getLogger('reconnecting')
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    go = sys.argv[2]
+    logger.info('parent 0')        # the daemon is down: the sender connects, backs off, ...
+    time.sleep(0.3)
+    pid = os.fork()                # ... somewhere in that loop
+    if pid == 0:
+        for n in range(10):
+            logger.info('child %d', n)
+        while not os.path.exists(go):
+            time.sleep(0.01)
+        sys.exit(0)
+    print('forked', flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    logger.info('parent 1')
+    print(os.waitpid(pid, 0)[1], flush=True)
+    """
+
+
+def test_fork_while_the_sender_reconnects(same_port, tmp_path):
+    go = tmp_path / 'go'
+    process = start_script(FORK_RECONNECTING_SCRIPT, same_port.port, go)
+    try:
+        assert process.stdout.readline() == 'forked\n'
+        daemon = same_port()
+        go.touch()
+        out, err = finish(process, timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0 and out == '0\n', err
+    lines = bodies(daemon.log_file('app'))
+    assert numbered(lines, 'child') == list(range(10))
+    assert numbered(lines, 'parent') == [0, 1]
+    assert daemon.stop() == 0

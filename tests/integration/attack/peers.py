@@ -129,3 +129,51 @@ def answer_handshake(peer, sock):
         peer.record(frames)
     sock.sendall(ack(1))
     return reader
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that cuts each client connection (a reset
+    to the client, a close to the daemon) once ``cut_after`` bytes came from the client, for
+    the first ``cuts`` connections; later ones are relayed whole."""
+
+    def __init__(self, target_port, cut_after, cuts):
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.cuts = cuts
+        self.cut = 0
+        self.peer = Peer(self._relay)
+        self.port = self.peer.port
+
+    def _relay(self, peer, client):
+        import select
+        import struct
+        upstream = socket.create_connection(('127.0.0.1', self.target_port))
+        limit = self.cut_after if self.cut < self.cuts else None
+        relayed = 0
+        try:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 30)
+                if not ready:
+                    return
+                if upstream in ready:
+                    data = upstream.recv(1 << 16)
+                    if not data:
+                        return
+                    client.sendall(data)
+                if client in ready:
+                    data = client.recv(1 << 16)
+                    if not data:
+                        return
+                    if limit is not None and relayed + len(data) >= limit:
+                        upstream.sendall(data[:limit - relayed])
+                        self.cut += 1
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack('ii', 1, 0))
+                        return
+                    upstream.sendall(data)
+                    relayed += len(data)
+        finally:
+            upstream.close()
+
+    def stop(self):
+        self.peer.stop()
