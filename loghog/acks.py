@@ -2,7 +2,8 @@
 
 On a TCP or TLS connection the client asks for acknowledgements by setting ``FLAG_ACK``.
 It starts every connection with a session frame (``wire.make_session``): "the frames after
-this one are messages ``first``, ``first + 1``, ... of my session".  The daemon answers
+this one are messages ``first``, ``first + 1``, ... of my session", written alone; it writes
+no message until the daemon has answered it (the handshake, within ``HANDSHAKE_TIMEOUT_S``).  The daemon answers
 ``{"ack": N}``: the first N frames of *this connection* (the session frame is frame 1) are
 written to disk or rejected.  The client keeps every message it wrote until an ack covers
 it; after a reconnect it starts a new connection with a session frame numbered from its
@@ -92,8 +93,9 @@ class ConnectionAcks:
 
     ``first_seq`` is the number its session frame announced; ``written_through`` the number
     of the last message written on it so far (``first_seq - 1`` before any).  ``has_acks``
-    turns true at the first ack.  ``first_write_at`` (a ``time.monotonic()`` value) is when
-    the session frame was written, for the fallback timer; None before.
+    turns true at the first ack (the answer to the session frame: the handshake is done).
+    ``first_write_at`` (a ``time.monotonic()`` value) is when the session frame was
+    written, for the handshake's bound; None before.
     """
 
     def __init__(self, first_seq):
@@ -130,11 +132,6 @@ class ConnectionAcks:
         self.acked_frames = count
         self.has_acks = True
         return self.first_seq + count - 2
-
-    def is_silent_too_long(self, now, fallback_s):
-        """True when frames were written ``fallback_s`` ago or more and no ack ever came."""
-        return (not self.has_acks and self.first_write_at is not None
-                and now - self.first_write_at >= fallback_s)
 
 
 def rejections(ack):

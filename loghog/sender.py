@@ -8,16 +8,17 @@ daemon, connecting and reconnecting as needed.
 
 Delivery order is the order of ``put()``.  A frame leaves the sender's hands in one of three
 ways: it is done (written whole to a plain connection, or acknowledged by the daemon on an
-acknowledged one), it is pushed out of a full queue (dropped, the oldest first, and announced
-in the log file before the next delivered record, see ``loghog.gaps``), or it is still
-waiting when ``close()`` gives up (reported on standard error).  Frames that a failed connection did not take whole
-go back to the front of the queue and are sent again on the next connection.
+acknowledged one), it is pushed out of a full queue (dropped, the oldest first, and
+announced in the log file before the next delivered record, see ``loghog.gaps``), or it is
+still waiting when ``close()`` gives up (reported on standard error).  Frames that a failed
+connection did not take whole go back to the front of the queue and are sent again on the
+next connection.
 
 With acknowledgements (issue 8, see ``loghog.acks``) a written frame is kept, numbered in the
 sender's session, until an ack covers it; every new connection starts with a session frame,
 written alone and answered by the daemon before anything else, and then writes the
-unacknowledged frames again before any new one.  Waiting frames, queued or
-unacknowledged, are bounded together by ``max_frames``.
+unacknowledged frames again before any new one.  Waiting frames, queued, in flight or
+unacknowledged, are bounded together by ``max_frames`` and ``max_bytes``.
 """
 
 import collections
@@ -32,6 +33,7 @@ import weakref
 from loghog import wire
 from loghog.acks import (HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
                          describe_rejections, new_session_id, rejections)
+from loghog.buffer import FrameQueue
 from loghog.gaps import Gaps
 from loghog.transport import CONNECT_TIMEOUT_S, SEND_TIMEOUT_S, ConnectionLost
 
@@ -86,99 +88,6 @@ MULTIPROCESSING_EXIT_PRIORITY = 5
 
 # Rejections reported by acks are summed up on standard error at most this often.
 REJECTION_REPORT_INTERVAL_S = 10.0
-
-
-class FrameQueue:
-    """A FIFO of encoded frames bounded in count and in bytes, that drops its oldest frames
-    when it must.
-
-    Not thread-safe by itself: the ``Sender`` guards it with its lock.  ``dropped`` counts
-    every frame given up on; ``bytes`` is the queued frames' total size.
-    """
-
-    def __init__(self, max_frames, max_bytes=None):
-        if max_frames < 1:
-            raise ValueError(f'max_buffer_size must be at least 1, not {max_frames}')
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f'max_buffer_bytes must be at least 1, not {max_bytes}')
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes if max_bytes is not None else float('inf')
-        self.dropped = 0
-        self.bytes = 0
-        self._frames = collections.deque()
-
-    def __len__(self):
-        return len(self._frames)
-
-    def has_room(self, size, held=0, held_bytes=0):
-        """True if a frame of ``size`` bytes fits beside ``held`` frames of ``held_bytes``
-        kept elsewhere (written, awaiting acknowledgement).  A frame larger than the byte
-        bound fits an empty buffer: it is bounded by the daemon's message size."""
-        count = len(self._frames) + held
-        return count < self.max_frames and (
-            self.bytes + held_bytes + size <= self.max_bytes or not count)
-
-    def append(self, frame, held=0, held_bytes=0):
-        """Add ``frame`` at the end, dropping the oldest queued frames until it fits.
-
-        ``held`` frames (``held_bytes``) kept elsewhere count against the bounds too; when
-        they alone fill them, ``frame`` itself is the one dropped.  Returns the frames
-        dropped, oldest first (empty, nearly always).
-        """
-        dropped = []
-        size = len(frame)
-        while not self.has_room(size, held, held_bytes):
-            if not self._frames:
-                dropped.append(frame)
-                self.dropped += len(dropped)
-                return dropped
-            old = self._frames.popleft()
-            self.bytes -= len(old)
-            dropped.append(old)
-        self._frames.append(frame)
-        self.bytes += size
-        self.dropped += len(dropped)
-        return dropped
-
-    def take(self, max_bytes):
-        """Remove and return the oldest frames, at least one, up to ``max_bytes`` in total."""
-        batch = [self._frames.popleft()]
-        size = len(batch[0])
-        while self._frames and size + len(self._frames[0]) <= max_bytes:
-            frame = self._frames.popleft()
-            size += len(frame)
-            batch.append(frame)
-        self.bytes -= size
-        return batch
-
-    def requeue(self, frames, held=0, held_bytes=0):
-        """Put ``frames`` (taken earlier, in order) back at the front.
-
-        They are the oldest frames, so if the queue filled up meanwhile they are the ones
-        dropped.  ``held`` and ``held_bytes`` are as for ``append``.  Returns the frames
-        dropped.
-        """
-        if not frames:
-            return []
-        self._frames.extendleft(reversed(frames))
-        self.bytes += sum(map(len, frames))
-        dropped = []
-        while self._frames and (len(self._frames) + held > self.max_frames or
-                                (self.bytes + held_bytes > self.max_bytes and
-                                 len(self._frames) + held > 1)):
-            old = self._frames.popleft()
-            self.bytes -= len(old)
-            dropped.append(old)
-        self.dropped += len(dropped)
-        return dropped
-
-    def discard_all(self):
-        """Drop every queued frame (counted in ``dropped``); return how many."""
-        count = len(self._frames)
-        self.dropped += count
-        self._frames.clear()
-        self.bytes = 0
-        return count
 
 
 class Sender:
@@ -284,7 +193,8 @@ class Sender:
         """Wait up to ``timeout_s`` until every queued frame is written (and, with
         acknowledgements, acknowledged); return True if so.
 
-        Returns early, with False, when the daemon cannot be reached right now.
+        Returns early, with False, when the daemon cannot be reached right now, or is
+        stalled (see ``put()``).
         """
         with self._lock:
             return self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
@@ -321,16 +231,6 @@ class Sender:
                 self._stop_report(0, 0)  # dropped frames whose notice never went out
             return not (self._has_waiting_frames() or self._given_up_at_close)
 
-    @property
-    def has_connected(self):
-        """True once a connection was made (and, with acks, its handshake answered)."""
-        return self._has_connected
-
-    @property
-    def last_problem(self):
-        """Why the last connection attempt or connection failed (None if none did)."""
-        return self._last_problem
-
     # -- state shared with the thread (all under self._lock) --------------------------------
 
     def _start_over(self):
@@ -360,7 +260,6 @@ class Sender:
         self.rejections = collections.Counter()  # the same, by reason
         self._connection = None
         self._connection_acks = None      # ConnectionAcks while the connection is acknowledged
-        self._has_connected = False
         self._last_problem = None
         self._has_warned = set()          # kinds of warnings given in the current episode
         self._has_sent_on_connection = False
@@ -473,7 +372,7 @@ class Sender:
         return bool(self._gaps) and self._make_notice is not None
 
     def _is_flushed_or_stuck(self):
-        return (not self._has_waiting_frames() or self._is_unreachable
+        return (not self._has_waiting_frames() or self._is_unreachable or self._is_stalled
                 or self._thread is None)
 
     def _is_finished(self):
@@ -674,7 +573,6 @@ class Sender:
             was_unreachable = self._is_unreachable
             self._is_unreachable = False
             self._is_stalled = False
-            self._has_connected = True
             resending = len(self._unacked)
             self._progress.notify_all()
         self._has_warned.discard('handshake')

@@ -82,7 +82,6 @@ def test_quick_start_snippet_as_written_delivers_at_interpreter_exit(loghogd):
     snippet = textwrap.dedent(f"""\
         import logging
         from loghog import LoghogHandler
-from loghog.sender import EMIT_WAIT_S
 
         logger = logging.getLogger()
 
@@ -299,7 +298,9 @@ def test_emit_waits_once_while_the_daemon_is_frozen_then_drops_and_says_so(logho
         assert handler.dropped > 0  # 5 MB does not fit in the socket buffers and 500 frames
     finally:
         loghogd.signal(signal.SIGCONT)
-    assert handler.flush()  # what was written is acknowledged, the gap announced
+    # What was written is acknowledged, the gap announced.  (flush() returns at once while
+    # the handler still counts the daemon as stalled: until its first ack after SIGCONT.)
+    wait_for(handler.flush, timeout=20, message='everything acknowledged')
     logger.info('sentinel')
     path = loghogd.log_file('app')
     wait_for(lambda: bodies(path)[-1:] == ['sentinel'], timeout=20, message='the sentinel')
@@ -339,9 +340,12 @@ def test_command_arguments_and_stdin(loghogd):
 def test_command_exit_status_when_the_daemon_is_down(loghogd):
     port = loghogd.tcp_port
     assert loghogd.stop() == 0
-    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), 'lost')
+    result = run_command('-a', 'app', '-H', '127.0.0.1', '-p', str(port), '--timeout', '1',
+                         'lost')
     assert result.returncode == 69
-    assert result.stderr == f'loghog: cannot connect to tcp://127.0.0.1:{port}: Connection refused\n'
+    assert result.stderr == (f'loghog: 1 messages not delivered to tcp://127.0.0.1:{port} '
+                             f'(1 never sent): cannot connect to tcp://127.0.0.1:{port}: '
+                             'Connection refused\n')
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -168,6 +168,7 @@ def test_a_daemon_restart_in_a_steady_stream_loses_nothing(same_port, make_logge
     try:
         wait_for_count(first.log_file('app'), 500)
         assert first.stop() == 0
+        time.sleep(2)  # the scenario: an init script's restart, with a slow start-up
         second = same_port()
         wait_for_count(second.log_file('app'), 500)
     finally:
@@ -188,12 +189,11 @@ def test_a_daemon_reconnects_within_a_second_of_coming_back(same_port, make_logg
     assert handler.flush()
     assert first.stop() == 0
     logger.info('msg 1')
-    # Down long enough for the backoff to reach its cap.
-    wait_for(lambda: handler._sender._retry_delay_s == 1.0, timeout=20, message='the cap')
+    time.sleep(8)  # the scenario: down long enough for any backoff to grow to its cap
     second = same_port()
     back = time.monotonic()
     wait_for_count(second.log_file('app'), 1, timeout=10)
-    assert time.monotonic() - back < 1.5  # a second of backoff, and the machine is loaded
+    assert time.monotonic() - back < 2.5  # a second of backoff, on a loaded machine (0.7: 6 s+)
     assert numbered(second.log_file('app')) == [1]
     assert second.stop() == 0
 
@@ -306,3 +306,23 @@ def test_tail_f_into_the_command_survives_two_daemon_restarts(same_port, tmp_pat
     assert command.stderr.read() == ''
     assert delivered() == list(range(300))
     assert daemons[-1].stop() == 0
+
+
+def test_a_record_over_the_daemons_size_limit_is_cut_visibly_not_lost(daemon, make_logger):
+    """The daemon refuses a message over its max_message_size (64 KiB by default) whole:
+    0.7 lost such a record (a long traceback, a dumped payload) without a trace."""
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    logger.info('%s', 'é' * 100_000)     # 600 KB once JSON-escaped
+    logger.info('%s', 'x' * 70_000)
+    logger.info('sentinel')
+    path = daemon.log_file('app')
+    wait_for(lambda: read_lines(path)[-1:] and line_body(read_lines(path)[-1]) == 'sentinel',
+             message='the sentinel')
+    first, second, _ = [line_body(line) for line in read_lines(path)]
+    assert re.fullmatch(r'é+ \[loghog: cut to \d+ of 100000 characters, the message was '
+                        r'longer than 65536 bytes\]', first)
+    assert re.fullmatch(r'x{60000,} \[loghog: cut to \d+ of 70000 characters, the message '
+                        r'was longer than 65536 bytes\]', second)
+    assert handler.rejected == 0
+    assert daemon.stop() == 0

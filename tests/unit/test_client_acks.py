@@ -11,7 +11,7 @@ import pytest
 
 from loghog import LoghogHandler, wire
 from loghog.acks import (ConnectionAcks, Unacknowledged, describe_rejections, rejections)
-from loghog.sender import FrameQueue
+from loghog.buffer import FrameQueue
 from tests.support import Loggers
 from tests.unit.test_client_fakes import FrameServer, wait_until
 
@@ -59,16 +59,6 @@ def test_an_ack_beyond_what_was_written_or_going_backwards_is_refused(count):
     acks.apply({'ack': 3})
     with pytest.raises(ValueError, match='acknowledgement of'):
         acks.apply({'ack': count})
-
-
-def test_silence_is_measured_from_the_first_write_and_ends_at_the_first_ack():
-    acks = ConnectionAcks(first_seq=1)
-    assert not acks.is_silent_too_long(1000.0, 5.0)  # nothing written yet
-    acks.first_write_at = 10.0
-    assert not acks.is_silent_too_long(14.9, 5.0)
-    assert acks.is_silent_too_long(15.0, 5.0)
-    acks.apply({'ack': 1})
-    assert not acks.is_silent_too_long(99.0, 5.0)
 
 
 def test_rejections_are_summed_by_reason():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loghog.sender import FrameQueue
+from loghog.buffer import FrameQueue
 from loghog.transport import _whole_frames, format_address
 
 
@@ -65,3 +65,52 @@ def test_only_frames_written_entirely_count_as_sent(written, whole):
 def test_addresses_are_shown_with_brackets_for_ipv6():
     assert format_address(('127.0.0.1', 5566)) == '127.0.0.1:5566'
     assert format_address(('::1', 5566, 0, 0)) == '[::1]:5566'
+
+
+def test_queue_is_bounded_in_bytes_too_but_takes_one_large_frame_when_empty():
+    queue = FrameQueue(100, max_bytes=10)
+    for frame in (b'aaaa', b'bbbb', b'cccc'):
+        queue.append(frame)
+    assert (queue.take(100), queue.dropped) == ([b'bbbb', b'cccc'], 1)
+    assert queue.bytes == 0
+    assert queue.append(b'x' * 50) == []             # alone: it fits
+    assert queue.append(b'y') == [b'x' * 50]          # the oldest goes to make room
+    assert not queue.has_room(4, held=1, held_bytes=8)  # frames held elsewhere count too
+
+
+def test_gaps_are_counted_per_module_with_their_times_and_reasons():
+    from loghog import wire
+    from loghog.gaps import Gaps
+    gaps = Gaps()
+    frames = [wire.encode_message('app', module, stamp, 0, 'h', 'body')
+              for module, stamp in (('web', 1764900000), ('db', 1764900001),
+                                    ('web', 1764900060))]
+    gaps.add(frames[:2], 'the daemon was unreachable')
+    gaps.add(frames[2:], 'the daemon was unreachable')
+    gaps.add([wire.compress_frame(frames[2])], 'the buffer was full')
+    assert gaps.total == 4
+    assert dict(gaps.take(pid=42)) == {
+        'web': '[loghog] 3 records dropped by this process (pid 42) between 2025-12-05 '
+               '02:00:00 and 2025-12-05 02:01:00 UTC: the daemon was unreachable; '
+               'the buffer was full',
+        'db': '[loghog] 1 records dropped by this process (pid 42) between 2025-12-05 '
+              '02:00:01 and 2025-12-05 02:00:01 UTC: the daemon was unreachable'}
+    assert not gaps and gaps.take(pid=42) == []
+
+
+def test_a_body_too_long_for_the_daemon_is_cut_with_a_marker():
+    from loghog import wire
+
+    def encode(module, stamp, nsecs, body):
+        return wire.encode_message('app', module, stamp, nsecs, 'h', body)
+
+    short = encode('m', 1, 2, 'fits')
+    assert wire.encode_within(encode, 'm', 1, 2, 'fits') == short
+    for body in ('x' * 70_000, '\u2028' * 20_000, '"' * 40_000):
+        frame = wire.encode_within(encode, 'm', 1, 2, body)
+        assert len(frame) - wire.HEADER_SIZE <= wire.MAX_MESSAGE_BYTES
+        import json
+        cut = json.loads(frame[wire.HEADER_SIZE:])['body']
+        assert cut.startswith(body[:100]) and cut.endswith(
+            f' characters, the message was longer than {wire.MAX_MESSAGE_BYTES} bytes]')
+        assert len(cut) > len(body) * 0.8 * wire.MAX_MESSAGE_BYTES / len(encode('m', 1, 2, body))
