@@ -194,10 +194,10 @@ def test_the_exit_report_counts_records_whose_gap_marker_was_never_acknowledged(
     finally:
         logger.removeHandler(handler)
     err = capfd.readouterr().err
-    reported = re.search(r'(\d+) messages not delivered', err)
+    reported = re.search(r'(\d[\d,]*) (?:messages|records) not delivered', err)
     assert reported, err
     # 10,050 records were logged, none written to any file: all must be accounted for.
-    assert int(reported[1]) == 10_050, err
+    assert int(reported[1].replace(',', '')) == 10_050, err
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -477,9 +477,11 @@ def test_daemon_stopped_during_close_is_bounded_and_every_record_accounted(daemo
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    'FINDING: interpreter exit with a stopped daemon takes 15 s, not the documented 10 s '
-    '(close_timeout_s): logging.shutdown() calls flush() (up to flush_timeout_s, 5 s, as '
-    'the daemon is connected, not unreachable) and then close() (10 s more)'))
+    'FINDING: interpreter exit with a connected daemon that stopped takes 15 s: '
+    'logging.shutdown() calls flush() (flush_timeout_s, 5 s: the daemon is connected, '
+    'neither unreachable nor yet stalled) and then close() (close_timeout_s, 10 s).  The '
+    'README ("at most 10 s", "within 10 s") and the LoghogHandler docstring promise 10 s; '
+    'docs/client.md\'s Bounds table says 15 s: make the bound 10 s or every sentence 15'))
 def test_exit_with_a_stopped_daemon_takes_at_most_the_documented_10_s(daemon):
     process = start_script(f"""\
         import logging, sys
