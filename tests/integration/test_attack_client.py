@@ -1145,3 +1145,26 @@ def test_fork_while_the_sender_reconnects(same_port, tmp_path):
     assert numbered(lines, 'child') == list(range(10))
     assert numbered(lines, 'parent') == [0, 1]
     assert daemon.stop() == 0
+
+
+def test_graceful_restarts_in_a_busy_stream_write_no_line_twice(same_port, make_logger):
+    """SIGTERM (the init script's restart) in the middle of a 3,000 records/s stream, twice:
+    the daemon acknowledges what it wrote before it exits, so, as documented (duplicates
+    only after a crash), no line is written twice, and none is lost."""
+    daemons = [same_port()]
+    handler = LoghogHandler('app', '127.0.0.1', same_port.port)
+    logger = make_logger(handler, logging.INFO)
+    stream = Stream(logger, rate=3000)
+    try:
+        for _ in range(2):
+            wait_for_lines(daemons[-1].log_file('app'), 1000)
+            assert daemons[-1].stop() == 0
+            daemons.append(same_port())
+        wait_for_lines(daemons[-1].log_file('app'), 1000)
+    finally:
+        total = stream.stop()
+    assert handler.flush()
+    got = numbered(bodies(*(d.log_file('app') for d in daemons)))
+    assert sorted(set(got)) == list(range(total))
+    assert len(got) == total, f'{len(got) - total} lines written twice'
+    assert daemons[-1].stop() == 0
