@@ -171,6 +171,8 @@ class Sender:
             if self._closing:
                 self._queue.dropped += 1
                 self._given_up_at_close += 1
+                self._warn_once('closed', f'a message logged after close() is dropped, not '
+                                          f'sent to {self.where}')
                 return
             if self._thread is None:
                 self._start_thread()
@@ -227,8 +229,10 @@ class Sender:
             # last step (closing the socket, reporting what was left) before we return.
             thread.join(timeout_s + CLOSE_GRACE_S)
         with self._lock:
-            if self._thread is None and self._gaps:
-                self._stop_report(0, 0)  # dropped frames whose notice never went out
+            if self._thread is None:  # stopped, or never started (no thread could be made)
+                left = self._queue.discard_all()
+                self._given_up_at_close += left
+                self._stop_report(left, 0)
             return not (self._has_waiting_frames() or self._given_up_at_close)
 
     # -- state shared with the thread (all under self._lock) --------------------------------

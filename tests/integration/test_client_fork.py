@@ -127,8 +127,12 @@ POOL_SCRIPT = """\
         return n
 
     if __name__ == '__main__':
-        with multiprocessing.get_context('fork').Pool(4, maxtasksperchild=1) as pool:
-            assert pool.map(task, range(1000), chunksize=10) == list(range(1000))
+        pool = multiprocessing.get_context('fork').Pool(4, maxtasksperchild=1)
+        assert pool.map(task, range(1000), chunksize=10) == list(range(1000))
+        # close() and join(): the last workers finish their way out.  (The with statement's
+        # terminate() would SIGTERM workers still delivering: a kill, which nothing survives.)
+        pool.close()
+        pool.join()
     """
 
 
