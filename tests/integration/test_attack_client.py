@@ -118,10 +118,6 @@ def loghog_command(port, *args, **kwargs):
 
 # == FINDINGS (open) ==========================================================================
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: records the daemon rejects (unknown app, bad signature, too large) are lost '
-    'with nothing on standard error unless print_debug=True; flush() returns True and the '
-    'exit report ignores them (Sender._report_rejections goes through report, not warn)'))
 def test_rejected_records_are_reported_on_stderr_by_default(daemon):
     result = run_script(f"""\
         import logging
@@ -140,10 +136,6 @@ def test_rejected_records_are_reported_on_stderr_by_default(daemon):
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: a record emitted after close() (a daemon thread still logging during '
-    'logging.shutdown, a handler closed while other threads log) is dropped silently: '
-    'Sender.put counts it in dropped but warns nothing; logging.FileHandler would write it'))
 def test_a_record_logged_after_close_is_not_lost_silently(daemon, make_logger, capfd):
     handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
     logger = make_logger(handler)
@@ -159,12 +151,6 @@ def test_a_record_logged_after_close_is_not_lost_silently(daemon, make_logger, c
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: the exit report undercounts: records dropped during an outage are folded into '
-    'one gap-marker frame; if that frame is written but never acknowledged (a daemon that '
-    'answered the handshake, then stalled or died) the stderr line counts it as 1 message '
-    'and the dropped records are in no report at all (Sender._notices empties Gaps when '
-    'the marker is queued, _stop_report counts frames, not records)'))
 def test_the_exit_report_counts_records_whose_gap_marker_was_never_acknowledged(capfd):
     port = free_port()
     handler = LoghogHandler('app', '127.0.0.1', port)
@@ -200,12 +186,6 @@ def test_the_exit_report_counts_records_whose_gap_marker_was_never_acknowledged(
     assert int(reported[1].replace(',', '')) == 10_050, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: no backoff after a connection that dies once the handshake is done: a peer '
-    'that answers the session frame and then closes, resets, sends garbage or an ack that '
-    'covers too much gets 1,500-2,300 connections a second for as long as it lasts '
-    '(Sender._lost reconnects at once and _write only backs off when nothing was written '
-    'on the connection); a real trigger is loghogd closing ack connections on a failing disk'))
 @pytest.mark.parametrize('misbehaviour', ['close', 'garbage', 'over_ack'])
 def test_a_peer_that_drops_every_connection_after_the_handshake_is_not_hammered(
         misbehaviour, make_logger):
@@ -238,10 +218,6 @@ def test_a_peer_that_drops_every_connection_after_the_handshake_is_not_hammered(
     assert rate < 20, f'{rate:.0f} connections/s'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: a child forked from a thread whose thread then returns (or raises, or '
-    'sys.exit) never exits: the loghog-sender thread started in the child keeps the process '
-    'alive for ever (without loghog it exits), and a parent waiting for it hangs too'))
 @pytest.mark.parametrize('ending', ['return', 'raise RuntimeError("x")'])
 def test_a_child_forked_in_a_thread_exits_when_its_thread_ends(daemon, ending):
     process = start_script(f"""\
@@ -281,10 +257,6 @@ def test_a_child_forked_in_a_thread_exits_when_its_thread_ends(daemon, ending):
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: loghog --timeout inf (or 1e300) delivers, then dies with an OverflowError '
-    'traceback and exit status 1: Sender.close passes timeout_s + CLOSE_GRACE_S to '
-    'Thread.join; check_options accepts any positive float'))
 @pytest.mark.parametrize('timeout', ['inf', '1e300'])
 def test_loghog_timeout_infinite_is_refused_or_works(daemon, timeout):
     result = subprocess.run(loghog_command(daemon.tcp_port, '--timeout', timeout, 'hello'),
@@ -312,13 +284,6 @@ REDIRECTED_STDERR_SCRIPT = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: exit hangs for ever when standard error is redirected into logging (Celery '
-    'does it by default) and something was not delivered: the sender thread writes its exit '
-    'report under the sender lock (_stop -> _stop_report -> warn -> print), which logs, '
-    'which waits for the handler lock that logging.shutdown() holds around close(), which '
-    'waits (after join times out) for the sender lock without a timeout: a lock-order '
-    'deadlock'))
 def test_exit_with_stderr_redirected_into_logging_does_not_hang():
     process = start_script(REDIRECTED_STDERR_SCRIPT, free_port())
     try:
@@ -476,12 +441,6 @@ def test_daemon_stopped_during_close_is_bounded_and_every_record_accounted(daemo
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: interpreter exit with a connected daemon that stopped takes 15 s: '
-    'logging.shutdown() calls flush() (flush_timeout_s, 5 s: the daemon is connected, '
-    'neither unreachable nor yet stalled) and then close() (close_timeout_s, 10 s).  The '
-    'README ("at most 10 s", "within 10 s") and the LoghogHandler docstring promise 10 s; '
-    'docs/client.md\'s Bounds table says 15 s: make the bound 10 s or every sentence 15'))
 def test_exit_with_a_stopped_daemon_takes_at_most_the_documented_10_s(daemon):
     process = start_script(f"""\
         import logging, sys
@@ -689,13 +648,6 @@ THREAD_START_SCRIPT = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: a signal handler that logs, landing while the first emit() starts the sender '
-    'thread, starts a second sender thread (put() runs re-entrantly under the RLock and '
-    'finds _thread still None: _start_thread sets it only after Thread.start() returns). '
-    'Under load a SIGALRM every 0.5 ms gave 4-10 sender threads sharing one session: '
-    'duplicates on a daemon that never restarted, reordering, a "bad acknowledgement", and '
-    'up to 1,192 of 30,000 records lost with an exit report of 482 or none at all'))
 def test_a_signal_while_emit_starts_the_sender_thread_starts_one_thread(daemon):
     result = run_script(THREAD_START_SCRIPT, daemon.tcp_port, timeout=60)
     assert result.returncode == 0 and result.stderr == '', result.stderr
@@ -1064,11 +1016,6 @@ def test_loghog_tiny_timeout_never_claims_delivery(daemon, timeout):
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: loghog with --secret (or LOGHOG_SECRET) dies with a UnicodeEncodeError '
-    'traceback, exit 1, at the first input line that is not UTF-8 (stdin decodes it to lone '
-    'surrogates, which Signer.sign cannot encode; cli.send_messages does not catch it): '
-    'that line and every line after it are lost, and a tail -F | loghog pipeline is dead'))
 def test_loghog_signed_with_a_non_utf8_line_keeps_going(daemon_factory):
     daemon = daemon_factory(FACILITIES + 'secret = s3cret\n')
     result = subprocess.run(loghog_command(daemon.tcp_port, '--secret', 's3cret'),
@@ -1081,10 +1028,6 @@ def test_loghog_signed_with_a_non_utf8_line_keeps_going(daemon_factory):
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'FINDING: loghog killed by SIGTERM (a pipeline stopped by systemd or kill) while lines '
-    'wait for an unreachable daemon dies at once with status -15 and says nothing: the '
-    'lines it read are lost invisibly (no SIGTERM handler that closes the sender)'))
 def test_loghog_terminated_with_lines_waiting_says_what_it_lost():
     process = subprocess.Popen(loghog_command(free_port()), cwd=str(ROOT), text=True,
                                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
