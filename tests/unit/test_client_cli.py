@@ -41,6 +41,15 @@ def test_each_stdin_line_is_one_message_and_empty_lines_are_skipped(server, monk
     assert server.accepted == 1
 
 
+def test_text_with_no_utf8_form_is_sent_with_escapes_and_signed():
+    from loghog.cli import utf8_text
+    assert utf8_text('caf\u00e9') == 'caf\u00e9'
+    stray = b'\xff\xfe latin-1'.decode('utf-8', 'surrogateescape')
+    assert utf8_text(stray) == '\\xff\\xfe latin-1'
+    assert utf8_text('\ud800 lone') == '\\ud800 lone'
+    utf8_text(stray).encode('utf-8')
+
+
 def test_secret_signs_from_the_option_or_the_environment(server, monkeypatch):
     assert run(server.port, '--secret', 'opt', 'one') == 0
     monkeypatch.setenv('LOGHOG_SECRET', 'env')
