@@ -123,8 +123,12 @@ class Sender:
     ``loghog.transport.open_connection``) or raises ``OSError``.  ``report(text)`` receives
     one line for each change of state (connected, connection lost, retrying); ``warn(text)``
     receives the lines a user must see whatever the settings (a daemon that does not answer
-    the handshake, records dropped, records not delivered at close).  Neither may log
-    through ``logging``.  ``where`` names the daemon in those lines.
+    the handshake, records dropped, records rejected by the daemon unless
+    ``reports_rejections`` is false, a record put after close, records not delivered at
+    close).  ``warn`` is only called with no sender lock held, the exit report by the
+    thread that called ``close()``: it may end up in ``logging`` (a standard error
+    redirected into it) and so in this sender's ``put()``.  ``where`` names the daemon in
+    those lines.
 
     Bounds (see docs/client.md, "Bounds"):
 
@@ -133,8 +137,9 @@ class Sender:
       the daemon takes messages, up to ``emit_wait_s``; when the daemon is unreachable, or
       took nothing for ``emit_wait_s``, the oldest queued frames are dropped instead, and
       announced by ``make_notice(module, text)`` (a frame) before the next one delivered.
-    - After a connection is lost the thread reconnects at once; after a failed attempt it
-      waits ``retry_min_s``, doubling up to ``retry_max_s`` (with jitter).
+    - After a connection that lasted ``HEALTHY_CONNECTION_S`` is lost the thread reconnects
+      at once; after a failed attempt, or a connection lost sooner, it waits
+      ``retry_min_s``, doubling up to ``retry_max_s`` (with jitter).
     - With ``acknowledged`` (stream connections; the frames must carry ``FLAG_ACK``) each
       connection starts with a session frame written alone, and no message is written on it
       until the daemon has answered it, within ``handshake_timeout_s``; otherwise the
@@ -146,7 +151,10 @@ class Sender:
     frames stay with the parent (which still sends them), and the child gets its own lock,
     queue, session, connection and thread, started at its first ``put()``.  A child of
     ``multiprocessing`` (which leaves through ``os._exit``, skipping ``atexit``) closes
-    the sender in a ``multiprocessing.util.Finalize``, within ``exit_timeout_s``.
+    the sender in a ``multiprocessing.util.Finalize``, within ``exit_timeout_s``; a child
+    forked by a thread other than the main one closes it, within ``exit_timeout_s``, when
+    that thread ends (the process then ends without ``atexit``).  At interpreter exit
+    ``flush()`` and ``close()`` share one deadline, ``exit_timeout_s`` after exit began.
     """
 
     def __init__(self, connect, max_frames, retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S,
