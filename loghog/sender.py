@@ -267,9 +267,14 @@ class Sender:
         if thread is not None and thread is not threading.current_thread():
             # A little longer than the thread's own deadline, so that it can finish its
             # last step (closing the socket, reporting what was left) before we return.
+            # Not Thread.join(): a signal handler that raises (the command's SIGTERM)
+            # during join() leaves the Thread marked stopped while it runs (CPython 3.11,
+            # the bpo-45274 fix), and a second join() would return at once.
             self._closer_waits = True
             try:
-                thread.join(timeout_s + CLOSE_GRACE_S)
+                with self._lock:
+                    self._progress.wait_for(lambda: self._thread is not thread,
+                                            timeout_s + CLOSE_GRACE_S)
             finally:
                 self._closer_waits = False
         with self._lock:

@@ -158,3 +158,31 @@ def test_installed_command_reads_stdin_and_sets_the_exit_status(server):
                                             '--timeout', '0.5', 'x'],
                                  capture_output=True, text=True, timeout=30)
     assert refused.returncode == 69 and 'Connection refused' in refused.stderr
+
+
+def test_terminated_while_waiting_for_acknowledgements_says_what_it_lost():
+    # SIGTERM while the command waits after its last message (here: for a daemon that
+    # never answers the session frame).  A signal handler that raises inside Thread.join()
+    # used to leave the sender thread marked stopped (CPython 3.11): the second wait
+    # returned at once and the loss went unsaid.
+    with FrameServer(answers_acks=False) as silent:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'loghog', '-a', 'my-app', '-H', '127.0.0.1', '-p',
+             str(silent.port), '--timeout', '30', 'one message'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not silent.accepted and time.monotonic() < deadline:
+                time.sleep(0.02)   # connected: the signal handlers are in place
+            assert silent.accepted
+            time.sleep(0.2)        # now in the wait after the last message
+            started = time.monotonic()
+            process.terminate()
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 143
+    assert time.monotonic() - started < 10   # STOP_TIMEOUT_S (2 s), not --timeout (30 s)
+    assert '1 messages not delivered' in err, err
