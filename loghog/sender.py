@@ -376,6 +376,7 @@ class Sender:
         self._retry_delay_s = None
         self._unreported_rejections = collections.Counter()
         self._next_rejection_report_at = 0.0
+        self._started_at = time.monotonic()
 
     def _start_over_after_fork(self):
         """In a fork child: forget the parent's frames, thread and connection."""
@@ -793,11 +794,20 @@ class Sender:
 
     def _report_rejections(self, now, force=False):
         """Sum up the rejections since the last report, at most once per interval."""
-        if self._unreported_rejections and (force or now >= self._next_rejection_report_at):
+        if not self._unreported_rejections:
+            return
+        if self._reports_rejections:
+            due = force or now >= self._next_rejection_report_at
+        else:
+            # The caller says them all in its last line (the command's exit status 65); a
+            # long run (a tail -F pipeline) hears of them on the way too, from one
+            # interval after the start on.
+            due = not force and now >= max(self._next_rejection_report_at,
+                                           self._started_at + REJECTION_REPORT_INTERVAL_S)
+        if due:
             counts = self._unreported_rejections
-            say = self._warn_later if self._reports_rejections else self._report
-            say(f'the daemon rejected {sum(counts.values())} messages: '
-                f'{describe_rejections(counts)}')
+            self._warn_later(f'the daemon rejected {sum(counts.values())} messages: '
+                             f'{describe_rejections(counts)}')
             self._unreported_rejections = collections.Counter()
             self._next_rejection_report_at = now + REJECTION_REPORT_INTERVAL_S
 
