@@ -14,9 +14,12 @@ again (see ``loghog.acks``).
 """
 
 import argparse
+import io
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 
 from loghog import wire
@@ -39,6 +42,20 @@ DEFAULT_TLS_PORT = 5577
 # milliseconds and restarts in about a second; ten seconds ride out a restart and a busy
 # disk without making a cron job hang for long on a daemon that is down.
 ACK_TIMEOUT_S = 10.0
+
+# Stopped by SIGTERM or SIGINT (systemd stopping a pipeline, Ctrl-C): how long to try to
+# deliver what was read before saying what is lost and exiting 128 + the signal's number.
+# Short, as a stop must be; long enough for a connected daemon to take and acknowledge
+# the buffer.  A second signal ends the command at once.
+STOP_TIMEOUT_S = 2.0
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived (raised by the signal handler in the main thread)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class DeliveryError(Exception):
@@ -78,9 +95,12 @@ def main(argv=None):
     except OSError as error:
         print(f'loghog: cannot load the TLS files: {error}', file=sys.stderr)
         return EXIT_NO_INPUT
-    messages = [' '.join(options.message)] if options.message else read_lines(sys.stdin)
+    messages = [' '.join(options.message)] if options.message else read_lines(_stdin())
+    previous = _handle_stop_signals()
     try:
         send_messages(options, ssl_context, messages)
+    except Stopped as stop:
+        return 128 + stop.signum
     except RejectedError as error:
         print(f'loghog: {error}', file=sys.stderr)
         return EXIT_DATA
@@ -88,7 +108,39 @@ def main(argv=None):
         if not error.is_reported:
             print(f'loghog: {error}', file=sys.stderr)
         return EXIT_UNAVAILABLE
+    finally:
+        _restore_signals(previous)
     return EXIT_OK
+
+
+def _stop(signum, frame):
+    """SIGTERM, SIGINT: stop reading; a second signal ends the command at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise Stopped(signum)
+
+
+def _handle_stop_signals():
+    """Catch SIGTERM and SIGINT (main thread only); return the previous handlers."""
+    if threading.current_thread() is threading.main_thread():
+        return {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM,
+                                                                     signal.SIGINT)}
+    return {}
+
+
+def _restore_signals(previous):
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _stdin():
+    """Standard input as text that never fails to decode: bytes that are not text in the
+    locale's encoding become surrogates (then ``\\xNN`` escapes, see ``encode``)."""
+    buffer = getattr(sys.stdin, 'buffer', None)
+    if buffer is None:
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding=sys.stdin.encoding or 'utf-8',
+                            errors='surrogateescape')
 
 
 def build_parser():
@@ -172,14 +224,20 @@ def send_messages(options, ssl_context, messages, report=None):
     sender = Sender(connect, MAX_BUFFER_FRAMES, report=report, acknowledged=acknowledged,
                     prepare=wire.compress_frame if options.compress else None,
                     max_bytes=MAX_BUFFER_BYTES, warn=_warn, where=where,
+                    # The command says the rejections in its last line (exit status 65).
+                    reports_rejections=False,
                     make_notice=lambda module, text: encode(options, text, flags=flags))
     count = 0
     try:
         for body in messages:
             sender.put(encode(options, body, flags=flags))
             count += 1
-    finally:
         delivered = sender.close(options.timeout, give_up_when_unreachable=False)
+    except BaseException:
+        # Stopped by a signal (or a bug): deliver what can be within a short bound, then
+        # say what is lost (the sender's line on standard error).
+        sender.close(STOP_TIMEOUT_S)
+        raise
     if not delivered:
         raise DeliveryError(f'{count} messages read, not all delivered', is_reported=True)
     if sender.dropped:
@@ -191,7 +249,10 @@ def send_messages(options, ssl_context, messages, report=None):
 
 
 def _warn(text):
-    print(f'loghog: {text}', file=sys.stderr, flush=True)
+    try:
+        print(f'loghog: {text}', file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # standard error closed, or its reader gone
+        pass
 
 
 def encode(options, body, now_ns=None, flags=0):
@@ -199,9 +260,25 @@ def encode(options, body, now_ns=None, flags=0):
     longer than the daemon's message size is cut, visibly (``wire.encode_within``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     stamp, nsecs = divmod(now_ns, 10**9)
+    body = utf8_text(body)
 
     def encode_body(module, stamp, nsecs, text):
         return wire.encode_message(options.app, module, stamp, nsecs, options.hostname, text,
                                    options.secret, options.compress, flags)
 
     return wire.encode_within(encode_body, options.module, stamp, nsecs, body)
+
+
+def utf8_text(text):
+    """``text``, with what has no UTF-8 form (lone surrogates: bytes of standard input or
+    of an argument that were not text in the locale's encoding) written as ``\\xNN``
+    escapes of the original bytes, so that the line can be sent, and signed."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode('utf-8', 'surrogateescape')
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            return text.encode('utf-8', 'backslashreplace').decode('utf-8')
+        return raw.decode('utf-8', 'backslashreplace')
+    return text

@@ -101,14 +101,36 @@ class Gaps:
 
     def take(self, pid):
         """Return ``[(module, text)]``, one announcement per module, and forget them."""
-        notes = []
-        for module, (count, first, last, reasons) in self._by_module.items():
-            notes.append((module, f'{MARK} {count} records dropped by this process (pid {pid}) '
-                                  f'between {_utc(first)} and {_utc(last)} UTC: '
-                                  f'{"; ".join(reasons)}'))
+        return [(module, self.describe(entry, pid)) for module, entry in self.take_entries()]
+
+    def take_entries(self):
+        """Return ``[(module, entry)]`` and forget them; ``entry[0]`` is how many records
+        the module's announcement stands for.  ``restore()`` takes them back (a notice that
+        could not be written)."""
+        entries = list(self._by_module.items())
         self._by_module = {}
         self.total = 0
-        return notes
+        return entries
+
+    def restore(self, entries):
+        """Count again the ``(module, entry)`` pairs of ``take_entries()``."""
+        for module, (count, first, last, reasons) in entries:
+            entry = self._by_module.get(module)
+            if entry is None:
+                self._by_module[module] = [count, first, last, list(reasons)]
+            else:
+                entry[0] += count
+                entry[1] = min(entry[1], first)
+                entry[2] = max(entry[2], last)
+                entry[3].extend(reason for reason in reasons if reason not in entry[3])
+            self.total += count
+
+    @staticmethod
+    def describe(entry, pid):
+        """The announcement's text for one module's ``entry``."""
+        count, first, last, reasons = entry
+        return (f'{MARK} {count} records dropped by this process (pid {pid}) between '
+                f'{_utc(first)} and {_utc(last)} UTC: {"; ".join(reasons)}')
 
 
 def _utc(stamp):

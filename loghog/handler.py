@@ -35,7 +35,8 @@ class LoghogHandler(logging.Handler):
       When the buffer is full, see "Bounds" below.
     - ``print_debug``: report every connection change on standard error (never raised).
       What a user must know is written there whatever this says: records dropped, records
-      not delivered at exit, a daemon that does not answer the handshake.
+      the daemon rejected, a record logged after ``close()``, records not delivered at
+      exit, a daemon that does not answer the handshake.
 
     Keyword-only extras, not in the original:
 
@@ -61,15 +62,18 @@ class LoghogHandler(logging.Handler):
       says how many records this process dropped, between which times, and why.
     - A record longer than the daemon's default message size (64 KiB) is cut to fit, with a
       ``[loghog: cut ...]`` marker at the end.
-    - A lost connection is opened again at once; after a failed attempt the handler waits
+    - A lost connection that had lasted a second is opened again at once (a daemon
+      restart); after a failed attempt, or a connection lost sooner, the handler waits
       ``retry_min_s`` (0.05 s), doubling up to ``retry_max_s`` (1 s), so that a daemon that
-      comes back is found within a second.
+      comes back is found within a second and a peer that drops every connection is not
+      hammered.
     - An acknowledged connection starts with a handshake: no message is written until the
       daemon answered the session frame, within 5 s.
     - ``flush()`` waits up to ``flush_timeout_s`` (5 s).  ``close()``, and so interpreter
       exit (``logging.shutdown``) and the exit of a ``multiprocessing`` fork child, waits
       until every record is acknowledged, at most ``close_timeout_s`` (10 s), and at once
-      gives up when the daemon is found unreachable.  Whatever is not delivered then is
+      gives up when the daemon is found unreachable; at interpreter exit ``flush()`` and
+      ``close()`` share that one deadline.  Whatever is not delivered then is
       reported on standard error in one line: how many records, and where to.
 
     Raises ``ValueError`` for an inconsistent configuration (TLS or acknowledgements over

@@ -21,8 +21,10 @@ unacknowledged frames again before any new one.  Waiting frames, queued, in flig
 unacknowledged, are bounded together by ``max_frames`` and ``max_bytes``.
 """
 
+import atexit
 import collections
 import functools
+import logging  # noqa: F401 (first: its exit hook, logging.shutdown, runs after ours)
 import os
 import random
 import sys
@@ -89,6 +91,27 @@ MULTIPROCESSING_EXIT_PRIORITY = 5
 # Rejections reported by acks are summed up on standard error at most this often.
 REJECTION_REPORT_INTERVAL_S = 10.0
 
+# A connection lost sooner than this after it was opened did not prove the daemon healthy:
+# the next attempt waits the backoff (a peer that answers the handshake and then closes,
+# resets or sends garbage must not get thousands of connections a second).  One lost later
+# (a daemon restart) is opened again at once.
+HEALTHY_CONNECTION_S = 1.0
+
+# The longest wait ``close()`` accepts (``loghog --timeout inf``): a week is "for ever"
+# for a command, and stays within what ``Thread.join`` and ``poll`` take.
+MAX_CLOSE_TIMEOUT_S = 7 * 24 * 3600.0
+
+# In a child forked from a thread other than the main one, the sender thread checks this
+# often whether that thread (the child's main thread now) has ended: the process then ends
+# without running ``atexit`` and must not be kept alive by the sender thread.
+MAIN_THREAD_WATCH_S = 0.25
+
+# Every live sender, for the exit hook that starts the shared exit deadline.
+_SENDERS = weakref.WeakSet()
+
+# Whether the fork in progress was made by the main thread (set by a before-fork hook).
+_FORK = {'from_main_thread': True}
+
 
 class Sender:
     """Delivers frames to one daemon from a background thread, in order.
@@ -100,8 +123,12 @@ class Sender:
     ``loghog.transport.open_connection``) or raises ``OSError``.  ``report(text)`` receives
     one line for each change of state (connected, connection lost, retrying); ``warn(text)``
     receives the lines a user must see whatever the settings (a daemon that does not answer
-    the handshake, records dropped, records not delivered at close).  Neither may log
-    through ``logging``.  ``where`` names the daemon in those lines.
+    the handshake, records dropped, records rejected by the daemon unless
+    ``reports_rejections`` is false, a record put after close, records not delivered at
+    close).  ``warn`` is only called with no sender lock held, the exit report by the
+    thread that called ``close()``: it may end up in ``logging`` (a standard error
+    redirected into it) and so in this sender's ``put()``.  ``where`` names the daemon in
+    those lines.
 
     Bounds (see docs/client.md, "Bounds"):
 
@@ -110,8 +137,9 @@ class Sender:
       the daemon takes messages, up to ``emit_wait_s``; when the daemon is unreachable, or
       took nothing for ``emit_wait_s``, the oldest queued frames are dropped instead, and
       announced by ``make_notice(module, text)`` (a frame) before the next one delivered.
-    - After a connection is lost the thread reconnects at once; after a failed attempt it
-      waits ``retry_min_s``, doubling up to ``retry_max_s`` (with jitter).
+    - After a connection that lasted ``HEALTHY_CONNECTION_S`` is lost the thread reconnects
+      at once; after a failed attempt, or a connection lost sooner, it waits
+      ``retry_min_s``, doubling up to ``retry_max_s`` (with jitter).
     - With ``acknowledged`` (stream connections; the frames must carry ``FLAG_ACK``) each
       connection starts with a session frame written alone, and no message is written on it
       until the daemon has answered it, within ``handshake_timeout_s``; otherwise the
@@ -123,13 +151,17 @@ class Sender:
     frames stay with the parent (which still sends them), and the child gets its own lock,
     queue, session, connection and thread, started at its first ``put()``.  A child of
     ``multiprocessing`` (which leaves through ``os._exit``, skipping ``atexit``) closes
-    the sender in a ``multiprocessing.util.Finalize``, within ``exit_timeout_s``.
+    the sender in a ``multiprocessing.util.Finalize``, within ``exit_timeout_s``; a child
+    forked by a thread other than the main one closes it, within ``exit_timeout_s``, when
+    that thread ends (the process then ends without ``atexit``).  At interpreter exit
+    ``flush()`` and ``close()`` share one deadline, ``exit_timeout_s`` after exit began.
     """
 
     def __init__(self, connect, max_frames, retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S,
                  report=None, acknowledged=False, prepare=None, *, max_bytes=None,
                  warn=None, where='the daemon', make_notice=None, emit_wait_s=EMIT_WAIT_S,
-                 handshake_timeout_s=HANDSHAKE_TIMEOUT_S, exit_timeout_s=EXIT_TIMEOUT_S):
+                 handshake_timeout_s=HANDSHAKE_TIMEOUT_S, exit_timeout_s=EXIT_TIMEOUT_S,
+                 reports_rejections=True):
         self._connect = connect
         # Applied to each frame on the sender thread as it leaves the queue (compression:
         # off the application's thread).  Must be idempotent: unsent frames are queued
@@ -148,8 +180,12 @@ class Sender:
         self._exit_timeout_s = exit_timeout_s
         self.acknowledged = bool(acknowledged)
         self._is_fork_child = False
+        self._watches_main_thread = False
+        self._reports_rejections = reports_rejections
+        self._exit_deadline = None        # set by the exit hook: flush and close share it
         self._start_over()
         self._closing = False
+        _SENDERS.add(self)
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
                                                              weakref.ref(self)))
 
@@ -165,31 +201,35 @@ class Sender:
         Returns at once while there is room.  When the buffer is full, waits for room while
         the daemon takes messages, up to ``emit_wait_s``; drops the oldest queued frames
         (counted, and announced later) when it is unreachable or stalled.  Never raises for
-        network reasons.  After ``close()`` the frame is dropped (and counted).
+        network reasons.  After ``close()`` the frame is dropped, counted in ``dropped``, and
+        the first such frame said on standard error (``warn``).
         """
         with self._lock:
             if self._closing:
                 self._queue.dropped += 1
                 self._given_up_at_close += 1
-                self._warn_once('closed', f'a message logged after close() is dropped, not '
-                                          f'sent to {self.where}')
-                return
-            if self._thread is None:
-                self._start_thread()
-            queue = self._queue
-            # Frames the thread took (in flight) or wrote (unacknowledged) count too.
-            held = len(self._unacked) + self._in_flight
-            held_bytes = self._unacked.bytes + self._in_flight_bytes
-            if not queue.has_room(len(frame), held, held_bytes):
-                self._wait_for_room(len(frame))
+                self._warn_once('closed', f'1 message logged after close() was dropped, not '
+                                          f'sent to {self.where} (any later ones are counted '
+                                          f'in the handler\'s dropped)')
+            else:
+                if self._thread is None:
+                    self._start_thread()
+                queue = self._queue
+                # Frames the thread took (in flight) or wrote (unacknowledged) count too.
                 held = len(self._unacked) + self._in_flight
                 held_bytes = self._unacked.bytes + self._in_flight_bytes
-            dropped = queue.append(frame, held, held_bytes)
-            if dropped:
-                self._count_drops(dropped)
-            self._work.notify()
-            if self._is_waiting_for_acks:
-                self._wake_thread()
+                if not queue.has_room(len(frame), held, held_bytes):
+                    self._wait_for_room(len(frame))
+                    held = len(self._unacked) + self._in_flight
+                    held_bytes = self._unacked.bytes + self._in_flight_bytes
+                dropped = queue.append(frame, held, held_bytes)
+                if dropped:
+                    self._count_drops(dropped)
+                self._work.notify()
+                if self._is_waiting_for_acks:
+                    self._wake_thread()
+        if self._pending_warnings:
+            self._say_pending()
 
     def flush(self, timeout_s):
         """Wait up to ``timeout_s`` until every queued frame is written (and, with
@@ -198,9 +238,13 @@ class Sender:
         Returns early, with False, when the daemon cannot be reached right now, or is
         stalled (see ``put()``).
         """
+        timeout_s = self._within_exit_deadline(timeout_s)
         with self._lock:
-            return self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
+            flushed = self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
                 not self._has_waiting_frames()
+        if self._pending_warnings:
+            self._say_pending()
+        return flushed
 
     def close(self, timeout_s, give_up_when_unreachable=True):
         """Deliver what can be delivered within ``timeout_s``, then stop the thread.
@@ -211,29 +255,85 @@ class Sender:
         without it (the ``loghog`` command) the sender keeps retrying until ``timeout_s``.
         Frames still queued when the time is up are dropped (counted in ``dropped``), frames
         written but not acknowledged are counted in ``unconfirmed``, and one line through
-        ``warn`` says how many records were not delivered and where.  Returns True when
-        everything was delivered.  Calling it again does nothing more.
+        ``warn``, written by the caller's thread once the sender lock is released, says how
+        many records were not delivered and where.  Returns True when everything was
+        delivered.  Calling it again waits again, and may only shorten the deadline (and
+        turn on ``give_up_when_unreachable``): a ``loghog`` command stopped by a signal
+        while it waits.  At interpreter exit the wait ends at the exit deadline shared with
+        ``flush()`` (see ``_start_exit_deadline``).
         """
+        timeout_s = self._within_exit_deadline(min(timeout_s, MAX_CLOSE_TIMEOUT_S))
+        thread = self._begin_close(timeout_s, give_up_when_unreachable)
+        if thread is not None and thread is not threading.current_thread():
+            # A little longer than the thread's own deadline, so that it can finish its
+            # last step (closing the socket, reporting what was left) before we return.
+            # Not Thread.join(): a signal handler that raises (the command's SIGTERM)
+            # during join() leaves the Thread marked stopped while it runs (CPython 3.11,
+            # the bpo-45274 fix), and a second join() would return at once.
+            self._closer_waits = True
+            try:
+                with self._lock:
+                    self._progress.wait_for(lambda: self._thread is not thread,
+                                            timeout_s + CLOSE_GRACE_S)
+            finally:
+                self._closer_waits = False
         with self._lock:
+            if self._thread is None and (len(self._queue) or self._gaps):
+                # Never started (no thread could be made): give up on what was queued.
+                left = self._queue.discard_all()
+                self._given_up_at_close += left
+                self._stop_report(left, 0)
+            delivered = not (self._has_waiting_frames() or self._given_up_at_close)
+        self._say_pending()
+        return delivered
+
+    def _begin_close(self, timeout_s, give_up_when_unreachable):
+        """Start closing (or shorten the deadline of a close in progress); return the thread."""
+        with self._lock:
+            deadline = time.monotonic() + timeout_s
             if not self._closing:
                 self._closing = True
                 self._give_up_when_unreachable = give_up_when_unreachable
-                self._close_deadline = time.monotonic() + timeout_s
+                self._close_deadline = deadline
+            else:
+                self._close_deadline = min(self._close_deadline, deadline)
+                self._give_up_when_unreachable |= give_up_when_unreachable
             thread = self._thread
             self._work.notify_all()
             self._progress.notify_all()
             if self._is_waiting_for_acks:
                 self._wake_thread()
-        if thread is not None and thread is not threading.current_thread():
-            # A little longer than the thread's own deadline, so that it can finish its
-            # last step (closing the socket, reporting what was left) before we return.
-            thread.join(timeout_s + CLOSE_GRACE_S)
-        with self._lock:
-            if self._thread is None:  # stopped, or never started (no thread could be made)
-                left = self._queue.discard_all()
-                self._given_up_at_close += left
-                self._stop_report(left, 0)
-            return not (self._has_waiting_frames() or self._given_up_at_close)
+        return thread
+
+    def _within_exit_deadline(self, timeout_s):
+        """``timeout_s``, or less once the interpreter exits: flush() and close() share the
+        one exit deadline, ``exit_timeout_s`` after exit began."""
+        deadline = self._exit_deadline
+        if deadline is None:
+            return timeout_s
+        return max(0.0, min(timeout_s, deadline - time.monotonic()))
+
+    def _warn_later(self, text):
+        """Queue a line for ``warn``: it is written once no sender lock is held (``warn`` may
+        end up in ``logging``, when standard error is redirected into it, and so in this
+        sender's own ``put()``)."""
+        self._pending_warnings.append(text)
+
+    def _say_pending(self):
+        """Write the queued ``warn`` lines, unless this thread holds the sender lock (a
+        signal handler inside put(): the outer call says them)."""
+        if self._lock._is_owned():
+            return
+        pending = self._pending_warnings
+        while pending:
+            try:
+                text = pending.pop(0)
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                self._warn(text)
+            except Exception:  # noqa: BLE001 (nowhere left to say it; never raise into
+                pass           # the application, nor stop the thread)
 
     # -- state shared with the thread (all under self._lock) --------------------------------
 
@@ -259,6 +359,11 @@ class Sender:
         self._give_up_when_unreachable = True
         self._has_failed_since_close = False
         self._given_up_at_close = 0
+        self._closer_waits = False        # close() is joining the thread: it says the report
+        self._pending_warnings = []       # lines for warn, said outside the lock
+        self._notice_weights = {}         # message number of a written gap notice -> records
+        self._in_flight_notices = []      # the gap entries of the notices in the batch
+        self._connected_at = 0.0
         self.unconfirmed = 0              # written, never acknowledged, given up at close
         self.rejected = 0                 # acknowledged as rejected by the daemon
         self.rejections = collections.Counter()  # the same, by reason
@@ -271,6 +376,7 @@ class Sender:
         self._retry_delay_s = None
         self._unreported_rejections = collections.Counter()
         self._next_rejection_report_at = 0.0
+        self._started_at = time.monotonic()
 
     def _start_over_after_fork(self):
         """In a fork child: forget the parent's frames, thread and connection."""
@@ -278,6 +384,7 @@ class Sender:
         wakeup = self._wakeup
         self._start_over()
         self._is_fork_child = True
+        self._watches_main_thread = not _FORK['from_main_thread']
         if inherited is not None:
             # Closing our copy of the descriptor leaves the parent's connection open; a plain
             # close() sends nothing (no TLS close_notify, no FIN while the parent holds it).
@@ -286,16 +393,19 @@ class Sender:
 
     def _start_thread(self):
         thread = threading.Thread(target=self._run, name='loghog-sender', daemon=True)
+        # Set before start(): a signal handler that logs while start() runs re-enters put()
+        # (the lock is reentrant) and must find the thread there, not start a second one.
+        self._thread = thread
         try:
             if self.acknowledged:
                 self._wakeup = _make_pipe()
             thread.start()
         except (RuntimeError, OSError) as error:  # shutting down, out of threads or fds
+            self._thread = None
             self._report(f'cannot start the sender thread: {error}')
             _close_pipe(self._wakeup)
             self._wakeup = None
             return
-        self._thread = thread
         if self._is_fork_child:
             self._close_with_multiprocessing()
 
@@ -365,7 +475,7 @@ class Sender:
         """Warn about ``kind`` once per episode (until the next delivery resets it)."""
         if kind not in self._has_warned:
             self._has_warned.add(kind)
-            self._warn(text)
+            self._warn_later(text)
 
     def _has_waiting_frames(self):
         return bool(len(self._queue) or self._in_flight or len(self._unacked)
@@ -410,6 +520,8 @@ class Sender:
                     self._report(f'unexpected error, reconnecting: {error!r}')
                     self._drop_connection()
                     self._wait_before_retry()
+                if self._pending_warnings and not self._closing:
+                    self._say_pending()   # while closing, close() says them after the join
         finally:
             self._stop()
 
@@ -417,8 +529,25 @@ class Sender:
         """Block until frames wait (queued or unacknowledged); return False when the thread
         should stop."""
         with self._lock:
-            self._work.wait_for(lambda: self._has_waiting_frames() or self._closing)
+            if not self._watches_main_thread:
+                self._work.wait_for(lambda: self._has_waiting_frames() or self._closing)
+            else:
+                while not self._work.wait_for(
+                        lambda: self._has_waiting_frames() or self._closing,
+                        MAIN_THREAD_WATCH_S):
+                    self._check_main_thread()
+            self._check_main_thread()
             return not self._is_finished()
+
+    def _check_main_thread(self):
+        """In a child forked from a thread other than the main one: once that thread (the
+        child's main thread) has ended, the process ends without ``atexit`` as soon as this
+        thread does.  Close as interpreter exit would (within ``exit_timeout_s``), with no
+        caller to say the report: the thread says it."""
+        if (self._watches_main_thread and not self._closing
+                and not threading.main_thread().is_alive()):
+            self._watches_main_thread = False
+            self._begin_close(self._exit_timeout_s, True)
 
     def _step(self):
         """One step: take the acks that came, (re)connect if needed, then write one batch,
@@ -457,13 +586,19 @@ class Sender:
         return batch, True
 
     def _notices(self):
-        """The frames announcing the drops counted so far (under the lock)."""
+        """The frames announcing the drops counted so far (under the lock); their entries
+        are kept in ``_in_flight_notices``: each notice stands for many records, until it is
+        delivered (given back to the gaps if it is not written)."""
         if not self._gaps or self._make_notice is None:
+            self._in_flight_notices = []
             return []
-        notes = self._gaps.take(os.getpid())
+        entries = self._gaps.take_entries()
+        self._in_flight_notices = entries
         self._has_warned.discard('unreachable')
         self._has_warned.discard('stalled')
-        return [self._make_notice(module, text) for module, text in notes]
+        pid = os.getpid()
+        return [self._make_notice(module, Gaps.describe(entry, pid))
+                for module, entry in entries]
 
     def _write(self, frames, are_new):
         """Write ``frames``; account for what the connection took whole: kept for an ack,
@@ -477,10 +612,18 @@ class Sender:
         acks = self._connection_acks
         with self._lock:
             if are_new:
+                notices = self._in_flight_notices
+                self._in_flight_notices = []
                 if acks is not None:
+                    next_seq = self._unacked.next_seq
+                    for index, (_, entry) in enumerate(notices[:written]):
+                        self._notice_weights[next_seq + index] = entry[0]
                     self._unacked.add(frames[:written])
-                dropped = self._queue.requeue(frames[written:], len(self._unacked),
-                                              self._unacked.bytes)
+                # Unwritten notices go back to the gaps (announced again, counted right);
+                # unwritten records back to the queue.
+                self._gaps.restore(notices[written:])
+                dropped = self._queue.requeue(frames[max(written, len(notices)):],
+                                              len(self._unacked), self._unacked.bytes)
                 if dropped:
                     self._count_drops(dropped)
                 self._in_flight = 0
@@ -492,13 +635,9 @@ class Sender:
             self._progress.notify_all()
         if lost is not None:
             self._lost(f'connection to {self._connection.peer} lost: {lost.cause}')
-            if not self._has_sent_on_connection:
-                # A daemon that accepts and then fails every write must not be hammered.
-                self._wait_before_retry()
             return
         self._has_sent_on_connection = True
         self._has_just_written = are_new
-        self._retry_delay_s = None
 
     def _wait_for_acks(self):
         """Everything is written and frames await acks: wait until the daemon sends
@@ -519,6 +658,8 @@ class Sender:
                 return
             if self._closing:
                 timeout_s = max(0, self._close_deadline - time.monotonic())
+            elif self._watches_main_thread:
+                timeout_s = MAIN_THREAD_WATCH_S
             self._is_waiting_for_acks = True
         try:
             self._connection.receive(timeout_s, self._wakeup[0])
@@ -546,6 +687,9 @@ class Sender:
             with self._lock:
                 if self._unacked.release_through(done_through):
                     self._is_stalled = False
+                if self._notice_weights:
+                    for seq in [seq for seq in self._notice_weights if seq <= done_through]:
+                        del self._notice_weights[seq]
                 self._progress.notify_all()
         if rejected:
             self.rejected += sum(rejected.values())
@@ -572,6 +716,7 @@ class Sender:
                 return False
         self._connection = connection
         self._connection_acks = acks
+        self._connected_at = time.monotonic()
         self._has_sent_on_connection = False
         with self._lock:
             was_unreachable = self._is_unreachable
@@ -635,17 +780,34 @@ class Sender:
             self._progress.notify_all()
 
     def _lost(self, text):
-        """The connection failed: report it, drop it; the next step reconnects at once."""
+        """The connection failed: report it, drop it.  The next step reconnects at once if
+        the connection had lasted (a daemon restart), else after the backoff: a peer that
+        answers the handshake and then closes, resets or sends garbage must not be
+        hammered."""
         self._report(f'{text}; reconnecting')
         self._last_problem = text
         self._drop_connection()
+        if time.monotonic() - self._connected_at < HEALTHY_CONNECTION_S:
+            self._wait_before_retry()
+        else:
+            self._retry_delay_s = None
 
     def _report_rejections(self, now, force=False):
         """Sum up the rejections since the last report, at most once per interval."""
-        if self._unreported_rejections and (force or now >= self._next_rejection_report_at):
+        if not self._unreported_rejections:
+            return
+        if self._reports_rejections:
+            due = force or now >= self._next_rejection_report_at
+        else:
+            # The caller says them all in its last line (the command's exit status 65); a
+            # long run (a tail -F pipeline) hears of them on the way too, from one
+            # interval after the start on.
+            due = not force and now >= max(self._next_rejection_report_at,
+                                           self._started_at + REJECTION_REPORT_INTERVAL_S)
+        if due:
             counts = self._unreported_rejections
-            self._report(f'the daemon rejected {sum(counts.values())} messages: '
-                         f'{describe_rejections(counts)}')
+            self._warn_later(f'the daemon rejected {sum(counts.values())} messages: '
+                             f'{describe_rejections(counts)}')
             self._unreported_rejections = collections.Counter()
             self._next_rejection_report_at = now + REJECTION_REPORT_INTERVAL_S
 
@@ -671,9 +833,13 @@ class Sender:
     def _stop(self):
         """Last step of the thread: close the connection, give up on what is left."""
         self._drop_connection()
+        self._report_rejections(time.monotonic(), force=True)
         with self._lock:
             left = self._queue.discard_all()
-            unconfirmed = self._unacked.release_all()
+            # A gap notice stands for the records it announces.
+            unconfirmed = self._unacked.release_all() + sum(
+                count - 1 for count in self._notice_weights.values())
+            self._notice_weights = {}
             self.unconfirmed += unconfirmed
             self._given_up_at_close += left + unconfirmed
             self._thread = None
@@ -681,21 +847,47 @@ class Sender:
             self._wakeup = None
             self._progress.notify_all()
             self._stop_report(left, unconfirmed)
-        self._report_rejections(time.monotonic(), force=True)
+        if not self._closer_waits:  # no close() waits to say it (or it gave up waiting)
+            self._say_pending()
 
     def _stop_report(self, left, unconfirmed):
-        """One line through ``warn``: what was not delivered, and where (under the lock)."""
+        """One line for ``warn``: what was not delivered, and where (under the lock: said
+        once it is released)."""
         dropped = self._gaps.total
         self._gaps = Gaps()
-        total = left + unconfirmed + dropped
+        rejected = self.rejected if self._reports_rejections else 0
+        total = left + unconfirmed + dropped + rejected
         if not total:
             return
         parts = [f'{count} {what}' for count, what in (
             (left, 'never sent'), (unconfirmed, 'sent but not acknowledged (maybe written)'),
-            (dropped, 'dropped earlier')) if count]
+            (dropped, 'dropped earlier'),
+            (rejected, f'rejected by the daemon: {describe_rejections(self.rejections)}'))
+            if count]
         why = f': {self._last_problem}' if self._last_problem else ''
-        self._warn(f'{total} messages not delivered to {self.where} ({", ".join(parts)})'
-                   f'{why}')
+        self._warn_later(f'{total} messages not delivered to {self.where} '
+                         f'({", ".join(parts)}){why}')
+
+
+def _note_forking_thread():
+    """``os.register_at_fork`` before-hook: is the main thread the one forking?"""
+    _FORK['from_main_thread'] = threading.current_thread() is threading.main_thread()
+
+
+os.register_at_fork(before=_note_forking_thread)
+
+
+def _start_exit_deadline():
+    """``atexit`` hook, run before ``logging.shutdown`` (registered after it: ``logging``
+    is imported first): from now on each sender's ``flush()`` and ``close()`` share one
+    deadline, ``exit_timeout_s`` away, so that interpreter exit (a flush, then a close)
+    takes at most that long in all."""
+    now = time.monotonic()
+    for sender in list(_SENDERS):
+        sender._exit_deadline = now + sender._exit_timeout_s
+
+
+atexit.register(_start_exit_deadline)
 
 
 def _start_over_in_child(sender_ref):

@@ -257,3 +257,22 @@ def test_command_exit_status_with_acks(daemon):
     # Without acks the daemon's refusal cannot be seen: the message was handed over.
     assert run_command('-a', 'nope', '-p', port, '--no-ack', 'unseen').returncode == 0
     assert daemon.stop() == 0
+
+
+def test_command_in_a_long_pipeline_says_rejections_on_the_way(daemon, monkeypatch, capsys):
+    # A tail -F | loghog pipeline runs for days: rejections are said on the way, at most
+    # once per interval (shortened here), and once more in the last line.
+    from loghog import cli, sender
+    monkeypatch.setattr(sender, 'REJECTION_REPORT_INTERVAL_S', 0.3)
+
+    def slow_lines():
+        yield 'first'
+        time.sleep(0.6)   # the pipeline runs on past one interval
+        yield 'second'
+
+    monkeypatch.setattr(cli, 'read_lines', lambda stream: slow_lines())
+    assert cli.main(['-a', 'nope', '-H', '127.0.0.1', '-p', str(daemon.tcp_port)]) == 65
+    err = capsys.readouterr().err
+    assert re.search(r'the daemon rejected [12] messages: unknown_app \([12]\)', err), err
+    assert err.endswith(f'rejected 2 of 2 messages: unknown_app (2)\n'), err
+    assert daemon.stop() == 0

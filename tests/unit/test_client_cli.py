@@ -41,6 +41,15 @@ def test_each_stdin_line_is_one_message_and_empty_lines_are_skipped(server, monk
     assert server.accepted == 1
 
 
+def test_text_with_no_utf8_form_is_sent_with_escapes_and_signed():
+    from loghog.cli import utf8_text
+    assert utf8_text('caf\u00e9') == 'caf\u00e9'
+    stray = b'\xff\xfe latin-1'.decode('utf-8', 'surrogateescape')
+    assert utf8_text(stray) == '\\xff\\xfe latin-1'
+    assert utf8_text('\ud800 lone') == '\\ud800 lone'
+    utf8_text(stray).encode('utf-8')
+
+
 def test_secret_signs_from_the_option_or_the_environment(server, monkeypatch):
     assert run(server.port, '--secret', 'opt', 'one') == 0
     monkeypatch.setenv('LOGHOG_SECRET', 'env')
@@ -149,3 +158,31 @@ def test_installed_command_reads_stdin_and_sets_the_exit_status(server):
                                             '--timeout', '0.5', 'x'],
                                  capture_output=True, text=True, timeout=30)
     assert refused.returncode == 69 and 'Connection refused' in refused.stderr
+
+
+def test_terminated_while_waiting_for_acknowledgements_says_what_it_lost():
+    # SIGTERM while the command waits after its last message (here: for a daemon that
+    # never answers the session frame).  A signal handler that raises inside Thread.join()
+    # used to leave the sender thread marked stopped (CPython 3.11): the second wait
+    # returned at once and the loss went unsaid.
+    with FrameServer(answers_acks=False) as silent:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'loghog', '-a', 'my-app', '-H', '127.0.0.1', '-p',
+             str(silent.port), '--timeout', '30', 'one message'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not silent.accepted and time.monotonic() < deadline:
+                time.sleep(0.02)   # connected: the signal handlers are in place
+            assert silent.accepted
+            time.sleep(0.2)        # now in the wait after the last message
+            started = time.monotonic()
+            process.terminate()
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 143
+    assert time.monotonic() - started < 10   # STOP_TIMEOUT_S (2 s), not --timeout (30 s)
+    assert '1 messages not delivered' in err, err

@@ -98,6 +98,21 @@ def test_gaps_are_counted_per_module_with_their_times_and_reasons():
     assert not gaps and gaps.take(pid=42) == []
 
 
+def test_gap_entries_taken_for_a_notice_that_was_not_written_are_counted_again():
+    from loghog import wire
+    from loghog.gaps import Gaps
+    gaps = Gaps()
+    gaps.add([wire.encode_message('app', 'web', 1764900000, 0, 'h', 'x')] * 3, 'down')
+    entries = gaps.take_entries()
+    assert not gaps and [(module, entry[0]) for module, entry in entries] == [('web', 3)]
+    gaps.add([wire.encode_message('app', 'web', 1764900060, 0, 'h', 'x')], 'full')
+    gaps.restore(entries)
+    assert gaps.total == 4
+    assert gaps.take(pid=1) == [('web', '[loghog] 4 records dropped by this process (pid 1) '
+                                        'between 2025-12-05 02:00:00 and 2025-12-05 02:01:00 '
+                                        'UTC: full; down')]
+
+
 def test_a_body_too_long_for_the_daemon_is_cut_with_a_marker():
     from loghog import wire
 
