@@ -384,3 +384,330 @@ def test_a_session_flood_from_other_addresses_leaves_a_new_client_its_duplicate_
     written = [b for b in bodies(daemon) if b.startswith('v')]
     assert written == ['v%d' % n for n in range(1, 21)], '%d lines for 20 messages' % len(written)
     resend.close()
+
+
+# -- 5. signals ------------------------------------------------------------------------------
+
+# The documented bound: the drain takes at most DRAIN_TIME_S (10 s) in all, then the last
+# write and fsync; the init script's SIGKILL comes at 30 s.  On a loaded 2-core machine the
+# pass that was running when the signal came is added; 20 s leaves that room.
+STOP_BOUND_S = 20.0
+
+
+def start_streams(daemon, names, app='app'):
+    clients = [AckStream(name, app=app) for name in names]
+    threads = [threading.Thread(target=c.run, args=(daemon.tcp_port, 60.0), daemon=True)
+               for c in clients]
+    for t in threads:
+        t.start()
+    wait_for(lambda: all(c.acked >= 200 for c in clients), 30, message='every stream acked')
+    return clients, threads
+
+
+def stop_streams(clients, threads):
+    for c in clients:
+        c.stop.set()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+
+
+def check_acked_once(data, clients):
+    """Every acknowledged message of each client is there exactly once; lines are whole.
+    (Each client used one connection and never resent: nothing may be twice.)"""
+    whole, bad = parse(data)
+    assert not bad, bad[:3]
+    for c in clients:
+        numbers = numbers_of(whole, c.name)
+        counts = collections.Counter(numbers)
+        missing = [n for n in range(1, c.acked + 1) if not counts[n]]
+        assert not missing, '%s: %d acked messages missing (acked %d), first %s' % (
+            c.name, len(missing), c.acked, missing[:5])
+        assert not [n for n, k in counts.items() if k > 1], c.name
+    return whole
+
+
+def storm(daemon, signals, count, pause_s=0.0):
+    for i in range(count):
+        daemon.signal(signals[i % len(signals)])
+        if pause_s:
+            time.sleep(pause_s)
+
+
+def stop_and_time(daemon, repeat=1):
+    sent_at = time.monotonic()
+    for _ in range(repeat):
+        daemon.signal(signal.SIGTERM)
+    code = daemon.proc.wait(STOP_BOUND_S + 10)
+    took = time.monotonic() - sent_at
+    print('stopped: exit %s after %.2fs' % (code, took))
+    return code, took
+
+
+def test_a_storm_of_sighup_sigusr1_and_sigterm_under_four_acked_streams(daemon_factory):
+    daemon = daemon_factory(FACILITIES)
+    clients, threads = start_streams(daemon, ['a', 'b', 'c', 'd'])
+    storm(daemon, [signal.SIGHUP, signal.SIGUSR1, signal.SIGHUP], 600, pause_s=0.002)
+    acked = [c.acked for c in clients]
+    wait_for(lambda: all(c.acked > a + 100 for c, a in zip(clients, acked)), 30,
+             message='the streams to go on after the storm')
+    assert 'reloaded' in daemon.output() and 'status:' in daemon.output()
+    code, took = stop_and_time(daemon, repeat=50)
+    assert code == 0, daemon.output()[-2000:]
+    assert took < STOP_BOUND_S, took
+    stop_streams(clients, threads)
+    check_acked_once(daemon.log_file('app').read_bytes(), clients)
+    assert daemon.output().count('received SIGTERM') == 1
+
+
+def test_sigterm_while_eight_clients_never_stop_sending_exits_0_within_the_bound(
+        daemon_factory):
+    daemon = daemon_factory(FACILITIES)
+    clients, threads = start_streams(daemon, ['s%d' % i for i in range(8)])
+    code, took = stop_and_time(daemon)
+    assert code == 0, daemon.output()[-2000:]
+    assert took < STOP_BOUND_S, took
+    stop_streams(clients, threads)
+    check_acked_once(daemon.log_file('app').read_bytes(), clients)
+
+
+BIG_FACILITIES = 20000
+
+
+def big_facilities():
+    return FACILITIES + ''.join('\n[big%d]\nrotate = daily\nbackup_count = 3\n' % i
+                                for i in range(BIG_FACILITIES))
+
+
+def test_signals_during_the_reload_of_a_big_facilities_conf(daemon_factory):
+    daemon = daemon_factory(FACILITIES)
+    clients, threads = start_streams(daemon, ['a', 'b'])
+    daemon.facilities_path.write_text(big_facilities())
+    daemon.signal(signal.SIGHUP)
+    storm(daemon, [signal.SIGHUP, signal.SIGUSR1], 20)
+    wait_for(lambda: 'reloaded' in daemon.output(), 30, message='the reload')
+    peer = Peer(daemon).send(msg('after', app='big%d' % (BIG_FACILITIES - 1)))
+    assert peer.until(1, timeout=30) == {'ack': 1}
+    peer.close()
+    # SIGTERM in the middle of further reloads of the big file.
+    storm(daemon, [signal.SIGHUP], 3)
+    code, took = stop_and_time(daemon)
+    assert code == 0, daemon.output()[-2000:]
+    assert took < STOP_BOUND_S, took
+    stop_streams(clients, threads)
+    check_acked_once(daemon.log_file('app').read_bytes(), clients)
+
+
+ROTATING = """
+[app]
+rotate = daily
+backup_count = 1000
+max_size = 64K
+"""
+
+
+def read_folder(folder):
+    """The lines of every file in ``folder``, backups (compressed or not) included."""
+    from tests.support import read_backup
+    data = b''
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith('.partial') or not os.path.isfile(path):
+            continue
+        if name.endswith(('.xz', '.gz', '.bz2')):
+            if name[:-3].rstrip('.') in os.listdir(folder):
+                continue
+            data += read_backup(path).encode()
+        else:
+            with open(path, 'rb') as stream:
+                data += stream.read()
+    return data
+
+
+def wait_compressed(folder):
+    """Wait until no backup waits for its compression (both forms never count twice)."""
+    def settled():
+        names = set(os.listdir(folder))
+        return not any(n.endswith('.partial') for n in names) and not any(
+            n + ext in names for n in names for ext in ('.xz', '.gz', '.bz2'))
+    wait_for(settled, 30, message='the compressions to finish')
+
+
+def test_sighup_storm_during_size_rotation_loses_and_doubles_nothing_acked(daemon_factory):
+    daemon = daemon_factory(ROTATING)
+    clients, threads = start_streams(daemon, ['a', 'b', 'c'])
+    storm(daemon, [signal.SIGHUP], 200, pause_s=0.01)
+    stop_streams(clients, threads)
+    assert daemon.stop() == 0
+    folder = daemon.logdir / 'app'
+    assert len(os.listdir(folder)) > 5      # it did rotate, many times
+    wait_compressed(folder)
+    check_acked_once(read_folder(folder), clients)
+
+
+def test_signals_on_a_full_disk_ack_nothing_unwritten_and_stop_within_the_bound(
+        small_disk, daemon_factory):
+    daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(small_disk)])
+    filler = fill(small_disk)
+    peer = Peer(daemon).send(make_session('S', 1), *[msg('m%d' % n) for n in range(1, 201)])
+    assert peer.until(1) == {'ack': 1}
+    wait_for_status(daemon, lambda s: accepted(s) == 200 and events(s, 'write_errors') >= 1,
+                    'the 200 messages read and a failed write')
+    storm(daemon, [signal.SIGHUP, signal.SIGUSR1], 100)
+    code, took = stop_and_time(daemon)
+    assert took < STOP_BOUND_S, took
+    # Nothing was written: no ack beyond the session frame's, the connection closed.
+    peer.sock.settimeout(10)
+    rest = b''
+    while True:
+        data = peer.sock.recv(65536)
+        if not data:
+            break
+        rest += data
+    peer.buffer += rest
+    peer._parse()
+    assert peer.acks[-1] == {'ack': 1}, peer.acks
+    # The loss is visible: the daemon's log names the file and the count.
+    assert log_lines(daemon, 'ERROR', '200 lines that could not be written'), \
+        daemon.output()[-2000:]
+    assert code == 0, daemon.output()[-2000:]      # README: "... and exit 0"
+    os.unlink(filler)
+
+
+# -- 6. fairness where it touches acks -------------------------------------------------------
+
+# Issue 15's target for a good client is a p99 under 50 ms; the promise tested here is the
+# weaker one of issue 14's acks: a flood never holds another connection's acks back for
+# long.  Bound generously for a loaded 2-core machine.
+ACK_LATENCY_BOUND_S = 2.0
+
+
+def quiet_client_latencies(daemon, count=50, pause_s=0.02):
+    peer = Peer(daemon).send(make_session('quiet', 1))
+    peer.until(1)
+    latencies = []
+    for n in range(1, count + 1):
+        sent_at = time.monotonic()
+        peer.send(msg('q%d' % n))
+        peer.until(n + 1, timeout=30)
+        latencies.append(time.monotonic() - sent_at)
+        time.sleep(pause_s)
+    peer.close()
+    return sorted(latencies)
+
+
+def test_four_acked_floods_into_the_same_file_never_hold_back_a_quiet_clients_acks(
+        daemon_factory):
+    daemon = daemon_factory(FACILITIES)
+    clients, threads = start_streams(daemon, ['f1', 'f2', 'f3', 'f4'])
+    latencies = quiet_client_latencies(daemon)
+    stop_streams(clients, threads)
+    print('quiet client ack latency: median %.3fs, p98 %.3fs, worst %.3fs' % (
+        latencies[len(latencies) // 2], latencies[-2], latencies[-1]))
+    assert latencies[-1] < ACK_LATENCY_BOUND_S, 'worst %.3fs, p98 %.3fs' % (
+        latencies[-1], latencies[-2])
+    assert [b for b in bodies(daemon) if b.startswith('q')] == ['q%d' % n for n in range(1, 51)]
+    assert daemon.stop() == 0
+
+
+class RefusedFlood:
+    """A connection that sends acked frames of an unknown app without end (reads its acks)."""
+
+    def __init__(self, daemon):
+        self.peer = Peer(daemon)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        chunk = b''.join(msg('x' * 100, app='nope') for _ in range(200))
+        self.peer.sock.setblocking(True)
+        drain = threading.Thread(target=self._drain, daemon=True)
+        drain.start()
+        try:
+            while not self.stop.is_set():
+                self.peer.sock.sendall(chunk)
+        except OSError:
+            pass
+
+    def _drain(self):
+        try:
+            while self.peer.sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.peer.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
+        self.peer.close()
+
+
+def test_eight_floods_of_refused_acked_frames_never_hold_back_a_quiet_clients_acks(
+        daemon_factory):
+    daemon = daemon_factory(FACILITIES)
+    floods = [RefusedFlood(daemon) for _ in range(8)]
+    latencies = quiet_client_latencies(daemon)
+    for flood in floods:
+        flood.close()
+    print('quiet client ack latency: median %.3fs, p98 %.3fs, worst %.3fs' % (
+        latencies[len(latencies) // 2], latencies[-2], latencies[-1]))
+    assert latencies[-1] < ACK_LATENCY_BOUND_S, 'worst %.3fs, p98 %.3fs' % (
+        latencies[-1], latencies[-2])
+    assert daemon.stop() == 0
+
+
+# -- 7. fsync and I/O errors at the worst moments ----------------------------------------------
+
+def remount_copy(image, mount_point):
+    """Mount a copy of the dead disk's image: what had reached the device."""
+    import shutil
+    import subprocess
+    from tests.integration.test_faults import unmount
+    unmount(mount_point)
+    shutil.copyfile(image, str(image) + '.copy')
+    subprocess.run(['mount', '-o', 'loop', str(image) + '.copy', str(mount_point)], check=True,
+                   capture_output=True, timeout=30)
+
+
+def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_disk(
+        ext4_disk, daemon_factory):
+    """The disk dies (ext4 shutdown, no log flush: what was not fsynced is gone) while three
+    acked clients stream into a file rotating every 64 KiB and SIGHUPs reopen it every
+    10 ms: the worst moments (between write and fsync, inside a rotation, inside a reopen)
+    come up by the thousand.  Every line acknowledged must be on the disk's copy; the loss
+    is in the daemon's log and in `loghogd status`."""
+    image, mount_point = ext4_disk
+    daemon = daemon_factory(ROTATING, sections=STATS, extra_args=['-L', str(mount_point)])
+    clients, threads = start_streams(daemon, ['a', 'b', 'c'])
+    stop_storm = threading.Event()
+
+    def hups():
+        while not stop_storm.is_set():
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.01)
+    storm_thread = threading.Thread(target=hups, daemon=True)
+    storm_thread.start()
+    wait_for(lambda: all(c.acked >= 1500 for c in clients), 30, message='1,500 acked each')
+    fail_the_disk(mount_point)
+    status = wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(
+        s, 'sync_errors') >= 1, 'the failure counted')
+    stop_storm.set()
+    storm_thread.join(10)
+    stop_streams(clients, threads)
+    acked = {c.name: c.acked for c in clients}
+    assert log_lines(daemon, 'ERROR', str(mount_point / 'app')), daemon.output()[-2000:]
+    result = __import__('subprocess').run(
+        [__import__('sys').executable, '-m', 'loghogd', 'status', '-c', str(daemon.config_path)],
+        capture_output=True, text=True, timeout=30)
+    assert '(FAILING)' in result.stdout, result.stdout[-2000:]
+    assert daemon.stop() == 0
+    remount_copy(image, mount_point)
+    data = read_folder(mount_point / 'app')
+    whole, bad = parse(data)
+    for c in clients:
+        numbers = set(numbers_of(whole, c.name))
+        missing = [n for n in range(1, acked[c.name] + 1) if n not in numbers]
+        assert not missing, '%s: %d of %d acked lines not on disk, first %s (status %s)' % (
+            c.name, len(missing), acked[c.name], missing[:5], status['events'])
