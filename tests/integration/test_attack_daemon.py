@@ -711,3 +711,80 @@ def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_d
         missing = [n for n in range(1, acked[c.name] + 1) if n not in numbers]
         assert not missing, '%s: %d of %d acked lines not on disk, first %s (status %s)' % (
             c.name, len(missing), acked[c.name], missing[:5], status['events'])
+
+
+def test_a_resend_racing_its_original_on_a_dying_disk_is_never_acked_unsynced(
+        ext4_disk, daemon_factory):
+    """Two connections of one session (same peer) send the same messages at the same time,
+    as a client that reconnected while its old connection was still being read: whichever
+    is read second skips them as duplicates, and its ack must wait for the original's
+    fsync.  The disk dies mid-stream; everything either connection had acked must be on
+    the disk's copy."""
+    image, mount_point = ext4_disk
+    daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(mount_point)])
+    first = AckStream('r', total=30000)
+    second = AckStream('r', total=30000)
+    first.frame(30000)                 # made before the threads share the list
+    second.session = first.session
+    second.frames = first.frames       # the same numbered messages
+    threads = [threading.Thread(target=c.run, args=(daemon.tcp_port, 60.0), daemon=True)
+               for c in (first, second)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: min(first.acked, second.acked) >= 3000, 30,
+             message='both acked (%s)' % (lambda: (first.acked, second.acked)))
+    fail_the_disk(mount_point)
+    wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(s, 'sync_errors') >= 1,
+                    'the failure counted')
+    for c in (first, second):
+        c.stop.set()
+    for t in threads:
+        t.join(30)
+    acked = max(first.acked, second.acked)
+    assert daemon.stop() == 0
+    remount_copy(image, mount_point)
+    whole, bad = parse(read_folder(mount_point / 'app'))
+    numbers = set(numbers_of(whole, 'r'))
+    missing = [n for n in range(1, acked + 1) if n not in numbers]
+    assert not missing, '%d of %d acked lines not on disk, first %s' % (len(missing), acked,
+                                                                        missing[:5])
+
+
+def test_the_same_session_id_over_ipv6_loopback_is_another_session(daemon_factory):
+    if not socket.has_ipv6:
+        pytest.skip('no IPv6')
+    try:
+        daemon = daemon_factory(server={'listen_ipv6': '[::1]:0'})
+    except AssertionError as exc:
+        pytest.skip('cannot listen on ::1: %s' % exc)
+    port6 = [port for host, port in daemon.addresses['tcp'] if ':' in host][0]
+    a = Peer(daemon).send(make_session('S', 1), msg('v4-1'), msg('v4-2'))
+    a.until(3)
+    six = socket.create_connection(('::1', port6))
+    six.sendall(make_session('S', 10 ** 6) + msg('v6'))
+    reader = Peer.__new__(Peer)
+    reader.sock, reader.buffer, reader.acks = six, b'', []
+    reader.until(2)
+    a.send(msg('v4-3'))
+    assert a.until(4) == {'ack': 4}
+    assert bodies(daemon) == ['v4-1', 'v4-2', 'v6', 'v4-3']
+    six.close()
+    a.close()
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING: while the session table is full, every new '
+                   'peer that writes leaves an empty per-peer entry behind for good '
+                   '(SessionTable.create: self.by_peer[peer] before the global check)')
+def test_peers_refused_a_session_leave_nothing_behind_in_the_session_table():
+    """Pure state (no daemon): memory must not grow with the number of peer addresses that
+    were refused an entry.  On a network an attacker has as many source addresses as an
+    IPv6 /64; each refused one costs an OrderedDict forever (expire never sees it)."""
+    from loghogd.acks import SessionTable
+    table = SessionTable(limit=10, per_peer=5)
+    for i in range(10):
+        assert table.create((('10.0.0.%d' % (i // 5), None), 's%d' % i), now=0.0) is not None
+    for i in range(1000):
+        assert table.create((('2001:db8::%x' % i, None), 'x'), now=1.0) is None
+    table.expire(now=10 ** 6)
+    assert len(table.by_peer) <= 2, '%d per-peer entries for 2 peers with sessions' % len(
+        table.by_peer)
