@@ -12,6 +12,7 @@ message written but not acknowledged, or a session the table could not track).
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -671,6 +672,16 @@ def remount_copy(image, mount_point):
                    capture_output=True, timeout=30)
 
 
+def loghogd_status(daemon, *options):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, '-m', 'loghogd', 'status', '-c',
+                             str(daemon.config_path)] + list(options),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_disk(
         ext4_disk, daemon_factory):
     """The disk dies (ext4 shutdown, no log flush: what was not fsynced is gone) while three
@@ -698,10 +709,8 @@ def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_d
     stop_streams(clients, threads)
     acked = {c.name: c.acked for c in clients}
     assert log_lines(daemon, 'ERROR', str(mount_point / 'app')), daemon.output()[-2000:]
-    result = __import__('subprocess').run(
-        [__import__('sys').executable, '-m', 'loghogd', 'status', '-c', str(daemon.config_path)],
-        capture_output=True, text=True, timeout=30)
-    assert '(FAILING)' in result.stdout, result.stdout[-2000:]
+    shown = json.loads(loghogd_status(daemon, '--json'))['events']
+    assert shown.get('write_errors', 0) + shown.get('sync_errors', 0) >= 1, shown
     assert daemon.stop() == 0
     remount_copy(image, mount_point)
     data = read_folder(mount_point / 'app')
@@ -788,3 +797,21 @@ def test_peers_refused_a_session_leave_nothing_behind_in_the_session_table():
     table.expire(now=10 ** 6)
     assert len(table.by_peer) <= 2, '%d per-peer entries for 2 peers with sessions' % len(
         table.by_peer)
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING: `loghogd status` (text) never shows write '
+                   'errors, fsync errors or lines lost; only --json has them, and "(FAILING)" '
+                   'only while a write keeps failing')
+def test_lines_lost_to_a_dead_disk_are_visible_in_loghogd_status(ext4_disk, daemon_factory):
+    image, mount_point = ext4_disk
+    daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(mount_point)])
+    clients, threads = start_streams(daemon, ['a'])
+    fail_the_disk(mount_point)
+    status = wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(
+        s, 'sync_errors') >= 1 and events(s, 'ack_connections_closed_on_loss') >= 1,
+        'the failure counted and the client closed unacknowledged')
+    stop_streams(clients, threads)
+    text = loghogd_status(daemon).replace(str(mount_point.parent), '<tmp>')   # its name says 'lost'
+    counted = {k: v for k, v in status['events'].items() if 'error' in k or 'lost' in k}
+    assert re.search(r"error|lost", text, re.I), 'status.json has %r; the text shows:\n%s' % (
+        counted, text)
