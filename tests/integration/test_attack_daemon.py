@@ -815,3 +815,18 @@ def test_lines_lost_to_a_dead_disk_are_visible_in_loghogd_status(ext4_disk, daem
     counted = {k: v for k, v in status['events'].items() if 'error' in k or 'lost' in k}
     assert re.search(r"error|lost", text, re.I), 'status.json has %r; the text shows:\n%s' % (
         counted, text)
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING: a peer that half-closes (SHUT_WR) after its '
+                   'last frame never gets the acks of the lines the daemon wrote: the '
+                   'connection is closed on EOF before they are due')
+def test_a_peer_that_half_closes_after_its_last_frame_still_gets_its_acks(daemon):
+    """``shutdown(SHUT_WR)`` is how a stream says "that was all" (loghog's own
+    Connection.finish does it); the peer still reads.  The daemon wrote the lines but the
+    acks never come, so a client resends: duplicates without a session."""
+    peer = Peer(daemon).send(*[msg('m%d' % n) for n in range(1, 11)])
+    peer.sock.shutdown(socket.SHUT_WR)
+    sentinel(daemon)
+    assert bodies(daemon)[:10] == ['m%d' % n for n in range(1, 11)]
+    assert peer.until(10) == {'ack': 10}
+    peer.close()
