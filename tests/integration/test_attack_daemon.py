@@ -538,8 +538,10 @@ def test_sighup_storm_during_size_rotation_loses_and_doubles_nothing_acked(daemo
     daemon = daemon_factory(ROTATING)
     clients, threads = start_streams(daemon, ['a', 'b', 'c'])
     storm(daemon, [signal.SIGHUP], 200, pause_s=0.01)
+    code, took = stop_and_time(daemon)        # mid-stream, mid-rotation
+    assert code == 0, daemon.output()[-2000:]
+    assert took < STOP_BOUND_S, took
     stop_streams(clients, threads)
-    assert daemon.stop() == 0
     folder = daemon.logdir / 'app'
     assert len(os.listdir(folder)) > 5      # it did rotate, many times
     wait_compressed(folder)
@@ -830,3 +832,32 @@ def test_a_peer_that_half_closes_after_its_last_frame_still_gets_its_acks(daemon
     assert bodies(daemon)[:10] == ['m%d' % n for n in range(1, 11)]
     assert peer.until(10) == {'ack': 10}
     peer.close()
+
+
+BIG_ROTATING = """
+[app]
+rotate = daily
+backup_count = 10
+max_size = 8M
+"""
+
+
+def test_sigterm_while_a_big_backup_is_being_compressed_exits_0_within_the_bound(
+        daemon_factory):
+    """The compressor child works on an 8 MiB backup (xz level 6: seconds) when SIGTERM
+    comes: the stop must not wait for it; the backup stays, uncompressed, complete."""
+    daemon = daemon_factory(BIG_ROTATING)
+    peer = Peer(daemon)
+    chunk = b''.join(msg('m%d %s' % (n, 'y' * 200), flags=0) for n in range(5000))
+    for _ in range(10):        # about 10 MiB: one rotation at 8 MiB
+        peer.sock.sendall(chunk)
+    folder = daemon.logdir / 'app'
+    wait_for(lambda: any('.partial' in n for n in os.listdir(folder)), 30,
+             message='the compression of the backup to start')
+    code, took = stop_and_time(daemon)
+    assert code == 0, daemon.output()[-2000:]
+    assert took < STOP_BOUND_S, took
+    peer.close()
+    names = os.listdir(folder)
+    assert not any(n.endswith('.partial') for n in names), names
+    assert read_folder(folder).count(b'\n') == 50000, names
