@@ -342,12 +342,16 @@ def test_a_session_flood_from_the_same_and_other_addresses_never_evicts_an_activ
     daemon = daemon_factory(FACILITIES, sections=STATS)
     victim = Peer(daemon).send(make_session('V', 1), *[msg('v%d' % n) for n in range(1, 51)])
     assert victim.until(51)['ack'] == 51
+    rss_before = rss_kib(daemon.pid)
     threads = [threading.Thread(target=flood_sessions, args=(daemon, '127.0.0.%d' % k, 1100, 'f'))
                for k in range(1, 12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    grown = rss_kib(daemon.pid) - rss_before
+    print('session flood: RSS grew %d KiB' % grown)
+    assert grown < 30 * 1024, grown      # 10,000 sessions at most
     victim.close()
     resend = Peer(daemon).send(make_session('V', 1), *[msg('v%d' % n) for n in range(1, 51)])
     assert resend.until(51)['ack'] == 51
