@@ -234,7 +234,10 @@ class Server:
                 log.info('received %s: finishing writes and stopping', signal.Signals(signum).name)
             self.stopping = True
         elif signum == signal.SIGHUP:
-            self.reload()
+            if self.stopping:   # a stop taken in the same pass comes first (loop.py)
+                log.info('received SIGHUP while stopping: not reloading')
+            else:
+                self.reload()
         elif signum == signal.SIGUSR1:
             log.info('status: %s', json.dumps(self.summary(), sort_keys=True))
 

@@ -869,10 +869,6 @@ def test_sigterm_while_a_big_backup_is_being_compressed_exits_0_within_the_bound
 
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: SIGHUPs recorded during a slow reload are '
-                   'each acted on (up to 64) in one loop pass: the loop stalls for 64 reloads '
-                   '(measured: SIGTERM acted on after 282 s, 76 reloads, at 20,000 facilities); '
-                   'nothing is served meanwhile')
 def test_a_sighup_storm_during_a_slow_reload_never_stalls_the_loop_or_the_stop(
         daemon_factory):
     """A sloppy operator (or a tool that signals once per file it changed) sends SIGHUPs
