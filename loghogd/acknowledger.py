@@ -43,9 +43,10 @@ class Acknowledger:
     def take_frame(self, acks, frame):
         """Count ``frame`` on an acknowledged connection; true if it needs no more work.
 
-        That is a session frame (it only sets the numbering) or a message of the session
-        that this daemon already queued for writing.  A malformed session frame gives
-        its Rejection (true too), for the caller to count and log.
+        That is a session frame (it only sets the numbering).  A malformed session frame
+        gives its Rejection (true too), for the caller to count and log.  Whether a
+        message is a duplicate is decided later (``duplicate``), once it has passed
+        every check that could reject it.
         """
         acks.received += 1
         if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
@@ -62,7 +63,14 @@ class Acknowledger:
             if session is not None:
                 session.live += 1
                 acks.session = session
-        if session is not None and acks.seq <= session.last_seq:
+        return False
+
+    def duplicate(self, acks):
+        """True if the current frame of ``acks``, a message that passed decoding, routing
+        and its signature check, was already queued for writing in its session: it is
+        skipped, and acknowledged once what its original waits for is done."""
+        session = acks.session
+        if session is not None and session.written(acks.seq):
             self.counters.count('duplicates_skipped')
             acks.wait_for_original(session)
             return True
@@ -152,8 +160,7 @@ class Acknowledger:
     def _rewind(self, acks):
         for session in acks.written_in:
             position = acks.acked_seq if acks.acked_seq is not None else acks.first_seq
-            if session.last_seq > position:
-                session.last_seq = position
+            session.forget_after(position)
             session.writers.pop(acks, None)
         acks.written_in = set()
 

@@ -376,6 +376,9 @@ class Server:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
                         continue
+                if (acks is not None and acks.session_key is not None
+                        and self.acknowledger.duplicate(acks)):
+                    continue   # written before in its session (checked only now: acks.py)
                 body = format_body(body)   # one record never looks like two (lines.py)
                 if host != last_host:
                     last_host = host

@@ -291,8 +291,6 @@ def test_rejected_frames_between_good_ones_in_a_session(daemon):
     peer.close()
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: a rejected message resent after a cut is '
-                   'skipped as a duplicate and acknowledged without its rejection')
 def test_a_rejected_message_resent_after_a_cut_is_rejected_again_not_acked_as_written(daemon):
     """The client sends m1, an unknown-app message (number 2) and m3; the connection is cut
     before it reads the ack that listed the rejection.  It resends from 1: numbers 1 and 3
@@ -363,9 +361,6 @@ def test_a_session_flood_from_the_same_and_other_addresses_never_evicts_an_activ
     resend.close()
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: peers on other addresses fill the global '
-                   'session table (10 x 1,000) and a new client elsewhere loses duplicate '
-                   'suppression for 5 minutes: its resend after a cut is written twice')
 def test_a_session_flood_from_other_addresses_leaves_a_new_client_its_duplicate_suppression(
         daemon_factory):
     """docs/security.md: "neither junk session frames nor a flood of sessions from other
@@ -788,9 +783,6 @@ def test_the_same_session_id_over_ipv6_loopback_is_another_session(daemon_factor
     a.close()
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: while the session table is full, every new '
-                   'peer that writes leaves an empty per-peer entry behind for good '
-                   '(SessionTable.create: self.by_peer[peer] before the global check)')
 def test_peers_refused_a_session_leave_nothing_behind_in_the_session_table():
     """Pure state (no daemon): memory must not grow with the number of peer addresses that
     were refused an entry.  On a network an attacker has as many source addresses as an
