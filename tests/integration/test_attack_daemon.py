@@ -798,9 +798,6 @@ def test_peers_refused_a_session_leave_nothing_behind_in_the_session_table():
         table.by_peer)
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: `loghogd status` (text) never shows write '
-                   'errors, fsync errors or lines lost; only --json has them, and "(FAILING)" '
-                   'only while a write keeps failing')
 def test_lines_lost_to_a_dead_disk_are_visible_in_loghogd_status(ext4_disk, daemon_factory):
     image, mount_point = ext4_disk
     daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(mount_point)])
