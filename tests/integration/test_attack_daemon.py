@@ -813,9 +813,6 @@ def test_lines_lost_to_a_dead_disk_are_visible_in_loghogd_status(ext4_disk, daem
         counted, text)
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING: a peer that half-closes (SHUT_WR) after its '
-                   'last frame never gets the acks of the lines the daemon wrote: the '
-                   'connection is closed on EOF before they are due')
 def test_a_peer_that_half_closes_after_its_last_frame_still_gets_its_acks(daemon):
     """``shutdown(SHUT_WR)`` is how a stream says "that was all" (loghog's own
     Connection.finish does it); the peer still reads.  The daemon wrote the lines but the
