@@ -2,7 +2,8 @@
 
 It keeps, for every acknowledged connection, its ``AckState`` (acks.py); the session
 table; and which frames wait for which write and fsync.  ``Server`` routes to it: each
-frame of an acknowledged connection (``take_frame``), each message written
+frame of an acknowledged connection (``take_frame``), each message that passed every
+check before it is queued (``duplicate``), each message written
 (``AckState.wrote``), each loop pass after the writer's flush (``send_acks``), the
 files that may have lost lines (``forget_lost``), closed connections (``closed``).
 
