@@ -322,3 +322,52 @@ def test_a_skipped_duplicate_is_acked_only_once_its_originals_fsync_is_done(tmp_
     finally:
         gated.release(10)
         rig.writer.close(2.0)
+
+
+def test_a_half_closed_connection_gets_its_acks_then_closes_and_waits_at_most_its_bound(
+        tmp_path):
+    """Issue 14 (attack): on the peer's EOF (shutdown(SHUT_WR)) the connection was closed
+    before its acks were due.  Now it stays open for writing until they are sent, and no
+    longer than HALF_CLOSED_ACK_TIMEOUT_S when they never come."""
+    import socket
+    from loghogd.connections import READ, StreamConnection
+    from loghogd.loop import EventLoop
+    rig = Rig(tmp_path)
+    rig.server.loop = loop = EventLoop()
+    rig.server.now = 100.0
+    try:
+        results = []
+        for acked in (True, False):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            connection = StreamConnection(rig.server, ours, ('127.0.0.1', 1), 'tcp')
+            connection.start()
+            theirs.sendall(make_session('H%s' % acked, 1) + message('m1') + message('m2'))
+            theirs.shutdown(socket.SHUT_WR)
+            connection.on_event(READ)          # the frames
+            connection.on_event(READ)          # the EOF: still open, not reading
+            assert not connection.closed and connection.half_closed_at == 100.0
+            if acked:
+                rig.pass_()                    # written: the acks go out, then it closes
+            else:
+                connection.check_timeouts(
+                    100.0 + StreamConnection.HALF_CLOSED_ACK_TIMEOUT_S + 1, 30.0, 10.0, None)
+            assert connection.closed
+            theirs.settimeout(5)
+            data = b''
+            while True:
+                chunk = theirs.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            results.append(data)
+            theirs.close()
+        acks = []
+        while results[0]:
+            size, flags = HEADER.unpack_from(results[0])
+            acks.append(parse_ack(flags, results[0][8:8 + size]))
+            results[0] = results[0][8 + size:]
+        assert acks[-1] == {'ack': 3}
+        assert results[1] == b''      # nothing was due: closed at the bound, unacked
+    finally:
+        loop.close()
