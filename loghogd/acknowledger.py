@@ -2,7 +2,8 @@
 
 It keeps, for every acknowledged connection, its ``AckState`` (acks.py); the session
 table; and which frames wait for which write and fsync.  ``Server`` routes to it: each
-frame of an acknowledged connection (``take_frame``), each message written
+frame of an acknowledged connection (``take_frame``), each message that passed every
+check before it is queued (``duplicate``), each message written
 (``AckState.wrote``), each loop pass after the writer's flush (``send_acks``), the
 files that may have lost lines (``forget_lost``), closed connections (``closed``).
 
@@ -43,9 +44,10 @@ class Acknowledger:
     def take_frame(self, acks, frame):
         """Count ``frame`` on an acknowledged connection; true if it needs no more work.
 
-        That is a session frame (it only sets the numbering) or a message of the session
-        that this daemon already queued for writing.  A malformed session frame gives
-        its Rejection (true too), for the caller to count and log.
+        That is a session frame (it only sets the numbering).  A malformed session frame
+        gives its Rejection (true too), for the caller to count and log.  Whether a
+        message is a duplicate is decided later (``duplicate``), once it has passed
+        every check that could reject it.
         """
         acks.received += 1
         if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
@@ -62,7 +64,14 @@ class Acknowledger:
             if session is not None:
                 session.live += 1
                 acks.session = session
-        if session is not None and acks.seq <= session.last_seq:
+        return False
+
+    def duplicate(self, acks):
+        """True if the current frame of ``acks``, a message that passed decoding, routing
+        and its signature check, was already queued for writing in its session: it is
+        skipped, and acknowledged once what its original waits for is done."""
+        session = acks.session
+        if session is not None and session.written(acks.seq):
             self.counters.count('duplicates_skipped')
             acks.wait_for_original(session)
             return True
@@ -152,8 +161,7 @@ class Acknowledger:
     def _rewind(self, acks):
         for session in acks.written_in:
             position = acks.acked_seq if acks.acked_seq is not None else acks.first_seq
-            if session.last_seq > position:
-                session.last_seq = position
+            session.forget_after(position)
             session.writers.pop(acks, None)
         acks.written_in = set()
 

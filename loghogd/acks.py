@@ -14,21 +14,38 @@ duplicate lines.  What a session is and what moves it (issue 14):
 
 - A session is bound to its peer: the key is (peer IP address, TLS certificate subject
   or None, session id).  The same id from another peer is another session.
-- Only messages the daemon itself queued for writing move a session's position
-  (``Session.last_seq``); a session frame never does, so a frame that claims
-  ``first = 10**12`` cannot make the daemon skip anything.  The position moves when
-  the message is queued, not when it is read or acknowledged, so that two live
-  connections of one session read in the same pass never both write it.
+- A session remembers the numbers of the messages the daemon itself queued for
+  writing (``Session.written``, ranges of numbers); a session frame adds none, so a
+  frame that claims ``first = 10**12`` cannot make the daemon skip anything.  A number
+  is added when its message is queued, not when it is read or acknowledged, so that two
+  live connections of one session read in the same pass never both write it.
+- Only a frame that passes decoding, routing and its signature check is looked up as a
+  duplicate: a resent frame that is rejected is rejected again (and listed in the ack),
+  and a number that was rejected is not among those written, so the same message resent
+  after a reload that makes it acceptable is written.  At most ``MAX_RANGES`` ranges
+  of numbers are kept per session; the lowest go first (their resends would be written
+  again: a duplicate, never a loss).
 - A skipped duplicate is acknowledged only when what its original waits for is done:
   the skipping connection takes over the original's files (written, fsynced as their
   facility asks) and, if those lines turn out lost, is closed unacknowledged too.
 - A session table entry is made only when a message of the session is written: session
-  frames alone (a flood of them) cost no entry.  The table is bounded per peer and in
-  all; when full, the session idle the longest without a live connection goes, but
-  never one active within ``SESSION_PROTECT_S``: then the new session is not tracked
-  (its messages are written, without duplicate suppression, and counted).
+  frames alone (a flood of them) cost no entry.  The table is bounded per peer
+  (``MAX_SESSIONS_PER_PEER``) and in all (``MAX_SESSIONS``).  A peer at its own bound
+  makes room only by evicting its own session idle the longest, if that one has no live
+  connection and was not used within ``SESSION_PROTECT_S``.  When the whole table is
+  full, a session idle that long goes first; if there is none, the peer that holds the
+  most entries gives one up to a peer that holds fewer (fair shares, issue 14): it
+  must hold more than ``SESSIONS_FAIR_SHARE`` entries and at least two more than the
+  new session's peer, and the session it gives up is its least recently active one
+  without a live connection or a write not yet acknowledged.  Otherwise the new session
+  is not tracked (its messages are written, without duplicate suppression, and
+  counted).  So a peer's first ``SESSIONS_FAIR_SHARE`` sessions are never taken by
+  another peer, and a flood from other addresses leaves a new client an entry unless
+  every peer with sessions holds at most that many (``MAX_SESSIONS`` /
+  ``SESSIONS_FAIR_SHARE`` addresses flooding).
 """
 
+import bisect
 import collections
 
 from loghog.wire import make_ack
@@ -39,22 +56,28 @@ MAX_REJECTED_LISTED = 100
 # address, with TLS also a certificate subject: one host's processes share it).
 MAX_SESSIONS = 10000
 MAX_SESSIONS_PER_PEER = 1000
+# A peer holding at most this many entries never gives one up for another peer's session.
+SESSIONS_FAIR_SHARE = 10
 # A session used this recently (or with a live connection) is never evicted for a new
 # one: a flood of new sessions then goes untracked instead (a client's resend after a
 # cut connection comes within its reconnect backoff, seconds).
 SESSION_PROTECT_S = 300.0
 # A session without a live connection for this long is forgotten (housekeeping).
 SESSION_IDLE_S = 3600.0
+# Ranges of message numbers written remembered per session (a range per run of numbers
+# written without a rejected one between: one for an ordinary client).
+MAX_RANGES = 64
 
 
 class Session:
-    """One client session of one peer: how far the daemon has written it."""
+    """One client session of one peer: which of its message numbers the daemon wrote."""
 
-    __slots__ = ('key', 'last_seq', 'writers', 'live', 'last_active')
+    __slots__ = ('key', 'starts', 'ends', 'writers', 'live', 'last_active')
 
     def __init__(self, key, now):
         self.key = key
-        self.last_seq = 0           # highest message number queued for writing (not lost)
+        self.starts = []            # written: the ranges starts[i]..ends[i] (inclusive),
+        self.ends = []              # sorted, apart (queued for writing, not lost)
         self.writers = {}           # AckState -> its frame number of its last such write
         self.live = 0               # live connections attached to it
         self.last_active = now
@@ -62,15 +85,51 @@ class Session:
     def is_protected(self, now):
         return self.live > 0 or self.writers or now - self.last_active < SESSION_PROTECT_S
 
+    def written(self, seq):
+        """True if message number ``seq`` of this session was queued for writing."""
+        i = bisect.bisect_right(self.starts, seq) - 1
+        return i >= 0 and seq <= self.ends[i]
+
+    def add(self, seq):
+        """Message number ``seq`` was queued for writing."""
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, seq) - 1
+        if i >= 0 and seq <= ends[i]:
+            return
+        if i >= 0 and ends[i] == seq - 1:
+            ends[i] = seq
+            if i + 1 < len(starts) and starts[i + 1] == seq + 1:
+                ends[i] = ends[i + 1]
+                del starts[i + 1], ends[i + 1]
+        elif i + 1 < len(starts) and starts[i + 1] == seq + 1:
+            starts[i + 1] = seq
+        else:
+            starts.insert(i + 1, seq)
+            ends.insert(i + 1, seq)
+            if len(starts) > MAX_RANGES:
+                del starts[0], ends[0]
+
+    def forget_after(self, position):
+        """Numbers above ``position`` may not be written after all (lines lost)."""
+        starts, ends = self.starts, self.ends
+        while starts and starts[-1] > position:
+            del starts[-1], ends[-1]
+        if ends and ends[-1] > position:
+            ends[-1] = position
+
 
 class SessionTable:
     """Sessions by key ``(peer identity, session id)``, bounded per peer and in all."""
 
-    def __init__(self, limit=MAX_SESSIONS, per_peer=MAX_SESSIONS_PER_PEER):
+    def __init__(self, limit=MAX_SESSIONS, per_peer=MAX_SESSIONS_PER_PEER,
+                 fair_share=SESSIONS_FAIR_SHARE):
         self.limit = limit
         self.per_peer = per_peer
+        self.fair_share = fair_share
         self.sessions = collections.OrderedDict()   # least recently active first
-        self.by_peer = collections.defaultdict(collections.OrderedDict)
+        self.by_peer = {}           # peer -> OrderedDict of its sessions (never empty)
+        self.peers_by_size = {}     # n -> set of the peers holding n entries
+        self.largest = 0            # the most entries any peer holds
         self.untracked = 0          # sessions refused an entry (table full of active ones)
         self.evicted = 0
 
@@ -81,16 +140,23 @@ class SessionTable:
         return self.sessions.get(key)
 
     def create(self, key, now):
-        """A new Session for ``key``, or None when no room can be made (see module doc)."""
+        """A new Session for ``key``, or None when no room can be made (see module doc).
+        A refused peer leaves nothing behind."""
         peer = key[0]
-        mine = self.by_peer[peer]
-        if len(mine) >= self.per_peer and not self._evict_from(mine, now):
+        mine = self.by_peer.get(peer)
+        held = len(mine) if mine is not None else 0
+        if held >= self.per_peer and not self._evict_from(mine, now):
             self.untracked += 1
             return None
-        if len(self.sessions) >= self.limit and not self._evict_from(self.sessions, now):
+        if (len(self.sessions) >= self.limit and not self._evict_from(self.sessions, now)
+                and not self._evict_for_fairness(held)):
             self.untracked += 1
             return None
+        mine = self.by_peer.get(peer)   # an eviction may have removed an emptied one
+        if mine is None:
+            mine = self.by_peer[peer] = collections.OrderedDict()
         session = self.sessions[key] = mine[key] = Session(key, now)
+        self._resized(peer, len(mine) - 1, len(mine))
         return session
 
     def touch(self, session, now):
@@ -125,12 +191,41 @@ class SessionTable:
             self._remove(key)
         return len(doomed)
 
+    def _evict_for_fairness(self, held):
+        """The table is full of sessions in use: take one from the peer holding the most
+        entries, if it holds more than the fair share and two more than ``held``."""
+        if self.largest <= max(self.fair_share, held + 1):
+            return False
+        for peer in self.peers_by_size[self.largest]:
+            for key, session in self.by_peer[peer].items():
+                if not session.live and not session.writers:
+                    self._remove(key)
+                    self.evicted += 1
+                    return True
+        return False
+
     def _remove(self, key):
         del self.sessions[key]
-        mine = self.by_peer[key[0]]
+        peer = key[0]
+        mine = self.by_peer[peer]
         del mine[key]
+        self._resized(peer, len(mine) + 1, len(mine))
         if not mine:
-            del self.by_peer[key[0]]
+            del self.by_peer[peer]
+
+    def _resized(self, peer, before, after):
+        """Keep ``peers_by_size`` and ``largest`` (sizes move by one at a time)."""
+        if before:
+            peers = self.peers_by_size[before]
+            peers.discard(peer)
+            if not peers:
+                del self.peers_by_size[before]
+                if self.largest == before and after < before:
+                    self.largest = after
+        if after:
+            self.peers_by_size.setdefault(after, set()).add(peer)
+            if after > self.largest:
+                self.largest = after
 
 
 class AckState:
@@ -210,8 +305,7 @@ class AckState:
 
     def wrote(self, session):
         """The current frame, a message of ``session``, was queued for writing."""
-        if self.seq > session.last_seq:
-            session.last_seq = self.seq
+        session.add(self.seq)
         session.writers[self] = self.received
         self.written_in.add(session)
 

@@ -210,8 +210,8 @@ class StreamConnection:
                 self.frame_started_at = self.server.now
             return
         if not count:
-            self.close('closed by peer' if not self.splitter.is_mid_frame
-                       else 'closed by peer in the middle of a frame')
+            self._end_of_input('closed by peer' if not self.splitter.is_mid_frame
+                               else 'closed by peer in the middle of a frame')
             return
         self._feed(memoryview(buffer)[:count])
         # TLS may hold decrypted bytes that the selector cannot see.
@@ -220,6 +220,34 @@ class StreamConnection:
             if not count:
                 break
             self._feed(memoryview(buffer)[:count])
+
+    # -- a peer that half-closes (issue 14): its acks still go out ----------------------------
+    # After the peer's EOF (shutdown(SHUT_WR): "that was all", loghog's Connection.finish)
+    # the connection stays open for writing only, until the acks of what it sent are sent
+    # (after their fsync), at most HALF_CLOSED_ACK_TIMEOUT_S; then it is closed.
+    HALF_CLOSED_ACK_TIMEOUT_S = 30.0
+    half_closed_at = None      # when the peer's EOF came, while acks were still due
+
+    def _end_of_input(self, reason):
+        self.eof_reason = reason
+        if self.acks is None or (self.acks.is_done() and not self.outgoing):
+            self.close(reason)
+            return
+        self.half_closed_at = self.server.now
+        self._interest(bool(self.outgoing))   # never READ again: EOF stays readable
+
+    def _interest(self, waiting):
+        """Register for what the connection waits for: READ (and WRITE while acks wait
+        for the kernel); after the peer's EOF, WRITE only, and close once all is sent."""
+        loop = self.server.loop
+        if self.half_closed_at is None:
+            loop.modify(self.sock, READ | WRITE if waiting else READ, self.on_event)
+            return
+        loop.unregister(self.sock)
+        if waiting:
+            loop.register(self.sock, WRITE, self.on_event)
+        elif self.acks.is_done():
+            self.close(self.eof_reason + ', after its last acknowledgements')
 
     def _feed(self, data):
         server = self.server
@@ -264,14 +292,18 @@ class StreamConnection:
             self.close('the peer does not read its acknowledgements')
             return
         waiting = bool(self.outgoing)
-        if waiting != self.waiting_to_send:
+        if waiting != self.waiting_to_send or self.half_closed_at is not None:
             self.waiting_to_send = waiting
-            self.server.loop.modify(self.sock, READ | WRITE if waiting else READ, self.on_event)
+            self._interest(waiting)
 
     def check_timeouts(self, now, frame_timeout_s, handshake_timeout_s, idle_timeout_s):
         """Close the connection if it is too slow; called about once a second."""
         server = self.server
-        if self.handshaking:
+        if self.half_closed_at is not None:
+            if now - self.half_closed_at > self.HALF_CLOSED_ACK_TIMEOUT_S:
+                self.close('%s; its acknowledgements not due within %gs' % (
+                    self.eof_reason, self.HALF_CLOSED_ACK_TIMEOUT_S))
+        elif self.handshaking:
             if now - self.opened_at > handshake_timeout_s:
                 server.counters.count('tls_handshakes_failed')
                 server.counters.count('handshake_timeouts')

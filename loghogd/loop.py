@@ -11,7 +11,9 @@ return, on a socketpair of its own that nothing else writes to.  Other threads (
 syncer, the compressor) wake the loop with ``wake`` through a second socketpair, with at
 most one byte pending however often they call it: before, one byte per fsync shared the
 signals' socketpair, which filled after 278 bytes under a burst of new files, and the
-signals that came then were lost.
+signals that came then were lost.  Each signal is pending at most once, and they are
+taken a stop first (``SIGNAL_ORDER``): a storm of SIGHUPs during a slow reload costs one
+more reload, in the next pass, never a queue of them.
 """
 
 import selectors
@@ -19,10 +21,10 @@ import signal
 import socket
 import threading
 
-# Signals recorded between two loop passes: each is acted on, in order, except that
-# repeats of one already recorded stop here (a storm of SIGHUPs must not grow memory);
-# a signal not yet recorded is always recorded.
-MAX_PENDING_SIGNALS = 64
+# The order in which recorded signals are acted on: a stop first, then a status line, then
+# a reload.  Each is recorded once however often it came (issue 14: a storm of SIGHUPs
+# during a slow reload once queued up to 64 reloads for one loop pass).
+SIGNAL_ORDER = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
 
 
 class EventLoop:
@@ -67,9 +69,12 @@ class EventLoop:
         signal.set_wakeup_fd(-1)
 
     def _record_signal(self, signum, frame):
-        """The handler: record the signal; the loop acts on it.  No I/O, no exceptions."""
+        """The handler: record the signal; the loop acts on it.  No I/O, no exceptions.
+
+        A signal already recorded and not yet taken is not recorded again: at most one
+        of each is pending, and one taken after the last arrival still follows it."""
         signals = self._signals
-        if len(signals) < MAX_PENDING_SIGNALS or signum not in signals:
+        if signum not in signals:
             signals.append(signum)
 
     def wake(self):
@@ -84,9 +89,15 @@ class EventLoop:
             pass   # cannot happen with one byte pending; the loop wakes anyway
 
     def pop_signals(self):
-        """Return the signal numbers recorded since the last call, in order."""
+        """Return the signals recorded since the last call, each once, a stop first
+        (``SIGNAL_ORDER``; others after those, in arrival order).
+
+        A signal that arrives after this call is recorded for the next one: a reload
+        acted on after a SIGHUP taken here starts after that SIGHUP and reads every edit
+        made before it."""
         signums, self._signals = self._signals, []
-        return signums
+        rank = {s: i for i, s in enumerate(SIGNAL_ORDER)}
+        return sorted(signums, key=lambda s: rank.get(s, len(rank)))
 
     def run_once(self, timeout_s, before_dispatch=None):
         """Wait up to ``timeout_s`` (None: forever) and run the callbacks of ready objects.

@@ -217,6 +217,28 @@ def format_table(header, rows, left=1):
 
 # -- the table and the line (pure) -------------------------------------------------------------
 
+# Event counters that mean lines lost or at risk, or work that failed (issue 14: the text
+# showed none of them): key in status.json's "events", and what the text calls it.
+LOSS_EVENTS = (
+    ('write_errors', 'write errors'),
+    ('sync_errors', 'fsync errors'),
+    ('dropped_backlog', 'lines lost (backlog dropped)'),
+    ('ack_connections_closed_on_loss', 'ack connections closed on loss'),
+    ('rotation_errors', 'rotation errors'),
+    ('prune_errors', 'backup delete errors'),
+    ('udp_errors', 'UDP read errors'),
+    ('connections_lost_at_accept', 'connections lost at accept'),
+    ('internal_errors', 'internal errors'),
+    ('sessions_untracked', 'sessions untracked (no duplicate suppression)'),
+    ('sessions_evicted', 'sessions evicted'),
+)
+
+
+def losses(snapshot):
+    """[(label, count)] for every loss/error counter, in LOSS_EVENTS order."""
+    events = snapshot.get('events') or {}
+    return [(label, events.get(key, 0)) for key, label in LOSS_EVENTS]
+
 def render_brief(snapshot, now):
     """One line: 'PID 123, up 2h 3m: 52.1 msg/s, 0.0 rejected/s (last minute); 4 connections;
     UDP drops 0'."""
@@ -226,12 +248,19 @@ def render_brief(snapshot, now):
             % (snapshot['daemon']['pid'], human_duration(snapshot['daemon']['uptime_s']),
                rate(totals['accepted_per_s']), rate(totals['rejected_per_s']),
                window_phrase(snapshot['window_s']), sum(connections['open'].values()),
-               '?' if drops is None else count(drops)))
+               '?' if drops is None else count(drops)) + _losses_brief(snapshot))
+
+
+def _losses_brief(snapshot):
+    counted = [(label, n) for label, n in losses(snapshot) if n]
+    if not counted:
+        return ''
+    return '; LOSSES/ERRORS: ' + ', '.join('%s %s' % (label, count(n)) for label, n in counted)
 
 
 def render_table(snapshot, now):
     """The whole human-readable status, sections separated by blank lines."""
-    sections = [_head(snapshot, now), _accepted(snapshot), _rejected(snapshot),
+    sections = [_head(snapshot, now), _losses(snapshot), _accepted(snapshot), _rejected(snapshot),
                 _syslog(snapshot), _connections(snapshot), _files(snapshot, now),
                 _tasks(snapshot, now)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
@@ -260,6 +289,18 @@ def _head(snapshot, now):
         % (human_size(process.get('rss_bytes')), fds, count(process['max_fds']),
            cpu_time(process.get('cpu_s') or 0.0)),
     ]
+
+
+def _losses(snapshot):
+    """Loss and error counters since the start: one line when all are 0, else a block
+    that starts with a capitalised warning, the non-zero ones first."""
+    counted = losses(snapshot)
+    if not any(n for _, n in counted):
+        return ['losses      none since the start (writes, fsyncs, rotations, reads, backlog)']
+    rows = [['  ' + label, count(n)] for label, n in counted if n]
+    rows += [['  ' + label, '0'] for label, n in counted if not n]
+    return (['LOSSES/ERRORS since the start (see the daemon\'s log for which files):']
+            + format_table(['  EVENT', 'COUNT'], rows))
 
 
 def _accepted(snapshot):

@@ -137,6 +137,57 @@ def test_two_live_connections_of_one_session_read_in_one_pass_write_once(rig):
     assert rig.counters.events['duplicates_skipped'] == 5
 
 
+def test_a_rejected_message_resent_after_a_cut_is_rejected_again(rig):
+    """Issue 14 (attack): the session kept only its highest number written, so a rejected
+    number below it, resent after a cut, was skipped as a duplicate and acked as done."""
+    first = Connection()
+    rig.feed(first, make_session('S', 1) + message('m1') + message('x', app='nope')
+             + message('m3'))
+    rig.pass_()
+    first.closed = True
+    rig.server.acknowledger.closed(first)
+    again = Connection()
+    rig.feed(again, make_session('S', 1) + message('m1') + message('x', app='nope')
+             + message('m3'))
+    rig.pass_()
+    assert again.acks_received()[-1] == {'ack': 4, 'rejected': [[3, 'unknown_app']]}
+    assert rig.lines() == ['m1', 'm3']
+
+
+def test_a_rejected_number_resent_after_a_reload_that_accepts_it_is_written(rig, tmp_path):
+    first = Connection()
+    rig.feed(first, make_session('S', 1) + message('m1') + message('n2', app='nope')
+             + message('m3'))
+    rig.pass_()
+    conf = tmp_path / 'facilities.conf'
+    conf.write_text(open(FACILITIES).read() + '\n[nope]\nrotate = daily\nbackup_count = 1\n')
+    rig.server.table = load_facilities(str(conf))      # what a reload does
+    rig.writer.retarget(rig.server.table)
+    again = Connection()
+    rig.feed(again, make_session('S', 1) + message('m1') + message('n2', app='nope')
+             + message('m3'))
+    rig.pass_()
+    assert again.acks_received()[-1] == {'ack': 4}
+    assert rig.lines() == ['m1', 'm3']
+    assert [line.rsplit(' - ', 1)[1] for line in
+            (rig.path.parent.parent / 'nope' / 'root.log').read_text().splitlines()] == ['n2']
+    assert rig.counters.events['duplicates_skipped'] == 2
+
+
+def test_a_session_remembers_ranges_of_numbers_written_and_forgets_the_lowest_first():
+    from loghogd.acks import MAX_RANGES, Session
+    session = Session('k', 0.0)
+    for seq in (1, 2, 3, 5, 6, 4, 10):
+        session.add(seq)
+    assert (session.starts, session.ends) == ([1, 10], [6, 10])
+    assert [n for n in range(12) if session.written(n)] == [1, 2, 3, 4, 5, 6, 10]
+    session.forget_after(5)
+    assert (session.starts, session.ends) == ([1], [5])
+    for seq in range(100, 100 + 2 * (MAX_RANGES + 5), 2):
+        session.add(seq)
+    assert len(session.starts) == MAX_RANGES and not session.written(1)
+
+
 def test_a_first_frame_over_max_message_size_keeps_the_ack_numbering(rig):
     connection = Connection()
     too_large = encode_message('app', 'root', 1, 0, 'h', 'x' * 70000, flags=FLAG_ACK)
@@ -198,6 +249,43 @@ def test_sessions_are_bounded_per_peer_and_never_evict_an_active_one():
     assert len(table) <= 10
 
 
+def test_a_full_table_gives_a_new_peer_an_entry_from_the_peer_that_holds_the_most():
+    """Issue 14 (attack): ten peers at their quota filled the table, all "protected" for
+    SESSION_PROTECT_S, and a new client elsewhere went untracked: its resend written twice."""
+    table = SessionTable(limit=100, per_peer=40, fair_share=5)
+    now = 1000.0
+    for n in range(40):
+        table.create(('big', 'b%d' % n), now)
+    for peer in range(6):
+        for n in range(10):
+            table.create(('p%d' % peer, 's%d' % n), now)
+    assert len(table) == 100 and table.largest == 40
+    busy = table.get(('big', 'b0'))
+    busy.live = 1                                    # a live connection: never taken
+    new = table.create(('newcomer', 's'), now + 1)
+    assert new is not None and table.evicted == 1
+    assert table.get(('big', 'b0')) is busy and table.get(('big', 'b1')) is None
+    for n in range(29):                              # more newcomers: the big one shrinks
+        assert table.create(('n%d' % n, 's'), now + 1) is not None
+    assert len(table.by_peer['big']) == 10 and len(table) == 100
+    # Every peer is now at 10 or less but "p*" at exactly 10 (> fair share 5) and one
+    # more than newcomers: they give up one each to a peer holding none, never below 6.
+    while table.create(('late%d' % table.evicted, 's'), now + 2) is not None:
+        pass
+    assert all(len(mine) >= 1 for mine in table.by_peer.values())
+    assert min(len(table.by_peer[p]) for p in ['big'] + ['p%d' % i for i in range(6)]) >= 5
+    assert table.untracked == 1
+
+
+def test_a_peer_at_or_under_the_fair_share_never_loses_a_session_to_another():
+    table = SessionTable(limit=10, per_peer=10, fair_share=5)
+    for n in range(5):
+        table.create(('a', n), 0.0)
+        table.create(('b', n), 0.0)
+    assert table.create(('c', 0), 1.0) is None
+    assert len(table.by_peer) == 2 and table.untracked == 1 and table.evicted == 0
+
+
 @pytest.fixture
 def gated(monkeypatch):
     gate = GatedSync()
@@ -234,3 +322,52 @@ def test_a_skipped_duplicate_is_acked_only_once_its_originals_fsync_is_done(tmp_
     finally:
         gated.release(10)
         rig.writer.close(2.0)
+
+
+def test_a_half_closed_connection_gets_its_acks_then_closes_and_waits_at_most_its_bound(
+        tmp_path):
+    """Issue 14 (attack): on the peer's EOF (shutdown(SHUT_WR)) the connection was closed
+    before its acks were due.  Now it stays open for writing until they are sent, and no
+    longer than HALF_CLOSED_ACK_TIMEOUT_S when they never come."""
+    import socket
+    from loghogd.connections import READ, StreamConnection
+    from loghogd.loop import EventLoop
+    rig = Rig(tmp_path)
+    rig.server.loop = loop = EventLoop()
+    rig.server.now = 100.0
+    try:
+        results = []
+        for acked in (True, False):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            connection = StreamConnection(rig.server, ours, ('127.0.0.1', 1), 'tcp')
+            connection.start()
+            theirs.sendall(make_session('H%s' % acked, 1) + message('m1') + message('m2'))
+            theirs.shutdown(socket.SHUT_WR)
+            connection.on_event(READ)          # the frames
+            connection.on_event(READ)          # the EOF: still open, not reading
+            assert not connection.closed and connection.half_closed_at == 100.0
+            if acked:
+                rig.pass_()                    # written: the acks go out, then it closes
+            else:
+                connection.check_timeouts(
+                    100.0 + StreamConnection.HALF_CLOSED_ACK_TIMEOUT_S + 1, 30.0, 10.0, None)
+            assert connection.closed
+            theirs.settimeout(5)
+            data = b''
+            while True:
+                chunk = theirs.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            results.append(data)
+            theirs.close()
+        acks = []
+        while results[0]:
+            size, flags = HEADER.unpack_from(results[0])
+            acks.append(parse_ack(flags, results[0][8:8 + size]))
+            results[0] = results[0][8 + size:]
+        assert acks[-1] == {'ack': 3}
+        assert results[1] == b''      # nothing was due: closed at the bound, unacked
+    finally:
+        loop.close()

@@ -60,4 +60,26 @@ def test_a_storm_of_sighups_stays_bounded_and_never_hides_a_sigterm(loop):
         recorded = loop.pop_signals()
     finally:
         loop.restore_signal_handlers([signal.SIGTERM])
-    assert len(recorded) <= 65 and recorded[-1] == signal.SIGTERM
+    assert recorded[0] == signal.SIGTERM
+    assert recorded.count(signal.SIGHUP) <= 1
+
+
+def test_signals_coalesce_to_one_of_each_a_stop_first():
+    """Issue 14: SIGHUPs recorded during a slow reload were each acted on (up to 64) in
+    one pass.  At most one of each is pending; the stop comes first."""
+    loop = EventLoop()
+    signums = [signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM]
+    loop.install_signal_handlers(signums)
+    try:
+        for _ in range(100):
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert loop.pop_signals() == [signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP]
+        os.kill(os.getpid(), signal.SIGHUP)     # after the take: recorded for the next one
+        assert loop.pop_signals() == [signal.SIGHUP]
+        assert loop.pop_signals() == []
+    finally:
+        loop.restore_signal_handlers(signums)
+        loop.close()

@@ -101,6 +101,27 @@ def test_the_brief_line_for_the_init_script():
         'UDP kernel drops 37')
 
 
+def test_losses_and_errors_are_shown_in_the_text_prominently_when_not_zero():
+    """Issue 14 (attack): write errors, fsync errors and dropped lines were only in --json."""
+    quiet = render_table(sample(), NOW)
+    assert 'losses      none since the start (writes, fsyncs, rotations, reads, backlog)' in (
+        quiet.splitlines())
+    assert 'LOSSES' not in quiet and 'LOSSES' not in render_brief(sample(), NOW)
+    snapshot = sample()
+    snapshot['events'].update(write_errors=3, sync_errors=1, dropped_backlog=1200,
+                              ack_connections_closed_on_loss=2)
+    lines = render_table(snapshot, NOW).splitlines()
+    start = lines.index("LOSSES/ERRORS since the start (see the daemon's log for which files):")
+    assert start < lines.index('APP    FACILITY   ACCEPTED      BYTES  LAST MIN     BYTES  MSG/S')
+    shown = [line.split() for line in lines[start + 2:start + 6]]
+    assert [(' '.join(words[:-1]), words[-1]) for words in shown] == [
+        ('write errors', '3'), ('fsync errors', '1'), ('lines lost (backlog dropped)', '1,200'),
+        ('ack connections closed on loss', '2')]
+    assert render_brief(snapshot, NOW).endswith(
+        '; LOSSES/ERRORS: write errors 3, fsync errors 1, lines lost (backlog dropped) 1,200, '
+        'ack connections closed on loss 2')
+
+
 def test_a_fresh_snapshot_of_a_live_pid_means_running(tmp_path):
     publish(tmp_path, sample())
     assert read_status(str(tmp_path), NOW, alive)['daemon']['pid'] == 4242
