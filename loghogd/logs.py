@@ -223,6 +223,11 @@ class LogFiles:
             result[base] = backups
         return result
 
+    def follower(self, base, start_at_end=True):
+        """A Follower of the live file ``base``."""
+        return Follower(os.path.join(self.folder, base),
+                        lambda: self.list().get(base, []), start_at_end)
+
     def is_base(self, name):
         own = self.stem + '.log'
         if name == own:
@@ -251,26 +256,38 @@ def in_window(backups, since, until):
     return kept
 
 
-def history(files, since, until, chunk_filter, opened):
+def history(files, since, until, chunk_filter, opened, followers=None):
     """Every record of ``files`` (a LogFiles) in time order; ``opened`` collects the paths
-    read (the benchmark and the tests look at it)."""
+    read (the benchmark and the tests look at it).
+
+    With ``followers`` ({base: Follower} opened before this call, at the start of the live
+    files), the live files' records are the followers' first reads, and a backup that is
+    the very file a follower holds (rotated since) is left to it: the history and what
+    follows it meet without a gap or a repeat.
+    """
     streams = []
-    for base, backups in sorted(files.list().items()):
-        streams.append(_file_set(files.folder, base, in_window(backups, since, until),
-                                 chunk_filter, opened))
+    listed = files.list()
+    for base in followers or ():
+        listed.setdefault(base, [])
+    for base, backups in sorted(listed.items()):
+        backups = in_window(backups, since, until)
+        live = None
+        if followers is not None:
+            follower = followers.get(base)
+            known = follower.known if follower is not None else None
+            backups = [entry for entry in backups if known is not None and entry[0] <= known]
+            live = [Record(raw, record_key(raw)) for raw in follower.poll()] \
+                if follower is not None else []
+        streams.append(_file_set(files.folder, base, backups, chunk_filter, opened, live))
     if len(streams) == 1:
         return streams[0]
     return heapq.merge(*streams, key=lambda record: record.key)
 
 
-def _file_set(folder, base, backups, chunk_filter, opened):
+def _file_set(folder, base, backups, chunk_filter, opened, live_records=None):
     for _, path in backups:
-        stem, suffix = os.path.splitext(path)
-        if suffix not in COMPRESSED_SUFFIXES:
-            stem = path
         # Compressed meanwhile, or being compressed: the same lines under the other name.
-        for candidate in [path] + [stem + other for other in ('',) + COMPRESSED_SUFFIXES
-                                   if stem + other != path]:
+        for candidate in _candidates(path):
             try:
                 opened.append(candidate)
                 yield from read_records(candidate, chunk_filter)
@@ -280,6 +297,9 @@ def _file_set(folder, base, backups, chunk_filter, opened):
                 continue
             except PermissionError:
                 raise _permission_error(candidate) from None
+    if live_records is not None:
+        yield from live_records
+        return
     live = os.path.join(folder, base)
     try:
         opened.append(live)
@@ -393,14 +413,23 @@ def render(record, mode, app, module):
 # -- following -------------------------------------------------------------------------------
 
 class Follower:
-    """Follows one live file like ``tail -F``: reads what is added; when the name points to
-    a new file (rotated), reads the old one to its end first, then the new one from its
-    start, so that no line is lost or repeated."""
+    """Follows one live file like ``tail -F``, and better: reads what is added; when the
+    name points to a new file (rotated), reads the old one to its end through the open
+    descriptor, then every backup made since that is not the old file (several rotations
+    between two polls), then the new live file from its start: no line lost or repeated.
 
-    def __init__(self, path, start_at_end=True):
+    ``list_backups()`` returns the base's backups now, [(wall, path)] oldest first.  A
+    backup is told from the file held open by its first line (a receive time with
+    microseconds and the record: unique in practice); ``known`` is the newest backup that
+    existed, and was not the held file, when it was opened.
+    """
+
+    def __init__(self, path, list_backups, start_at_end=True):
         self.path = path
+        self.list_backups = list_backups
         self.stream = None
         self.identity = None
+        self.known = None
         self.rest = b''
         self._open(start_at_end)
 
@@ -409,6 +438,7 @@ class Follower:
             stream = open(self.path, 'rb')
         except FileNotFoundError:
             self.stream = None
+            self.known = self._newest(self.list_backups(), None)
             return
         except PermissionError:
             raise _permission_error(self.path) from None
@@ -417,6 +447,17 @@ class Follower:
         self.stream = stream
         stat = os.fstat(stream.fileno())
         self.identity = (stat.st_dev, stat.st_ino)
+        self.known = self._newest(self.list_backups(), self._first_line())
+
+    def _first_line(self):
+        head = os.pread(self.stream.fileno(), 65536, 0)
+        return head.split(b'\n', 1)[0] if head else None
+
+    @staticmethod
+    def _newest(backups, first_line):
+        walls = [wall for wall, path in backups
+                 if first_line is None or _first_line_of(path) != first_line]
+        return max(walls) if walls else None
 
     def poll(self):
         """The whole records added since the last poll."""
@@ -429,10 +470,18 @@ class Follower:
         except FileNotFoundError:
             identity = None
         if identity is not None and identity != self.identity:
+            first_line = None
             if self.stream is not None:
                 raws += self._read()    # the rotated file's last lines
                 raws += self._flush_rest()
+                first_line = self._first_line()
                 self.stream.close()
+            for wall, path in self.list_backups():
+                if self.known is not None and wall <= self.known:
+                    continue
+                if first_line is not None and _first_line_of(path) == first_line:
+                    continue    # the file just read through its descriptor
+                raws += [record.raw for record in _read_backup(path)]
             self._open(False)
             if self.stream is not None:
                 raws += self._read()
@@ -452,15 +501,55 @@ class Follower:
             self.stream.close()
 
 
-def follow(files, selection, write, is_reader_gone, sleep=time.sleep, stop=None):
+def _candidates(path):
+    """``path`` and the names the same backup has before or after its compression."""
+    stem, suffix = os.path.splitext(path)
+    if suffix not in COMPRESSED_SUFFIXES:
+        stem = path
+    return [path] + [stem + other for other in ('',) + COMPRESSED_SUFFIXES
+                     if stem + other != path]
+
+
+def _read_backup(path):
+    for candidate in _candidates(path):
+        try:
+            return list(read_records(candidate))
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise _permission_error(candidate) from None
+    return []
+
+
+def _first_line_of(path):
+    for candidate in _candidates(path):
+        try:
+            with _OPENERS.get(os.path.splitext(candidate)[1], open)(candidate, 'rb') as stream:
+                return stream.readline().rstrip(b'\n')
+        except FileNotFoundError:
+            continue
+        except (OSError, EOFError, lzma.LZMAError):
+            return None   # a compressed file still being written: not the held one's twin
+    return None
+
+
+def start_following(files):
+    """{base: Follower} for ``files``' live files, each at its start (see ``history``)."""
+    return {base: files.follower(base, False) for base in files.list()}
+
+
+def follow(files, selection, write, is_reader_gone, sleep=time.sleep, stop=None,
+           followers=None):
     """Print what is added to ``files``' live files until ``stop()`` is true or the reader
-    of the output is gone; new hosts' files are picked up as they appear."""
-    followers = {base: Follower(os.path.join(files.folder, base)) for base in files.list()}
+    of the output is gone; new hosts' files are picked up as they appear.  ``followers``
+    are those ``history`` read the live files with (None: start at the files' ends)."""
+    if followers is None:
+        followers = {base: files.follower(base) for base in files.list()}
     try:
         while not (stop and stop()):
             for base in files.list():
                 if base not in followers:
-                    followers[base] = Follower(os.path.join(files.folder, base), False)
+                    followers[base] = files.follower(base, False)
             for follower in followers.values():
                 for raw in follower.poll():
                     record = Record(raw, record_key(raw))
@@ -574,20 +663,25 @@ def run(args, out, now, stop):
     def write(record):
         out.write(render(record, args.output, app, stem) + b'\n')
 
-    records = (record for record in history(files, since, until, selection.chunk_filter(),
-                                            opened) if selection.accepts(record))
-    if args.lines is not None:
-        records = deque(records, maxlen=max(args.lines, 0))
-    for record in records:
-        write(record)
-    out.flush()
-    if args.follow:
-        is_gone = _reader_gone_check(out)
-
-        def write_now(record):
+    followers = start_following(files) if args.follow else None
+    try:
+        records = (record for record in history(files, since, until, selection.chunk_filter(),
+                                                opened, followers) if selection.accepts(record))
+        if args.lines is not None:
+            records = deque(records, maxlen=max(args.lines, 0))
+        for record in records:
             write(record)
-            out.flush()
-        follow(files, selection, write_now, is_gone, stop=stop)
+        out.flush()
+        if args.follow:
+            is_gone = _reader_gone_check(out)
+
+            def write_now(record):
+                write(record)
+                out.flush()
+            follow(files, selection, write_now, is_gone, stop=stop, followers=followers)
+    finally:
+        for follower in (followers or {}).values():
+            follower.close()
     return EX_OK
 
 

@@ -179,7 +179,7 @@ def test_the_subcommand_of_loghogd(setup, capsysbinary):
     assert json.loads(capsysbinary.readouterr().out)['level'] == 'ERROR'
 
 
-def test_follow_reads_across_a_rotation_without_losing_or_repeating(setup):
+def test_follow_reads_across_rotations_without_losing_or_repeating(setup):
     folder = make_shop(setup)
     live = folder / 'root.log'
     out = io.BytesIO()
@@ -195,10 +195,12 @@ def test_follow_reads_across_a_rotation_without_losing_or_repeating(setup):
             with open(live, 'a') as stream:
                 stream.write(json_line(hours(12), 'new 2'))
             os.rename(live, str(live) + '.' + stamp(hours(11)))   # rotated...
+            # ...twice before the next poll, the second backup already compressed...
+            write(str(live) + '.' + stamp(hours(12)), json_line(hours(12), 'between'), '.xz')
             write(live, json_line(hours(13), 'after rotation'))    # ...and a new file
 
     files = logs.LogFiles(str(folder), 'root', per_host=False)
     logs.follow(files, logs.Selection(), lambda r: out.write(r.raw + b'\n'), lambda: False,
                 sleep=sleep, stop=lambda: len(steps) > 3)
     assert [json.loads(line)['message'] for line in out.getvalue().splitlines()] == [
-        'new 1', 'new 2', 'after rotation']
+        'new 1', 'new 2', 'between', 'after rotation']
