@@ -161,8 +161,9 @@ def split_records(data, final):
 
 def read_records(path, chunk_filter=None):
     """The records of one file (compressed or not), oldest first.  ``chunk_filter(bytes)``
-    False skips a chunk's records (--grep on a chunk without a match).  A file deleted
-    meanwhile (a backup replaced by its compressed form) raises FileNotFoundError."""
+    False skips a chunk's records unsplit (--grep on a chunk without a match: most of a
+    search's time is then decompression).  A file deleted meanwhile (a backup replaced by
+    its compressed form) raises FileNotFoundError."""
     suffix = os.path.splitext(path)[1]
     opener = _OPENERS.get(suffix, open)
     with opener(path, 'rb') as stream:
@@ -170,15 +171,26 @@ def read_records(path, chunk_filter=None):
         while True:
             chunk = stream.read(CHUNK_BYTES)
             data = rest + chunk
-            records, rest = split_records(data, not chunk)
-            # A text record may go on in the next chunk: keep the last one back.
-            if chunk and records and not records[-1].startswith(b'{'):
-                rest = records.pop() + b'\n' + rest
-            if chunk_filter is None or chunk_filter(data):
-                for raw in records:
+            cut = _last_record_start(data) if chunk else len(data)
+            whole, rest = data[:cut], data[cut:]
+            if whole and (chunk_filter is None or chunk_filter(whole)):
+                for raw in split_records(whole, True)[0]:
                     yield Record(raw, record_key(raw))
             if not chunk:
                 return
+
+
+def _last_record_start(data):
+    """Where the last record that may go on in the next chunk starts: after the last line
+    break followed by the start of a record, which is never a space (a text record starts
+    with its time, a JSON one with '{', a continuation line with two spaces); 0: none yet."""
+    end = len(data)
+    while True:
+        end = data.rfind(b'\n', 0, end)
+        if end < 0:
+            return 0
+        if data[end + 1:end + 2] not in (b'', b' '):
+            return end + 1
 
 
 # -- files -----------------------------------------------------------------------------------

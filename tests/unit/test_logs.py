@@ -204,3 +204,13 @@ def test_follow_reads_across_rotations_without_losing_or_repeating(setup):
                 sleep=sleep, stop=lambda: len(steps) > 3)
     assert [json.loads(line)['message'] for line in out.getvalue().splitlines()] == [
         'new 1', 'new 2', 'between', 'after rotation']
+
+
+def test_a_record_split_between_chunks_keeps_its_continuation_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(logs, 'CHUNK_BYTES', 7)
+    text = (text_line(hours(1), 'one\n  | two\n  | three') + text_line(hours(2), 'four') +
+            text_line(hours(3), 'five\n  | six'))
+    write(tmp_path / 'root.log', text, '.gz')
+    raws = [r.raw.decode() + '\n' for r in logs.read_records(str(tmp_path / 'root.log.gz'))]
+    assert raws == [text_line(hours(1), 'one\n  | two\n  | three'), text_line(hours(2), 'four'),
+                    text_line(hours(3), 'five\n  | six')]
