@@ -3,7 +3,6 @@ field arrives in the line, and rotation, compression, file_per_host and acknowle
 work as for text."""
 
 import json
-import logging
 import re
 
 import pytest
