@@ -411,7 +411,7 @@ class Selection:
         if record.is_json:
             message = record.data.get('message')
             return isinstance(message, str) and self.grep.search(
-                message.encode('utf-8', 'surrogateescape')) is not None
+                message.encode('utf-8', 'backslashreplace')) is not None
         return self.grep.search(record.raw) is not None
 
 
@@ -461,8 +461,9 @@ def render(record, mode, app, module):
     message = str(data.get('message', '')).split('\n')
     text = '%s %s - %s - %s%s' % (moment[:10], moment[11:26], data.get('host', ''),
                                   '%s - ' % level if level else '', message[0])
+    # A lone surrogate (JSON can hold one) is printed as its escape, never an error.
     return ('\n'.join([text] + [CONTINUATION + line for line in message[1:]])).encode(
-        'utf-8', 'surrogateescape')
+        'utf-8', 'backslashreplace')
 
 
 # -- following -------------------------------------------------------------------------------

@@ -214,3 +214,11 @@ def test_a_record_split_between_chunks_keeps_its_continuation_lines(tmp_path, mo
     raws = [r.raw.decode() + '\n' for r in logs.read_records(str(tmp_path / 'root.log.gz'))]
     assert raws == [text_line(hours(1), 'one\n  | two\n  | three'), text_line(hours(2), 'four'),
                     text_line(hours(3), 'five\n  | six')]
+
+
+def test_a_lone_surrogate_in_a_json_message_prints_as_its_escape(setup):
+    folder = setup / 'log' / 'shop'
+    folder.mkdir()
+    write(folder / 'root.log', json_line(hours(1), 'bad \ud800 text'))
+    code, out = run(setup, 'shop', '--grep', 'bad')
+    assert code == 0 and out.endswith(' - web1 - bad \\ud800 text\n')
