@@ -22,6 +22,7 @@ bidi control and non-ASCII character inside a value is a ``\\uXXXX`` escape), so
 import json
 import math
 import time
+from json.encoder import encode_basestring_ascii as _quote
 
 OURS = frozenset(('time', 'host', 'app', 'module', 'level', 'logger', 'message'))
 PREFIX = 'field_'
@@ -34,43 +35,68 @@ _encode = json.JSONEncoder(allow_nan=False).encode
 
 def rfc3339(now):
     """``now`` (Unix time) as local time, RFC 3339 with microseconds and the offset:
-    '2026-12-05T03:14:15.926535+01:00'."""
+    '2026-12-05T03:14:15.926535+01:00'.  (Formatted from the struct_time: strftime costs
+    a microsecond more per line.)"""
     seconds = int(now)
     local = time.localtime(seconds)
     offset_min = local.tm_gmtoff // 60
     sign = '+' if offset_min >= 0 else '-'
     offset_min = abs(offset_min)
-    return '%s.%06d%s%02d:%02d' % (time.strftime('%Y-%m-%dT%H:%M:%S', local),
-                                   int((now - seconds) * 1e6), sign, offset_min // 60,
-                                   offset_min % 60)
+    return '%04d-%02d-%02dT%02d:%02d:%02d.%06d%s%02d:%02d' % (
+        local.tm_year, local.tm_mon, local.tm_mday, local.tm_hour, local.tm_min, local.tm_sec,
+        int((now - seconds) * 1e6), sign, offset_min // 60, offset_min % 60)
 
 
 def format_json_line(now, host, app, module, body, fields=None):
-    """The line (ending in '\\n') for one record received at ``now``; ``fields`` as
-    ``protocol.sender_fields`` returned it (a dict, a reason it was dropped, or None)."""
-    record = {'time': rfc3339(now), 'host': host, 'app': app, 'module': module}
+    """The line (ending in '\n') for one record received at ``now``; ``fields`` as
+    ``protocol.sender_fields`` returned it (a dict, a reason it was dropped, or None).
+
+    The usual record (no field named like ours, every number finite) is written with one
+    %-format of parts quoted by json's own C escaper, and the fields in one encoder call:
+    the same text as ``json.dumps`` of the whole object, in about half the time."""
+    level = None
     logger = module
+    extra = ''
     if fields.__class__ is dict:
-        level = fields.get(LEVEL_FIELD)
-        if level.__class__ is str:
-            record['level'] = level
-        name = fields.get(LOGGER_FIELD)
-        if name.__class__ is str:
-            logger = name
-    record['logger'] = logger
-    record['message'] = body.rstrip('\r\n')
-    if fields.__class__ is dict:
-        for key, value in fields.items():
-            if key == LEVEL_FIELD or key == LOGGER_FIELD:
-                continue
-            while key in OURS or key in record:   # ours, or a field kept under the prefix
-                key = PREFIX + key
-            record[key] = value
+        if fields:
+            rest = dict(fields)
+            level = rest.pop(LEVEL_FIELD, None)
+            name = rest.pop(LOGGER_FIELD, None)
+            if name.__class__ is str:
+                logger = name
+            if rest:
+                if not OURS.isdisjoint(rest):
+                    return _format_slowly(now, host, app, module, body, fields)
+                try:
+                    extra = ', ' + _encode(rest)[1:-1]
+                except ValueError:   # NaN or Infinity, which Python's JSON decoder accepts
+                    return _format_slowly(now, host, app, module, body, fields)
     elif fields is not None:
-        record['fields_dropped'] = fields
+        extra = ', "fields_dropped": ' + _quote(fields)
+    return '{"time": "%s", "host": %s, "app": %s, "module": %s%s, "logger": %s, "message": %s%s}\n' % (
+        rfc3339(now), _quote(host), _quote(app), _quote(module),
+        ', "level": ' + _quote(level) if level.__class__ is str else '', _quote(logger),
+        _quote(body.rstrip('\r\n')), extra)
+
+
+def _format_slowly(now, host, app, module, body, fields):
+    """``format_json_line`` for fields that need renaming or cleaning, one at a time."""
+    record = {'time': rfc3339(now), 'host': host, 'app': app, 'module': module}
+    level = fields.get(LEVEL_FIELD)
+    if level.__class__ is str:
+        record['level'] = level
+    name = fields.get(LOGGER_FIELD)
+    record['logger'] = name if name.__class__ is str else module
+    record['message'] = body.rstrip('\r\n')
+    for key, value in fields.items():
+        if key == LEVEL_FIELD or key == LOGGER_FIELD:
+            continue
+        while key in OURS or key in record:   # ours, or a field kept under the prefix
+            key = PREFIX + key
+        record[key] = value
     try:
         return _encode(record) + '\n'
-    except ValueError:   # NaN or Infinity, which Python's JSON decoder accepts
+    except ValueError:
         return _encode(_finite(record)) + '\n'
 
 
