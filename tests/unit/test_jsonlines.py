@@ -202,3 +202,20 @@ def test_record_fields_of_a_plain_record_have_no_extras_and_survive_switched_off
 def test_the_text_line_is_unchanged_by_fields():
     """A text facility writes the body as before: fields never reach it."""
     assert format_body('a\nb') == 'a\n  | b'
+
+
+def test_record_fields_with_a_cache_are_the_same_text_and_the_cache_is_bounded():
+    from loghog import handler
+    cache = {}
+    first = make_record(request_id='r-1')
+    logging.Formatter().format(first)
+    assert record_fields(first, cache) == record_fields(first)
+    assert record_fields(first, cache) == record_fields(first) and len(cache) == 1
+    second = make_record()
+    second.thread = None   # switched off: not cached, still right
+    assert json.loads(record_fields(second, cache))['thread'] is None and len(cache) == 1
+    for n in range(handler.CACHE_ENTRIES + 5):
+        other = make_record()
+        other.lineno = n
+        assert json.loads(record_fields(other, cache))['lineno'] == n
+    assert len(cache) <= handler.CACHE_ENTRIES
