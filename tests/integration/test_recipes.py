@@ -1,6 +1,6 @@
 """docs/recipes.md, run for real: the code blocks as written there (only the daemon's port
 changes), gunicorn with several sync workers (with and without --preload; Django behind
-gunicorn), a few hundred requests, the daemon restarted in the middle, and every request's
+gunicorn), uvicorn with several workers, a few hundred requests, the daemon restarted in the middle, and every request's
 line found exactly once in a format = json facility with its extra= fields."""
 
 import json
@@ -48,17 +48,21 @@ def get(port, path, request_id):
         assert response.status == 200
 
 
-def serve(folder, args, requests_path, daemon):
+def serve(folder, args, requests_path, daemon, server='gunicorn'):
     """Run gunicorn in ``folder``, make REQUESTS requests (the daemon stopped for the second
     third of them, then started again), stop gunicorn; return the JSON records."""
     port = free_port()
-    command = [sys.executable, '-m', 'gunicorn', '-w', str(WORKERS), '-b', '127.0.0.1:%d' % port,
-               '--chdir', str(folder)] + args
-    server = subprocess.Popen(command, cwd=str(folder), stdout=subprocess.DEVNULL,
+    if server == 'gunicorn':
+        command = [sys.executable, '-m', 'gunicorn', '-w', str(WORKERS),
+                   '-b', '127.0.0.1:%d' % port, '--chdir', str(folder)] + args
+    else:
+        command = [sys.executable, '-m', 'uvicorn', '--workers', str(WORKERS), '--host',
+                   '127.0.0.1', '--port', str(port), '--app-dir', str(folder)] + args
+    process = subprocess.Popen(command, cwd=str(folder), stdout=subprocess.DEVNULL,
                               stderr=open(folder / 'gunicorn.txt', 'wb'))
     try:
         def listening():
-            assert server.poll() is None, (folder / 'gunicorn.txt').read_text()
+            assert process.poll() is None, (folder / 'gunicorn.txt').read_text()
             try:
                 socket.create_connection(('127.0.0.1', port), timeout=1).close()
                 return True
@@ -73,12 +77,12 @@ def serve(folder, args, requests_path, daemon):
                 daemon.start()
             get(port, requests_path % n, 'r-%d' % n)
     finally:
-        server.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            code = server.wait(40)
+            code = process.wait(40)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            process.kill()
+            process.wait()
             raise
     assert code == 0, (folder / 'gunicorn.txt').read_text()
     log_file = daemon.log_file('shop')
@@ -104,6 +108,14 @@ def test_gunicorn_recipe(tmp_path, shop_daemon, preload):
                     shop_daemon)
     check(records, 'shop.web')
     assert all(r['path'].startswith('/orders/') for r in records if 'request_id' in r)
+
+
+def test_uvicorn_recipe(tmp_path, shop_daemon):
+    pytest.importorskip('uvicorn')
+    (tmp_path / 'asgi_app.py').write_text(with_port(block('# asgi_app.py'), shop_daemon.tcp_port))
+    records = serve(tmp_path, ['--lifespan', 'off', 'asgi_app:app'], '/orders/%d', shop_daemon,
+                    server='uvicorn')
+    check(records, 'shop.asgi')
 
 
 def test_django_recipe(tmp_path, shop_daemon):
