@@ -7,6 +7,8 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loghog import wire
 from loghog.handler import record_fields
@@ -219,3 +221,23 @@ def test_record_fields_with_a_cache_are_the_same_text_and_the_cache_is_bounded()
         other.lineno = n
         assert json.loads(record_fields(other, cache))['lineno'] == n
     assert len(cache) <= handler.CACHE_ENTRIES
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text(), st.text(), st.dictionaries(
+    st.sampled_from(['host', 'time', 'message', 'levelname', 'name', 'field_host', 'x']) |
+    st.text(), json_values, max_size=6))
+def test_any_record_is_one_ascii_json_line_that_keeps_ours(body, host, module, fields):
+    line = format_json_line(NOW, host, 'app', module, body, fields)
+    assert line.isascii() and line.endswith('\n') and line.count('\n') == 1
+    record = json.loads(line)
+    assert record['host'] == host and record['module'] == module and record['app'] == 'app'
+    assert record['message'] == body.rstrip('\r\n')
+    kept = {key: value for key, value in fields.items() if key not in ('levelname', 'name')}
+    assert len(record) == len(kept) + 6 + ('level' in record)
