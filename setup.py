@@ -29,7 +29,7 @@ setup(
     extras_require={
         'server': SERVER_REQUIRES,
         'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client', 'gunicorn',
-                 'django', 'uvicorn'],
+                 'django', 'uvicorn', 'celery[redis]'],
     },
     entry_points={
         'console_scripts': [

@@ -1,10 +1,11 @@
 """docs/recipes.md, run for real: the code blocks as written there (only the daemon's port
 changes), gunicorn with several sync workers (with and without --preload; Django behind
-gunicorn), uvicorn with several workers, a few hundred requests, the daemon restarted in the middle, and every request's
+gunicorn), uvicorn with several workers, Celery's prefork workers with a real redis-server, a few hundred requests, the daemon restarted in the middle, and every request's
 line found exactly once in a format = json facility with its extra= fields."""
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,3 +138,69 @@ def test_django_recipe(tmp_path, shop_daemon):
                                'django.core.wsgi:get_wsgi_application()'], '/orders/%d',
                     shop_daemon)
     check(records, 'shop.views')
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    """A redis-server of the test's own on 127.0.0.1 (Debian's package), stopped after."""
+    if shutil.which('redis-server') is None:
+        pytest.skip('redis-server is not installed (apt-get install redis-server)')
+    port = free_port()
+    server = subprocess.Popen(['redis-server', '--port', str(port), '--bind', '127.0.0.1',
+                               '--save', '', '--appendonly', 'no', '--dir', str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening():
+            assert server.poll() is None, 'redis-server exited'
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 10, message='redis-server to listen')
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_celery_recipe(tmp_path, shop_daemon, redis_port):
+    pytest.importorskip('celery')
+    code = with_port(block('# tasks.py'), shop_daemon.tcp_port)
+    assert code.count('6379') == 1
+    (tmp_path / 'tasks.py').write_text(code.replace('6379', str(redis_port)))
+    worker = subprocess.Popen(
+        [sys.executable, '-m', 'celery', '-A', 'tasks', 'worker', '-c', str(WORKERS),
+         '-P', 'prefork', '--without-heartbeat', '--without-gossip', '--without-mingle'],
+        cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'celery.txt', 'wb'))
+    log_file = shop_daemon.log_file('shop')
+
+    def send(first, count):
+        subprocess.run([sys.executable, '-c', 'import tasks\nfor n in range(%d, %d): '
+                        'tasks.place_order.delay(n, "r-%%d" %% n)' % (first, first + count)],
+                       cwd=str(tmp_path), check=True, timeout=60)
+
+    def done(count):
+        return lambda: sum('"request_id"' in line for line in read_lines(log_file)) >= count
+    try:
+        third = REQUESTS // 3
+        send(0, third)
+        wait_for(done(third), 60, message='the first third (the worker started)')
+        assert shop_daemon.stop() == 0
+        send(third, third)
+        shop_daemon.start()
+        send(2 * third, REQUESTS - 2 * third)
+        wait_for(done(REQUESTS), 30, message='every task line')
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            exit_code = worker.wait(40)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+            raise
+    assert exit_code == 0, (tmp_path / 'celery.txt').read_text()
+    assert shop_daemon.stop() == 0
+    records = [json.loads(line) for line in read_lines(log_file)]
+    check(records, 'shop.tasks')
+    assert all(r['order'] == int(r['request_id'][2:]) for r in records if 'request_id' in r)
