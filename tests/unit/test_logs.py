@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from loghogd import logs
+from loghogd import logfiles, logs
 from loghogd.cli import main as loghogd_main
 
 NOW = datetime.datetime(2026, 12, 5, 12, 0, 0)
@@ -207,11 +207,11 @@ def test_follow_reads_across_rotations_without_losing_or_repeating(setup):
 
 
 def test_a_record_split_between_chunks_keeps_its_continuation_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(logs, 'CHUNK_BYTES', 7)
+    monkeypatch.setattr(logfiles, 'CHUNK_BYTES', 7)
     text = (text_line(hours(1), 'one\n  | two\n  | three') + text_line(hours(2), 'four') +
             text_line(hours(3), 'five\n  | six'))
     write(tmp_path / 'root.log', text, '.gz')
-    raws = [r.raw.decode() + '\n' for r in logs.read_records(str(tmp_path / 'root.log.gz'))]
+    raws = [r.raw.decode() + '\n' for r in logfiles.read_records(str(tmp_path / 'root.log.gz'))]
     assert raws == [text_line(hours(1), 'one\n  | two\n  | three'), text_line(hours(2), 'four'),
                     text_line(hours(3), 'five\n  | six')]
 
