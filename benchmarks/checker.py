@@ -93,7 +93,8 @@ class Checker:
             return self._garbled(line, 'another run')
         if int(crc, 16) != zlib.crc32(line[at:at + _HEAD_SIZE]):
             return self._garbled(line, 'checksum')
-        if self.hostname is not None and not line[:at].endswith(b' - %s - ' % self.hostname):
+        # loghogd's syslog lines put 'program facility.severity: ' before the body.
+        if self.hostname is not None and b' - %s - ' % self.hostname not in line[:at]:
             return self._garbled(line, 'prefix')
         conn, seq = int(conn), int(seq)
         if conn >= len(self.counts) or seq >= self.counts[conn]:

@@ -94,15 +94,15 @@ class LoadSpec:
     def __post_init__(self):
         if self.transport not in ('tcp', 'udp', 'tls'):
             raise ValueError('transport must be tcp, udp or tls, not %r' % self.transport)
-        if self.fmt not in ('loghog', 'syslog'):
-            raise ValueError('format must be loghog or syslog, not %r' % self.fmt)
+        if self.fmt not in ('loghog', 'syslog', 'syslog3164'):
+            raise ValueError('format must be loghog, syslog or syslog3164, not %r' % self.fmt)
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise ValueError('connections must be 1..%d' % MAX_CONNECTIONS)
         if not self.connections <= self.messages <= MAX_MESSAGES:
             raise ValueError('messages must be connections..%d' % MAX_MESSAGES)
         if self.transport == 'tls' and self.tls is None:
             raise ValueError('tls needs TlsFiles')
-        if self.fmt == 'syslog' and (self.secret or self.compress):
+        if self.fmt != 'loghog' and (self.secret or self.compress):
             raise ValueError('syslog carries neither signatures nor zlib')
         if self.host not in ('127.0.0.1', '::1', 'localhost'):
             raise ValueError('benchmarks only send to loopback, not %r' % self.host)
@@ -128,8 +128,13 @@ def encode(spec, conn, seq, stamp_us=0, now=None):
         stamp = int(now)
         return wire.encode_message(APP_ID, MODULE, stamp, int((now - stamp) * 1e6), HOSTNAME,
                                    body, secret=spec.secret, compress=spec.compress)
-    when = time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now)) + '.%06dZ' % ((now % 1) * 1e6)
-    record = ('<14>1 %s %s %s - - - %s' % (when, HOSTNAME, APP_ID, body)).encode('utf-8')
+    if spec.fmt == 'syslog3164':   # BSD syslog, as most local senders and relays send it
+        when = time.strftime('%b %d %H:%M:%S', time.localtime(now))
+        when = when[:4] + (' ' + when[5] if when[4] == '0' else when[4:6]) + when[6:]
+        record = ('<14>%s %s %s: %s' % (when, HOSTNAME, APP_ID, body)).encode('utf-8')
+    else:
+        when = time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now)) + '.%06dZ' % ((now % 1) * 1e6)
+        record = ('<14>1 %s %s %s - - - %s' % (when, HOSTNAME, APP_ID, body)).encode('utf-8')
     if spec.is_stream:
         return b'%d %s' % (len(record), record)
     return record
@@ -313,7 +318,8 @@ def main(argv=None):
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--transport', default='tcp', choices=('tcp', 'udp', 'tls'))
-    parser.add_argument('--format', dest='fmt', default='loghog', choices=('loghog', 'syslog'))
+    parser.add_argument('--format', dest='fmt', default='loghog',
+                        choices=('loghog', 'syslog', 'syslog3164'))
     parser.add_argument('-n', '--messages', type=int, default=200_000)
     parser.add_argument('-c', '--connections', type=int, default=1)
     parser.add_argument('--rate', type=float, help='total messages/s (default: flat out)')

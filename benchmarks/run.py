@@ -39,6 +39,7 @@ class Workload:
     zlib: bool = False
     idle_connections: int = 0
     note: str = ''
+    syslog3164: bool = False   # syslog systems get RFC 3164 (BSD) records, not RFC 5424
 
     @property
     def lossy(self):
@@ -63,10 +64,12 @@ WORKLOADS = {w.name: w for w in [
     # take the daemon's core and measure the scheduler rather than the daemon.
     Workload('udp-flood', 'udp', 1),
     Workload('tcp-paced-10k', 'tcp', 1, rate=10_000),
+    Workload('udp3164-paced-10k', 'udp', 1, rate=10_000, syslog3164=True,
+             note='syslog systems get RFC 3164 datagrams; loghogd its own frames'),
     Workload('idle-5k', 'tcp', idle_connections=5000),
 ]}
 DEFAULT_WORKLOADS = list(WORKLOADS)
-DEFAULT_SYSTEMS = ['loghogd', 'rsyslog']
+DEFAULT_SYSTEMS = ['loghogd', 'loghogd-syslog', 'rsyslog']
 # Paced runs take messages/rate seconds each; this many keeps them at 10 s.
 PACED_MESSAGES = 100_000
 QUIET_S = {'udp': 1.0, 'tcp': 5.0, 'tls': 5.0}
@@ -80,7 +83,8 @@ def run_load(system, workload, instance, messages, certs):
     """One measured run against a started daemon; returns a dict of measurements."""
     transport = workload.transport
     spec = loadgen.LoadSpec(
-        '127.0.0.1', instance.ports[transport][1], transport, system.fmt, messages,
+        '127.0.0.1', instance.ports[transport][1], transport,
+        'syslog3164' if workload.syslog3164 and system.fmt == 'syslog' else system.fmt, messages,
         workload.connections, workload.rate,
         loadgen.SECRET if workload.signed and system.fmt == 'loghog' else None,
         workload.zlib and system.fmt == 'loghog',
@@ -169,7 +173,7 @@ def run_one(system, workload, messages, root, certs, index, keep, profile_dir=No
     folder = tempfile.mkdtemp(prefix='%s-%s-%d-' % (system.name, workload.name, index), dir=root)
     instance = system.start(folder, workload, certs)
     profiler = None
-    if profile_dir and system.name == 'loghogd' and not workload.idle_connections:
+    if profile_dir and system.name.startswith('loghogd') and not workload.idle_connections:
         profile = os.path.join(profile_dir, '%s-%d.txt' % (workload.name, index + 1))
         profiler = pyspy.start(instance.pid, profile)
         time.sleep(0.5)     # let py-spy attach before the load starts
@@ -233,7 +237,7 @@ def table(results, workloads, names):
         for name, s in by_system.items():
             ratio = '-'
             other = by_system.get('rsyslog')
-            if name == 'loghogd' and other and s['msgs_per_s'] and other['msgs_per_s']:
+            if name.startswith('loghogd') and other and s['msgs_per_s'] and other['msgs_per_s']:
                 ratio = '%.2f' % (s['msgs_per_s'] / other['msgs_per_s'])
             checks = 'ok' if not s['failed_runs'] else 'FAIL %d/%d' % (s['failed_runs'], s['runs'])
             if workload.idle_connections:
@@ -429,7 +433,7 @@ def main(argv=None):
         elif failures:
             log('run folders kept under %s' % root)
     report(args, argv, info, [s.name for s in chosen], results, failures)
-    return 1 if any(system == 'loghogd' for _, system, _ in failures) else 0
+    return 1 if any(system.startswith('loghogd') for _, system, _ in failures) else 0
 
 
 def _brief(result):

@@ -205,6 +205,30 @@ class Loghogd:
         return Instance(process, ports, output, folder)
 
 
+class LoghogdSyslog(Loghogd):
+    """loghogd's syslog listeners ([syslog], issue 16), fed the very bytes rsyslog gets:
+    RFC 5424 records, octet-counted on TCP and TLS, one per datagram on UDP."""
+
+    name = 'loghogd-syslog'
+    fmt = 'syslog'
+    KINDS = {'syslog_tcp': 'tcp', 'syslog_udp': 'udp', 'syslog_tls': 'tls'}
+
+    def write_config(self, folder, workload, certs):
+        conf = super().write_config(folder, workload, certs)
+        with open(os.path.join(folder, 'facilities.conf'), 'a') as handle:
+            handle.write('syslog_programs = %s\n' % loadgen.APP_ID)
+        with open(conf, 'a') as handle:
+            handle.write('\n[syslog]\nlisten_tcp = 127.0.0.1:0\nlisten_udp = 127.0.0.1:0\n%s'
+                         % ('listen_tls = 127.0.0.1:0\n' if workload.transport == 'tls' else ''))
+        return conf
+
+    def start(self, folder, workload, certs=None):
+        instance = super().start(folder, workload, certs)
+        instance.ports = {self.KINDS[kind]: address for kind, address in instance.ports.items()
+                          if kind in self.KINDS}
+        return instance
+
+
 # --- the sink --------------------------------------------------------------------------
 
 class Sink(Loghogd):
@@ -374,4 +398,4 @@ class Rsyslog:
         return Instance(process, ports, output, folder)
 
 
-SYSTEMS = {'loghogd': Loghogd, 'rsyslog': Rsyslog, 'sink': Sink}
+SYSTEMS = {'loghogd': Loghogd, 'loghogd-syslog': LoghogdSyslog, 'rsyslog': Rsyslog, 'sink': Sink}

@@ -244,7 +244,9 @@ class BoundSockets:
         """{'tcp': [[host, port]], 'udp': [...], 'tls': [...]} as actually bound."""
         result = {'tcp': [], 'udp': [], 'tls': []}
         for kind, sock in self.sockets:
-            result[kind].append(list(sock.getsockname()[:2]))
+            name = sock.getsockname()
+            if isinstance(name, tuple):   # not the [syslog] unix socket, a path
+                result.setdefault(kind, []).append(list(name[:2]))
         return result
 
     def close(self):
@@ -277,6 +279,8 @@ def bind_all(config):
             except OSError as exc:
                 raise StartupError(exc.errno, 'cannot listen on %s: %s'
                                    % (format_address(host, port), describe_os_error(exc))) from None
+        from .syslog_listeners import bind_syslog   # here: it imports the server
+        bind_syslog(config, bound)
     except BaseException:
         bound.close()
         raise

@@ -35,6 +35,7 @@ try:
     from .status import StatusPublisher
     from .stats import Counters
     from .writer import Writer
+    from . import syslog_listeners, syslog_settings
 except ModuleNotFoundError as exc:
     if (exc.name or '').partition('.')[0] not in SERVER_EXTRA_MODULES:
         raise
@@ -131,7 +132,9 @@ def load(args):
     except ConfigError as exc:
         errors += exc.errors
         table = None
-    if any(kind == 'tls' for kind, _, _ in config.listen_addresses()):
+    if table is not None:
+        errors += syslog_settings.check_default_app(config, table)
+    if any(kind == 'tls' for kind, _, _ in config.listen_addresses()) or config.syslog.listen_tls:
         try:
             make_tls_context(config.server.pemfile, config.server.cacert)
         except ConfigError as exc:
@@ -260,6 +263,7 @@ def run(config, table, bound, handlers):
                     config.server.max_open_files)
     server = Server(config, table, writer, counters, loop, bound,
                     loads=choose_loads(config.server.json_decoder))
+    syslog_listeners.attach(server, bound, config)
     # Signal handlers first: a SIGTERM during the start-up work below (rotation's recovery
     # can take a while) stops the daemon cleanly once the loop runs, instead of killing it.
     server.start()

@@ -7,6 +7,7 @@ the folder of the configuration file.  Command-line options override the file.
 import os
 
 from . import converters as conv
+from . import syslog_settings
 from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
@@ -78,11 +79,13 @@ SECTIONS = {
                 'Also write the counters here in Prometheus text format, for node_exporter\'s '
                 'textfile collector (a name ending in .prom; empty: off).'),
     ],
+    'syslog': syslog_settings.SETTINGS,   # receiving syslog (issue 16)
 }
 
 PATH_KEYS = {('main', 'logdir'), ('main', 'workdir'), ('main', 'rundir'),
              ('main', 'facilities_config'), ('main', 'pidfile'), ('log', 'filename'),
              ('server', 'pemfile'), ('server', 'cacert'), ('stats', 'prometheus_file')}
+PATH_KEYS |= syslog_settings.PATH_KEYS
 
 
 class Config:
@@ -166,6 +169,7 @@ def load_config(path, overrides=None):
                   % (own_log, conv.NAME_MAX))
     config = Config(ini.path if path else None, values)
     _check_tls(ini, config)
+    syslog_settings.check_settings(ini, config)
     if ini.errors:
         error = ConfigError(ini.errors)
         error.facilities_config = main['facilities_config']

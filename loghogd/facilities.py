@@ -14,6 +14,7 @@ from . import converters as conv
 from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
+from .syslog_routing import check_claims, program_list
 
 # file_per_host's default max_hosts (see the setting).
 DEFAULT_MAX_HOSTS = 1000
@@ -40,6 +41,8 @@ SETTINGS = {s.name: s for s in [
     Setting('format', conv.choice('text', 'json'), 'text',
             'text: a line per record, as always; json: a JSON object per line, with the '
             "sender's fields (loghogd/jsonlines.py)."),
+    Setting('syslog_programs', program_list, '',
+            'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
@@ -68,7 +71,7 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'format')
+                 'format', 'syslog_programs')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -85,6 +88,7 @@ class Facility:
         self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
         self.format = values.get('format', 'text')   # 'text' or 'json'
+        self.syslog_programs = values.get('syslog_programs', ())
 
     @property
     def name(self):
@@ -277,6 +281,8 @@ def load_facilities(path):
             ini.error(section, None, problem)
             continue
         facilities.append(facility)
+    for section, error in check_claims(facilities):
+        ini.error(section, 'syslog_programs', error)
     if ini.errors:
         raise ConfigError(ini.errors)
     return FacilityTable(facilities, source=path)

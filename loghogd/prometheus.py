@@ -29,6 +29,12 @@ METRICS = [
     ('loghogd_backup_delete_errors_total', 'counter', 'Old backups that could not be deleted.'),
     ('loghogd_dropped_lines_total', 'counter',
      'Lines dropped because a file could not be written for too long (max_backlog).'),
+    ('loghogd_syslog_messages_total', 'counter',
+     'Syslog messages received, per listener (udp, tcp, tls, unix); refusals are in '
+     'loghogd_rejected_total (reasons syslog_*).'),
+    ('loghogd_syslog_cut_total', 'counter', 'Syslog messages over max_message_size, cut.'),
+    ('loghogd_syslog_replaced_utf8_total', 'counter',
+     'Syslog messages whose bytes that were not UTF-8 were replaced.'),
     ('loghogd_file_size_bytes', 'gauge', 'Size of each open log file.'),
     ('loghogd_file_last_write_timestamp_seconds', 'gauge', 'Last write to each log file.'),
     ('loghogd_file_last_rotation_timestamp_seconds', 'gauge', 'Last rotation of each log file.'),
@@ -92,6 +98,14 @@ def samples(snapshot):
     out['loghogd_dropped_lines_total'].append(({}, events.get('dropped_backlog', 0)))
     out['loghogd_hosts_over_max_hosts_total'].append(({}, events.get('hosts_over_max_hosts', 0)))
     out['loghogd_backup_delete_errors_total'].append(({}, events.get('prune_errors', 0)))
+    for name, count in events.items():   # receiving syslog (issue 16)
+        if name.startswith('syslog_messages_'):
+            out['loghogd_syslog_messages_total'].append(
+                ({'listener': name[len('syslog_messages_'):]}, count))
+    if any(name.startswith('syslog_messages_') for name in events):
+        out['loghogd_syslog_cut_total'].append(({}, events.get('syslog_cut', 0)))
+        out['loghogd_syslog_replaced_utf8_total'].append(
+            ({}, events.get('syslog_replaced_utf8', 0)))
     _file_samples(snapshot['files'], out)
     compressor = snapshot.get('tasks', {}).get('compressor') or {}
     out['loghogd_compressor_waiting'].append(({}, compressor.get('waiting')))

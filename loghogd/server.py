@@ -88,6 +88,8 @@ class Server:
         self._next_housekeeping = 0.0
         self._last_pass_at = 0.0
         for kind, sock in bound.sockets:
+            if kind.startswith('syslog_'):
+                continue   # syslog_listeners.attach makes those
             if kind == 'udp':
                 self.datagram_listeners.append(DatagramListener(self, sock))
             else:

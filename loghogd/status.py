@@ -235,9 +235,12 @@ def read_udp_sockets(sockets, paths=PROC_NET_UDP):
     for sock in sockets:
         try:
             inode = os.fstat(sock.fileno()).st_ino
-            host, port = sock.getsockname()[:2]
+            name = sock.getsockname()
         except OSError:
             continue   # closed (at shutdown)
+        if not isinstance(name, tuple):
+            continue   # the [syslog] unix socket: a path, not in /proc/net/udp
+        host, port = name[:2]
         queue, drops = table.get(inode, (0, 0))
         result.append({'address': format_address(host, port), 'queue_bytes': queue, 'drops': drops})
     return result

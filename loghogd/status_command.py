@@ -232,7 +232,8 @@ def render_brief(snapshot, now):
 def render_table(snapshot, now):
     """The whole human-readable status, sections separated by blank lines."""
     sections = [_head(snapshot, now), _accepted(snapshot), _rejected(snapshot),
-                _connections(snapshot), _files(snapshot, now), _tasks(snapshot, now)]
+                _syslog(snapshot), _connections(snapshot), _files(snapshot, now),
+                _tasks(snapshot, now)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 
@@ -285,6 +286,20 @@ def _rejected(snapshot):
     if peers:
         lines += [''] + format_table(['PEER', 'REJECTED'], peers)
     return lines
+
+
+def _syslog(snapshot):
+    """Syslog received per listener (issue 16); nothing without syslog listeners."""
+    events = snapshot.get('events', {})
+    listeners = sorted((name[len('syslog_messages_'):], value) for name, value in events.items()
+                       if name.startswith('syslog_messages_'))
+    if not listeners:
+        return []
+    return ['syslog      %s received; %s cut at max_message_size, %s with bytes that were '
+            'not UTF-8 replaced' % (', '.join('%s %s' % (name, count(value))
+                                              for name, value in listeners),
+                                    count(events.get('syslog_cut', 0)),
+                                    count(events.get('syslog_replaced_utf8', 0)))]
 
 
 def _connections(snapshot):

@@ -5,13 +5,14 @@ Needs Debian's ``faketime`` package (libfaketime); skipped without it.
 """
 
 import calendar
-import json
 import lzma
 import os
 import socket
 import threading
 
 import pytest
+
+from loghogd.rotation_state import RotationState
 
 from tests.support import Daemon, file_history, frame, line_body, read_lines, send_tcp, wait_for
 
@@ -117,10 +118,7 @@ MIDNIGHT_OF_THE_16TH = calendar.timegm((2024, 5, 16, 0, 0, 0))   # the daemons' 
 
 def period_start(daemon, path):
     """When the period of ``path`` began, as ``daemon``'s rotation state last saved it."""
-    try:
-        files = json.loads((daemon.workdir / 'rotation.json').read_text())['files']
-    except (FileNotFoundError, ValueError):
-        return None
+    files = RotationState(str(daemon.workdir)).load()   # rotation.json and its journals
     return files.get(str(path), {}).get('period_start')
 
 

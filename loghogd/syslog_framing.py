@@ -1,0 +1,174 @@
+"""Splitting a syslog TCP or TLS stream into messages (RFC 6587).  Pure.
+
+Each frame is read the way it starts: a digit means octet-counting (``LEN SP MSG``),
+anything else non-transparent framing, ended by LF, CRLF or NUL (Python's SysLogHandler
+over TCP sends ``<PRI>msg\\0``).  A sender may switch from one frame to the next.
+Once a connection has ended a frame with NUL, an LF ends a frame only when a new message
+('<') follows it: the messages of such senders may hold line breaks (a traceback).  Which
+byte ends a frame depends only on the bytes before it (and the one after an LF), never on
+how the stream was cut into reads.
+
+A frame longer than ``max_size`` bytes is cut: its first ``max_size`` bytes are delivered
+as a message (marked cut, for a counter), the rest is skipped up to the end of that frame,
+and the frames after it are read as usual: an over-long message never costs the
+connection's next ones.
+"""
+
+# Digits of an octet count: a count of 10 digits is already beyond any max_size.
+MAX_COUNT_DIGITS = 10
+_DELIMITERS = b'\n\x00'
+
+
+class SyslogFrameSplitter:
+    """Feed it bytes as they arrive; it returns the complete messages.
+
+    ``feed(data)`` returns a list of (message bytes, was_cut) in order.  ``is_mid_frame``
+    is true while a frame has started but not ended (for the frame timeout);
+    ``skip_remaining`` is how many bytes of a cut octet-counted frame are still to be
+    skipped.  ``lost`` is always false: every byte sequence can be framed (the stream
+    connection's interface).
+    """
+
+    lost = False
+
+    def __init__(self, max_size):
+        self.max_size = max_size
+        self.buffer = bytearray()
+        self.skip_remaining = 0        # bytes of a cut octet-counted frame still to skip
+        self.skipping_to_delimiter = False   # a cut non-transparent frame: skip to its end
+        self.nul_framed = False        # this sender ends its frames with NUL
+
+    @property
+    def is_mid_frame(self):
+        return bool(self.buffer) or self.skip_remaining > 0 or self.skipping_to_delimiter
+
+    def feed(self, data):
+        """Return [(message, was_cut)] for every frame that ``data`` completes."""
+        out = []
+        append = out.append
+        buffer = self.buffer
+        buffer += data
+        find = buffer.find
+        start = 0
+        size = len(buffer)
+        max_size = self.max_size
+        while start < size:
+            if self.skip_remaining:
+                taken = min(self.skip_remaining, size - start)
+                self.skip_remaining -= taken
+                start += taken
+                continue
+            if self.skipping_to_delimiter:
+                end = self._find_delimiter(buffer, start, size)
+                if end < 0:
+                    start = size
+                    break
+                self.skipping_to_delimiter = False
+                start = end + 1
+                continue
+            first = buffer[start]
+            if 0x30 <= first <= 0x39:
+                # The common case first, inline: octet-counted frames one after another
+                # (saves about 0.5 µs a frame over the general path below).
+                space = find(b' ', start, start + MAX_COUNT_DIGITS + 1)
+                while space > start:
+                    digits = buffer[start:space]
+                    if not digits.isdigit():
+                        break
+                    end = space + 1 + int(digits)
+                    if end - space - 1 > max_size or end > size:
+                        break
+                    append((bytes(buffer[space + 1:end]), False))
+                    start = end
+                    if start >= size or not 0x30 <= buffer[start] <= 0x39:
+                        break
+                    space = find(b' ', start, start + MAX_COUNT_DIGITS + 1)
+                if start >= size or not 0x30 <= buffer[start] <= 0x39:
+                    continue
+                length, body_start = _octet_count(buffer, start, size)
+                if length is None:
+                    break                  # the count is not complete yet
+                if length is not False:
+                    if length > max_size:
+                        if body_start + max_size > size:
+                            break          # wait for the part we keep
+                        out.append((bytes(buffer[body_start:body_start + max_size]), True))
+                        self.skip_remaining = length - max_size
+                        start = body_start + max_size
+                        continue
+                    if body_start + length > size:
+                        break
+                    out.append((bytes(buffer[body_start:body_start + length]), False))
+                    start = body_start + length
+                    continue
+                # Digits not followed by a space: a message without PRI, non-transparent.
+            end = self._find_delimiter(buffer, start, size)
+            if end < 0:
+                if size - start > max_size:
+                    out.append((bytes(buffer[start:start + max_size]), True))
+                    self.skipping_to_delimiter = True
+                    start = size
+                break
+            if end - start > max_size:
+                out.append((bytes(buffer[start:start + max_size]), True))
+            elif end > start:
+                frame = bytes(buffer[start:end])
+                if frame != b'\r':
+                    out.append((frame, False))
+            start = end + 1
+        del buffer[:start]
+        return out
+
+    def _find_delimiter(self, buffer, start, size):
+        """The index of the byte that ends the frame at ``start``, or -1 (not yet known)."""
+        newline = buffer.find(b'\n', start)
+        nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
+        if nul >= 0:
+            self.nul_framed = True
+            return nul
+        if not self.nul_framed:
+            return newline
+        while newline >= 0:
+            if newline + 1 >= size:
+                return -1              # the byte after it decides
+            if buffer[newline + 1] == 0x3C:   # '<': a new message
+                return newline
+            newline = buffer.find(b'\n', newline + 1)
+            nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
+            if nul >= 0:
+                return nul
+        return -1
+
+    def take_rest(self):
+        """At the end of the stream: the unfinished frame as (message, was_cut), or None.
+
+        A frame without its trailer is a whole message; an octet-counted one that stops
+        short of its count is cut."""
+        rest = bytes(self.buffer)
+        self.buffer.clear()
+        if not rest.strip(b'\r\n\x00') or self.skip_remaining or self.skipping_to_delimiter:
+            self.skip_remaining = 0
+            self.skipping_to_delimiter = False
+            return None
+        first = rest[0]
+        if 0x30 <= first <= 0x39:
+            length, body_start = _octet_count(rest, 0, len(rest))
+            if length:
+                return rest[body_start:body_start + self.max_size], True
+        return rest[:self.max_size], False
+
+
+def _octet_count(buffer, start, size):
+    """(length, index after 'LEN SP') for an octet count at ``start``; (None, None) if
+    more bytes are needed; (False, None) if the digits are not an octet count."""
+    limit = min(size, start + MAX_COUNT_DIGITS + 1)
+    space = buffer.find(b' ', start, limit)
+    if space < 0:
+        digits = buffer[start:limit]
+        if limit == size and len(digits) <= MAX_COUNT_DIGITS and digits.isdigit():
+            return None, None
+        return False, None
+    digits = buffer[start:space]
+    if not digits.isdigit():
+        return False, None
+    return int(digits), space + 1
