@@ -57,6 +57,8 @@ def test_an_extra_field_arrives_and_rotation_compression_file_per_host_and_acks_
     assert daemon.stop() == 0
     history = file_history(folder, base)
     records = [json.loads(line) for _, line in history]
+    assert [r['message'] for r in records[:total]] == ['order %05d placed' % n
+                                                     for n in range(total)], history
     assert len(records) == total + 1
     assert len({name for name, _ in history}) >= 3   # rotated at least twice
     for n, record in enumerate(records[:total]):
