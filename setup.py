@@ -28,7 +28,8 @@ setup(
     install_requires=[],
     extras_require={
         'server': SERVER_REQUIRES,
-        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client', 'gunicorn'],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'prometheus-client', 'gunicorn',
+                 'django', 'uvicorn', 'celery[redis]'],
     },
     entry_points={
         'console_scripts': [

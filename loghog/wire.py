@@ -5,11 +5,15 @@ a UTF-8 JSON object, zlib-compressed when ``FLAG_ZLIB`` is set.  See the README'
 "Protocol" section.  This module is pure: bytes and values in, bytes and values out.
 """
 
+import functools
 import hashlib
 import json
 import struct
 import zlib
 from json.encoder import encode_basestring_ascii as _quote
+
+# JSON text of a str (ASCII, every non-ASCII character escaped): the C escaper json uses.
+encode_string = _quote
 
 VERSION = 1
 
@@ -158,10 +162,18 @@ class MessageEncoder:
         self._head = '{"version": %d, "app_id": %s, "hostname": %s, "module": ' % (
             VERSION, _quote(app_id), _quote(hostname))
 
-    def encode(self, module, stamp, nsecs, body):
-        """Return one complete frame for a message."""
+    def encode(self, module, stamp, nsecs, body, fields=None):
+        """Return one complete frame for a message.
+
+        ``fields``, when given, is the JSON text of an object (the record's structure, see
+        ``loghog.handler.record_fields``), sent as the key ``fields``: an extension that a
+        0.7 daemon ignores like any unknown key.  The signature does not cover it (the
+        signed text is the protocol's five fields, unchanged).
+        """
         text = '%s%s, "stamp": %d, "nsecs": %d, "body": %s' % (
             self._head, _quote(module), stamp, nsecs, _quote(body))
+        if fields is not None:
+            text += ', "fields": ' + fields
         if self._signer is not None:
             text += ', "signature": "%s"' % self._signer.sign(self.app_id, module, stamp, nsecs,
                                                              body)
@@ -207,12 +219,20 @@ def parse_ack(flags, payload):
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
-def encode_within(encode, module, stamp, nsecs, body, max_payload=MAX_MESSAGE_BYTES):
-    """Return ``encode(module, stamp, nsecs, body)``, the body cut to fit ``max_payload``.
+def encode_within(encode, module, stamp, nsecs, body, max_payload=MAX_MESSAGE_BYTES,
+                  fields=None):
+    """Return ``encode(module, stamp, nsecs, body[, fields])``, the body cut to fit
+    ``max_payload``.
 
     A body cut short ends with ``[loghog: cut ...]`` saying how long it was, so that the
     reader of the log file sees that the line is incomplete, not that it is all there was.
+    ``fields`` (JSON text) longer than half of ``max_payload`` are replaced by an object
+    that says so (``{"loghog_fields_cut": <length>}``).
     """
+    if fields is not None:
+        if len(fields) > max_payload // 2:
+            fields = '{"loghog_fields_cut": %d}' % len(fields)
+        encode = functools.partial(_encode_with_fields, encode, fields)
     frame = encode(module, stamp, nsecs, body)
     keep = len(body)
     while len(frame) - HEADER_SIZE > max_payload and keep:
@@ -223,3 +243,7 @@ def encode_within(encode, module, stamp, nsecs, body, max_payload=MAX_MESSAGE_BY
                        f'{body[:keep]} [loghog: cut to {keep} of {len(body)} characters, '
                        f'the message was longer than {max_payload} bytes]')
     return frame
+
+
+def _encode_with_fields(encode, fields, module, stamp, nsecs, body):
+    return encode(module, stamp, nsecs, body, fields)

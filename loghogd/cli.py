@@ -73,7 +73,8 @@ def build_parser():
         prog='loghogd', description='LogHog log daemon: receives log messages over TCP, UDP '
         'and TLS, writes one file per application facility, rotates and compresses them.',
         epilog='loghogd status [-c FILE] [--run-dir DIR] [--json | --brief] shows what the '
-        'running daemon is doing (see loghogd status --help).')
+        'running daemon is doing (see loghogd status --help); loghogd logs APP[:MODULE] ... '
+        'prints what it wrote (see loghogd logs --help).')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -176,6 +177,9 @@ def main(argv=None):
         return EX_UNAVAILABLE
     if argv and argv[0] == 'status':
         return status_command.main(argv[1:])
+    if argv and argv[0] == 'logs':
+        from . import logs
+        return logs.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -38,12 +38,15 @@ SETTINGS = {s.name: s for s in [
     Setting('max_hosts', conv.integer_in(1, 1000000), str(DEFAULT_MAX_HOSTS),
             'With file_per_host: host names that get a file of their own; lines from '
             'further ones go to the shared <module>.log, host name in the line.'),
+    Setting('format', conv.choice('text', 'json'), 'text',
+            'text: a line per record, as always; json: a JSON object per line, with the '
+            "sender's fields (loghogd/jsonlines.py)."),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
-INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts')
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -68,7 +71,7 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'syslog_programs')
+                 'format', 'syslog_programs')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -84,6 +87,7 @@ class Facility:
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
         self.key = (app, self.name)   # (app, facility name): how counters name it
+        self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
 
     @property

@@ -69,9 +69,11 @@ class Rejection:
 class Message:
     """One decoded, well-formed message (not yet routed or checked for a signature)."""
 
-    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature')
+    __slots__ = ('app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body', 'signature',
+                 'fields')
 
-    def __init__(self, app_id, module, stamp, nsecs, hostname, body, signature=None):
+    def __init__(self, app_id, module, stamp, nsecs, hostname, body, signature=None,
+                 fields=None):
         self.app_id = app_id
         self.module = module
         self.stamp = stamp
@@ -79,6 +81,7 @@ class Message:
         self.hostname = hostname
         self.body = body
         self.signature = signature
+        self.fields = fields   # see sender_fields: None, a dict, or why it was dropped (str)
 
     def __repr__(self):
         return 'Message(%r, %r, %r)' % (self.app_id, self.module, self.body)
@@ -231,7 +234,9 @@ def decode_message(flags, payload, max_size, loads=fast_loads):
 
 def decode_fields(flags, payload, max_size, loads=fast_loads):
     """``decode_message`` without the Message: the tuple ``(app_id, module, stamp, nsecs,
-    hostname, body, signature)``, or a Rejection.  The daemon's per-message path.
+    hostname, body, signature, fields)``, or a Rejection.  The daemon's per-message path.
+    ``fields`` is the optional ``fields`` object as ``sender_fields`` checked it: a bad
+    one is dropped (said so in the value), never the message.
 
     With the standard library (``loads`` is ``fast_loads``) the C scanner is called
     here directly, and a well-formed message is checked in one expression; anything
@@ -274,7 +279,10 @@ def decode_fields(flags, payload, max_size, loads=fast_loads):
                 and nsecs.__class__ is int and _INT_MIN <= stamp < _INT_LIMIT
                 and _INT_MIN <= nsecs < _INT_LIMIT and (sig is None or sig.__class__ is str)
                 and len(hostname) <= MAX_HOSTNAME_CHARS and len(module) <= MAX_MODULE_CHARS):
-            return app_id, module, stamp, nsecs, hostname, body, sig
+            fields = data.get('fields')
+            if fields is not None:
+                fields = sender_fields(fields)
+            return app_id, module, stamp, nsecs, hostname, body, sig, fields
     return _rejection_for(data)
 
 
@@ -311,8 +319,47 @@ def _rejection_for(data):
         return Rejection(BAD_FIELDS, 'hostname longer than %d characters' % MAX_HOSTNAME_CHARS)
     if len(data['module']) > MAX_MODULE_CHARS:
         return Rejection(BAD_FIELDS, 'module name longer than %d characters' % MAX_MODULE_CHARS)
+    fields = data.get('fields')
     return (data['app_id'], data['module'], data['stamp'], data['nsecs'], data['hostname'],
-            data['body'], sig)
+            data['body'], sig, None if fields is None else sender_fields(fields))
+
+
+# The optional ``fields`` object (an extension: a record's structure, which a 0.7 daemon
+# ignores like any unknown key; v1 signatures do not cover it).  Its size is already bounded
+# by max_message_size; these bound what a JSON line holds of it.
+MAX_FIELDS = 100            # keys of the object
+MAX_FIELD_NAME_CHARS = 128  # a key becomes a JSON key in the line, and --where's KEY
+MAX_FIELD_DEPTH = 8         # nesting below the object (extra={'a': {'b': [...]}})
+
+
+def sender_fields(value):
+    """Check a message's ``fields`` value: return it (a dict) when it is an object within
+    the bounds above, else a sentence saying why it is dropped (str).  Never rejects the
+    message: the body is what the sender signed and what the text line holds."""
+    if value.__class__ is not dict:
+        return 'fields is not a JSON object'
+    if len(value) > MAX_FIELDS:
+        return 'more than %d fields' % MAX_FIELDS
+    for key, item in value.items():
+        if len(key) > MAX_FIELD_NAME_CHARS:
+            return 'a field name is longer than %d characters' % MAX_FIELD_NAME_CHARS
+        if item.__class__ in (dict, list) and _depth(item, 1) > MAX_FIELD_DEPTH:
+            return 'fields nested deeper than %d' % MAX_FIELD_DEPTH
+    return value
+
+
+def _depth(value, level):
+    """How deep ``value`` (a dict or list at ``level``) nests; stops past the limit."""
+    if level > MAX_FIELD_DEPTH:
+        return level
+    items = value.values() if value.__class__ is dict else value
+    deepest = level
+    for item in items:
+        if item.__class__ in (dict, list):
+            deepest = max(deepest, _depth(item, level + 1))
+            if deepest > MAX_FIELD_DEPTH:
+                break
+    return deepest
 
 
 def _shorten(text, limit=60):

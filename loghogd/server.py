@@ -16,6 +16,7 @@ from .acknowledger import Acknowledger
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
+from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
 from .stats import RateLimiter
@@ -367,7 +368,7 @@ class Server:
                 if fields.__class__ is Rejection:
                     self.reject(fields, source, acks)
                     continue
-                app_id, module, stamp, nsecs, host, body, signature = fields
+                app_id, module, stamp, nsecs, host, body, signature, sent_fields = fields
                 if module != last_module or app_id != last_app:
                     found = lookup(app_id, module)
                     if found is None:
@@ -392,7 +393,6 @@ class Server:
                 if (acks is not None and acks.session_key is not None
                         and self.acknowledger.duplicate(acks)):
                     continue   # written before in its session (checked only now: acks.py)
-                body = format_body(body)   # one record never looks like two (lines.py)
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
@@ -401,7 +401,10 @@ class Server:
                 if log_file is None:
                     log_file = queue_for(facility, host)
                     append = log_file.pending.append
-                append(head + body + '\n')
+                if facility.format == 'text':
+                    append(head + format_body(body) + '\n')   # one record, one line (lines.py)
+                else:
+                    append(format_json_line(self.now, host, app_id, module, body, sent_fields))
                 if acks is not None:
                     acks.files.add(log_file)
                     if acks.session_key is not None:

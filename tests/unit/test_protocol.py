@@ -193,7 +193,7 @@ NEAR_MISSES = [True, False, 1.0, '1', 0, 2**63 - 1, 2**63, -2**63, -2**63 - 1, N
 field_values = st.one_of(st.sampled_from(NEAR_MISSES), st.integers(-2**64, 2**64),
                          st.floats(allow_nan=False), st.text(max_size=5))
 FIELD_NAMES = ('version', 'app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body',
-               'signature', 'extra')
+               'signature', 'extra', 'fields')
 GOOD = {'version': 1, 'app_id': 'app', 'module': 'web', 'stamp': 1, 'nsecs': 2,
         'hostname': 'h', 'body': 'hello'}
 
@@ -235,8 +235,15 @@ def reference_decision(text):
         return protocol.BAD_FIELDS
     if len(data['hostname']) > 255 or len(data['module']) > 1024:
         return protocol.BAD_FIELDS
+    fields = data.get('fields')
+    if fields is not None:
+        # An optional object; anything else is dropped (a reason, str), never the message.
+        fields = fields if type(fields) is dict else DROPPED
     return (data['app_id'], data['module'], data['stamp'], data['nsecs'], data['hostname'],
-            data['body'], signature)
+            data['body'], signature, fields)
+
+
+DROPPED = object()
 
 
 def check_decode_fields(text):
@@ -246,6 +253,9 @@ def check_decode_fields(text):
         assert isinstance(result, Rejection), (text, result)
         assert result.reason == expected, (text, result)
     else:
+        if expected[-1] is DROPPED:
+            assert type(result[-1]) is str, (text, result)
+            expected = expected[:-1] + (result[-1],)
         assert result == expected, text
         assert [type(v) for v in result] == [type(v) for v in expected]
 
