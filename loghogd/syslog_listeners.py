@@ -24,10 +24,11 @@ from .connections import (READ, UDP_BATCH, StreamConnection, StreamListener,
                           log_internal_error, peer_name)
 from .errors import StartupError, describe_os_error
 from .files import format_address
+from .jsonlines import format_json_line
 from .protocol import Rejection
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
-from .syslog_parse import line_text, parse_message
+from .syslog_parse import json_fields, line_text, parse_message
 from .syslog_routing import SyslogRouter
 
 log = logging.getLogger('loghogd.syslog')
@@ -205,7 +206,11 @@ class SyslogReceiver:
                 if log_file is None:
                     log_file = queue_for(facility, host)
                     append = log_file.pending.append
-                append(head + line_text(message, program or '-', heads) + '\n')
+                if facility.format == 'text':
+                    append(head + line_text(message, program or '-', heads) + '\n')
+                else:
+                    append(format_json_line(now, host, facility.app, facility.name,
+                                            message.message, json_fields(message, program or '-')))
                 count += 1
                 size += len(data)
         finally:

@@ -411,6 +411,27 @@ def year_closest_to(now, month, day, hour, minute, second):
 
 # -- the line ----------------------------------------------------------------------------------
 
+# Python logging's level for each syslog severity: `loghogd logs --level` works on both.
+SEVERITY_LEVELS = ('CRITICAL', 'CRITICAL', 'CRITICAL', 'ERROR', 'WARNING', 'INFO', 'INFO',
+                   'DEBUG')
+
+
+def json_fields(message, program):
+    """The fields a JSON facility's line carries for ``message`` (jsonlines.format_json_line):
+    the level (from the severity) and logger (the program), then ``program``, ``pid``,
+    ``severity``, ``facility``, ``msgid`` and ``structured_data`` (as sent) when present."""
+    pri = message.pri
+    fields = {'levelname': SEVERITY_LEVELS[pri & 7], 'name': program, 'program': program,
+              'severity': SEVERITY_NAMES[pri & 7], 'facility': FACILITY_NAMES[pri >> 3]}
+    if message.procid is not None:
+        fields['pid'] = message.procid
+    if message.msgid is not None:
+        fields['msgid'] = message.msgid
+    if message.structured_data is not None:
+        fields['structured_data'] = message.structured_data
+    return fields
+
+
 def line_text(message, program, heads=None):
     """What follows '<receive time> - <host> - ' in the file for ``message``:
 

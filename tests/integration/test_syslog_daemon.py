@@ -2,6 +2,7 @@
 guards the facilities that have a secret, the unix socket gets its mode, and refusals are
 counted and logged with their reason."""
 
+import json
 import os
 import shutil
 import socket
@@ -233,3 +234,29 @@ def test_random_bytes_cost_only_themselves(tmp_path):
         assert 'internal error' not in daemon.output()
     finally:
         assert daemon.stop() == 0
+
+
+def octet_counted(message):
+    return b'%d %s' % (len(message), message)
+
+
+def test_a_json_facility_writes_syslog_as_json_lines_with_its_fields(tmp_path):
+    facilities = ('[web]\nrotate = daily\nbackup_count = 3\nformat = json\n'
+                  'syslog_programs = nginx\n')
+    daemon = start(tmp_path, facilities)
+    try:
+        send_tcp(daemon, b'<187>1 2026-12-05T03:14:15.926Z web1.example.com nginx 4242 ID47 '
+                         b'[req@32473 id="7" path="/a\\"b"] upstream timed out\n'
+                         + octet_counted(b'<13>Dec  5 03:14:15 web2 nginx: two\nlines'))
+        lines = wait_for_lines(daemon.log_file('web'), 2)
+    finally:
+        assert daemon.stop() == 0
+    first, second = (json.loads(line) for line in lines)
+    assert first['host'] == 'web1.example.com' and first['app'] == 'web'
+    assert first['message'] == 'upstream timed out'
+    assert (first['program'], first['pid'], first['msgid']) == ('nginx', '4242', 'ID47')
+    assert (first['facility'], first['severity'], first['level']) == ('local7', 'err', 'ERROR')
+    assert first['logger'] == 'nginx'
+    assert first['structured_data'] == '[req@32473 id="7" path="/a\\"b"]'
+    assert second['host'] == 'web2' and second['severity'] == 'notice'
+    assert second['message'] == 'two\nlines' and 'pid' not in second
