@@ -144,7 +144,7 @@ def detach(pidfile, working_directory, files_preserve):
         files_preserve=files_preserve,
         pidfile=pidfile.lock,
         # Only job-control signals are ours to ignore here; the event loop installs
-        # SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers that just wake it up.
+        # SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers that only record the signal (loop.py).
         signal_map={signal.SIGTTIN: None, signal.SIGTTOU: None, signal.SIGTSTP: None},
     )
     context.open()

@@ -1,30 +1,47 @@
-"""The event loop: one selector, callbacks on the registered objects, signals via a wakeup fd.
+"""The event loop: one selector, callbacks on the registered objects, signals recorded by
+their handlers.
 
 The loop knows nothing about TCP, TLS or UDP: each registered file object carries its
-own callback, called with the ready event mask.  Signal handlers do nothing at all;
-``signal.set_wakeup_fd`` writes the signal number into a socketpair that the selector
-watches, and the loop hands the numbers to whoever asks (``pop_signals``).  Other
-threads (the compressor) wake the loop with ``wake``.
+own callback, called with the ready event mask.
+
+Signals (issue 14): a signal handler records the signal number and nothing else; the
+server takes the recorded numbers at every loop pass (``pop_signals``).  What counts is
+the record, never a byte in a pipe: ``signal.set_wakeup_fd`` only makes the selector
+return, on a socketpair of its own that nothing else writes to.  Other threads (the
+syncer, the compressor) wake the loop with ``wake`` through a second socketpair, with at
+most one byte pending however often they call it: before, one byte per fsync shared the
+signals' socketpair, which filled after 278 bytes under a burst of new files, and the
+signals that came then were lost.
 """
 
 import selectors
 import signal
 import socket
+import threading
 
-_THREAD_WAKE = b'\x00'   # signal numbers are 1..64, so 0 means "a thread woke us"
+# Signals recorded between two loop passes: each is acted on, in order, except that
+# repeats of one already recorded stop here (a storm of SIGHUPs must not grow memory);
+# a signal not yet recorded is always recorded.
+MAX_PENDING_SIGNALS = 64
 
 
 class EventLoop:
-    """A selector plus the wakeup socketpair.  ``run_once(timeout_s)`` dispatches events."""
+    """A selector plus two wakeup socketpairs (signals, threads).
+
+    ``run_once(timeout_s)`` dispatches events; ``pop_signals()`` returns the signals
+    recorded since the last call.
+    """
 
     def __init__(self):
         self.selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._wake_read.setblocking(False)
-        self._wake_write.setblocking(False)
-        self._signals = []
+        self._signal_read, self._signal_write = _nonblocking_pair()
+        self._thread_read, self._thread_write = _nonblocking_pair()
+        self._signals = []               # appended to by the handlers, in order
+        self._thread_lock = threading.Lock()
+        self._thread_wake_pending = False
         self.thread_woken = False
-        self.register(self._wake_read, selectors.EVENT_READ, self._on_wakeup)
+        self.register(self._signal_read, selectors.EVENT_READ, self._on_signal_wakeup)
+        self.register(self._thread_read, selectors.EVENT_READ, self._on_thread_wakeup)
 
     def register(self, fileobj, events, callback):
         self.selector.register(fileobj, events, callback)
@@ -39,25 +56,35 @@ class EventLoop:
             pass
 
     def install_signal_handlers(self, signums):
-        """Route ``signums`` to the loop: handlers only cause a wakeup byte to be written."""
-        signal.set_wakeup_fd(self._wake_write.fileno(), warn_on_full_buffer=False)
+        """Record ``signums`` when they arrive (``pop_signals``) and wake the loop."""
+        signal.set_wakeup_fd(self._signal_write.fileno(), warn_on_full_buffer=False)
         for signum in signums:
-            signal.signal(signum, _ignore)
+            signal.signal(signum, self._record_signal)
 
     def restore_signal_handlers(self, signums):
         for signum in signums:
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
 
+    def _record_signal(self, signum, frame):
+        """The handler: record the signal; the loop acts on it.  No I/O, no exceptions."""
+        signals = self._signals
+        if len(signals) < MAX_PENDING_SIGNALS or signum not in signals:
+            signals.append(signum)
+
     def wake(self):
-        """Wake the loop from another thread."""
+        """Wake the loop from another thread; at most one byte is ever pending."""
+        with self._thread_lock:
+            if self._thread_wake_pending:
+                return
+            self._thread_wake_pending = True
         try:
-            self._wake_write.send(_THREAD_WAKE)
-        except (BlockingIOError, OSError):
-            pass  # the loop is already due to wake up
+            self._thread_write.send(b'\x00')
+        except OSError:
+            pass   # cannot happen with one byte pending; the loop wakes anyway
 
     def pop_signals(self):
-        """Return the signal numbers received since the last call, in order."""
+        """Return the signal numbers recorded since the last call, in order."""
         signums, self._signals = self._signals, []
         return signums
 
@@ -65,30 +92,44 @@ class EventLoop:
         """Wait up to ``timeout_s`` (None: forever) and run the callbacks of ready objects.
 
         ``before_dispatch`` is called once after the wait, before any callback, when
-        there is something to dispatch (the server reads the clock there).
+        there is something to dispatch (the server reads the clock there).  A signal
+        recorded before the wait makes it return at once.
         """
+        if self._signals:
+            timeout_s = 0
         events = self.selector.select(timeout_s)
         if events and before_dispatch is not None:
             before_dispatch()
         for key, mask in events:
             key.data(mask)
 
-    def _on_wakeup(self, mask):
-        try:
-            data = self._wake_read.recv(4096)
-        except BlockingIOError:
-            return
-        for byte in data:
-            if byte:
-                self._signals.append(byte)
-            else:
-                self.thread_woken = True
+    def _on_signal_wakeup(self, mask):
+        _drain(self._signal_read)   # the bytes carry nothing: the handler recorded it
+
+    def _on_thread_wakeup(self, mask):
+        # Cleared before reading: a wake() from now on sends a byte of its own.
+        with self._thread_lock:
+            self._thread_wake_pending = False
+        _drain(self._thread_read)
+        self.thread_woken = True
 
     def close(self):
         self.selector.close()
-        self._wake_read.close()
-        self._wake_write.close()
+        for sock in (self._signal_read, self._signal_write, self._thread_read,
+                     self._thread_write):
+            sock.close()
 
 
-def _ignore(signum, frame):
-    """A signal handler that does nothing: the wakeup fd carries the signal to the loop."""
+def _nonblocking_pair():
+    pair = socket.socketpair()
+    for sock in pair:
+        sock.setblocking(False)
+    return pair
+
+
+def _drain(sock):
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

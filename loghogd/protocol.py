@@ -49,13 +49,18 @@ _INT_FIELDS = ('stamp', 'nsecs')
 
 
 class Rejection:
-    """Why one frame or message was not accepted: ``reason`` (a code) and ``detail`` (text)."""
+    """Why one frame or message was not accepted: ``reason`` (a code) and ``detail`` (text).
 
-    __slots__ = ('reason', 'detail')
+    ``flags`` are the frame header's when a frame was skipped whole (too large): a client
+    that asks for acks sets FLAG_ACK there too, and its acks count that frame.
+    """
 
-    def __init__(self, reason, detail):
+    __slots__ = ('reason', 'detail', 'flags')
+
+    def __init__(self, reason, detail, flags=0):
         self.reason = reason
         self.detail = detail
+        self.flags = flags
 
     def __repr__(self):
         return 'Rejection(%r, %r)' % (self.reason, self.detail)
@@ -131,7 +136,8 @@ class FrameSplitter:
                     frames.append(Rejection(LOST_FRAMING, 'frame size %d bytes' % size))
                     self.buffer = bytearray()
                     return frames
-                frames.append(Rejection(TOO_LARGE, 'frame of %d bytes (max %d)' % (size, max_size)))
+                frames.append(Rejection(TOO_LARGE, 'frame of %d bytes (max %d)' % (size, max_size),
+                                        flags))
                 available = end - offset - HEADER_SIZE
                 if available >= size:
                     offset += HEADER_SIZE + size

@@ -9,10 +9,10 @@ import logging
 import signal
 import time
 
-from loghog.wire import FLAG_ACK, FLAG_SESSION, KNOWN_FLAGS
+from loghog.wire import FLAG_ACK
 
 from . import protocol
-from .acks import AckState, Sessions
+from .acknowledger import Acknowledger
 from .connections import DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
@@ -70,11 +70,8 @@ class Server:
         self.max_message_size = config.server.max_message_size
         self.recv_buffer = bytearray(256 * 1024)
         self.connections = set()
-        self.ack_connections = set()
-        # Acks of connections that closed before their lines were written: their
-        # sessions count those messages once they are (see send_acks).
-        self.unsettled = []
-        self.sessions = Sessions()
+        # Acknowledgement state of every acknowledged connection, and the sessions.
+        self.acknowledger = Acknowledger(counters)
         self.listeners = []
         self.datagram_listeners = []
         self.stopping = False
@@ -136,18 +133,24 @@ class Server:
             listener.close()
         self.now = self.clock()
         self.line_prefix = format_receive_time(self.now)
-        # Written connection by connection, so that memory never holds every drained line.
+        # Written read by read, so that memory never holds every drained line and the
+        # time bound covers the writing too: a read of lines for thousands of new files
+        # costs seconds (issue 14: the init script's SIGKILL comes at 30 s).
         stop_draining_at = self.clock() + DRAIN_TIME_S
         for connection in list(self.connections):
+            drained = 0
+            while drained < DRAIN_LIMIT_BYTES and self.clock() < stop_draining_at:
+                count = connection.drain_once()
+                if not count:
+                    break
+                drained += count
+                self.writer.flush(self.clock())
             if self.clock() >= stop_draining_at:
                 log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
                 break
-            connection.drain(DRAIN_LIMIT_BYTES)
-            self.writer.flush(self.clock())
         self.writer.close(self.clock())
-        self._forget_lost()
-        if self.ack_connections:
-            self.send_acks()   # best effort: what is not acked now will be resent
+        self.acknowledger.forget_lost(self.writer.take_lost())
+        self.acknowledger.send_acks()   # best effort: what is not acked now will be resent
         for connection in list(self.connections):
             connection.close(None)
         for task in self.tasks:
@@ -170,9 +173,10 @@ class Server:
         self.writer.flush(self.now)
         now = self._read_clock()
         if self.writer.lost:
-            self._forget_lost()
-        if self.ack_connections or self.unsettled:
-            self.send_acks()
+            self.acknowledger.forget_lost(self.writer.take_lost())
+        if self.acknowledger:
+            self.acknowledger.now = now
+            self.acknowledger.send_acks()
         for signum in self.loop.pop_signals():
             self._guarded(self.handle_signal, signum)
         clock_went_back, self._last_pass_at = now < self._last_pass_at - CLOCK_BACK_S, now
@@ -217,6 +221,7 @@ class Server:
         for connection in list(self.connections):
             connection.check_timeouts(now, server.frame_timeout, server.handshake_timeout,
                                       server.idle_timeout)
+        self.acknowledger.expire(now)
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
             self._update_accepting()
@@ -276,6 +281,8 @@ class Server:
 
     def remove_connection(self, connection):
         self.connections.discard(connection)
+        if connection.acks is not None:
+            self.acknowledger.closed(connection)
         if self._listeners_paused:
             self._update_accepting()
 
@@ -317,6 +324,7 @@ class Server:
         prefix = self.line_prefix
         acks = getattr(source, 'acks', None)
         may_ack = source.kind != 'udp'
+        take_frame = self.acknowledger.take_frame
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
         head = None
@@ -324,15 +332,17 @@ class Server:
         try:
             for frame in frames:
                 if frame.__class__ is not tuple:   # a Rejection from the frame splitter
-                    if acks is None or not self.is_resent(acks, frame):
+                    if acks is None and frame.flags & FLAG_ACK and may_ack:
+                        acks = self.start_acks(source, frames, frame)
+                    if acks is None or not take_frame(acks, frame):
                         self.reject(frame, source, acks)
                     continue
                 flags, payload = frame
                 if flags:
                     if acks is None and flags & FLAG_ACK and may_ack:
-                        acks = self.start_acks(source)
+                        acks = self.start_acks(source, frames, frame)
                 if acks is not None:
-                    resent = self.is_resent(acks, frame)
+                    resent = take_frame(acks, frame)
                     if resent:
                         if resent.__class__ is Rejection:   # a malformed session frame
                             self.reject(resent, source, acks)
@@ -375,6 +385,8 @@ class Server:
                 append(head + body + '\n')
                 if acks is not None:
                     acks.files.add(log_file)
+                    if acks.session_key is not None:
+                        self.acknowledger.wrote(acks)
                 count += 1
                 size += len(payload)
         finally:
@@ -398,107 +410,15 @@ class Server:
 
     # -- acknowledgements ------------------------------------------------------------------
 
-    def start_acks(self, connection):
-        """Switch ``connection`` to acknowledged mode (its first frame with FLAG_ACK)."""
-        connection.acks = AckState()
-        self.ack_connections.add(connection)
-        self.counters.count('ack_connections')
+    def start_acks(self, connection, frames, frame):
+        """Switch ``connection`` to acknowledged mode at ``frame`` (the first of its
+        frames with FLAG_ACK, in this read's ``frames``): the acknowledger numbers its
+        frames from the connection's first."""
+        # An equal frame earlier in ``frames`` would have had FLAG_ACK too: index() finds
+        # this one (Rejections compare by identity).
+        before = connection.frames_before + frames.index(frame)
+        connection.acks = self.acknowledger.start(connection, before)
         return connection.acks
-
-    def is_resent(self, acks, frame):
-        """Count ``frame`` on an acknowledged connection; true if it needs no more work.
-
-        That is a session frame (it only sets the session's numbering) or a message of the
-        session that was already received before a reconnect.  A malformed session frame
-        gives its Rejection (true too), for the caller to count and log.
-        """
-        acks.received += 1
-        if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
-                and not frame[0] & ~KNOWN_FLAGS):   # unknown bits: bad_flags, below
-            session = decode_session(frame[1])
-            if session.__class__ is Rejection:
-                return session   # counted and logged like any rejection
-            acks.session, acks.seq = session[0], session[1] - 1
-            return True
-        if acks.session is None:
-            return False
-        acks.seq += 1
-        if self.sessions.is_duplicate(acks.session, acks.seq):
-            self.counters.count('duplicates_skipped')
-            return True
-        return False
-
-    def send_acks(self):
-        """After a flush: ack what is written, and fsynced as each facility's flush_every
-        says (AckState.take_due).
-
-        Each ack also tells the connection's session that its messages are written.  A
-        connection that closed before they were is remembered (``unsettled``) until they
-        are, so that a resend after a reconnect is still recognised.
-        """
-        for connection in list(self.ack_connections):
-            acks = connection.acks
-            if connection.closed:
-                self.ack_connections.discard(connection)
-                if not acks.is_done():
-                    self.unsettled.append(acks)
-                continue
-            frames = acks.take_due()
-            if acks.session is not None:
-                self._record_session(acks)
-            if frames:
-                connection.send(frames[0] if len(frames) == 1 else b''.join(frames))
-        if self.unsettled:
-            waiting = []
-            for acks in self.unsettled:
-                acks.take_due()
-                if acks.session is not None:
-                    self._record_session(acks)
-                if not acks.is_done():
-                    waiting.append(acks)
-            self.unsettled = waiting
-
-    def _record_session(self, acks):
-        """The session counts messages once written, before their fsync is done: a client
-        that reconnects meanwhile and resends them must not get them written twice.  If
-        that fsync fails, _forget_lost takes the count back to what was acknowledged."""
-        if acks.written_seq is not None and acks.written_seq[0] is not None:
-            self.sessions.record(*acks.written_seq)
-
-    def _forget_lost(self):
-        """Lines of some files may be lost (backlog dropped, fsync failed): never ack them.
-
-        Acknowledged connections with frames not yet acked in those files are closed
-        without an ack, so that their clients resend; their sessions do not count those
-        messages, so the resent ones are written.  Which of their lines were lost is not
-        known: a client may resend some that were written (at least once, not exactly).
-        """
-        lost = self.writer.take_lost()
-        for connection in list(self.ack_connections):
-            files = connection.acks.all_files() & lost
-            if files:
-                self._unrecord_session(connection.acks)
-                self.ack_connections.discard(connection)
-                if not connection.closed:
-                    self.counters.count('ack_connections_closed_on_loss')
-                    connection.close('lines it sent may be lost in %s' % ', '.join(
-                        sorted(f.path for f in files)))
-        waiting = []
-        for acks in self.unsettled:
-            if acks.all_files() & lost:
-                self._unrecord_session(acks)
-            else:
-                waiting.append(acks)
-        self.unsettled = waiting
-
-    def _unrecord_session(self, acks):
-        """Messages of ``acks`` written but not acknowledged may be lost: if the client
-        resends them, they are written again."""
-        if acks.written_seq is not None and acks.written_seq[0] is not None:
-            session = acks.written_seq[0]
-            acked = acks.acked_seq
-            self.sessions.forget_after(session, acked[1] if acked and acked[0] == session
-                                       else 0)
 
     def warn(self, key, message, *args):
         """A warning that could repeat per peer: rate-limited per ``key``."""

@@ -72,6 +72,9 @@ class LogFile:
         self.sync_wanted = 0       # ... and these must be before an ack (flush_every)
         self.syncing = False       # an fsync of it runs on the syncer thread
         self.sync_again = False    # ... and another is wanted once that one is done
+        # An inline fsync (close) made while the thread's ran covered this many: known
+        # synced only once the thread's succeeds too (see sync).
+        self.synced_inline = 0
         # Called with the OSError when an fdatasync of this file fails (the Writer sets
         # it: the file's unsynced lines may be lost and must never be acknowledged).
         self.on_sync_error = None
@@ -127,6 +130,10 @@ class LogFile:
         Writer reports the file's lines as maybe lost instead).  An fsync running on the
         syncer thread at the same time is harmless: it syncs a duplicate descriptor of
         the same file, and its result only ever raises ``synced_seq``.
+
+        But the two descriptors share one error state (issue 14): if the thread's
+        fdatasync took the error, this one succeeds.  So while the thread's runs, this
+        success counts only once the thread reports success too (``Writer._take_synced``).
         """
         self.unsynced = 0
         self.unsynced_since = None
@@ -140,7 +147,10 @@ class LogFile:
                 self.on_sync_error(self, exc)
             raise
         finally:
-            self.synced_seq = seq
+            if self.syncing:
+                self.synced_inline = max(self.synced_inline, seq)
+            else:
+                self.synced_seq = seq
         return True
 
     def synced(self, seq):
@@ -268,6 +278,7 @@ class Syncer:
         self._queue = queue.SimpleQueue()
         self.done = collections.deque()
         self.waiting = 0       # submitted, results not yet taken (loop thread only)
+        self.closed = False    # the thread is gone: nothing more may be submitted
         self._thread = threading.Thread(target=self._work, name='loghogd-syncer', daemon=True)
         self._thread.start()
 
@@ -288,6 +299,7 @@ class Syncer:
         """Finish every fsync submitted so far, then stop the thread."""
         self._queue.put(None)
         self._thread.join()
+        self.closed = True
 
     def _work(self):
         while True:
@@ -470,7 +482,7 @@ class Writer:
     def _sync_file(self, log_file):
         """fdatasync ``log_file`` (on the syncer thread if there is one); when that fails,
         its unsynced lines count as maybe lost."""
-        if self.syncer is not None and log_file.fd is not None:
+        if self.syncer is not None and not self.syncer.closed and log_file.fd is not None:
             if log_file.syncing:
                 log_file.unsynced = 0
                 log_file.unsynced_since = None
@@ -495,7 +507,8 @@ class Writer:
         """True when fsyncs may go to the syncer thread: there is one, and fewer than
         max_open_files are in flight (each holds a descriptor, and the limit is raised for
         twice that); otherwise the loop syncs itself."""
-        return self.syncer is not None and self.syncer.waiting < self.max_open_files
+        return (self.syncer is not None and not self.syncer.closed
+                and self.syncer.waiting < self.max_open_files)
 
     def _submit_sync(self, log_file, fd):
         """Hand ``fd`` (the file's, or a duplicate) to the syncer: it fsyncs everything
@@ -551,8 +564,12 @@ class Writer:
                 self._sync_failed(log_file, error)
             else:
                 self._sync_worked(log_file)
+            if log_file.synced_inline:
+                # Whether it failed or not (failed: those lines count as lost, above).
+                seq = max(seq, log_file.synced_inline)
+                log_file.synced_inline = 0
             # After a failure too: those lines are reported lost (never acknowledged,
-            # see Server._forget_lost), and later lines need a sync of their own.
+            # see Acknowledger.forget_lost), and later lines need a sync of their own.
             log_file.synced(seq)
             if log_file.sync_again:
                 log_file.sync_again = False
@@ -637,7 +654,9 @@ class Writer:
         self.retry_at = now
         self.flush(now)
         if self.syncer is not None:
-            # Every fsync started finishes (and is accounted for) before the files close.
+            # Every fsync started finishes (and is accounted for) before the files close;
+            # one still wanted after those (sync_again) runs here: before, it went to the
+            # stopped thread and never ended, which the file's close then papered over.
             self.syncer.close()
             self._take_synced()
             self.syncer = None

@@ -58,7 +58,14 @@ def wire_bytes(item):
 class Peer:
     peer = '127.0.0.1:4242'
     peer_host = '127.0.0.1'
+    identity = ('127.0.0.1', None)
     kind = 'case'
+    acks = None
+    frames_before = 0
+    closed = False
+
+    def send(self, data):
+        pass
 
 
 class Harness:

@@ -529,8 +529,10 @@ def test_disk_full_holds_lines_acks_nothing_unwritten_and_writes_them_in_order_w
     assert not sender.is_alive() and client.acked == 2000 and not client.rejected
     whole, bad = parse(path.read_bytes())
     assert not bad, bad[:3]
+    # The resent ones were skipped as duplicates of the held ones (issue 14: a session
+    # counts a message once it is queued), acknowledged once those were written.
     numbers = numbers_of(whole, 'c')
-    assert numbers == list(range(1, 2001)) + list(range(acked_when_full + 1, 2001))
+    assert numbers == list(range(1, 2001))
     check_one_error(daemon, path)
     assert len(log_lines(daemon, 'WARNING', 'writing %s again' % path)) == 1
     assert daemon.stop() == 0

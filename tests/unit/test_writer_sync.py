@@ -191,6 +191,20 @@ def test_close_waits_for_every_fsync_started(threaded, gated):
     assert len(acks.take_due()) == 1
 
 
+def test_close_runs_an_fsync_wanted_after_the_last_one_started_itself(threaded, gated):
+    """One wanted while the last ran (sync_again) used to go to the stopped thread and
+    never end; only the close's own fsync hid it, until that no longer counted."""
+    gate, writer, acks, log_file = one_line_flushed(threaded, gated)
+    assert gate.entered.acquire(timeout=10)
+    add(writer, Facility(flush_every=1), acks, 'two')
+    writer.flush(1.1)                       # a second fsync is wanted: after the first
+    assert log_file.sync_again
+    threading.Timer(0.2, gate.release, (5,)).start()
+    writer.close(1.2)
+    assert log_file.synced_seq == log_file.written_seq == 2
+    assert b'"ack":2' in b''.join(acks.take_due())
+
+
 def test_without_a_syncer_the_fsync_runs_inline(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(writer_module.os, 'fdatasync', calls.append)
@@ -204,30 +218,36 @@ def test_without_a_syncer_the_fsync_runs_inline(tmp_path, monkeypatch):
     assert len(calls) == 1 and len(acks.take_due()) == 1
 
 
-def test_a_session_counts_messages_once_written_and_forgets_them_if_their_fsync_fails():
-    from loghogd.acks import Sessions
-    sessions = Sessions()
-    sessions.record('s', 10)            # written (the fsync may still be running)
-    assert sessions.is_duplicate('s', 10)
-    sessions.forget_after('s', 4)       # ... it failed: 5..10 are written again if resent
-    assert sessions.is_duplicate('s', 4) and not sessions.is_duplicate('s', 5)
-    sessions.forget_after('s', 7)       # never forward
-    assert not sessions.is_duplicate('s', 5)
+class ThreadFails(GatedSync):
+    """The syncer thread's fdatasync waits for the gate and fails; the loop's succeeds at
+    once (as when the thread's call took the error both descriptors share)."""
+
+    def __call__(self, fd):
+        if threading.current_thread().name != 'loghogd-syncer':
+            self.calls.append(fd)
+            return
+        self.fail = True
+        super().__call__(fd)
 
 
-def test_a_snapshot_notes_the_session_position_written_before_its_ack(threaded, gated):
-    gate = gated()
+def test_an_inline_close_during_the_syncers_fsync_cannot_consume_its_error(
+        threaded, monkeypatch):
+    """Issue 14: a duplicate descriptor shares the file's fsync error state.  When the
+    thread's fdatasync fails, the close's own (rotation, SIGHUP) may see success: that
+    success must not let the lines be acknowledged before the thread reports."""
+    gate = ThreadFails()
+    monkeypatch.setattr(writer_module.os, 'fdatasync', gate)
     writer = threaded()
     acks = AckState()
-    acks.session, acks.seq = 'sid', 41
-    acks.seq += 1
-    add(writer, Facility(flush_every=1), acks, 'one')
+    log_file = add(writer, Facility(flush_every=1), acks, 'one')
     writer.flush(1.0)
+    assert gate.entered.acquire(timeout=10)
+    log_file.close()            # what rotation and SIGHUP do: its fdatasync "succeeds"
     assert acks.take_due() == []
-    assert acks.written_seq == ('sid', 42) and acks.acked_seq is None
-    gate.release()
+    gate.release()              # the thread's fails
     wait_synced(writer, 1.1)
-    assert len(acks.take_due()) == 1 and acks.acked_seq == ('sid', 42)
+    assert writer.take_lost() == {log_file}
+    assert log_file in acks.all_files()     # the acknowledger closes it, unacked
 
 
 # -- file_per_host: one file per safe host name, and a cap on open descriptors ------------
