@@ -186,6 +186,7 @@ class StreamConnection:
             self.close(None)
             return
         self.handshaking = False
+        self.server.handshake_done(self)
         self.server.counters.count('tls_handshakes')
         certificate = self.sock.getpeercert()
         if certificate:
@@ -224,14 +225,18 @@ class StreamConnection:
     def _feed(self, data):
         server = self.server
         splitter = self.splitter
-        self.last_activity = server.now
         was_skipping = splitter.skip_remaining > 0
         frames = splitter.feed(data)
         if frames:
             try:
-                server.ingest(frames, self)
+                accepted = server.ingest(frames, self)
             finally:
                 self.frames_before += len(frames)
+            if accepted:
+                # Only accepted messages are activity: a peer that sends a refused frame
+                # now and then must not hold its slot for ever (issue 15).
+                self.last_activity = server.now
+                server.connection_active(self)
         if splitter.lost:
             self.close('framing lost (not a LogHog stream?)')
             return
@@ -243,6 +248,12 @@ class StreamConnection:
             # timer is per frame, and a busy stream that never pauses between frames
             # must not be cut.
             self.frame_started_at = server.now
+
+    def is_evictable(self):
+        """True when closing the connection loses nothing: no frame unacknowledged and no
+        ack unsent (or a handshake not finished)."""
+        return self.handshaking or (not self.outgoing
+                                    and (self.acks is None or self.acks.is_done()))
 
     def send(self, data):
         """Queue ``data`` (an ack) for the peer and send what the kernel takes now."""

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .facilities import load_facilities
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .slots import Slots
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -69,7 +70,8 @@ class Server:
         self.loads = loads
         self.max_message_size = config.server.max_message_size
         self.recv_buffer = bytearray(256 * 1024)
-        self.connections = set()
+        # Open stream connections, least recently active first (slots.py).
+        self.connections = Slots(config.server.max_connections, config.server.max_handshakes)
         # Acknowledgement state of every acknowledged connection, and the sessions.
         self.acknowledger = Acknowledger(counters)
         self.listeners = []
@@ -84,6 +86,7 @@ class Server:
         self.limiter = RateLimiter()
         self._accept_paused_until = None
         self._listeners_paused = False
+        self._slots_full = False     # nobody could make room for the last newcomer
         self._next_housekeeping = 0.0
         self._last_pass_at = 0.0
         for kind, sock in bound.sockets:
@@ -225,6 +228,11 @@ class Server:
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
             self._update_accepting()
+        if self._slots_full:
+            # Connections whose frames were in flight may have been acknowledged since:
+            # the next newcomer tries again to find one that makes room.
+            self._slots_full = False
+            self._update_accepting()
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -273,22 +281,55 @@ class Server:
     # -- connections -----------------------------------------------------------------------
 
     def add_connection(self, connection):
-        self.connections.add(connection)
+        """A new stream connection: take it, and if the slots are full close the one
+        that must make room (slots.py).  If nobody can (every other connection has frames
+        in flight), keep it anyway and stop accepting until a slot frees."""
+        connections = self.connections
+        connections.add(connection)
         self.counters.count('connections_accepted')
         self.counters.connections_accepted[connection.kind] += 1
-        if len(self.connections) >= self.config.server.max_connections:
-            self._update_accepting()
+        while connections.is_full(connection.handshaking):
+            victim = connections.victim(connection)
+            if victim is None:
+                self._slots_full = True
+                self._update_accepting()
+                return
+            self._evict(victim)
+
+    def _evict(self, victim):
+        if victim.handshaking:
+            self.counters.count('handshakes_evicted')
+            self.warn('handshake_evicted', 'closed an unfinished TLS handshake from %s to '
+                      'make room (max_handshakes %d)', victim.peer, self.connections.max_handshakes)
+            victim.close('unfinished handshake, making room for a newcomer')
+        else:
+            # What the peer sent before it is closed is read and written first: a client
+            # without acknowledgements that sent a record and went quiet loses nothing.
+            victim.drain_once()
+            self.counters.count('connections_evicted')
+            self.warn('connection_evicted', 'closed the longest idle connection (from %s, '
+                      'idle %.0fs) to make room (max_connections %d)', victim.peer,
+                      self.now - victim.last_activity, self.connections.max_connections)
+            victim.close('longest idle, making room for a newcomer')
+
+    def connection_active(self, connection):
+        """``connection`` brought an accepted message: it is the last one to make room."""
+        self.connections.touch(connection)
+
+    def handshake_done(self, connection):
+        self.connections.handshake_done(connection)
 
     def remove_connection(self, connection):
-        self.connections.discard(connection)
+        self.connections.remove(connection)
         if connection.acks is not None:
             self.acknowledger.closed(connection)
+        if self._slots_full and len(self.connections) < self.connections.max_connections:
+            self._slots_full = False
         if self._listeners_paused:
             self._update_accepting()
 
     def can_accept(self):
-        return (not self.stopping and self._accept_paused_until is None
-                and len(self.connections) < self.config.server.max_connections)
+        return not self.stopping and self._accept_paused_until is None and not self._slots_full
 
     def out_of_descriptors(self, exc):
         log.error('cannot accept connections: %s; pausing for %gs', exc.strerror, ACCEPT_PAUSE_S)
@@ -316,6 +357,7 @@ class Server:
         The per-message path: what the messages of one read share (their facility, their
         host's part of the line, their file) is looked up again only when it changes, and
         counters are added up once per run of messages to one facility.
+        Returns how many messages were accepted (refused frames are not a peer's activity).
         """
         max_size = self.max_message_size
         loads = self.loads
@@ -329,6 +371,7 @@ class Server:
         last_app = last_module = last_host = facility = signer = log_file = append = None
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
+        accepted = 0         # messages accepted before those
         try:
             for frame in frames:
                 if frame.__class__ is not tuple:   # a Rejection from the frame splitter
@@ -362,6 +405,7 @@ class Server:
                     if found is not facility:
                         if count:
                             self._count_accepted(facility, count, size)
+                            accepted += count
                             count = size = 0
                         facility = found
                         signer = facility.signer if facility.secret is not None else None
@@ -392,6 +436,7 @@ class Server:
         finally:
             if count:
                 self._count_accepted(facility, count, size)
+        return accepted + count
 
     def _count_accepted(self, facility, count, size):
         key = facility.key
