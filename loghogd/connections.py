@@ -152,6 +152,7 @@ class StreamConnection:
         self.identity = (self.peer_host, None)
         self.outgoing = bytearray()   # acks not yet taken by the kernel
         self.waiting_to_send = False
+        self.refused_only = False     # the last read held frames, all of them refused
         self.read_size = FIRST_READ_SIZE   # bytes read per turn (adapts to TURN_S)
         if tls_context is not None:
             self.sock = tls_context.wrap_socket(sock, server_side=True,
@@ -261,11 +262,13 @@ class StreamConnection:
         splitter = self.splitter
         was_skipping = splitter.skip_remaining > 0
         frames = splitter.feed(data)
+        self.refused_only = False
         if frames:
             try:
                 accepted = server.ingest(frames, self)
             finally:
                 self.frames_before += len(frames)
+            self.refused_only = not accepted
             if accepted:
                 # Only accepted messages are activity: a peer that sends a refused frame
                 # now and then must not hold its slot for ever (issue 15).

@@ -29,8 +29,13 @@ CLOCK_BACK_S = 60.0
 # On SIGTERM, read at most this much more from each connection before closing it.
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 # ... and stop draining after this long: clients that never stop sending must not keep
-# the daemon past the init script's 30 s before SIGKILL (an acked client resends).
-DRAIN_TIME_S = 10.0
+# the daemon past the init script's 30 s before SIGKILL (an acked client resends), nor
+# past SIGTERM's 10 s bound once the last writes and fsyncs are counted (issue 15).
+DRAIN_TIME_S = 8.0
+# Bytes a client's kernel may still hold for us after its send() returned: Linux's
+# default tcp_wmem maximum (4 MiB).  The drain reads up to this much beyond our own
+# receive queue at SIGTERM.
+PEER_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 # One pass of the loop reads from ready connections for about this long; those not
 # reached go first in the next pass (loop.py), after the writes and acks of this one.
 PASS_BUDGET_S = 0.002
@@ -146,20 +151,26 @@ class Server:
         # time bound covers the writing too: a read of lines for thousands of new files
         # costs seconds (issue 14: the init script's SIGKILL comes at 30 s).
         stop_draining_at = self.clock() + DRAIN_TIME_S
-        for connection in list(self.connections):
-            drained = 0
-            # What the peer had sent when we stopped, not what it keeps sending: a peer
-            # that floods must not keep the daemon for the whole bound (issue 15).
-            limit = min(DRAIN_LIMIT_BYTES, connection.queued_bytes())
-            while drained < limit and self.clock() < stop_draining_at:
+        # What each peer had sent when we stopped (our receive queue, and what its send
+        # buffer can still hold), not what it keeps sending; read in turns, so that the
+        # peers that are done are read to the end while flooders use up the time bound
+        # (issue 15: 8 peers flooding refused frames held SIGTERM for 10 s).
+        left = {connection: min(DRAIN_LIMIT_BYTES,
+                                connection.queued_bytes() + PEER_SEND_BUFFER_BYTES)
+                for connection in self.connections}
+        while left:
+            for connection, limit in list(left.items()):
                 count = connection.drain_once()
-                if not count:
-                    break
-                drained += count
+                # A read of refused frames only: a flood of them, nothing to lose.
+                if not count or count >= limit or connection.refused_only:
+                    del left[connection]
+                else:
+                    left[connection] = limit - count
                 self.writer.flush(self.clock())
-            if self.clock() >= stop_draining_at:
-                log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
-                break
+                if self.clock() >= stop_draining_at:
+                    log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
+                    left = None
+                    break
         self.writer.close(self.clock())
         self.acknowledger.forget_lost(self.writer.take_lost())
         self.acknowledger.send_acks()   # best effort: what is not acked now will be resent
