@@ -35,6 +35,11 @@ backup_count = 1
 [app]
 rotate = daily
 backup_count = 1
+
+[fleet]
+rotate = daily
+backup_count = 1
+file_per_host = yes
 """
 FLOODERS = 8
 
@@ -45,8 +50,23 @@ def flood_blob(valid):
     return (HEADER.pack(2, 0) + b'no') * 6000
 
 
+def _flood_hosts(port, stop_at):
+    """One plain TCP sender, a new host name in every message (issue 15's host flood)."""
+    with socket.create_connection(('127.0.0.1', port)) as sock:
+        n = 0
+        while time.time() < stop_at:
+            try:
+                sock.sendall(b''.join(frame('fleet', 'x', host='h%09d.example.com' % (n + i))
+                                      for i in range(100)))
+            except OSError:
+                return   # the daemon stopped
+            n += 100
+
+
 def _flood(port, valid, stop_at, flooders):
     import selectors
+    if valid == 'hosts':
+        return _flood_hosts(port, stop_at)
     blob = flood_blob(valid)
     selector = selectors.DefaultSelector()
     socks = []
@@ -91,9 +111,11 @@ def probe(daemon, seconds, interval_s):
     (send to acknowledgement: written and synced as its facility asks), in seconds."""
     delays = []
     stop = time.monotonic() + seconds
+    first = True
     with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while time.monotonic() < stop:
+        while first or time.monotonic() < stop:
+            first = False
             began = time.monotonic()
             sock.sendall(encode_message('app', 'root', 1700000000, 0, 'probe',
                                         'probe %d' % len(delays), flags=FLAG_ACK))
@@ -128,7 +150,8 @@ def run(seconds, interval_s, base, valid, flooders=FLOODERS):
         stop_s = time.monotonic() - began
         child.terminate()
         child.join()
-    result = {'flood': '%d x %s' % (flooders, 'valid' if valid else 'refused'), 'probes': sent,
+    kind = 'new host names' if valid == 'hosts' else 'valid' if valid else 'refused'
+    result = {'flood': '%d x %s' % (flooders, kind), 'probes': sent,
               'probes_written': lines}
     result.update(summary(delays))
     result.update({'sigterm_s': round(stop_s, 2), 'exit': code})
@@ -140,10 +163,13 @@ def main():
     parser.add_argument('--seconds', type=float, default=10.0)
     parser.add_argument('--interval-ms', type=float, default=5.0)
     parser.add_argument('--valid', action='store_true', help='flood valid messages')
+    parser.add_argument('--hosts', action='store_true',
+                        help='one sender of new host names to a file_per_host facility')
     parser.add_argument('--flooders', type=int, default=FLOODERS, help='0: the baseline')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix='bench-fairness-') as base:
-        result = run(args.seconds, args.interval_ms / 1000, base, args.valid, args.flooders)
+        result = run(args.seconds, args.interval_ms / 1000, base,
+                     'hosts' if args.hosts else args.valid, 1 if args.hosts else args.flooders)
     for key, value in result.items():
         print('%-16s %s' % (key, value))
 

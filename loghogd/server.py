@@ -19,6 +19,7 @@ from .facilities import load_facilities
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
 from .slots import Slots
+from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -197,7 +198,7 @@ class Server:
         # Written with the time the lines were stamped with: a deadline that passed while
         # they were being handled must not move them into the next period's file.  The
         # rotation due at that deadline happens right after, in the writer or its task.
-        self.writer.flush(self.now)
+        self.writer.flush(self.now, OPEN_BUDGET_S)
         now = self._read_clock()
         if self.writer.lost:
             self.acknowledger.forget_lost(self.writer.take_lost())
