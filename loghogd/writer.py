@@ -471,24 +471,23 @@ class Writer:
         """Yield files waiting to be opened, to open and write now (the caller does,
         between yields): one facility after another (round-robin: a flood of new host
         names in one facility never keeps another application's new file waiting behind
-        it), for about ``budget_s`` (at least one); after the first round, only while
-        fewer than MAX_SYNCS_WAITING_FOR_OPENS fsyncs wait on the syncer thread.  The
+        it), for about ``budget_s`` (at least one), and only while fewer than
+        MAX_SYNCS_WAITING_FOR_OPENS fsyncs wait on the syncer thread.  The
         others keep waiting, with their lines, for the next pass."""
         waiting = self.waiting_to_open
         until = time.perf_counter() + budget_s
-        first_round = True
-        while waiting:
-            if not first_round and self.syncer is not None \
-                    and self.syncer.waiting >= MAX_SYNCS_WAITING_FOR_OPENS:
+        while waiting and not self._syncs_backlogged():
+            key, files = waiting.popitem(last=False)
+            yield files.popleft()
+            if files:
+                waiting[key] = files   # at the end: the next facility goes first
+            if time.perf_counter() > until:
                 return
-            for key in list(waiting):
-                files = waiting.pop(key)
-                yield files.popleft()
-                if files:
-                    waiting[key] = files   # at the end: the next facility goes first
-                if time.perf_counter() > until:
-                    return
-            first_round = False
+
+    def _syncs_backlogged(self):
+        """True while MAX_SYNCS_WAITING_FOR_OPENS fsyncs wait on the syncer thread: no
+        file is opened then (the syncer wakes the loop as each one ends)."""
+        return self.syncer is not None and self.syncer.waiting >= MAX_SYNCS_WAITING_FOR_OPENS
 
     def _flush_file(self, log_file, now):
         if now >= log_file.rotate_at:
@@ -678,7 +677,7 @@ class Writer:
     def next_deadline(self):
         """The earliest time a flush is needed without new input (sync or retry), or None."""
         deadlines = [d for d in (f.sync_deadline() for f in self.unsynced_files) if d is not None]
-        if self.dirty or self.waiting_to_open:
+        if self.dirty or (self.waiting_to_open and not self._syncs_backlogged()):
             deadlines.append(0.0)
         if self.retrying:
             deadlines.append(self.retry_at)
