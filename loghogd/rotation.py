@@ -280,6 +280,13 @@ class Rotator:
         self._mirror(tracked)
         self._push(tracked)
 
+    def forget_file(self, log_file):
+        """The Writer forgot ``log_file`` (idle, closed): stop mirroring onto it.  The path
+        stays tracked; a new LogFile for it is added by ``check``."""
+        tracked = self.files.get(log_file.path)
+        if tracked is not None and log_file in tracked.log_files:
+            tracked.log_files.remove(log_file)
+
     # -- reload ------------------------------------------------------------------------------
 
     def reload(self, table, now):

@@ -18,8 +18,8 @@ import pytest
 from loghog.wire import HEADER
 from tests.support import frame, line_body, make_certs, read_lines, wait_for
 
-# The daemon's SIGTERM bound (server.DRAIN_TIME_S) plus the time to start writing and exit.
-STOP_BOUND_S = 12.0
+# SIGTERM's bound: the drain (server.DRAIN_TIME_S, 8 s) plus the last writes and the exit.
+STOP_BOUND_S = 10.0
 
 
 def raise_own_descriptor_limit(needed):

@@ -129,3 +129,24 @@ def test_without_a_budget_flush_writes_every_file(writer):
     writer.flush(1.0, open_budget_s=0.0)
     writer.flush(1.0)                       # shutdown's and the tools' flush
     assert all(f.written_seq == 1 for f in writer.files.values())
+
+
+def test_idle_closed_files_are_forgotten_and_opened_again_on_demand(tmp_path, syncs):
+    writer = Writer(str(tmp_path), Counters(), max_open_files=16)
+    writer.start_syncer(lambda: None)
+    fleet = Facility('fleet', flush_every=1, file_per_host=True)
+    for n in range(40):
+        writer.add(fleet, 'host%02d' % n, 'first\n')
+    writer.flush(1.0)
+    writer.syncer.close()            # the handed-over fsyncs end (as they would)
+    writer._take_synced()
+    writer.syncer = None
+    later = 1.0 + writer_module.FORGET_AFTER_S + 1
+    writer.flush(later, open_budget_s=0.003)
+    assert len(writer.files) == 16   # the 24 closed ones are gone from memory
+    assert writer.counters.events['files_forgotten'] == 24
+    writer.add(fleet, 'host00', 'second\n')
+    writer.flush(later, open_budget_s=0.003)
+    path = tmp_path / 'fleet' / 'host00-root.log'
+    assert path.read_text() == 'first\nsecond\n'
+    writer.close(later)
