@@ -40,7 +40,7 @@ class RecordedSync:
         return self.real(fd)
 
     def on_loop(self):
-        return [name for name in self.threads if name != 'loghogd-syncer']
+        return [name for name in self.threads if not name.startswith('loghogd-syncer')]
 
 
 @pytest.fixture
