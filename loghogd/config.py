@@ -50,7 +50,12 @@ SECTIONS = {
                 'Largest message, after decompression.'),
         # Below the usual 1024-descriptor soft limit once files and listeners are counted.
         Setting('max_connections', conv.integer_in(1, 1000000), '900',
-                'Stream connections at once; beyond it, new ones wait in the backlog.'),
+                'Stream connections at once; beyond it, the longest idle one with nothing '
+                'in flight makes room for a new one.'),
+        # A real client finishes its TLS handshake in milliseconds; a peer that opens
+        # handshakes and never finishes them must not hold every slot (issue 15).
+        Setting('max_handshakes', conv.integer_in(1, 1000000), '128',
+                'TLS handshakes in progress at once; beyond it, the oldest makes room.'),
         # A frame that takes longer than this to arrive is a slow or hostile peer.
         Setting('frame_timeout', conv.positive_float, '30',
                 'Seconds a started frame may take to complete.'),

@@ -11,6 +11,7 @@ import errno
 import os
 import pwd
 import signal
+import stat
 
 from daemon import DaemonContext
 from daemon.pidfile import TimeoutPIDLockFile
@@ -99,19 +100,72 @@ def give_to_user(paths, uid, gid):
     Only as root, and only where the owner differs, so a large log tree costs a walk of
     its folders once at start-up.  The group is changed only where it is root's, so an
     administrator's choice (Debian's /var/log/loghogd is loghog:adm) is kept.
+
+    The walk goes by file descriptor (issue 15): each folder is opened with O_NOFOLLOW
+    relative to its parent's descriptor, and what is in it is changed relative to that
+    descriptor without following symbolic links.  A path walk let a compromised daemon
+    account swap a folder for a symbolic link between the listing and the chown, and get
+    root to chown root's files.  Symbolic links are left alone.
     """
     for top in paths:
-        if not os.path.exists(top):
+        try:
+            fd = os.open(top, _OPEN_NO_FOLLOW)
+        except FileNotFoundError:
             continue
-        for folder, dirs, files in os.walk(top):
-            for name in [folder] + [os.path.join(folder, f) for f in files]:
-                try:
-                    info = os.lstat(name)
-                    if info.st_uid != uid or info.st_gid == 0:
-                        os.lchown(name, uid, gid if info.st_gid == 0 else -1)
-                except OSError as exc:
-                    raise StartupError(exc.errno, 'cannot give %s to uid %d: %s'
-                                       % (name, uid, exc.strerror)) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                continue   # a symbolic link: not ours to give
+            raise StartupError(exc.errno, 'cannot give %s to uid %d: %s'
+                               % (top, uid, exc.strerror)) from None
+        try:
+            _give_fd(fd, top, uid, gid)
+        finally:
+            os.close(fd)
+
+
+# Opens a folder or a file as it is, never through a symbolic link, without blocking on
+# a FIFO.
+_OPEN_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _give_fd(fd, path, uid, gid):
+    """Give the open file or folder ``fd`` (named ``path`` in errors), and if a folder
+    what is in it, to ``uid``."""
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != uid or info.st_gid == 0:
+            os.fchown(fd, uid, gid if info.st_gid == 0 else -1)
+        if not stat.S_ISDIR(info.st_mode):
+            return
+        names = os.listdir(fd)
+    except OSError as exc:
+        raise StartupError(exc.errno, 'cannot give %s to uid %d: %s'
+                           % (path, uid, exc.strerror)) from None
+    for name in names:
+        _give_entry(fd, name, os.path.join(path, name), uid, gid)
+
+
+def _give_entry(folder_fd, name, path, uid, gid):
+    """One entry of an open folder: a folder is opened and walked, anything else changed
+    in place; symbolic links and entries gone meanwhile are skipped."""
+    try:
+        info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            return
+        if stat.S_ISDIR(info.st_mode):
+            fd = os.open(name, _OPEN_NO_FOLLOW | os.O_DIRECTORY, dir_fd=folder_fd)
+            try:
+                _give_fd(fd, path, uid, gid)
+            finally:
+                os.close(fd)
+        elif info.st_uid != uid or info.st_gid == 0:
+            os.chown(name, uid, gid if info.st_gid == 0 else -1, dir_fd=folder_fd,
+                     follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return   # gone, or swapped for a link or a file since it was listed: skipped
+        raise StartupError(exc.errno, 'cannot give %s to uid %d: %s'
+                           % (path, uid, exc.strerror)) from None
 
 
 def drop_privileges(name, uid, gid):

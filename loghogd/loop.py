@@ -20,6 +20,7 @@ import selectors
 import signal
 import socket
 import threading
+import time
 
 # The order in which recorded signals are acted on: a stop first, then a status line, then
 # a reload.  Each is recorded once however often it came (issue 14: a storm of SIGHUPs
@@ -42,6 +43,7 @@ class EventLoop:
         self._thread_lock = threading.Lock()
         self._thread_wake_pending = False
         self.thread_woken = False
+        self._skipped = []               # fds ready but not reached by the last pass
         self.register(self._signal_read, selectors.EVENT_READ, self._on_signal_wakeup)
         self.register(self._thread_read, selectors.EVENT_READ, self._on_thread_wakeup)
 
@@ -99,19 +101,35 @@ class EventLoop:
         rank = {s: i for i, s in enumerate(SIGNAL_ORDER)}
         return sorted(signums, key=lambda s: rank.get(s, len(rank)))
 
-    def run_once(self, timeout_s, before_dispatch=None):
+    def run_once(self, timeout_s, before_dispatch=None, budget_s=None):
         """Wait up to ``timeout_s`` (None: forever) and run the callbacks of ready objects.
 
         ``before_dispatch`` is called once after the wait, before any callback, when
         there is something to dispatch (the server reads the clock there).  A signal
         recorded before the wait makes it return at once.
+
+        With ``budget_s``, callbacks stop once the pass has run that long; the ready
+        objects not reached go first in the next pass (which does not wait), so that
+        one pass stays short and every ready object gets its turn (issue 15: 8 floods
+        held a good client's line for a second).
         """
-        if self._signals:
+        if self._signals or self._skipped:
             timeout_s = 0
         events = self.selector.select(timeout_s)
         if events and before_dispatch is not None:
             before_dispatch()
-        for key, mask in events:
+        if self._skipped:
+            # Still ready and skipped last time: first now.  (Level-triggered: an object
+            # not ready any more is simply not in ``events``.)
+            order = {fd: n for n, fd in enumerate(self._skipped)}
+            last = len(order)
+            events.sort(key=lambda event: order.get(event[0].fd, last))
+            self._skipped = []
+        started = time.monotonic() if budget_s is not None else None
+        for index, (key, mask) in enumerate(events):
+            if started is not None and index and time.monotonic() - started > budget_s:
+                self._skipped = [key.fd for key, _ in events[index:]]
+                return
             key.data(mask)
 
     def _on_signal_wakeup(self, mask):

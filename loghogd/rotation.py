@@ -280,6 +280,13 @@ class Rotator:
         self._mirror(tracked)
         self._push(tracked)
 
+    def forget_file(self, log_file):
+        """The Writer forgot ``log_file`` (idle, closed): stop mirroring onto it.  The path
+        stays tracked; a new LogFile for it is added by ``check``."""
+        tracked = self.files.get(log_file.path)
+        if tracked is not None and log_file in tracked.log_files:
+            tracked.log_files.remove(log_file)
+
     # -- reload ------------------------------------------------------------------------------
 
     def reload(self, table, now):
@@ -454,10 +461,9 @@ class Rotator:
         """Close the Writer's descriptors, rename, and create the new, empty file."""
         was_open = [log_file for log_file in tracked.log_files if log_file.fd is not None]
         for log_file in was_open:
-            try:
-                log_file.close()     # syncs: the backup is complete on disk
-            except OSError as exc:
-                log.error('closing %s: %s', log_file.path, exc.strerror or exc)
+            # Its fsync runs on the writer's syncer thread (issue 15: not on the loop);
+            # the compressor reads the backup's data from the page cache either way.
+            self.writer.release(log_file)
         if tracked.handler is None:
             os.rename(tracked.path, backup)
         else:

@@ -13,12 +13,14 @@ from loghog.wire import FLAG_ACK
 
 from . import protocol
 from .acknowledger import Acknowledger
-from .connections import DatagramListener, StreamListener
+from .connections import READ, DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .slots import Slots
+from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
 
 log = logging.getLogger('loghogd.server')
@@ -29,8 +31,16 @@ CLOCK_BACK_S = 60.0
 # On SIGTERM, read at most this much more from each connection before closing it.
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 # ... and stop draining after this long: clients that never stop sending must not keep
-# the daemon past the init script's 30 s before SIGKILL (an acked client resends).
-DRAIN_TIME_S = 10.0
+# the daemon past the init script's 30 s before SIGKILL (an acked client resends), nor
+# past SIGTERM's 10 s bound once the last writes and fsyncs are counted (issue 15).
+DRAIN_TIME_S = 8.0
+# Bytes a client's kernel may still hold for us after its send() returned: Linux's
+# default tcp_wmem maximum (4 MiB).  The drain reads up to this much beyond our own
+# receive queue at SIGTERM.
+PEER_SEND_BUFFER_BYTES = 4 * 1024 * 1024
+# One pass of the loop reads from ready connections for about this long; those not
+# reached go first in the next pass (loop.py), after the writes and acks of this one.
+PASS_BUDGET_S = 0.002
 # After EMFILE, stop accepting for this long.
 ACCEPT_PAUSE_S = 1.0
 
@@ -70,7 +80,11 @@ class Server:
         self.loads = loads
         self.max_message_size = config.server.max_message_size
         self.recv_buffer = bytearray(256 * 1024)
-        self.connections = set()
+        # Open stream connections, least recently active first (slots.py).
+        # TLS connections whose TLS layer holds bytes beyond their last turn's read: the
+        # selector cannot see them, so the next pass comes back for them.
+        self.tls_pending = set()
+        self.connections = Slots(config.server.max_connections, config.server.max_handshakes)
         # Acknowledgement state of every acknowledged connection, and the sessions.
         self.acknowledger = Acknowledger(counters)
         self.listeners = []
@@ -85,6 +99,7 @@ class Server:
         self.limiter = RateLimiter()
         self._accept_paused_until = None
         self._listeners_paused = False
+        self._slots_full = False     # nobody could make room for the last newcomer
         self._next_housekeeping = 0.0
         self._last_pass_at = 0.0
         for kind, sock in bound.sockets:
@@ -140,17 +155,26 @@ class Server:
         # time bound covers the writing too: a read of lines for thousands of new files
         # costs seconds (issue 14: the init script's SIGKILL comes at 30 s).
         stop_draining_at = self.clock() + DRAIN_TIME_S
-        for connection in list(self.connections):
-            drained = 0
-            while drained < DRAIN_LIMIT_BYTES and self.clock() < stop_draining_at:
+        # What each peer had sent when we stopped (our receive queue, and what its send
+        # buffer can still hold), not what it keeps sending; read in turns, so that the
+        # peers that are done are read to the end while flooders use up the time bound
+        # (issue 15: 8 peers flooding refused frames held SIGTERM for 10 s).
+        left = {connection: min(DRAIN_LIMIT_BYTES,
+                                connection.queued_bytes() + PEER_SEND_BUFFER_BYTES)
+                for connection in self.connections}
+        while left:
+            for connection, limit in list(left.items()):
                 count = connection.drain_once()
-                if not count:
-                    break
-                drained += count
+                # A read of refused frames only: a flood of them, nothing to lose.
+                if not count or count >= limit or connection.refused_only:
+                    del left[connection]
+                else:
+                    left[connection] = limit - count
                 self.writer.flush(self.clock())
-            if self.clock() >= stop_draining_at:
-                log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
-                break
+                if self.clock() >= stop_draining_at:
+                    log.warning('stopped draining connections after %gs', DRAIN_TIME_S)
+                    left = None
+                    break
         self.writer.close(self.clock())
         self.acknowledger.forget_lost(self.writer.take_lost())
         self.acknowledger.send_acks()   # best effort: what is not acked now will be resent
@@ -169,11 +193,15 @@ class Server:
 
     def run_once(self):
         """Wait for input or the nearest deadline, process it, write it, act on signals."""
-        self.loop.run_once(self._timeout(), self._read_clock)
+        self.loop.run_once(self._timeout(), self._read_clock, PASS_BUDGET_S)
+        if self.tls_pending:
+            pending, self.tls_pending = self.tls_pending, set()
+            for connection in pending:
+                connection.on_event(READ)
         # Written with the time the lines were stamped with: a deadline that passed while
         # they were being handled must not move them into the next period's file.  The
         # rotation due at that deadline happens right after, in the writer or its task.
-        self.writer.flush(self.now)
+        self.writer.flush(self.now, OPEN_BUDGET_S)
         now = self._read_clock()
         if self.writer.lost:
             self.acknowledger.forget_lost(self.writer.take_lost())
@@ -214,6 +242,8 @@ class Server:
         deadlines = [self._next_housekeeping, self.writer.next_deadline()]
         deadlines += [task.next_deadline() for task in self.tasks]
         nearest = min(d for d in deadlines if d is not None)
+        if self.tls_pending:
+            return 0.0
         # Never longer than housekeeping's interval: a wall clock set back must not make
         # the loop sleep until a deadline it computed before (issue 15).
         return min(HOUSEKEEPING_INTERVAL_S, max(0.0, nearest - now))
@@ -227,6 +257,11 @@ class Server:
         self.acknowledger.expire(now)
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
+            self._update_accepting()
+        if self._slots_full:
+            # Connections whose frames were in flight may have been acknowledged since:
+            # the next newcomer tries again to find one that makes room.
+            self._slots_full = False
             self._update_accepting()
 
     # -- signals ---------------------------------------------------------------------------
@@ -290,22 +325,55 @@ class Server:
     # -- connections -----------------------------------------------------------------------
 
     def add_connection(self, connection):
-        self.connections.add(connection)
+        """A new stream connection: take it, and if the slots are full close the one
+        that must make room (slots.py).  If nobody can (every other connection has frames
+        in flight), keep it anyway and stop accepting until a slot frees."""
+        connections = self.connections
+        connections.add(connection)
         self.counters.count('connections_accepted')
         self.counters.connections_accepted[connection.kind] += 1
-        if len(self.connections) >= self.config.server.max_connections:
-            self._update_accepting()
+        while connections.is_full(connection.handshaking):
+            victim = connections.victim(connection)
+            if victim is None:
+                self._slots_full = True
+                self._update_accepting()
+                return
+            self._evict(victim)
+
+    def _evict(self, victim):
+        if victim.handshaking:
+            self.counters.count('handshakes_evicted')
+            self.warn('handshake_evicted', 'closed an unfinished TLS handshake from %s to '
+                      'make room (max_handshakes %d)', victim.peer, self.connections.max_handshakes)
+            victim.close('unfinished handshake, making room for a newcomer')
+        else:
+            # What the peer sent before it is closed is read and written first: a client
+            # without acknowledgements that sent a record and went quiet loses nothing.
+            victim.drain_once()
+            self.counters.count('connections_evicted')
+            self.warn('connection_evicted', 'closed the longest idle connection (from %s, '
+                      'idle %.0fs) to make room (max_connections %d)', victim.peer,
+                      self.now - victim.last_activity, self.connections.max_connections)
+            victim.close('longest idle, making room for a newcomer')
+
+    def connection_active(self, connection):
+        """``connection`` brought an accepted message: it is the last one to make room."""
+        self.connections.touch(connection)
+
+    def handshake_done(self, connection):
+        self.connections.handshake_done(connection)
 
     def remove_connection(self, connection):
-        self.connections.discard(connection)
+        self.connections.remove(connection)
         if connection.acks is not None:
             self.acknowledger.closed(connection)
+        if self._slots_full and len(self.connections) < self.connections.max_connections:
+            self._slots_full = False
         if self._listeners_paused:
             self._update_accepting()
 
     def can_accept(self):
-        return (not self.stopping and self._accept_paused_until is None
-                and len(self.connections) < self.config.server.max_connections)
+        return not self.stopping and self._accept_paused_until is None and not self._slots_full
 
     def out_of_descriptors(self, exc):
         log.error('cannot accept connections: %s; pausing for %gs', exc.strerror, ACCEPT_PAUSE_S)
@@ -333,6 +401,7 @@ class Server:
         The per-message path: what the messages of one read share (their facility, their
         host's part of the line, their file) is looked up again only when it changes, and
         counters are added up once per run of messages to one facility.
+        Returns how many messages were accepted (refused frames are not a peer's activity).
         """
         max_size = self.max_message_size
         loads = self.loads
@@ -346,6 +415,7 @@ class Server:
         last_app = last_module = last_host = facility = signer = log_file = append = None
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
+        accepted = 0         # messages accepted before those
         try:
             for frame in frames:
                 if frame.__class__ is not tuple:   # a Rejection from the frame splitter
@@ -379,6 +449,7 @@ class Server:
                     if found is not facility:
                         if count:
                             self._count_accepted(facility, count, size)
+                            accepted += count
                             count = size = 0
                         facility = found
                         signer = facility.signer if facility.secret is not None else None
@@ -414,6 +485,7 @@ class Server:
         finally:
             if count:
                 self._count_accepted(facility, count, size)
+        return accepted + count
 
     def _count_accepted(self, facility, count, size):
         key = facility.key

@@ -560,7 +560,13 @@ def test_a_long_disk_full_keeps_a_bounded_backlog_and_never_acks_dropped_lines(
     assert events(status, 'dropped_backlog') > 40000
     check_one_error(daemon, path)
     check_one_error(daemon, path, 'dropping the oldest')
-    assert client.acked == 0   # its lines were dropped: never acknowledged
+    # Its lines were dropped: never acknowledged.  Only those that fit in the file's last
+    # block before the disk was full may be (a fair loop reads a connection a few KiB at a
+    # time, issue 15): then they are in the file.
+    acked_while_full = client.acked
+    assert acked_while_full < 300
+    in_file = numbers_of(parse(path.read_bytes())[0], 'c')
+    assert in_file[:acked_while_full] == list(range(1, acked_while_full + 1)), in_file
 
     os.unlink(filler)
     whole = wait_for(lambda: (lambda w: w if numbers_of(w, 'f')[-1:] == [48000] else None)(
@@ -572,7 +578,7 @@ def test_a_long_disk_full_keeps_a_bounded_backlog_and_never_acks_dropped_lines(
     sender.join(5)
     if sender.is_alive():
         client.stop.set()
-    assert client.acked == 0
+    assert client.acked == acked_while_full
     client.run(daemon.tcp_port)
     assert client.acked == 300
     whole, bad = parse(path.read_bytes())

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Is one loop pass shared fairly between connections? (issue 15)
+
+A real loghogd (this checkout, default settings): 8 connections (from a child process)
+flood refused frames (10 bytes each: a header and a payload that is not JSON) or valid
+messages of ``[flood]`` for ``--seconds``; a good client of ``[app]`` sends one message
+every ``--interval-ms`` meanwhile, with acknowledgements.  Reported: the good client's
+delays (send to acknowledgement: median, p99, max), whether all of its messages were written, and how long
+SIGTERM took (sent while the flood still runs).
+
+    .venv/bin/python benchmarks/bench_fairness.py
+    .venv/bin/python benchmarks/bench_fairness.py --valid --seconds 10
+"""
+
+import argparse
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.bench_rotation_daemon import percentile               # noqa: E402
+from loghog.wire import FLAG_ACK, HEADER, encode_message              # noqa: E402
+from tests.support import Daemon, frame, read_lines, wait_for        # noqa: E402
+
+FACILITIES = """
+[flood]
+rotate = daily
+backup_count = 1
+
+[app]
+rotate = daily
+backup_count = 1
+
+[fleet]
+rotate = daily
+backup_count = 1
+file_per_host = yes
+"""
+FLOODERS = 8
+
+
+def flood_blob(valid):
+    if valid:
+        return b''.join(frame('flood', 'x' * 40) for _ in range(500))
+    return (HEADER.pack(2, 0) + b'no') * 6000
+
+
+def _flood_hosts(port, stop_at):
+    """One plain TCP sender, a new host name in every message (issue 15's host flood)."""
+    with socket.create_connection(('127.0.0.1', port)) as sock:
+        n = 0
+        while time.time() < stop_at:
+            try:
+                sock.sendall(b''.join(frame('fleet', 'x', host='h%09d.example.com' % (n + i))
+                                      for i in range(100)))
+            except OSError:
+                return   # the daemon stopped
+            n += 100
+
+
+def _flood(port, valid, stop_at, flooders):
+    import selectors
+    if valid == 'hosts':
+        return _flood_hosts(port, stop_at)
+    blob = flood_blob(valid)
+    selector = selectors.DefaultSelector()
+    socks = []
+    for _ in range(flooders):
+        sock = socket.create_connection(('127.0.0.1', port))
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_WRITE, [0])
+        socks.append(sock)
+    while time.time() < stop_at:
+        for key, _ in selector.select(0.1):
+            offset = key.data
+            try:
+                offset[0] = (offset[0] + key.fileobj.send(blob[offset[0]:])) % len(blob)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                selector.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
+
+
+def start_flood(port, seconds, valid, flooders=FLOODERS):
+    """The flood in a child process (its own interpreter, so it never holds our GIL)."""
+    context = multiprocessing.get_context('spawn')
+    child = context.Process(target=_flood, args=(port, valid, time.time() + seconds, flooders), daemon=True)
+    child.start()
+    return child
+
+
+def read_exactly(sock, size):
+    data = b''
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError('the daemon closed the connection')
+        data += chunk
+    return data
+
+
+def probe(daemon, seconds, interval_s):
+    """Send acknowledged probes one at a time for ``seconds``; return each one's delay
+    (send to acknowledgement: written and synced as its facility asks), in seconds."""
+    delays = []
+    stop = time.monotonic() + seconds
+    first = True
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while first or time.monotonic() < stop:
+            first = False
+            began = time.monotonic()
+            sock.sendall(encode_message('app', 'root', 1700000000, 0, 'probe',
+                                        'probe %d' % len(delays), flags=FLAG_ACK))
+            size, _ = HEADER.unpack(read_exactly(sock, HEADER.size))
+            read_exactly(sock, size)
+            delays.append(time.monotonic() - began)
+            time.sleep(interval_s)
+    return delays
+
+
+def written(daemon, sent, timeout_s=60):
+    live = daemon.log_file('app')
+    return len(wait_for(lambda: (lambda ls: ls if len(ls) >= sent else None)(read_lines(live)),
+                        timeout_s, 0.1, 'every probe'))
+
+
+def summary(delays):
+    return {'median_ms': round(percentile(delays, 0.5) * 1000, 2),
+            'p99_ms': round(percentile(delays, 0.99) * 1000, 2),
+            'max_ms': round(max(delays) * 1000, 2)}
+
+
+def run(seconds, interval_s, base, valid, flooders=FLOODERS):
+    with Daemon(base, FACILITIES, sections={'log': {'level': 'WARNING'}}) as daemon:
+        child = start_flood(daemon.tcp_port, seconds + 30, valid, flooders)
+        time.sleep(0.5)   # the flood under way
+        delays = probe(daemon, seconds, interval_s)
+        sent = len(delays)
+        lines = written(daemon, sent)
+        began = time.monotonic()
+        code = daemon.stop(60)   # the flood still runs
+        stop_s = time.monotonic() - began
+        child.terminate()
+        child.join()
+    kind = 'new host names' if valid == 'hosts' else 'valid' if valid else 'refused'
+    result = {'flood': '%d x %s' % (flooders, kind), 'probes': sent,
+              'probes_written': lines}
+    result.update(summary(delays))
+    result.update({'sigterm_s': round(stop_s, 2), 'exit': code})
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seconds', type=float, default=10.0)
+    parser.add_argument('--interval-ms', type=float, default=5.0)
+    parser.add_argument('--valid', action='store_true', help='flood valid messages')
+    parser.add_argument('--hosts', action='store_true',
+                        help='one sender of new host names to a file_per_host facility')
+    parser.add_argument('--flooders', type=int, default=FLOODERS, help='0: the baseline')
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix='bench-fairness-') as base:
+        result = run(args.seconds, args.interval_ms / 1000, base,
+                     'hosts' if args.hosts else args.valid, 1 if args.hosts else args.flooders)
+    for key, value in result.items():
+        print('%-16s %s' % (key, value))
+
+
+if __name__ == '__main__':
+    main()
