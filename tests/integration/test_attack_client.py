@@ -751,13 +751,20 @@ def test_a_handler_closed_while_other_threads_keep_logging_neither_hangs_nor_rai
 
 def test_records_empty_at_the_size_limit_huge_and_not_utf8(daemon, make_logger, capfd):
     from loghog import wire
+    from loghog.handler import record_fields
     handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
     logger = make_logger(handler, logging.INFO)
     stamp = int(time.time())
-    # A body whose payload is exactly the daemon's maximum, and one byte more.
-    probe = handler._encoder.encode('root', stamp, 0, '')
+    # A body whose payload is exactly the daemon's maximum, and one byte more, with the
+    # record's structure (fields) that emit() sends beside it.
+    def record(body):
+        return logging.makeLogRecord({'name': 'root', 'msg': body, 'created': stamp,
+                                      'msecs': 0, 'levelno': logging.INFO})
+
+    fields = record_fields(record(''))
+    probe = handler._encoder.encode('root', stamp, 0, '', fields)
     exact = 'e' * (wire.MAX_MESSAGE_BYTES - (len(probe) - wire.HEADER_SIZE))
-    assert len(handler._encoder.encode('root', stamp, 0, exact)) - wire.HEADER_SIZE == \
+    assert len(handler._encoder.encode('root', stamp, 0, exact, fields)) - wire.HEADER_SIZE == \
         wire.MAX_MESSAGE_BYTES
     bodies_sent = ['', exact, exact + 'f', 'x' * (10 * 1024 * 1024),
                    'surrogate \udcff and \ud800 alone', b'\xff\xfe latin'.decode('latin-1'),
@@ -769,8 +776,7 @@ def test_records_empty_at_the_size_limit_huge_and_not_utf8(daemon, make_logger, 
 
     for body in bodies_sent:
         # As the root logger's record, stamped on a whole second: the payload is exact.
-        handler.handle(logging.makeLogRecord({'name': 'root', 'msg': body, 'created': stamp,
-                                              'msecs': 0, 'levelno': logging.INFO}))
+        handler.handle(record(body))
     handler.setFormatter(Raising())
     logger.info('never formatted')      # handleError: a traceback on stderr, nothing sent
     handler.setFormatter(None)
