@@ -158,8 +158,6 @@ class SyslogReceiver:
         prefix = server.line_prefix
         lookup = self.router.lookup
         queue_for = server.writer.queue_for
-        accepted = counters.accepted
-        accepted_bytes = counters.accepted_bytes
         peer_host = source.peer_host
         heads = self.heads
         if len(heads) > 4096:   # senders choose programs and pids freely
@@ -192,8 +190,7 @@ class SyslogReceiver:
                     last_program = program
                     if found is not facility:
                         if count:
-                            accepted[facility.key] += count
-                            accepted_bytes[facility.key] += size
+                            server._count_accepted(facility, count, size)
                             count = size = 0
                         facility = found
                         log_file = None
@@ -215,8 +212,7 @@ class SyslogReceiver:
                 size += len(data)
         finally:
             if count:
-                accepted[facility.key] += count
-                accepted_bytes[facility.key] += size
+                server._count_accepted(facility, count, size)
             counters.events['syslog_messages_' + source.listener] += received
             if cut:
                 counters.events['syslog_cut'] += cut
