@@ -9,6 +9,8 @@ import os
 import threading
 import time
 
+import pytest
+
 from loghogd.compressor import Compressor
 from loghogd.facilities import load_facilities
 from loghogd.rotation import Rotator
@@ -130,3 +132,26 @@ class Harness:
         if live.exists():
             text += live.read_text()
         return text.splitlines()
+
+
+# The daily facility most rotation tests use, and the fixture that makes harnesses on it
+# (in UTC), closing their compressors afterwards.
+DAILY = """
+[app]
+rotate = daily
+backup_count = 5
+"""
+
+
+@pytest.fixture
+def harness(tmp_path, zone):
+    zone('UTC0')
+    made = []
+
+    def make(facilities=DAILY, now=None, **options):
+        h = Harness(tmp_path, facilities, **options)
+        made.append(h)
+        return h.start(local(2024, 5, 14, 10) if now is None else now)
+    yield make
+    for h in made:
+        h.compressor.close()

@@ -10,13 +10,9 @@ import os
 import pytest
 
 from loghogd.backups import backup_wall_time, format_stamp, parse_backup_name, to_prune
-from tests.unit.rotation_harness import BERLIN, Harness, local, read_backup
+from tests.unit.rotation_harness import (  # noqa: F401 (harness: a fixture)
+    BERLIN, DAILY, Harness, harness, local, read_backup)
 
-DAILY = """
-[app]
-rotate = daily
-backup_count = 5
-"""
 
 SIZE = """
 [app]
@@ -24,20 +20,6 @@ rotate = size
 max_size = 100
 backup_count = 50
 """
-
-
-@pytest.fixture
-def harness(tmp_path, zone):
-    zone('UTC0')
-    made = []
-
-    def make(facilities=DAILY, now=None, **options):
-        h = Harness(tmp_path, facilities, **options)
-        made.append(h)
-        return h.start(local(2024, 5, 14, 10) if now is None else now)
-    yield make
-    for h in made:
-        h.compressor.close()
 
 
 # -- when ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from loghogd import rotation
-from tests.unit.rotation_harness import Harness, local
+from tests.unit.rotation_harness import DAILY, Harness, harness, local  # noqa: F401 (a fixture)
 
 MINUTELY_PER_HOST = """
 [fleet]
@@ -19,25 +19,6 @@ backup_count = 2
 file_per_host = yes
 """
 
-DAILY = """
-[app]
-rotate = daily
-backup_count = 5
-"""
-
-
-@pytest.fixture
-def harness(tmp_path, zone):
-    zone('UTC0')
-    made = []
-
-    def make(facilities=DAILY, now=None, **options):
-        h = Harness(tmp_path, facilities, **options)
-        made.append(h)
-        return h.start(local(2024, 5, 14, 10) if now is None else now)
-    yield make
-    for h in made:
-        h.compressor.close()
 
 
 def write_hosts(h, now, hosts):
