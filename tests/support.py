@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -272,3 +273,30 @@ class Loggers:
         for logger, handler in self.made:
             logger.removeHandler(handler)
             handler.close()
+
+
+class Stream:
+    """Logs ``msg <n>`` for n = 0, 1, ... from a thread, about ``rate`` a second, until
+    ``stop()``; ``count`` is how many were logged."""
+
+    def __init__(self, logger, rate=2000):
+        self.logger = logger
+        self.count = 0
+        self.rate = rate
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='test-stream')
+        self._thread.start()
+
+    def _run(self):
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            self.logger.info('msg %d', self.count)
+            self.count += 1
+            ahead_s = self.count / self.rate - (time.monotonic() - started)
+            if ahead_s > 0:
+                time.sleep(ahead_s)
+
+    def stop(self):
+        self._stopping.set()
+        self._thread.join(30)
+        return self.count

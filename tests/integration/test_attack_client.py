@@ -25,7 +25,7 @@ import pytest
 
 from loghog import LoghogHandler
 from tests.integration.attack.peers import Peer, Reader, ack, answer_handshake
-from tests.support import ROOT, Loggers, line_body, read_lines, wait_for
+from tests.support import ROOT, Loggers, Stream, line_body, read_lines, wait_for
 from tests.unit.test_client_fakes import free_port
 
 FACILITIES = """
@@ -345,32 +345,6 @@ def test_daemon_stopped_while_emit_waits_for_room_every_missing_record_is_in_a_g
     assert got == sorted(got)
     assert 'took no message for 5 s' in capfd.readouterr().err
     assert daemon.stop() == 0
-
-
-class Stream:
-    """Logs ``msg <n>`` from a thread at about ``rate`` a second until ``stop()``."""
-
-    def __init__(self, logger, rate=2000):
-        self.logger = logger
-        self.count = 0
-        self.rate = rate
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='attack-stream')
-        self._thread.start()
-
-    def _run(self):
-        started = time.monotonic()
-        while not self._stopping.is_set():
-            self.logger.info('msg %d', self.count)
-            self.count += 1
-            ahead_s = self.count / self.rate - (time.monotonic() - started)
-            if ahead_s > 0:
-                time.sleep(ahead_s)
-
-    def stop(self):
-        self._stopping.set()
-        self._thread.join(30)
-        return self.count
 
 
 def wait_for_lines(path, count, timeout=20):

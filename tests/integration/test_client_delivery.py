@@ -12,13 +12,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, Loggers, line_body, read_lines, wait_for
+from tests.support import ROOT, Loggers, Stream, line_body, read_lines, wait_for
 from tests.unit.test_client_fakes import free_port
 
 FACILITIES = """
@@ -74,33 +73,6 @@ def same_port(daemon_factory):
     start.port = port
     start.made = made
     return start
-
-
-class Stream:
-    """Logs ``msg <n>`` for n = 0, 1, ... from a thread, about ``rate`` a second, until
-    ``stop()``; ``count`` is how many were logged."""
-
-    def __init__(self, logger, rate=2000):
-        self.logger = logger
-        self.count = 0
-        self.rate = rate
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='test-stream')
-        self._thread.start()
-
-    def _run(self):
-        started = time.monotonic()
-        while not self._stopping.is_set():
-            self.logger.info('msg %d', self.count)
-            self.count += 1
-            ahead_s = self.count / self.rate - (time.monotonic() - started)
-            if ahead_s > 0:
-                time.sleep(ahead_s)
-
-    def stop(self):
-        self._stopping.set()
-        self._thread.join(30)
-        return self.count
 
 
 def test_a_tight_loop_of_100000_records_delivers_100000(daemon, make_logger):
