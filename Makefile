@@ -12,7 +12,7 @@ define venv_install
 	@echo "Installing loghog into $(1) with $(2) (log: $(1)/install.log) ..."
 	@$(2) -m venv $(1) > /dev/null
 	@{ $(1)/bin/python -m pip install --upgrade pip && \
-	   $(1)/bin/python -m pip install -e '.[server,test]'; } > $(1)/install.log 2>&1 || \
+	   $(1)/bin/python -m pip install -e '.[server,test,fast]'; } > $(1)/install.log 2>&1 || \
 	    { tail -n 40 $(1)/install.log; echo "pip install failed: see $(1)/install.log" >&2; exit 1; }
 	@touch $(1)/.installed
 endef

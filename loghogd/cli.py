@@ -142,8 +142,11 @@ def load(args):
     try:
         choose_loads(config.server.json_decoder)
     except ImportError:
-        errors.append('%s: [server] json_decoder = orjson, but orjson is not installed '
-                      '(pip install orjson, or use auto)' % config.path)
+        name = config.server.json_decoder
+        errors.append('%s: [server] json_decoder = %s, but %s is not installed '
+                      '(pip install %s, or use auto)'
+                      % (config.path, name, name,
+                         "'loghog[fast]'" if name == 'msgspec' else name))
     if errors:
         raise ConfigError(errors)
     return config, table

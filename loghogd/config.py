@@ -64,10 +64,12 @@ SECTIONS = {
         Setting('idle_timeout', conv.optional(conv.positive_float), '',
                 'Close a connection silent for this many seconds (empty: never).'),
         Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
-        # orjson, where installed (pip install orjson), decodes about 0.6 µs per message
-        # faster; the standard library's decoder is always there and is what 'stdlib' forces.
-        Setting('json_decoder', conv.choice('auto', 'stdlib', 'orjson'), 'auto',
-                "JSON decoder: auto (orjson if installed), stdlib or orjson."),
+        # msgspec (pip install 'loghog[fast]') or orjson, where installed, decode faster
+        # (benchmarks/README.md); the standard library's decoder is always there, is the
+        # reference every wire case is checked against, and is what 'stdlib' forces.
+        Setting('json_decoder', conv.choice('auto', 'stdlib', 'orjson', 'msgspec'), 'auto',
+                "JSON decoder: auto (msgspec, else orjson, if installed), stdlib, orjson "
+                "or msgspec."),
         Setting('max_backlog', conv.size_bytes, '64M',
                 'Bytes of lines kept in memory while a file cannot be written.'),
         # file_per_host can make a file per sending host: a bound on the descriptors.

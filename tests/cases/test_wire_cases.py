@@ -3,7 +3,8 @@
 Each case goes through the daemon's own decoding path, without sockets or files: the
 stream through ``FrameSplitter`` (whole, and one byte per read), each datagram through the
 UDP listener's check, then ``Server.ingest`` with the facilities of ``facilities.conf``; the
-real ``Writer`` names the file each line would go to.
+real ``Writer`` names the file each line would go to.  Every case runs with each JSON decoder
+installed ([server] json_decoder): each must give the standard library's outcome.
 """
 
 import json
@@ -17,7 +18,7 @@ from loghogd.binding import BoundSockets
 from loghogd.config import load_config
 from loghogd.connections import DatagramListener
 from loghogd.facilities import load_facilities
-from loghogd.protocol import LOST_FRAMING, FrameSplitter
+from loghogd.protocol import LOST_FRAMING, FrameSplitter, choose_loads, installed_decoders
 from loghogd.server import Server
 from loghogd.stats import Counters
 from loghogd.writer import Writer
@@ -71,12 +72,13 @@ class Peer:
 class Harness:
     """A Server with no sockets whose writer only queues lines; reports one outcome per frame."""
 
-    def __init__(self):
+    def __init__(self, decoder='stdlib'):
         config = load_config(None)
         table = load_facilities(str(HERE / 'facilities.conf'))
         self.counters = Counters()
         self.writer = Writer(LOGDIR, self.counters)
-        self.server = Server(config, table, self.writer, self.counters, None, BoundSockets())
+        self.server = Server(config, table, self.writer, self.counters, None, BoundSockets(),
+                             loads=choose_loads(decoder))
         self.max_size = config.server.max_message_size
 
     def outcome(self, frame):
@@ -131,23 +133,25 @@ def load_case(path):
 
 
 def params():
-    for path in CASES:
-        transports = load_case(path).get('transports', ['stream', 'datagram'])
-        for transport in transports:
-            yield pytest.param(path, transport, id='%s-%s' % (path.stem, transport))
+    for decoder in installed_decoders():
+        for path in CASES:
+            transports = load_case(path).get('transports', ['stream', 'datagram'])
+            for transport in transports:
+                yield pytest.param(path, transport, decoder,
+                                   id='%s-%s-%s' % (path.stem, transport, decoder))
 
 
-@pytest.mark.parametrize('path, transport', list(params()))
-def test_wire_case(path, transport):
+@pytest.mark.parametrize('path, transport, decoder', list(params()))
+def test_wire_case(path, transport, decoder):
     case = load_case(path)
     frames = [wire_bytes(item) for item in case['wire']]
     if transport == 'stream':
         data = b''.join(frames)
-        assert Harness().run_stream(data) == case['expect'], case['about']
-        assert Harness().run_stream(data, read_size=1) == case['expect'], 'one byte per read'
+        assert Harness(decoder).run_stream(data) == case['expect'], case['about']
+        assert Harness(decoder).run_stream(data, read_size=1) == case['expect'], 'one byte per read'
     else:
         expected = case.get('expect_datagram', case['expect'])
-        assert Harness().run_datagrams(frames) == expected, case['about']
+        assert Harness(decoder).run_datagrams(frames) == expected, case['about']
 
 
 def test_every_rejection_reason_has_a_case():

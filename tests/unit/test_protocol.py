@@ -2,6 +2,7 @@ import json
 import struct
 import zlib
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from loghog.wire import encode_message, make_frame, signature
@@ -9,6 +10,11 @@ from loghogd import protocol
 from loghogd.protocol import FrameSplitter, Message, Rejection, check_signature, decode_message
 
 MAX = 65536
+# Every JSON decoder installed here ([server] json_decoder): each must decide every
+# message as the standard library does (the reference).
+DECODER_NAMES = protocol.installed_decoders()
+DECODERS = [protocol.choose_loads(name) for name in DECODER_NAMES]
+each_decoder = pytest.mark.parametrize('loads', DECODERS, ids=DECODER_NAMES)
 
 
 def payload(**overrides):
@@ -18,8 +24,8 @@ def payload(**overrides):
     return json.dumps(data).encode()
 
 
-def decode(data, flags=0):
-    return decode_message(flags, data, MAX)
+def decode(data, flags=0, loads=protocol.fast_loads):
+    return decode_message(flags, data, MAX, loads)
 
 
 def reason(result):
@@ -43,19 +49,21 @@ def original_client_frame(app, module, body, secret=None, compress=False):
     return struct.pack('!LL %ds' % size, size, 1 if compress else 0, body_bytes)
 
 
-def test_original_client_bytes_decode():
+@each_decoder
+def test_original_client_bytes_decode(loads):
     data = original_client_frame('my-first-app', 'root', 'INFO - Hello w\u00f6rld!', secret='k')
     (flags, body), = FrameSplitter(MAX).feed(data)
-    message = decode_message(flags, body, MAX)
+    message = decode_message(flags, body, MAX, loads)
     assert (message.app_id, message.module, message.body) == ('my-first-app', 'root', 'INFO - Hello w\u00f6rld!')
     assert check_signature(message, 'k') is None
     assert reason(check_signature(message, 'other')) == protocol.BAD_SIGNATURE
 
 
-def test_original_client_compressed_bytes_decode():
+@each_decoder
+def test_original_client_compressed_bytes_decode(loads):
     data = original_client_frame('a', 'x.y', 'zipped ' * 50, compress=True)
     (flags, body), = FrameSplitter(MAX).feed(data)
-    assert decode_message(flags, body, MAX).body == 'zipped ' * 50
+    assert decode_message(flags, body, MAX, loads).body == 'zipped ' * 50
 
 
 def test_our_encoder_matches_the_protocol_signature_rule():
@@ -87,8 +95,9 @@ def test_garbage_never_raises(blob):
     splitter = FrameSplitter(1024)
     for item in splitter.feed(blob):
         if not isinstance(item, Rejection):
-            result = decode_message(item[0], item[1], 1024)
-            assert isinstance(result, (Message, Rejection))
+            results = [decode_message(item[0], item[1], 1024, loads) for loads in DECODERS]
+            assert isinstance(results[0], (Message, Rejection))
+            assert [repr(r) for r in results[1:]] == [repr(results[0])] * (len(results) - 1)
 
 
 def test_oversized_frame_is_skipped_and_the_stream_continues():
@@ -124,35 +133,38 @@ def test_unknown_flag_bits():
     assert reason(decode(payload(), flags=0x80)) == protocol.BAD_FLAGS
 
 
-def test_invalid_utf8_and_json():
-    assert reason(decode(b'{"body": "\xff"}')) == protocol.BAD_UTF8
-    assert reason(decode(b'{"body": ')) == protocol.BAD_JSON
-    assert reason(decode(b'[' * 100000 + b']' * 100000)) in (protocol.BAD_JSON, protocol.BAD_FIELDS)
-    assert reason(decode(b'{"stamp": ' + b'9' * 5000 + b'}')) == protocol.BAD_JSON
+@each_decoder
+def test_invalid_utf8_and_json(loads):
+    assert reason(decode(b'{"body": "\xff"}', loads=loads)) == protocol.BAD_UTF8
+    assert reason(decode(b'{"body": ', loads=loads)) == protocol.BAD_JSON
+    assert reason(decode(b'[' * 100000 + b']' * 100000, loads=loads)) in (protocol.BAD_JSON, protocol.BAD_FIELDS)
+    assert reason(decode(b'{"stamp": ' + b'9' * 5000 + b'}', loads=loads)) == protocol.BAD_JSON
 
 
-def test_wrong_shapes_and_types():
-    assert reason(decode(b'[]')) == protocol.BAD_FIELDS
-    assert reason(decode(payload(stamp='1'))) == protocol.BAD_FIELDS
-    assert reason(decode(payload(stamp=2 ** 80))) == protocol.BAD_FIELDS
-    assert reason(decode(payload(stamp=True))) == protocol.BAD_FIELDS
-    assert reason(decode(payload(body={'nested': 1}))) == protocol.BAD_FIELDS
-    assert reason(decode(payload(version=2))) == protocol.BAD_FIELDS
-    assert reason(decode(payload(signature=5))) == protocol.BAD_FIELDS
+@each_decoder
+def test_wrong_shapes_and_types(loads):
+    assert reason(decode(b'[]', loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp='1'), loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp=2 ** 80), loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(stamp=True), loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(body={'nested': 1}), loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(version=2), loads=loads)) == protocol.BAD_FIELDS
+    assert reason(decode(payload(signature=5), loads=loads)) == protocol.BAD_FIELDS
     data = json.loads(payload())
     del data['hostname']
-    result = decode(json.dumps(data).encode())
+    result = decode(json.dumps(data).encode(), loads=loads)
     assert reason(result) == protocol.BAD_FIELDS and 'hostname' in result.detail
 
 
-def test_signature_rules():
-    message = decode(payload(signature=signature('k', 'app', 'web', 1, 2, 'hello')))
+@each_decoder
+def test_signature_rules(loads):
+    message = decode(payload(signature=signature('k', 'app', 'web', 1, 2, 'hello')), loads=loads)
     assert check_signature(message, 'k') is None
-    assert reason(check_signature(decode(payload()), 'k')) == protocol.MISSING_SIGNATURE
+    assert reason(check_signature(decode(payload(), loads=loads), 'k')) == protocol.MISSING_SIGNATURE
     assert reason(check_signature(message, 'other-facility-secret')) == protocol.BAD_SIGNATURE
-    tampered = decode(payload(body='HELLO', signature=signature('k', 'app', 'web', 1, 2, 'hello')))
+    tampered = decode(payload(body='HELLO', signature=signature('k', 'app', 'web', 1, 2, 'hello')), loads=loads)
     assert reason(check_signature(tampered, 'k')) == protocol.BAD_SIGNATURE
-    weird = decode(payload(signature='\u00e9\ud800'))
+    weird = decode(payload(signature='\u00e9\ud800'), loads=loads)
     assert reason(check_signature(weird, 'k')) == protocol.BAD_SIGNATURE
 
 
@@ -175,14 +187,19 @@ def test_fast_loads_agrees_with_json_loads():
 
 
 def test_json_decoder_choice():
-    from loghogd.protocol import choose_loads, fast_loads
+    from loghogd.protocol import StructDecoder, choose_loads, fast_loads
     assert choose_loads('stdlib') is fast_loads
-    try:
-        import orjson
-    except ImportError:
-        assert choose_loads('auto') is fast_loads
+    auto = choose_loads('auto')
+    if 'msgspec' in DECODER_NAMES:
+        assert auto.__class__ is StructDecoder
+    elif 'orjson' in DECODER_NAMES:
+        assert auto is __import__('orjson').loads
     else:
-        assert choose_loads('auto') is orjson.loads
+        assert auto is fast_loads
+    for name in ('msgspec', 'orjson'):
+        if name not in DECODER_NAMES:
+            with pytest.raises(ImportError):
+                choose_loads(name)
 
 
 # decode_fields is the daemon's fast path: for any JSON object (well-formed, unusual or
@@ -247,8 +264,13 @@ DROPPED = object()
 
 
 def check_decode_fields(text):
+    for loads in DECODERS:
+        check_decode_fields_with(text, loads)
+
+
+def check_decode_fields_with(text, loads):
     expected = reference_decision(text)
-    result = protocol.decode_fields(0, text.encode(), MAX)
+    result = protocol.decode_fields(0, text.encode(), MAX, loads)
     if isinstance(expected, str):
         assert isinstance(result, Rejection), (text, result)
         assert result.reason == expected, (text, result)
@@ -274,3 +296,39 @@ def test_decode_fields_decides_as_the_field_checks_for_every_near_miss():
        st.sampled_from(['', ' ', '\r\n', ' x', '{}']))
 def test_decode_fields_decides_as_json_loads_and_the_field_checks(obj, before, after):
     check_decode_fields(before + json.dumps(obj) + after)
+
+
+# What a faster decoder takes into ``fields`` must be what the standard library makes of
+# it: any JSON value (numbers of every size, floats, escapes, lone surrogates, duplicate
+# keys, nesting to the edge of what the stack allows).
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-10**50, 10**50),
+              st.floats(), st.text(max_size=8), st.sampled_from(['\ud800', '\udfff\ud800'])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=5), st.booleans(),
+       st.sampled_from(['', ', "fields": {"a": 1}', ', "body": "again"', ', "x": 1']))
+def test_every_decoder_decides_fields_as_the_standard_library(fields, ensure_ascii, extra):
+    text = json.dumps(dict(GOOD, fields=fields), ensure_ascii=ensure_ascii)[:-1] + extra + '}'
+    data = text.encode('utf-8', 'surrogatepass')
+    reference = protocol.decode_fields(0, data, MAX)
+    for loads in DECODERS:
+        assert repr(protocol.decode_fields(0, data, MAX, loads)) == repr(reference), loads
+
+
+@pytest.mark.parametrize('text', [
+    '9' * 4300, '-' + '9' * 4300, '9' * 4301, '1e400', '-1e400', 'NaN', 'Infinity',
+    '-Infinity', '"\\ud800"', '0.1', '1.00000000000000000000001', '123456789012345678901234.5',
+    '[' * 990 + ']' * 990, '[' * 996 + ']' * 996, '[' * 2000 + ']' * 2000,
+    '{"a": 1, "a": 2}', '"\\u0000"'])
+@each_decoder
+def test_awkward_values_decode_as_with_the_standard_library(text, loads):
+    for where in ('"fields": {"x": %s}', '"fields": %s', '"x": %s', '"body": %s'):
+        data = ('{"version": 1, "app_id": "a", "module": "m", "stamp": 1, "nsecs": 2, '
+                '"hostname": "h", "body": "b", ' + where % text + '}').encode()
+        assert (repr(protocol.decode_fields(0, data, MAX, loads))
+                == repr(protocol.decode_fields(0, data, MAX))), where % text[:40]
