@@ -36,6 +36,8 @@ try:
     from .stats import Counters
     from .writer import Writer
     from . import syslog_listeners, syslog_settings
+    from . import receiver
+    from .receivers import ReceiverPool, split_bound
 except ModuleNotFoundError as exc:
     if (exc.name or '').partition('.')[0] not in SERVER_EXTRA_MODULES:
         raise
@@ -264,15 +266,27 @@ def run(config, table, bound, handlers):
     loop = EventLoop()
     writer = Writer(config.main.logdir, counters, config.server.max_backlog,
                     config.server.max_open_files)
-    server = Server(config, table, writer, counters, loop, bound,
-                    loads=choose_loads(config.server.json_decoder))
+    loads = choose_loads(config.server.json_decoder)
+    own_logs = [h for h in handlers if isinstance(h, logging.handlers.WatchedFileHandler)]
+    pool = None
+    if config.server.workers > 1:
+        # Receiver processes take the TCP, UDP and TLS sockets (receivers.py); they are
+        # forked now, before the main process starts any thread.
+        receivers_bound, main_bound = split_bound(bound)
+        server = Server(config, table, writer, counters, loop, main_bound, loads=loads)
+        pool = ReceiverPool(config.server.workers, receivers_bound,
+                            lambda channel: _serve_receiver(config, server, receivers_bound,
+                                                            own_logs, channel))
+    else:
+        server = Server(config, table, writer, counters, loop, bound, loads=loads)
     syslog_listeners.attach(server, bound, config)
+    if pool is not None:
+        pool.attach(server)
     # Signal handlers first: a SIGTERM during the start-up work below (rotation's recovery
     # can take a while) stops the daemon cleanly once the loop runs, instead of killing it.
     server.start()
     server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,
                                         config.stats.prometheus_file))
-    own_logs = [h for h in handlers if isinstance(h, logging.handlers.WatchedFileHandler)]
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     # Rotation and compression: the compressor's thread reports back through loop.wake().
     compressor = Compressor(config.compressor.format, config.compressor.level, loop.wake)
@@ -299,6 +313,17 @@ def run(config, table, bound, handlers):
             pass
     log.info('loghogd stopped')
     return EX_OK
+
+
+def _serve_receiver(config, main_server, bound, own_logs, channel):
+    """In a new receiver process: its own loop, counters and Server on ``bound`` (the
+    TCP, UDP and TLS sockets), with the main process's current facilities; serve until
+    stopped.  Returns the exit status."""
+    server = Server(config, main_server.table, receiver.ForwardingWriter(channel), Counters(),
+                    EventLoop(), bound, loads=main_server.loads)
+    server.facilities_content = getattr(main_server, 'facilities_content', None)
+    server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
+    return receiver.serve(server, channel)
 
 
 def _address(pair):

@@ -70,6 +70,10 @@ SECTIONS = {
         Setting('json_decoder', conv.choice('auto', 'stdlib', 'orjson', 'msgspec'), 'auto',
                 "JSON decoder: auto (msgspec, else orjson, if installed), stdlib, orjson "
                 "or msgspec."),
+        # Receiver processes (issue 18): 1 keeps everything in one process.
+        Setting('workers', conv.integer_in(1, 64), '1',
+                'Receiver processes that read, decode and route messages (1: none, the '
+                'main process does it all).'),
         Setting('max_backlog', conv.size_bytes, '64M',
                 'Bytes of lines kept in memory while a file cannot be written.'),
         # file_per_host can make a file per sending host: a bound on the descriptors.

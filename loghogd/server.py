@@ -76,6 +76,11 @@ class Server:
         self.loop = loop
         self.tasks = list(tasks)
         self.reload_hooks = []
+        # With receiver processes (receivers.py): called with each signal before it is
+        # acted on, and at the start of shutdown (the receivers drain first).
+        self.signal_hooks = []
+        self.stop_hooks = []
+        self.receivers = None     # the ReceiverPool, for status
         self.clock = clock
         self.loads = loads
         self.max_message_size = config.server.max_message_size
@@ -144,6 +149,8 @@ class Server:
 
     def shutdown(self):
         """Stop accepting, read what clients already sent, write and fsync everything."""
+        for hook in self.stop_hooks:
+            hook()
         for listener in self.listeners:
             listener.close()
         for listener in self.datagram_listeners:
@@ -267,6 +274,8 @@ class Server:
     # -- signals ---------------------------------------------------------------------------
 
     def handle_signal(self, signum):
+        for hook in self.signal_hooks:
+            hook(signum)
         if signum in (signal.SIGTERM, signal.SIGINT):
             if not self.stopping:
                 log.info('received %s: finishing writes and stopping', signal.Signals(signum).name)

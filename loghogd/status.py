@@ -123,11 +123,16 @@ def _accepted_part(counters, gained):
 
 
 def _connections_part(server, gained):
+    receivers = server.receivers     # receiver processes (issue 18), or None
     transports = sorted({listener.kind for listener in server.listeners}
-                        | set(server.counters.connections_accepted))
+                        | set(server.counters.connections_accepted)
+                        | (receivers.stream_kinds() if receivers is not None else set()))
     open_now = dict.fromkeys(transports, 0)
     for connection in server.connections:
         open_now[connection.kind] = open_now.get(connection.kind, 0) + 1
+    if receivers is not None:
+        for kind, count in receivers.open_connections().items():
+            open_now[kind] = open_now.get(kind, 0) + count
     return {
         'open': open_now,
         'accepted': {kind: server.counters.connections_accepted.get(kind, 0) for kind in open_now},
@@ -282,7 +287,10 @@ class StatusPublisher:
 
     def snapshot(self, now):
         """Build the snapshot (reads /proc: a few hundred microseconds)."""
-        udp = read_udp_sockets([listener.sock for listener in self.server.datagram_listeners])
+        sockets = [listener.sock for listener in self.server.datagram_listeners]
+        if self.server.receivers is not None:
+            sockets += self.server.receivers.udp_sockets()
+        udp = read_udp_sockets(sockets)
         return build_snapshot(self.server, self.recent, now, read_process(), udp,
                               self.interval_s)
 

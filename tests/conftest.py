@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from tests.support import Daemon
+from tests.support import WORKERS, Daemon
 
 
 def python_description():
@@ -33,14 +33,30 @@ backup_count = 3
 """
 
 
+def pytest_generate_tests(metafunc):
+    """Tests marked each_workers that start daemons: once per WORKERS value."""
+    if 'workers' in metafunc.fixturenames and metafunc.definition.get_closest_marker('each_workers'):
+        metafunc.parametrize('workers', WORKERS, indirect=True,
+                             ids=['workers%d' % n for n in WORKERS])
+
+
 @pytest.fixture
-def daemon_factory(tmp_path):
+def workers(request):
+    """[server] workers for the daemons daemon_factory starts: 1 unless the test module
+    says ``pytestmark = each_workers`` (tests/support.py)."""
+    return getattr(request, 'param', 1)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path, workers):
     """Start loghogd processes in tmp folders; every one is stopped at the end of the test."""
     started = []
 
     def start(facilities=SIMPLE, server=None, sections=None, name='d', extra_args=()):
         base = tmp_path / name
         base.mkdir()
+        if workers != 1:
+            server = dict({'workers': str(workers)}, **(server or {}))
         daemon = Daemon(base, facilities, server, sections, extra_args)
         started.append(daemon)
         return daemon.start()

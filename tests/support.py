@@ -18,10 +18,19 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from loghog.wire import encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / 'scripts'
+
+
+# Integration test modules that run against the single-process daemon and against the one
+# with receiver processes (issue 18) say so with ``pytestmark = each_workers``: their tests
+# that start daemons with daemon_factory run once per [server] workers value (conftest.py).
+WORKERS = [1, 2]
+each_workers = pytest.mark.each_workers
 
 
 def make_certs(folder, *clients, domain=None):

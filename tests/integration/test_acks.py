@@ -6,7 +6,9 @@ import uuid
 
 from loghog.wire import (FLAG_ACK, FLAG_SESSION, HEADER, encode_message, make_frame, make_session,
                          parse_ack)
-from tests.support import frame, line_body, read_lines, wait_for_lines
+from tests.support import each_workers, frame, line_body, read_lines, wait_for_lines
+
+pytestmark = each_workers
 
 
 def ack_frame(body, app='app'):

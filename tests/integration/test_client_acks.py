@@ -20,8 +20,10 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, Loggers, line_body, read_lines, wait_for
+from tests.support import each_workers, ROOT, Loggers, line_body, read_lines, wait_for
 from tests.unit.test_client_fakes import free_port
+
+pytestmark = each_workers
 
 FACILITIES = """
 [app]

@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from tests.support import (ROOT, frame, line_body, read_lines, send_tcp, send_udp, wait_for,
+from tests.support import (each_workers, ROOT, frame, line_body, read_lines, send_tcp, send_udp, wait_for,
                            wait_for_lines)
+
+pytestmark = each_workers
 
 LINE_RE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - web1 - INFO - Hello world!$')
 

@@ -30,7 +30,9 @@ import uuid
 import pytest
 
 from loghog.wire import FLAG_ACK, HEADER, encode_message, make_session, parse_ack
-from tests.support import Daemon, wait_for
+from tests.support import each_workers, Daemon, wait_for
+
+pytestmark = each_workers
 
 FACILITIES = """
 [app]

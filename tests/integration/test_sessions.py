@@ -12,7 +12,9 @@ from loghog.wire import make_session
 from tests.integration.test_acks import AckReader, ack_frame
 from tests.integration.test_faults import (FACILITIES, STATS, accepted, events, fill,  # noqa: F401
                                            small_disk, wait_for_status)
-from tests.support import line_body, read_lines
+from tests.support import each_workers, line_body, read_lines
+
+pytestmark = each_workers
 
 
 def connect(daemon, source='127.0.0.1'):

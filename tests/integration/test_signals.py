@@ -10,7 +10,9 @@ import socket
 import threading
 import time
 
-from tests.support import frame, line_body, read_lines, wait_for, wait_for_lines
+from tests.support import each_workers, frame, line_body, read_lines, wait_for, wait_for_lines
+
+pytestmark = each_workers
 
 PER_HOST = """
 [perhost]

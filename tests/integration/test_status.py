@@ -12,8 +12,10 @@ import sys
 import pytest
 
 from loghog.wire import FLAG_ZLIB, HEADER, HEADER_SIZE, make_payload
-from tests.support import (ROOT, frame, make_certs, read_lines, send_tcp, send_udp, wait_for,
+from tests.support import (each_workers, ROOT, frame, make_certs, read_lines, send_tcp, send_udp, wait_for,
                            wait_for_lines)
+
+pytestmark = each_workers
 
 FACILITIES = """
 [app]

@@ -1,0 +1,280 @@
+"""A receiver process ([server] workers > 1, issue 18): sockets in, ready lines out.
+
+A receiver is the daemon's own ``Server`` with its own loop, on the listening sockets it
+shares with the other receivers (inherited, as in a classic pre-forking server: the
+kernel gives each connection to one receiver, which keeps it for its whole life, so a
+connection's order is exact).  It splits, inflates, decodes, verifies, routes and
+formats exactly as the single-process daemon does (``Server.ingest``), with two objects
+in the place of the writer and the acknowledger:
+
+- ``ForwardingWriter`` collects the lines per file and sends them to the main process
+  once per loop pass (a batch), waiting while the main process is behind;
+- ``ForwardingAcknowledger`` numbers the frames of acknowledged connections and sends,
+  in each batch, what became of every frame (a line, a rejection, a session frame): the
+  main process, which owns the sessions and knows when a line is written and synced,
+  decides duplicates and sends back the acks, which the receiver passes to the peer.
+
+Counters are counted here and sent to the main process every second (``StatsReporter``).
+"""
+
+import logging
+import os
+import resource
+import select
+import signal
+
+from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
+
+from .protocol import Rejection
+
+log = logging.getLogger('loghogd.receiver')
+
+STATS_INTERVAL_S = 1.0
+# At shutdown, after its last batch: how long a receiver waits for the acks of what it
+# sent (the main process writes and fsyncs it first).
+FINAL_ACKS_S = 2.0
+
+
+class ForwardedFile:
+    """Lines of one file (facility and, with file_per_host, host) not yet sent."""
+
+    __slots__ = ('key', 'pending')
+
+    def __init__(self, key):
+        self.key = key
+        self.pending = []
+
+
+class ForwardingWriter:
+    """The writer's part of ``Server``'s contract, sending lines to the main process."""
+
+    files = {}        # no file is open here (status asks the main process)
+    lost = ()
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.queued = {}
+        self.events = []       # what became of acknowledged connections' frames, in order
+
+    def queue_for(self, facility, host):
+        key = (facility.app, facility.name, host if facility.file_per_host else None)
+        queued = self.queued.get(key)
+        if queued is None:
+            queued = self.queued[key] = ForwardedFile(key)
+        return queued
+
+    def flush(self, now, open_budget_s=None):
+        """Send what is queued as one batch (waiting while the main process is behind)."""
+        lines = {key: f.pending for key, f in self.queued.items() if f.pending}
+        if lines or self.events:
+            events, self.events = self.events, []
+            self.queued = {}
+            self.channel.send_blocking(('batch', lines, events))
+        return 0
+
+    finish = None     # set by ``serve``: after the last batch, wait for its acks
+
+    def close(self, now):
+        self.flush(now)
+        if self.finish is not None:
+            self.finish()
+
+    def take_lost(self):
+        return set()
+
+    def next_deadline(self):
+        return None
+
+    def start_syncer(self, wake):
+        pass
+
+    def reopen(self):
+        pass
+
+    def retarget(self, table):
+        pass
+
+
+class ForwardedAcks:
+    """An acknowledged connection's state as a receiver knows it: frames received, and
+    how many the main process has acknowledged (``is_done``: the connection may close)."""
+
+    __slots__ = ('cid', 'events', 'received', 'acked', 'current')
+    session_key = None     # duplicates are decided by the main process
+
+    def __init__(self, cid, events, received):
+        self.cid = cid
+        self.events = events
+        self.received = self.acked = received
+        self.current = None     # index in ``events`` of the frame being handled
+
+    @property
+    def files(self):
+        return self
+
+    def add(self, log_file):
+        """``Server.ingest`` queued the current frame's line in ``log_file``: it goes in
+        the events instead, where the main process decides whether it is a duplicate."""
+        self.events[self.current] = ('line', self.cid, log_file.key, log_file.pending.pop())
+
+    def reject(self, reason):
+        if self.current is not None:
+            self.events[self.current] = ('rejected', self.cid, reason)
+
+    def is_done(self):
+        return self.acked >= self.received
+
+
+class ForwardingAcknowledger:
+    """The acknowledger's part of ``Server``'s contract in a receiver (see module doc)."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.connections = {}    # cid -> connection
+        self._next_cid = 0
+
+    def __bool__(self):
+        return False    # nothing to send after a flush: acks come from the main process
+
+    def start(self, connection, frames_before):
+        self._next_cid += 1
+        cid = self._next_cid
+        self.connections[cid] = connection
+        self.writer.events.append(('start', cid, frames_before, connection.identity,
+                                   connection.peer, connection.peer_host))
+        return ForwardedAcks(cid, self.writer.events, frames_before)
+
+    def take_frame(self, acks, frame):
+        acks.received += 1
+        events = acks.events = self.writer.events   # the list of the batch being built
+        if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
+                and not frame[0] & ~KNOWN_FLAGS):
+            acks.current = None
+            events.append(('session', acks.cid, bytes(frame[1])))
+            return True
+        acks.current = len(events)
+        events.append(('frame', acks.cid))     # neither written nor rejected (yet)
+        return False
+
+    def duplicate(self, acks):
+        return False
+
+    def closed(self, connection):
+        acks = connection.acks
+        self.connections.pop(acks.cid, None)
+        self.writer.events.append(('closed', acks.cid))
+
+    def send_acks(self):
+        pass
+
+    def forget_lost(self, lost):
+        pass
+
+    def expire(self, now):
+        pass
+
+    def deliver(self, message):
+        """A message from the main process: acks to send, or a connection to close."""
+        kind, cid = message[0], message[1]
+        connection = self.connections.get(cid)
+        if connection is None or connection.closed:
+            return
+        if kind == 'acks':
+            connection.acks.acked = message[3]
+            connection.send(message[2])
+        elif kind == 'close':
+            connection.close(message[2])
+
+
+class StatsReporter:
+    """A task of the receiver's server: its counters and its own figures, every second."""
+
+    def __init__(self, server, channel):
+        self.server = server
+        self.channel = channel
+        self._next = 0.0
+
+    def next_deadline(self):
+        return self._next
+
+    def tick(self, now):
+        self._next = now + STATS_INTERVAL_S
+        self.report()
+
+    def report(self):
+        counters = self.server.counters
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        open_now = {}
+        for connection in self.server.connections:
+            open_now[connection.kind] = open_now.get(connection.kind, 0) + 1
+        self.channel.send(('stats', {
+            'events': dict(counters.events),
+            'accepted': {'%s\0%s' % key: n for key, n in counters.accepted.items()},
+            'accepted_bytes': {'%s\0%s' % key: n for key, n in counters.accepted_bytes.items()},
+            'rejected': dict(counters.rejected),
+            'rejected_by_peer': dict(counters.rejected_by_peer),
+            'connections_accepted': dict(counters.connections_accepted),
+        }, {
+            'pid': os.getpid(),
+            'connections': len(self.server.connections),
+            'open': open_now,
+            'messages': sum(counters.accepted.values()),
+            'cpu_s': round(usage.ru_utime + usage.ru_stime, 3),
+            'max_rss_kb': usage.ru_maxrss,
+        }))
+        self.channel.flush()
+
+
+class ChannelReader:
+    """The receiver's end of its channel in its loop: messages from the main process."""
+
+    def __init__(self, server, channel, acknowledger):
+        self.server = server
+        self.channel = channel
+        self.acknowledger = acknowledger
+
+    def on_event(self, mask):
+        for message in self.channel.receive():
+            self.acknowledger.deliver(message)
+        if self.channel.eof:
+            # The main process is gone (or done with us): nothing can be written any more.
+            self.server.loop.unregister(self.channel.sock)
+            self.server.stopping = True
+
+
+def serve(server, channel):
+    """Run ``server`` (a ``Server`` built on a ``ForwardingWriter``) as a receiver until
+    SIGTERM (or the main process goes away); return the exit status.
+
+    SIGTERM runs ``Server.shutdown``: what peers already sent is read and sent to the main
+    process; then (``ForwardingWriter.close``) the receiver says it is done and waits up to
+    FINAL_ACKS_S for the acks of what it sent, before the connections close."""
+    writer = server.writer
+    acknowledger = ForwardingAcknowledger(writer)
+    server.acknowledger = acknowledger
+    reader = ChannelReader(server, channel, acknowledger)
+    reporter = StatsReporter(server, channel)
+    server.tasks.append(reporter)
+    server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
+    writer.finish = lambda: _wait_for_final_acks(server, channel, reporter, acknowledger)
+    server.run()
+    return 0
+
+
+def _wait_for_final_acks(server, channel, reporter, acknowledger):
+    reporter.report()
+    channel.send_blocking(('done',))
+    deadline = server.clock() + FINAL_ACKS_S
+    while not channel.eof and server.clock() < deadline:
+        if not any(not c.closed and c.acks is not None and not c.acks.is_done()
+                   for c in acknowledger.connections.values()):
+            break
+        select.select([channel.sock], [], [], 0.05)
+        for message in channel.receive():
+            acknowledger.deliver(message)
+
+
+def ignore_main_signals():
+    """In a new receiver, before its own handlers: the main process's are not ours."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)

@@ -1,0 +1,415 @@
+"""The main process's side of the receivers ([server] workers > 1, issue 18).
+
+    listening sockets (inherited, shared)
+        │ the kernel gives each connection / datagram to one receiver
+        ▼
+    receiver 1 … receiver N   (receiver.py: read, split, inflate, decode, verify, route,
+        │                      format; one Server and loop each)
+        │ a socketpair each: batches of lines per file, and what became of each frame
+        │ of acknowledged connections  ◄── acks (and "close this one") come back
+        ▼
+    main process: ReceiverPool ──► Writer (files, fsync) ─► Acknowledger (sessions, acks)
+                                   Rotator, Compressor, status, signals, reload
+
+The main process keeps everything that must have one owner.  ``ReceiverPool`` forks the
+receivers, reads their channels in the main loop, queues their lines in the writer, and
+replays their acknowledged connections' frames into the one ``Acknowledger``
+(``RemoteConnection`` stands for such a connection there), which decides duplicates
+across receivers and sends the acks back once the lines are written and synced.
+
+A receiver that dies is logged and started again (at most once a second per slot); its
+connections are gone, so their clients resend what was not acknowledged.  SIGHUP is
+passed to every receiver before the main process reloads (each reloads before it reads
+again); SIGTERM stops the receivers first (they drain their peers into the writer), then
+the main process writes, syncs and stops.
+"""
+
+import logging
+import os
+import resource
+import signal
+import time
+
+from loghog.wire import FLAG_SESSION
+
+from . import protocol
+from .binding import BoundSockets
+from .channel import Channel, channel_pair
+from .protocol import Rejection
+
+log = logging.getLogger('loghogd.receivers')
+
+RESTART_INTERVAL_S = 1.0
+# After SIGTERM, receivers have this long to drain their peers and exit (server.py's
+# DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
+# daemon's 10 s bound holds.
+STOP_RECEIVERS_S = 9.0
+# The kinds of socket receivers take (the [syslog] listeners stay in the main process).
+RECEIVER_KINDS = ('tcp', 'udp', 'tls')
+# Counted by each receiver for itself, not for the daemon: not added up.
+OWN_EVENTS = ('reloads', 'reloads_failed')
+# The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
+_MESSAGE_FRAME = (0, b'')
+
+
+def split_bound(bound):
+    """(the receivers' BoundSockets, the main process's): TCP, UDP and TLS for receivers."""
+    receivers, main = BoundSockets(), BoundSockets()
+    for part in (receivers, main):
+        part.tls_context = bound.tls_context
+    for kind, sock in bound.sockets:
+        (receivers if kind in RECEIVER_KINDS else main).sockets.append((kind, sock))
+    return receivers, main
+
+
+class RemoteConnection:
+    """An acknowledged connection of a receiver, as the Acknowledger sees it."""
+
+    kind = 'tcp'
+
+    def __init__(self, receiver, cid, identity, peer, peer_host):
+        self.receiver = receiver
+        self.cid = cid
+        self.identity = tuple(identity)
+        self.peer = peer
+        self.peer_host = peer_host
+        self.closed = False
+        self.acks = None
+
+    def send(self, data):
+        if not self.closed:
+            self.receiver.channel.send(('acks', self.cid, data, self.acks.acked))
+            self.receiver.channel.flush()
+
+    def close(self, reason):
+        if self.closed:
+            return
+        self.receiver.channel.send(('close', self.cid, reason))
+        self.receiver.channel.flush()
+        self.receiver.pool.connection_closed(self.receiver, self)
+
+
+class Receiver:
+    """One receiver process as the main process knows it."""
+
+    def __init__(self, pool, slot, pid, channel):
+        self.pool = pool
+        self.slot = slot
+        self.pid = pid
+        self.channel = channel
+        self.proxies = {}       # cid -> RemoteConnection
+        self.done = False       # said it sent its last batch
+        self.exited = False     # channel closed
+        self.reaped = False
+        self.stats = {}         # its last figures (pid, connections, messages, CPU)
+        self.last_counts = {}   # its counters as last reported (cumulative)
+
+    def on_event(self, mask):
+        self.pool.read(self)
+
+
+class ReceiverPool:
+    """Forks ``workers`` receivers and is the main process's end of their channels.
+
+    ``attach(server, make_receiver_server)`` forks them (before the main process starts
+    any thread) and hooks the pool into the server: channels in its loop, SIGHUP passed
+    on, SIGTERM draining the receivers first.  ``make_receiver_server(channel)`` builds,
+    in a new receiver, its own Server (receiver.py) and runs it; its result is the exit
+    status.
+    """
+
+    def __init__(self, workers, bound, make_receiver_server):
+        self.workers = workers
+        self.bound = bound
+        self.make_receiver_server = make_receiver_server
+        self.server = None
+        self.receivers = {}          # slot -> Receiver
+        self.restart_at = {}         # slot -> when it may be started again
+        self.restarts = 0
+        self.stopping = False
+        self._by_key = {}
+        self._table = None
+
+    # -- start, restart, stop ----------------------------------------------------------
+
+    def attach(self, server):
+        self.server = server
+        server.signal_hooks.append(self.on_signal)
+        server.stop_hooks.append(self.stop)
+        server.tasks.append(self)
+        server.receivers = self
+        for slot in range(self.workers):
+            self.spawn(slot)
+
+    def spawn(self, slot):
+        main_end, receiver_end = channel_pair()
+        pid = os.fork()
+        if pid == 0:   # the new receiver
+            status = 1
+            try:
+                main_end.close()
+                self._leave_main_process()
+                status = self.make_receiver_server(Channel(receiver_end))
+            except BaseException:
+                log.exception('receiver %d (pid %d) failed', slot, os.getpid())
+            finally:
+                for handler in logging.getLogger().handlers:
+                    try:
+                        handler.flush()
+                    except Exception:
+                        pass
+                os._exit(status)
+        receiver_end.close()
+        receiver = Receiver(self, slot, pid, Channel(main_end))
+        receiver.started_at = self.server.clock()
+        self.receivers[slot] = receiver
+        self.server.loop.register(main_end, 1, receiver.on_event)   # EVENT_READ
+        log.info('receiver %d started (pid %d)', slot, pid)
+        return receiver
+
+    def _leave_main_process(self):
+        """In a new receiver: drop the main process's loop and the other channels."""
+        signal.set_wakeup_fd(-1)
+        for signum in self.server.SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        for receiver in self.receivers.values():
+            receiver.channel.close()
+        self.server.loop.close()
+
+    def on_signal(self, signum):
+        """The main process took ``signum``: a reload goes to every receiver first."""
+        if signum == signal.SIGHUP and not self.server.stopping:
+            self._signal_all(signal.SIGHUP)
+
+    def _signal_all(self, signum):
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                try:
+                    os.kill(receiver.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self):
+        """SIGTERM: receivers drain their peers and exit, while the main process goes on
+        writing and acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
+        self.stopping = True
+        self._signal_all(signal.SIGTERM)
+        server = self.server
+        deadline = time.monotonic() + STOP_RECEIVERS_S
+        while (any(not r.exited for r in self.receivers.values())
+               and time.monotonic() < deadline):
+            server.run_once()
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                log.warning('receiver %d (pid %d) did not stop in %gs: killed', receiver.slot,
+                            receiver.pid, STOP_RECEIVERS_S)
+                try:
+                    os.kill(receiver.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._exited(receiver)
+            if not receiver.reaped:
+                self._reap(receiver, block=True)
+
+    def next_deadline(self):
+        if self.stopping:
+            return None
+        pending = [t for t in self.restart_at.values()]
+        pending += [0.0 for r in self.receivers.values() if r.channel.outgoing
+                    or (r.exited and not r.reaped)]
+        return min(pending) if pending else None
+
+    def tick(self, now):
+        for receiver in list(self.receivers.values()):
+            if receiver.channel.outgoing and not receiver.exited:
+                receiver.channel.flush()
+            if receiver.exited and not receiver.reaped:
+                self._reap(receiver)
+        for slot, when in list(self.restart_at.items()):
+            if now >= when and not self.stopping:
+                del self.restart_at[slot]
+                self.restarts += 1
+                self.server.counters.count('receivers_restarted')
+                self.spawn(slot)
+
+    def _exited(self, receiver):
+        """``receiver``'s channel closed: its connections are gone."""
+        if receiver.exited:
+            return
+        receiver.exited = True
+        self.server.loop.unregister(receiver.channel.sock)
+        receiver.channel.close()
+        for proxy in list(receiver.proxies.values()):
+            self.connection_closed(receiver, proxy)
+        self._reap(receiver)
+        if not self.stopping and not receiver.done:
+            log.error('receiver %d (pid %d) exited unexpectedly (%s); starting a new one',
+                      receiver.slot, receiver.pid, receiver.exit_status
+                      if receiver.reaped else 'status not known yet')
+            now = self.server.clock()
+            self.restart_at[receiver.slot] = max(now, getattr(receiver, 'started_at', 0.0)
+                                                 + RESTART_INTERVAL_S)
+
+    def _reap(self, receiver, block=False):
+        try:
+            pid, status = os.waitpid(receiver.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = receiver.pid, None
+        if pid:
+            receiver.reaped = True
+            receiver.exit_status = describe_status(status)
+
+    # -- what receivers send -------------------------------------------------------------
+
+    def read(self, receiver):
+        for message in receiver.channel.receive():
+            kind = message[0]
+            if kind == 'batch':
+                self._apply_lines(message[1])
+                if message[2]:
+                    self._apply_events(receiver, message[2])
+            elif kind == 'stats':
+                self._apply_stats(receiver, message[1], message[2])
+            elif kind == 'done':
+                receiver.done = True
+        if receiver.channel.eof:
+            self._exited(receiver)
+
+    def _facility(self, key):
+        """The facility named by a receiver's line key (app, name, host), or None."""
+        table = self.server.table
+        if table is not self._table:
+            self._by_key = {facility.key: facility for facility in table}
+            self._table = table
+        return self._by_key.get((key[0], key[1]))
+
+    def _apply_lines(self, lines):
+        queue_for = self.server.writer.queue_for
+        for key, batch in lines.items():
+            facility = self._facility(key)
+            if facility is None:
+                self._routed_to_removed(key, len(batch))
+                continue
+            queue_for(facility, key[2]).pending.extend(batch)
+
+    def _routed_to_removed(self, key, count):
+        """Lines a receiver routed with the table before a reload, to a facility the new
+        table no longer has: rejected as unknown_app, as if they had come after it."""
+        counters = self.server.counters
+        counters.accepted[(key[0], key[1])] -= count
+        counters.rejected[protocol.UNKNOWN_APP] += count
+        self.server.warn('removed_facility', 'rejected %d messages routed to %s:%s, which '
+                         'the reload removed', count, key[0], key[1])
+
+    def _apply_events(self, receiver, events):
+        """Replay what became of acknowledged connections' frames, in order, into the
+        Acknowledger, as Server.ingest does for the connections of this process."""
+        server = self.server
+        acknowledger = server.acknowledger
+        take_frame = acknowledger.take_frame
+        queue_for = server.writer.queue_for
+        proxies = receiver.proxies
+        for event in events:
+            kind = event[0]
+            if kind == 'start':
+                proxy = RemoteConnection(receiver, event[1], event[3], event[4], event[5])
+                proxy.acks = acknowledger.start(proxy, event[2])
+                proxies[event[1]] = proxy
+                continue
+            proxy = proxies.get(event[1])
+            if proxy is None:
+                continue    # closed here already (its lines were lost)
+            acks = proxy.acks
+            if kind == 'line':
+                take_frame(acks, _MESSAGE_FRAME)
+                key = event[2]
+                facility = self._facility(key)
+                if facility is None:
+                    self._routed_to_removed(key, 1)
+                    acks.reject(protocol.UNKNOWN_APP)
+                    continue
+                if acks.session_key is not None and acknowledger.duplicate(acks):
+                    server.counters.accepted[facility.key] -= 1   # counted by the receiver
+                    continue
+                log_file = queue_for(facility, key[2])
+                log_file.pending.append(event[3])
+                acks.files.add(log_file)
+                if acks.session_key is not None:
+                    acknowledger.wrote(acks)
+            elif kind == 'rejected':
+                take_frame(acks, _MESSAGE_FRAME)
+                acks.reject(event[2])
+            elif kind == 'frame':
+                take_frame(acks, _MESSAGE_FRAME)
+            elif kind == 'session':
+                result = take_frame(acks, (FLAG_SESSION, event[2]))
+                if result.__class__ is Rejection:
+                    server.reject(result, proxy, acks)
+            elif kind == 'closed':
+                self.connection_closed(receiver, proxy)
+
+    def connection_closed(self, receiver, proxy):
+        receiver.proxies.pop(proxy.cid, None)
+        if not proxy.closed:
+            proxy.closed = True
+            self.server.acknowledger.closed(proxy)
+
+    def _apply_stats(self, receiver, counts, figures):
+        """Add what ``receiver``'s counters gained since its last report."""
+        counters = self.server.counters
+        last = receiver.last_counts
+        for name, values in counts.items():
+            target = getattr(counters, name)
+            before = last.get(name, {})
+            for key, value in values.items():
+                gained = value - before.get(key, 0)
+                if not gained or (name == 'events' and key in OWN_EVENTS):
+                    continue
+                if name.startswith('accepted'):
+                    key = tuple(key.split('\0', 1))
+                target[key] += gained
+        receiver.last_counts = counts
+        receiver.stats = figures
+
+    # -- status ----------------------------------------------------------------------------
+
+    name = 'receivers'
+
+    def stream_kinds(self):
+        """The kinds of stream listener the receivers serve ('tcp', 'tls')."""
+        return {kind for kind, _ in self.bound.sockets if kind != 'udp'}
+
+    def udp_sockets(self):
+        return [sock for kind, sock in self.bound.sockets if kind == 'udp']
+
+    def open_connections(self):
+        """{kind: connections open} over the receivers, as they last reported."""
+        total = {}
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                for kind, count in receiver.stats.get('open', {}).items():
+                    total[kind] = total.get(kind, 0) + count
+        return total
+
+    def status(self, now):
+        """For ``loghogd status`` (a task's part): each receiver (pid, connections,
+        messages accepted, CPU seconds, as it last reported) and the main process, which
+        writes."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result = {'main': 'pid %d (writer), CPU %.1fs' % (os.getpid(),
+                                                           usage.ru_utime + usage.ru_stime),
+                  'restarts': self.restarts}
+        for slot, receiver in sorted(self.receivers.items()):
+            stats = receiver.stats
+            result['receiver_%d' % slot] = '%s%d, %d connections, %d messages, CPU %.1fs' % (
+                'pid ' if not receiver.exited else 'exited, was pid ', receiver.pid,
+                stats.get('connections', 0), stats.get('messages', 0), stats.get('cpu_s', 0.0))
+        return result
+
+
+def describe_status(status):
+    if status is None:
+        return 'unknown status'
+    if os.WIFSIGNALED(status):
+        return 'killed by %s' % signal.Signals(os.WTERMSIG(status)).name
+    return 'exit status %d' % os.WEXITSTATUS(status)
