@@ -69,7 +69,7 @@ WORKLOADS = {w.name: w for w in [
     Workload('idle-5k', 'tcp', idle_connections=5000),
 ]}
 DEFAULT_WORKLOADS = list(WORKLOADS)
-DEFAULT_SYSTEMS = ['loghogd', 'loghogd-syslog', 'rsyslog']
+DEFAULT_SYSTEMS = ['loghogd', 'loghogd-w2', 'loghogd-syslog', 'rsyslog']
 # Paced runs take messages/rate seconds each; this many keeps them at 10 s.
 PACED_MESSAGES = 100_000
 QUIET_S = {'udp': 1.0, 'tcp': 5.0, 'tls': 5.0}

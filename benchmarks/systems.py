@@ -147,6 +147,7 @@ class Loghogd:
 
     name = 'loghogd'
     fmt = 'loghog'
+    workers = 1       # [server] workers: receiver processes (issue 18)
 
     def __init__(self, python=None):
         self.python = python or sys.executable
@@ -186,6 +187,8 @@ class Loghogd:
         extra = ''
         if workload.idle_connections:
             extra = 'max_connections = %d\n' % (workload.idle_connections + 100)
+        if self.workers != 1:
+            extra += 'workers = %d\n' % self.workers
         conf = os.path.join(folder, 'loghogd.conf')
         with open(conf, 'w') as handle:
             handle.write('[main]\nlogdir = log\nworkdir = work\nrundir = run\n'
@@ -227,6 +230,14 @@ class LoghogdSyslog(Loghogd):
         instance.ports = {self.KINDS[kind]: address for kind, address in instance.ports.items()
                           if kind in self.KINDS}
         return instance
+
+
+class LoghogdWorkers(Loghogd):
+    """loghogd with two receiver processes ([server] workers = 2, issue 18); CPU and
+    memory are summed over the main process and the receivers."""
+
+    name = 'loghogd-w2'
+    workers = 2
 
 
 # --- the sink --------------------------------------------------------------------------
@@ -398,4 +409,4 @@ class Rsyslog:
         return Instance(process, ports, output, folder)
 
 
-SYSTEMS = {'loghogd': Loghogd, 'loghogd-syslog': LoghogdSyslog, 'rsyslog': Rsyslog, 'sink': Sink}
+SYSTEMS = {'loghogd': Loghogd, 'loghogd-w2': LoghogdWorkers, 'loghogd-syslog': LoghogdSyslog, 'rsyslog': Rsyslog, 'sink': Sink}

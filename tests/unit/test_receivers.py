@@ -1,0 +1,125 @@
+"""Receivers and the main process without processes (issue 18): a receiver's Server on a
+ForwardingWriter and ForwardingAcknowledger sends its batches over a real channel; the
+main process's ReceiverPool applies them to a real Writer and the one Acknowledger, and
+the acks come back to the receiver's connection."""
+
+import pytest
+
+from loghog.wire import make_session
+from loghogd.binding import BoundSockets
+from loghogd.channel import Channel, channel_pair
+from loghogd.config import load_config
+from loghogd.facilities import load_facilities
+from loghogd.receiver import ForwardingAcknowledger, ForwardingWriter
+from loghogd.receivers import Receiver, ReceiverPool
+from loghogd.server import Server
+from loghogd.stats import Counters
+from tests.unit.test_acknowledger import FACILITIES, Connection, Rig, message
+
+
+class ReceiverRig:
+    """One receiver's Server, and its Receiver in the main process's pool."""
+
+    def __init__(self, pool, slot):
+        main_end, receiver_end = channel_pair()
+        self.channel = Channel(receiver_end)
+        self.writer = ForwardingWriter(self.channel)
+        self.server = Server(load_config(None), load_facilities(FACILITIES), self.writer,
+                             Counters(), None, BoundSockets())
+        self.acknowledger = self.server.acknowledger = ForwardingAcknowledger(self.writer)
+        self.receiver = Receiver(pool, slot, 0, Channel(main_end))
+        pool.receivers[slot] = self.receiver
+
+    def feed(self, connection, data):
+        """One read of ``connection``, sent to the main process as one batch."""
+        frames = connection.splitter.feed(memoryview(data))
+        self.server.ingest(frames, connection)
+        connection.frames_before += len(frames)
+        self.writer.flush(1.0)
+        self.receiver.pool.read(self.receiver)
+
+    def take_acks(self):
+        for reply in self.channel.receive():
+            self.acknowledger.deliver(reply)
+
+
+class Pool:
+    def __init__(self, tmp_path):
+        self.main = Rig(tmp_path)
+        self.pool = ReceiverPool(2, BoundSockets(), None)
+        self.pool.server = self.main.server
+        self.receivers = [ReceiverRig(self.pool, slot) for slot in range(2)]
+
+    def pass_(self):
+        self.main.pass_()
+        for receiver in self.receivers:
+            receiver.take_acks()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    return Pool(tmp_path)
+
+
+def test_a_client_that_reconnects_to_another_receiver_is_not_written_twice(rig):
+    first, second = rig.receivers
+    cut = Connection()
+    first.feed(cut, make_session('S', 1) + b''.join(message('m%d' % i) for i in (1, 2, 3)))
+    # The connection is cut before the acks of m1..m3 reach the client: it reconnects,
+    # the kernel hands the new connection to the other receiver, and it resends.
+    first.acknowledger.closed(cut)
+    cut.closed = True
+    again = Connection()
+    second.feed(again, make_session('S', 1) + b''.join(message('m%d' % i) for i in (1, 2, 3, 4)))
+    rig.pass_()
+    assert rig.main.lines() == ['m1', 'm2', 'm3', 'm4']
+    assert again.acks_received()[-1] == {'ack': 5}
+    assert again.acks.is_done()
+    assert rig.main.counters.events['duplicates_skipped'] == 3
+
+
+def test_acks_come_back_in_order_with_the_rejections_of_their_receiver(rig):
+    first, _ = rig.receivers
+    client = Connection()
+    first.feed(client, message('a') + message('b', app='nobody') + message('c'))
+    assert not client.acks.is_done()    # nothing is acknowledged before it is written
+    rig.pass_()
+    assert client.acks_received() == [{'ack': 3, 'rejected': [[2, 'unknown_app']]}]
+    assert client.acks.is_done()
+    assert rig.main.lines() == ['a', 'c']
+
+
+def test_lines_routed_to_a_facility_a_reload_removed_are_rejected_not_lost_silently(rig):
+    first, _ = rig.receivers
+    client = Connection()
+    frames = client.splitter.feed(memoryview(message('before the reload')))
+    first.server.ingest(frames, client)
+    client.frames_before += 1
+    # The main process reloads a table without [app] before this batch arrives.
+    rig.main.server.table = load_facilities_text(rig.main, '[other]\nrotate = daily\n'
+                                                 'backup_count = 1\n')
+    first.writer.flush(1.0)
+    rig.pool.read(first.receiver)
+    rig.pass_()
+    assert rig.main.lines() == []
+    assert client.acks_received() == [{'ack': 1, 'rejected': [[1, 'unknown_app']]}]
+    assert rig.main.counters.rejected['unknown_app'] == 1
+
+
+def load_facilities_text(main_rig, text):
+    path = main_rig.path.parent.parent / 'reloaded.conf'
+    path.write_text(text)
+    return load_facilities(str(path))
+
+
+def test_a_channel_carries_any_line_a_message_can_make():
+    main_end, receiver_end = channel_pair()
+    sender, reader = Channel(receiver_end), Channel(main_end)
+    lines = {('app', 'root', None): ['caf\u00e9 \ud800 \x00\n', 'x' * 300000 + '\n']}
+    sender.send_blocking(('batch', lines, [('line', 1, ('app', 'root', 'h'), 'y\n')]))
+    received = []
+    while not received:
+        received = reader.receive()
+    assert received == [('batch', lines, [('line', 1, ('app', 'root', 'h'), 'y\n')])]
+    sender.close()
+    assert reader.receive() == [] and reader.eof
