@@ -34,6 +34,7 @@ def start(pid, output):
     """
     return subprocess.Popen(
         [find_pyspy(), 'record', '--pid', str(pid), '--rate', str(RATE_HZ), '--format', 'raw',
+         '--subprocesses',
          '--nonblocking', '--output', output],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -44,34 +45,50 @@ def _function(frame):
 
 
 def summarise(path, top=15):
-    """Return a text summary of a raw py-spy profile: busy share of self and inclusive time."""
-    own, inclusive = collections.Counter(), collections.Counter()
-    total = idle = 0  # idle stays 0 unless py-spy ran with --idle
+    """Return a text summary of a raw py-spy profile: busy share of self and inclusive time,
+    per process (py-spy follows the receivers with --subprocesses, issue 18)."""
+    processes = collections.defaultdict(lambda: (collections.Counter(), collections.Counter(),
+                                                 [0, 0]))
+    roles = {}
     with open(path) as handle:
         for line in handle:
             stack, _, count = line.rstrip('\n').rpartition(' ')
             if not stack or not count.isdigit():
                 continue
-            frames = [_function(f) for f in stack.split(';') if f.strip()]
+            parts = [f for f in stack.split(';') if f.strip()]
+            names = [f for f in parts if f.startswith('process ')]
+            process = names[-1].split(':', 1)[0] if names else 'process'
+            frames = [_function(f) for f in parts if not f.startswith('process ')]
+            if not frames:
+                continue   # a thread with no Python frame (waiting in C): not our work
+            if process not in roles or roles[process] == 'main':
+                roles[process] = ('receiver' if any('ReceiverPool.spawn' in f for f in frames)
+                                  else 'main')
+            own, inclusive, totals = processes[process]
             count = int(count)
-            total += count
+            totals[0] += count
             if frames and frames[-1].startswith(IDLE):
-                idle += count
+                totals[1] += count
                 continue
             if frames:
                 own[frames[-1]] += count
             for frame in set(frames):
                 inclusive[frame] += count
-    busy = total - idle
-    if not busy:
-        return '%s: no busy samples' % path
-    lines = ['%s: %d busy samples at %d Hz (py-spy leaves out idle waits); shares:'
-             % (path, busy, RATE_HZ), '  self:']
-    lines += ['    %5.1f%%  %s' % (100 * n / busy, f) for f, n in own.most_common(top)]
-    lines.append('  inclusive (loghogd only):')
-    lines += ['    %5.1f%%  %s' % (100 * n / busy, f) for f, n in inclusive.most_common()
-              if 'loghogd/' in f][:top]
-    return '\n'.join(lines)
+    lines = []
+    everything = sum(t[0] - t[1] for _, _, t in processes.values())
+    for process, (own, inclusive, (total, idle)) in sorted(processes.items()):
+        busy = total - idle
+        if not busy:
+            continue
+        lines += ['%s: %s (%s): %d busy samples at %d Hz, %.0f%% of all busy samples '
+                  '(py-spy leaves out idle waits); shares:'
+                  % (path, process, roles[process], busy, RATE_HZ, 100 * busy / everything),
+                  '  self:']
+        lines += ['    %5.1f%%  %s' % (100 * n / busy, f) for f, n in own.most_common(top)]
+        lines.append('  inclusive (loghogd only):')
+        lines += ['    %5.1f%%  %s' % (100 * n / busy, f) for f, n in inclusive.most_common()
+                  if 'loghogd/' in f][:top]
+    return '\n'.join(lines) or '%s: no busy samples' % path
 
 
 if __name__ == '__main__':

@@ -22,6 +22,41 @@ READ_BYTES = 1024 * 1024
 BUFFER_BYTES = 4 * 1024 * 1024
 
 
+def handoff_pair():
+    """(main's end, receiver's end) for handing accepted connections to a receiver: one
+    datagram per connection (its kind and address), with its descriptor (SCM_RIGHTS)."""
+    ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in ends:
+        end.setblocking(False)
+    return ends
+
+
+def hand_off(sock, connection, kind, address):
+    """Send ``connection`` (an accepted socket) over ``sock``; False if it cannot be sent
+    now (the receiver is far behind)."""
+    try:
+        socket.send_fds(sock, [marshal.dumps((kind, address))], [connection.fileno()])
+    except (BlockingIOError, InterruptedError, OSError):
+        return False
+    return True
+
+
+def take_handed_off(sock, budget=64):
+    """[(socket, kind, address)] handed over ``sock`` (at most ``budget``)."""
+    taken = []
+    for _ in range(budget):
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not data:
+            break
+        kind, address = marshal.loads(data)
+        for fd in fds:
+            taken.append((socket.socket(fileno=fd), kind, address))
+    return taken
+
+
 def channel_pair():
     """(main's end, receiver's end), both non-blocking, with roomy buffers."""
     ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

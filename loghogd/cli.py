@@ -275,8 +275,8 @@ def run(config, table, bound, handlers):
         receivers_bound, main_bound = split_bound(bound)
         server = Server(config, table, writer, counters, loop, main_bound, loads=loads)
         pool = ReceiverPool(config.server.workers, receivers_bound,
-                            lambda channel: _serve_receiver(config, server, receivers_bound,
-                                                            own_logs, channel))
+                            lambda channel, handoff: _serve_receiver(
+                                config, server, receivers_bound, own_logs, channel, handoff))
     else:
         server = Server(config, table, writer, counters, loop, bound, loads=loads)
     syslog_listeners.attach(server, bound, config)
@@ -315,15 +315,15 @@ def run(config, table, bound, handlers):
     return EX_OK
 
 
-def _serve_receiver(config, main_server, bound, own_logs, channel):
-    """In a new receiver process: its own loop, counters and Server on ``bound`` (the
-    TCP, UDP and TLS sockets), with the main process's current facilities; serve until
-    stopped.  Returns the exit status."""
+def _serve_receiver(config, main_server, bound, own_logs, channel, handoff):
+    """In a new receiver process: its own loop, counters and Server on ``bound`` (the UDP
+    sockets) and the connections handed over ``handoff``, with the main process's current
+    facilities; serve until stopped.  Returns the exit status."""
     server = Server(config, main_server.table, receiver.ForwardingWriter(channel), Counters(),
                     EventLoop(), bound, loads=main_server.loads)
     server.facilities_content = getattr(main_server, 'facilities_content', None)
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
-    return receiver.serve(server, channel)
+    return receiver.serve(server, channel, handoff, bound.tls_context)
 
 
 def _address(pair):

@@ -22,14 +22,22 @@ import os
 import resource
 import select
 import signal
+import socket
 
 from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
 
+from .channel import take_handed_off
+from .connections import StreamListener
 from .protocol import Rejection
 
 log = logging.getLogger('loghogd.receiver')
 
 STATS_INTERVAL_S = 1.0
+# A batch goes to the main process once it holds this many lines (and frame events), or
+# when its first is this old: the main process then wakes once for many lines.  The delay
+# adds at most that to a line's way to the disk (acks wait for an fsync anyway).
+BATCH_LINES = 2000
+BATCH_DELAY_S = 0.002
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
 # sent (the main process writes and fsyncs it first).
 FINAL_ACKS_S = 2.0
@@ -53,6 +61,7 @@ class ForwardingWriter:
 
     def __init__(self, channel):
         self.channel = channel
+        self.batch_started_at = None
         self.queued = {}
         self.events = []       # what became of acknowledged connections' frames, in order
 
@@ -63,19 +72,30 @@ class ForwardingWriter:
             queued = self.queued[key] = ForwardedFile(key)
         return queued
 
-    def flush(self, now, open_budget_s=None):
-        """Send what is queued as one batch (waiting while the main process is behind)."""
+    def flush(self, now, open_budget_s=None, force=False):
+        """Send what is queued as one batch (waiting while the main process is behind),
+        once it holds BATCH_LINES lines or its first is BATCH_DELAY_S old (``force``:
+        now).  Batches of a loop pass each woke the main process for a few lines: its
+        select() and reads cost more than its writing (py-spy, tcp8)."""
+        if not self.queued and not self.events:
+            return 0
+        if self.batch_started_at is None:
+            self.batch_started_at = now
+        if not force and now < self.batch_started_at + BATCH_DELAY_S:
+            size = len(self.events) + sum(len(f.pending) for f in self.queued.values())
+            if size < BATCH_LINES:
+                return 0
         lines = {key: f.pending for key, f in self.queued.items() if f.pending}
-        if lines or self.events:
-            events, self.events = self.events, []
-            self.queued = {}
-            self.channel.send_blocking(('batch', lines, events))
+        events, self.events = self.events, []
+        self.queued = {}
+        self.batch_started_at = None
+        self.channel.send_blocking(('batch', lines, events))
         return 0
 
     finish = None     # set by ``serve``: after the last batch, wait for its acks
 
     def close(self, now):
-        self.flush(now)
+        self.flush(now, force=True)
         if self.finish is not None:
             self.finish()
 
@@ -83,7 +103,9 @@ class ForwardingWriter:
         return set()
 
     def next_deadline(self):
-        return None
+        if self.batch_started_at is None:
+            return None
+        return self.batch_started_at + BATCH_DELAY_S
 
     def start_syncer(self, wake):
         pass
@@ -242,9 +264,39 @@ class ChannelReader:
             self.server.stopping = True
 
 
-def serve(server, channel):
+class HandOffReader:
+    """Connections the main process accepted and handed to this receiver."""
+
+    def __init__(self, server, sock, tls_context):
+        self.server = server
+        self.sock = sock
+        # Used to open the handed-off sockets only: they listen on nothing here.
+        self.listeners = {'tcp': StreamListener(server, None, 'tcp'),
+                          'tls': StreamListener(server, None, 'tls', tls_context)}
+
+    def on_event(self, mask):
+        taken = take_handed_off(self.sock)
+        for sock, kind, address in taken:
+            if self.server.stopping:
+                sock.close()
+            else:
+                self.listeners[kind]._open(sock, address)
+        if not taken:
+            try:
+                alive = self.sock.recv(1, socket.MSG_PEEK) != b''
+            except (BlockingIOError, InterruptedError):
+                alive = True
+            except OSError:
+                alive = False
+            if not alive:
+                self.server.loop.unregister(self.sock)
+
+
+def serve(server, channel, handoff=None, tls_context=None):
     """Run ``server`` (a ``Server`` built on a ``ForwardingWriter``) as a receiver until
-    SIGTERM (or the main process goes away); return the exit status.
+    SIGTERM (or the main process goes away); return the exit status.  Connections come
+    over ``handoff`` (TLS ones are wrapped with ``tls_context``), datagrams on the UDP
+    sockets of ``server``.
 
     SIGTERM runs ``Server.shutdown``: what peers already sent is read and sent to the main
     process; then (``ForwardingWriter.close``) the receiver says it is done and waits up to
@@ -256,6 +308,9 @@ def serve(server, channel):
     reporter = StatsReporter(server, channel)
     server.tasks.append(reporter)
     server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
+    if handoff is not None:
+        handoffs = HandOffReader(server, handoff, tls_context)
+        server.loop.register(handoff, 1, handoffs.on_event)
     writer.finish = lambda: _wait_for_final_acks(server, channel, reporter, acknowledger)
     server.run()
     return 0

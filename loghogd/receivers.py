@@ -24,6 +24,7 @@ again); SIGTERM stops the receivers first (they drain their peers into the write
 the main process writes, syncs and stops.
 """
 
+import collections
 import logging
 import os
 import resource
@@ -34,18 +35,29 @@ from loghog.wire import FLAG_SESSION
 
 from . import protocol
 from .binding import BoundSockets
-from .channel import Channel, channel_pair
+from .channel import Channel, channel_pair, hand_off, handoff_pair
+from .connections import StreamListener
 from .protocol import Rejection
 
 log = logging.getLogger('loghogd.receivers')
 
 RESTART_INTERVAL_S = 1.0
+# A receiver whose channel closed is exiting: its status is awaited this long (for the log
+# line), then collected later (``tick``).
+REAP_PATIENCE_S = 0.1
+# Accepted connections kept while no receiver can take them (all being restarted).
+MAX_WAITING = 256
 # After SIGTERM, receivers have this long to drain their peers and exit (server.py's
 # DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
 # daemon's 10 s bound holds.
 STOP_RECEIVERS_S = 9.0
-# The kinds of socket receivers take (the [syslog] listeners stay in the main process).
-RECEIVER_KINDS = ('tcp', 'udp', 'tls')
+# The kinds of socket receivers read themselves: UDP, shared (the kernel wakes one that
+# waits).  TCP and TLS connections are accepted by the main process and handed off, one
+# receiver after the other (measured: with the listening socket shared, the first receiver
+# to wake took all 8 connections of tcp8 and did 90% of the work).  The [syslog]
+# listeners stay in the main process.
+RECEIVER_KINDS = ('udp',)
+HANDED_OFF_KINDS = ('tcp', 'tls')
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
@@ -53,13 +65,25 @@ _MESSAGE_FRAME = (0, b'')
 
 
 def split_bound(bound):
-    """(the receivers' BoundSockets, the main process's): TCP, UDP and TLS for receivers."""
+    """(the receivers' BoundSockets, the main process's): UDP for receivers."""
     receivers, main = BoundSockets(), BoundSockets()
     for part in (receivers, main):
         part.tls_context = bound.tls_context
     for kind, sock in bound.sockets:
         (receivers if kind in RECEIVER_KINDS else main).sockets.append((kind, sock))
     return receivers, main
+
+
+class HandOffListener(StreamListener):
+    """A TCP or TLS listening socket of the main process: each connection it accepts goes
+    to a receiver (``ReceiverPool.hand_off``), which owns it from then on."""
+
+    def __init__(self, pool, listener):
+        super().__init__(listener.server, listener.sock, listener.kind, listener.tls_context)
+        self.pool = pool
+
+    def _open(self, sock, address):
+        self.pool.hand_off(sock, self.kind, address)
 
 
 class RemoteConnection:
@@ -92,11 +116,12 @@ class RemoteConnection:
 class Receiver:
     """One receiver process as the main process knows it."""
 
-    def __init__(self, pool, slot, pid, channel):
+    def __init__(self, pool, slot, pid, channel, handoff=None):
         self.pool = pool
         self.slot = slot
         self.pid = pid
         self.channel = channel
+        self.handoff = handoff  # the socket connections are handed over
         self.proxies = {}       # cid -> RemoteConnection
         self.done = False       # said it sent its last batch
         self.exited = False     # channel closed
@@ -111,9 +136,10 @@ class Receiver:
 class ReceiverPool:
     """Forks ``workers`` receivers and is the main process's end of their channels.
 
-    ``attach(server, make_receiver_server)`` forks them (before the main process starts
-    any thread) and hooks the pool into the server: channels in its loop, SIGHUP passed
-    on, SIGTERM draining the receivers first.  ``make_receiver_server(channel)`` builds,
+    ``attach(server)`` forks them (before the main process starts any thread) and hooks
+    the pool into the server: its TCP and TLS listeners hand their connections off,
+    channels in its loop, SIGHUP passed on, SIGTERM draining the receivers first.
+    ``make_receiver_server(channel, handoff)`` builds,
     in a new receiver, its own Server (receiver.py) and runs it; its result is the exit
     status.
     """
@@ -129,6 +155,8 @@ class ReceiverPool:
         self.stopping = False
         self._by_key = {}
         self._table = None
+        self._next_slot = 0
+        self.waiting = collections.deque()   # accepted connections no receiver took yet
 
     # -- start, restart, stop ----------------------------------------------------------
 
@@ -138,18 +166,21 @@ class ReceiverPool:
         server.stop_hooks.append(self.stop)
         server.tasks.append(self)
         server.receivers = self
+        server.listeners = [HandOffListener(self, listener) for listener in server.listeners]
         for slot in range(self.workers):
             self.spawn(slot)
 
     def spawn(self, slot):
         main_end, receiver_end = channel_pair()
+        main_handoff, receiver_handoff = handoff_pair()
         pid = os.fork()
         if pid == 0:   # the new receiver
             status = 1
             try:
                 main_end.close()
+                main_handoff.close()
                 self._leave_main_process()
-                status = self.make_receiver_server(Channel(receiver_end))
+                status = self.make_receiver_server(Channel(receiver_end), receiver_handoff)
             except BaseException:
                 log.exception('receiver %d (pid %d) failed', slot, os.getpid())
             finally:
@@ -160,11 +191,13 @@ class ReceiverPool:
                         pass
                 os._exit(status)
         receiver_end.close()
-        receiver = Receiver(self, slot, pid, Channel(main_end))
+        receiver_handoff.close()
+        receiver = Receiver(self, slot, pid, Channel(main_end), main_handoff)
         receiver.started_at = self.server.clock()
         self.receivers[slot] = receiver
         self.server.loop.register(main_end, 1, receiver.on_event)   # EVENT_READ
         log.info('receiver %d started (pid %d)', slot, pid)
+        self._hand_off_waiting()
         return receiver
 
     def _leave_main_process(self):
@@ -174,6 +207,9 @@ class ReceiverPool:
             signal.signal(signum, signal.SIG_DFL)
         for receiver in self.receivers.values():
             receiver.channel.close()
+            receiver.handoff.close()
+        for listener in self.server.listeners:
+            listener.sock.close()
         self.server.loop.close()
 
     def on_signal(self, signum):
@@ -193,6 +229,10 @@ class ReceiverPool:
         """SIGTERM: receivers drain their peers and exit, while the main process goes on
         writing and acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
         self.stopping = True
+        for listener in self.server.listeners:
+            listener.pause()
+        while self.waiting:
+            self.waiting.popleft()[0].close()   # unread: the client sees a reset and resends
         self._signal_all(signal.SIGTERM)
         server = self.server
         deadline = time.monotonic() + STOP_RECEIVERS_S
@@ -224,7 +264,7 @@ class ReceiverPool:
             if receiver.channel.outgoing and not receiver.exited:
                 receiver.channel.flush()
             if receiver.exited and not receiver.reaped:
-                self._reap(receiver)
+                self._reap(receiver, patience_s=0)
         for slot, when in list(self.restart_at.items()):
             if now >= when and not self.stopping:
                 del self.restart_at[slot]
@@ -239,6 +279,8 @@ class ReceiverPool:
         receiver.exited = True
         self.server.loop.unregister(receiver.channel.sock)
         receiver.channel.close()
+        if receiver.handoff is not None:
+            receiver.handoff.close()
         for proxy in list(receiver.proxies.values()):
             self.connection_closed(receiver, proxy)
         self._reap(receiver)
@@ -250,14 +292,58 @@ class ReceiverPool:
             self.restart_at[receiver.slot] = max(now, getattr(receiver, 'started_at', 0.0)
                                                  + RESTART_INTERVAL_S)
 
-    def _reap(self, receiver, block=False):
-        try:
-            pid, status = os.waitpid(receiver.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            pid, status = receiver.pid, None
-        if pid:
-            receiver.reaped = True
-            receiver.exit_status = describe_status(status)
+    def _reap(self, receiver, block=False, patience_s=REAP_PATIENCE_S):
+        """Collect ``receiver``'s exit status: at once, within ``patience_s`` (its
+        channel closed: it is exiting), or (``block``) whenever it comes."""
+        give_up_at = time.monotonic() + patience_s
+        while True:
+            try:
+                pid, status = os.waitpid(receiver.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                pid, status = receiver.pid, None
+            if pid:
+                receiver.reaped = True
+                receiver.exit_status = describe_status(status)
+                return
+            if time.monotonic() >= give_up_at:
+                return
+            time.sleep(0.001)
+
+    # -- connections to receivers -------------------------------------------------------
+
+    def hand_off(self, sock, kind, address):
+        """Give an accepted connection to the next receiver that can take it (round
+        robin); the main process's copy of it is closed.  While none can (all are being
+        restarted), it waits here, MAX_WAITING at most."""
+        if self._give(sock, kind, address):
+            return
+        if len(self.waiting) < MAX_WAITING and not self.stopping:
+            self.waiting.append((sock, kind, address))
+            return
+        sock.close()
+        self.server.counters.count('connections_lost_at_accept')
+        self.server.warn('hand_off', 'closed a new connection from %s: no receiver could '
+                         'take it', address)
+
+    def _give(self, sock, kind, address):
+        slots = sorted(self.receivers)
+        for offset in range(len(slots)):
+            slot = slots[(self._next_slot + offset) % len(slots)]
+            receiver = self.receivers[slot]
+            if receiver.exited or receiver.done:
+                continue
+            if hand_off(receiver.handoff, sock, kind, address):
+                self._next_slot = (self._next_slot + offset + 1) % len(slots)
+                sock.close()
+                return True
+        return False
+
+    def _hand_off_waiting(self):
+        while self.waiting:
+            sock, kind, address = self.waiting[0]
+            if not self._give(sock, kind, address):
+                return
+            self.waiting.popleft()
 
     # -- what receivers send -------------------------------------------------------------
 
@@ -374,10 +460,6 @@ class ReceiverPool:
     # -- status ----------------------------------------------------------------------------
 
     name = 'receivers'
-
-    def stream_kinds(self):
-        """The kinds of stream listener the receivers serve ('tcp', 'tls')."""
-        return {kind for kind, _ in self.bound.sockets if kind != 'udp'}
 
     def udp_sockets(self):
         return [sock for kind, sock in self.bound.sockets if kind == 'udp']

@@ -125,8 +125,7 @@ def _accepted_part(counters, gained):
 def _connections_part(server, gained):
     receivers = server.receivers     # receiver processes (issue 18), or None
     transports = sorted({listener.kind for listener in server.listeners}
-                        | set(server.counters.connections_accepted)
-                        | (receivers.stream_kinds() if receivers is not None else set()))
+                        | set(server.counters.connections_accepted))
     open_now = dict.fromkeys(transports, 0)
     for connection in server.connections:
         open_now[connection.kind] = open_now.get(connection.kind, 0) + 1

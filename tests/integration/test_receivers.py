@@ -57,7 +57,7 @@ def test_a_receiver_killed_mid_stream_is_restarted_and_its_client_loses_and_dupl
     assert handler.flush()
     assert numbered(daemon.log_file('app')) == list(range(total))
     log = daemon.daemon_log.read_text()
-    assert log.count('exited unexpectedly (killed by SIGKILL); starting a new one') == 2
+    assert log.count('exited unexpectedly (killed by SIGKILL); starting a new one') == 2, log
     line = wait_for(lambda: status_line(daemon, 'restarts 2'), timeout=15,
                     message='the restarts in loghogd status')
     assert 'main pid %d (writer)' % daemon.pid in line

@@ -19,11 +19,12 @@ import warnings
 import pytest
 
 from loghog.handler import LoghogHandler
-from tests.support import (ROOT, frame, line_body, log_files, make_certs, read_lines, wait_for,
-                           wait_for_lines)
+from tests.support import (ROOT, each_workers, frame, line_body, log_files, make_certs, read_lines,
+                           wait_for, wait_for_lines)
 EX_CONFIG = 78
 
-pytestmark = pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')
+pytestmark = [each_workers,
+              pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')]
 
 
 @pytest.fixture(scope='module')

@@ -35,7 +35,7 @@ class ReceiverRig:
         frames = connection.splitter.feed(memoryview(data))
         self.server.ingest(frames, connection)
         connection.frames_before += len(frames)
-        self.writer.flush(1.0)
+        self.writer.flush(1.0, force=True)
         self.receiver.pool.read(self.receiver)
 
     def take_acks(self):
@@ -98,7 +98,7 @@ def test_lines_routed_to_a_facility_a_reload_removed_are_rejected_not_lost_silen
     # The main process reloads a table without [app] before this batch arrives.
     rig.main.server.table = load_facilities_text(rig.main, '[other]\nrotate = daily\n'
                                                  'backup_count = 1\n')
-    first.writer.flush(1.0)
+    first.writer.flush(1.0, force=True)
     rig.pool.read(first.receiver)
     rig.pass_()
     assert rig.main.lines() == []
