@@ -89,10 +89,13 @@ class ForwardingWriter:
         events, self.events = self.events, []
         self.queued = {}
         self.batch_started_at = None
+        if self.reporter is not None:
+            self.reporter.report(flush=False)   # the counters of these lines come first
         self.channel.send_blocking(('batch', lines, events))
         return 0
 
     finish = None     # set by ``serve``: after the last batch, wait for its acks
+    reporter = None   # set by ``serve``: its counters go with each batch
 
     def close(self, now):
         self.flush(now, force=True)
@@ -209,21 +212,32 @@ class ForwardingAcknowledger:
 
 
 class StatsReporter:
-    """A task of the receiver's server: its counters and its own figures, every second."""
+    """A task of the receiver's server: its counters and its own figures, with every batch
+    of lines, in the next loop pass when a counter moved without one (a rejection), and
+    every second (CPU)."""
 
     def __init__(self, server, channel):
         self.server = server
         self.channel = channel
         self._next = 0.0
+        self._reported = None
+
+    def _fingerprint(self):
+        counters = self.server.counters
+        return (sum(counters.events.values()), sum(counters.rejected.values()),
+                sum(counters.accepted.values()))
 
     def next_deadline(self):
+        if self._fingerprint() != self._reported:
+            return 0.0
         return self._next
 
     def tick(self, now):
         self._next = now + STATS_INTERVAL_S
         self.report()
 
-    def report(self):
+    def report(self, flush=True):
+        self._reported = self._fingerprint()
         counters = self.server.counters
         usage = resource.getrusage(resource.RUSAGE_SELF)
         open_now = {}
@@ -244,7 +258,8 @@ class StatsReporter:
             'cpu_s': round(usage.ru_utime + usage.ru_stime, 3),
             'max_rss_kb': usage.ru_maxrss,
         }))
-        self.channel.flush()
+        if flush:
+            self.channel.flush()
 
 
 class ChannelReader:
@@ -305,7 +320,7 @@ def serve(server, channel, handoff=None, tls_context=None):
     acknowledger = ForwardingAcknowledger(writer)
     server.acknowledger = acknowledger
     reader = ChannelReader(server, channel, acknowledger)
-    reporter = StatsReporter(server, channel)
+    reporter = writer.reporter = StatsReporter(server, channel)
     server.tasks.append(reporter)
     server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
     if handoff is not None:
