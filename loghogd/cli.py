@@ -275,8 +275,8 @@ def run(config, table, bound, handlers):
         receivers_bound, main_bound = split_bound(bound)
         server = Server(config, table, writer, counters, loop, main_bound, loads=loads)
         pool = ReceiverPool(config.server.workers, receivers_bound,
-                            lambda channel, handoff: _serve_receiver(
-                                config, server, receivers_bound, own_logs, channel, handoff))
+                            lambda channel, handoff, own_bound: _serve_receiver(
+                                config, server, own_bound, own_logs, channel, handoff))
     else:
         server = Server(config, table, writer, counters, loop, bound, loads=loads)
     syslog_listeners.attach(server, bound, config)
