@@ -272,7 +272,10 @@ class ChannelReader:
 
     def on_event(self, mask):
         for message in self.channel.receive():
-            self.acknowledger.deliver(message)
+            if message[0] == 'stop':
+                self.server.stopping = True     # the main process's SIGTERM (or SIGINT)
+            else:
+                self.acknowledger.deliver(message)
         if self.channel.eof:
             # The main process is gone (or done with us): nothing can be written any more.
             self.server.loop.unregister(self.channel.sock)

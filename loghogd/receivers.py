@@ -236,14 +236,18 @@ class ReceiverPool:
                     pass
 
     def stop(self):
-        """SIGTERM: receivers drain their peers and exit, while the main process goes on
-        writing and acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
+        """SIGTERM: receivers are told to stop (on their channel: one "received SIGTERM"
+        in the log), drain their peers and exit, while the main process goes on writing and
+        acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
         self.stopping = True
         for listener in self.server.listeners:
             listener.pause()
         while self.waiting:
             self.waiting.popleft()[0].close()   # unread: the client sees a reset and resends
-        self._signal_all(signal.SIGTERM)
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                receiver.channel.send(('stop',))
+                receiver.channel.flush()
         server = self.server
         deadline = time.monotonic() + STOP_RECEIVERS_S
         while (any(not r.exited for r in self.receivers.values())
@@ -262,11 +266,10 @@ class ReceiverPool:
                 self._reap(receiver, block=True)
 
     def next_deadline(self):
-        if self.stopping:
-            return None
-        pending = [t for t in self.restart_at.values()]
-        pending += [0.0 for r in self.receivers.values() if r.channel.outgoing
-                    or (r.exited and not r.reaped)]
+        pending = [] if self.stopping else list(self.restart_at.values())
+        pending += [0.0 for r in self.receivers.values() if r.channel.outgoing and not r.exited]
+        if any(r.exited and not r.reaped for r in self.receivers.values()):
+            pending.append(self.server.clock() + REAP_PATIENCE_S)
         return min(pending) if pending else None
 
     def tick(self, now):
