@@ -83,11 +83,14 @@ def rss_mb(pid):
 
 
 def open_fds(pid):
-    """How many descriptors ``pid`` has open."""
-    try:
-        return len(os.listdir('/proc/%d/fd' % pid))
-    except OSError:
-        return 0
+    """How many descriptors ``pid`` and its descendants (loghogd's receivers) have open."""
+    total = 0
+    for each in [pid] + _children(pid):
+        try:
+            total += len(os.listdir('/proc/%d/fd' % each))
+        except OSError:
+            pass
+    return total
 
 
 def percentile(values, fraction):

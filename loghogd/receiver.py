@@ -38,6 +38,7 @@ STATS_INTERVAL_S = 1.0
 # adds at most that to a line's way to the disk (acks wait for an fsync anyway).
 BATCH_LINES = 2000
 BATCH_DELAY_S = 0.002
+BATCH_STATS_S = 0.02
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
 # sent (the main process writes and fsyncs it first).
 FINAL_ACKS_S = 2.0
@@ -89,7 +90,7 @@ class ForwardingWriter:
         events, self.events = self.events, []
         self.queued = {}
         self.batch_started_at = None
-        if self.reporter is not None:
+        if self.reporter is not None and self.reporter.is_due_with_batch(now):
             self.reporter.report(flush=False)   # the counters of these lines come first
         self.channel.send_blocking(('batch', lines, events))
         return 0
@@ -218,17 +219,28 @@ class StatsReporter:
 
     def __init__(self, server, channel):
         self.server = server
+        self.writer = server.writer
         self.channel = channel
         self._next = 0.0
         self._reported = None
+        self._reported_at = 0.0
 
     def _fingerprint(self):
         counters = self.server.counters
-        return (sum(counters.events.values()), sum(counters.rejected.values()),
+        return (sum(counters.rejected.values()), sum(counters.events.values()),
                 sum(counters.accepted.values()))
 
+    def is_due_with_batch(self, now):
+        """Whether a batch sent now carries the counters: always after a rejection,
+        else at most every BATCH_STATS_S (with one every 2 ms, reports were a tenth of a
+        UDP flood's receiver time).  Counters that moved since go in the next pass."""
+        return (now >= self._reported_at + BATCH_STATS_S or self._reported is None
+                or sum(self.server.counters.rejected.values()) != self._reported[0])
+
     def next_deadline(self):
-        if self._fingerprint() != self._reported:
+        # Counters that moved go with the next batch, or, when none is pending (only
+        # rejections), in the next pass.
+        if self.writer.batch_started_at is None and self._fingerprint() != self._reported:
             return 0.0
         return self._next
 
@@ -238,6 +250,7 @@ class StatsReporter:
 
     def report(self, flush=True):
         self._reported = self._fingerprint()
+        self._reported_at = self.server.now
         counters = self.server.counters
         usage = resource.getrusage(resource.RUSAGE_SELF)
         open_now = {}
