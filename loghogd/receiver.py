@@ -35,9 +35,9 @@ log = logging.getLogger('loghogd.receiver')
 STATS_INTERVAL_S = 1.0
 # A batch goes to the main process once it holds this many lines (and frame events), or
 # when its first is this old: the main process then wakes once for many lines.  The delay
-# adds at most that to a line's way to the disk (acks wait for an fsync anyway).
-BATCH_LINES = 2000
-BATCH_DELAY_S = 0.002
+# adds at most that to a line's way to the disk: with 2 ms, tcp-paced-10k's latency was
+# 2.35 / 19.9 ms (p50 / p99) against 0.54 / 8.5 with workers = 1; with 0.5 ms, 1.05 / 8.6.
+BATCH_DELAY_S = 0.0005
 BATCH_STATS_S = 0.02
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
 # sent (the main process writes and fsyncs it first).
@@ -232,7 +232,7 @@ class StatsReporter:
 
     def is_due_with_batch(self, now):
         """Whether a batch sent now carries the counters: always after a rejection,
-        else at most every BATCH_STATS_S (with one every 2 ms, reports were a tenth of a
+        else at most every BATCH_STATS_S (with one every batch, reports were a tenth of a
         UDP flood's receiver time).  Counters that moved since go in the next pass."""
         return (now >= self._reported_at + BATCH_STATS_S or self._reported is None
                 or sum(self.server.counters.rejected.values()) != self._reported[0])
