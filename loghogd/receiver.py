@@ -41,7 +41,7 @@ BATCH_DELAY_S = 0.0005
 BATCH_STATS_S = 0.02
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
 # sent (the main process writes and fsyncs it first).
-FINAL_ACKS_S = 2.0
+FINAL_ACKS_S = 1.0
 
 
 class ForwardedFile:
