@@ -212,6 +212,9 @@ class ReceiverPool:
             receiver.handoff.close()
         for listener in self.server.listeners:
             listener.sock.close()
+        for sock, _, _ in self.waiting:
+            sock.close()
+        self.waiting.clear()
         self.server.loop.close()
 
     def bound_for(self, slot):
