@@ -37,6 +37,7 @@ STATS_INTERVAL_S = 1.0
 # when its first is this old: the main process then wakes once for many lines.  The delay
 # adds at most that to a line's way to the disk: with 2 ms, tcp-paced-10k's latency was
 # 2.35 / 19.9 ms (p50 / p99) against 0.54 / 8.5 with workers = 1; with 0.5 ms, 1.05 / 8.6.
+BATCH_LINES = 2000
 BATCH_DELAY_S = 0.0005
 BATCH_STATS_S = 0.02
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
