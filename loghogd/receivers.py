@@ -45,8 +45,10 @@ RESTART_INTERVAL_S = 1.0
 # A receiver whose channel closed is exiting: its status is awaited this long (for the log
 # line), then collected later (``tick``).
 REAP_PATIENCE_S = 0.1
-# Accepted connections kept while no receiver can take them (all being restarted).
+# Accepted connections kept while no receiver can take them (all being restarted, or
+# their hand-off sockets full), and how often they are offered again.
 MAX_WAITING = 256
+WAITING_RETRY_S = 0.002
 # After SIGTERM, receivers have this long to drain their peers and exit (server.py's
 # DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
 # daemon's 10 s bound holds.
@@ -158,6 +160,9 @@ class ReceiverPool:
         self._table = None
         self._next_slot = 0
         self.waiting = collections.deque()   # accepted connections no receiver took yet
+        self._listeners_open = True
+        self._retry_at = 0.0        # when waiting connections are offered again
+        self._reap_at = 0.0         # when an exited receiver's status is asked for again
 
     # -- start, restart, stop ----------------------------------------------------------
 
@@ -272,10 +277,16 @@ class ReceiverPool:
         pending = [] if self.stopping else list(self.restart_at.values())
         pending += [0.0 for r in self.receivers.values() if r.channel.outgoing and not r.exited]
         if any(r.exited and not r.reaped for r in self.receivers.values()):
-            pending.append(self.server.clock() + REAP_PATIENCE_S)
+            pending.append(self._reap_at)
+        if self.waiting and not self.stopping:
+            pending.append(self._retry_at)
         return min(pending) if pending else None
 
     def tick(self, now):
+        self._reap_at = now + REAP_PATIENCE_S
+        if self.waiting and now >= self._retry_at:
+            self._hand_off_waiting()
+            self._retry_at = now + WAITING_RETRY_S
         for receiver in list(self.receivers.values()):
             if receiver.channel.outgoing and not receiver.exited:
                 receiver.channel.flush()
@@ -331,10 +342,16 @@ class ReceiverPool:
         """Give an accepted connection to the next receiver that can take it (round
         robin); the main process's copy of it is closed.  While none can (all are being
         restarted), it waits here, MAX_WAITING at most."""
-        if self._give(sock, kind, address):
+        if not self.waiting and self._give(sock, kind, address):
             return
         if len(self.waiting) < MAX_WAITING and not self.stopping:
+            # The receivers are being restarted, or their hand-off sockets are full (a
+            # storm of connections): this one waits here, and the listeners stop accepting
+            # (the kernel's backlog holds the next ones) until the receivers take it.
+            if not self.waiting:
+                self._retry_at = self.server.clock() + WAITING_RETRY_S
             self.waiting.append((sock, kind, address))
+            self._accepting(False)
             return
         sock.close()
         self.server.counters.count('connections_lost_at_accept')
@@ -360,6 +377,18 @@ class ReceiverPool:
             if not self._give(sock, kind, address):
                 return
             self.waiting.popleft()
+        self._accepting(True)
+
+    def _accepting(self, accepting):
+        """Pause or resume the main process's listeners while connections wait here."""
+        if accepting == self._listeners_open or self.stopping:
+            return
+        self._listeners_open = accepting
+        for listener in self.server.listeners:
+            if accepting and self.server.can_accept():
+                listener.start()
+            elif not accepting:
+                listener.pause()
 
     # -- what receivers send -------------------------------------------------------------
 
