@@ -20,8 +20,8 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import ROOT, Loggers, line_body, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import Loggers, ROOT, free_port, line_body, read_lines, wait_for
+
 
 FACILITIES = """
 [app]

@@ -18,9 +18,9 @@ import pytest
 
 from loghog import LoghogHandler
 from loghog.sender import EMIT_WAIT_S
-from tests.support import (ROOT, Loggers, line_body, make_certs, read_lines, wait_for,
+from tests.support import (ROOT, free_port, line_body, make_certs, read_lines, wait_for,
                            wait_for_lines)
-from tests.unit.test_client_fakes import free_port
+
 
 FACILITIES = """
 [my-first-app]
@@ -63,14 +63,6 @@ def fixed_port_daemon(daemon_factory):
 
     start.port = port
     return start
-
-
-@pytest.fixture
-def make_logger(request):
-    """``make(handler)``: a fresh logger with ``handler``, closed at the end of the test."""
-    loggers = Loggers(f'client.{request.node.name}')
-    yield loggers
-    loggers.close()
 
 
 def bodies(path):
@@ -349,7 +341,6 @@ def test_command_exit_status_when_the_daemon_is_down(loghogd):
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-
 
 
 @pytest.fixture(scope='module')

@@ -87,7 +87,7 @@ def test_the_sender_thread_imports_nothing(daemon_factory, pki, tmp_path):
     """Whatever the sender thread would import lazily is imported with loghog, on the
     application's thread: connect (getaddrinfo imports encodings.idna), send, acks,
     reconnect, compression, signatures, TLS, UDP, dropping, reporting."""
-    from tests.unit.test_client_fakes import free_port
+    from tests.support import free_port
     port, tls_port = free_port(), free_port()
     server = {'listen_ipv4': f'127.0.0.1:{port}', 'listen_ipv4_ssl': f'127.0.0.1:{tls_port}',
               'listen_ipv6_ssl': '', 'pemfile': str(pki / 'loghog-server.pem'),

@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from tests.support import ROOT, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import ROOT, free_port, read_lines, wait_for
+
 
 RECIPES = (ROOT / 'docs' / 'recipes.md').read_text()
 REQUESTS = 300
