@@ -33,6 +33,18 @@ def free_port(host='127.0.0.1'):
         return probe.getsockname()[1]
 
 
+def terminate(process, timeout=40):
+    """SIGTERM ``process`` and return its exit status; one that has not exited after
+    ``timeout`` seconds is killed and the test fails (subprocess.TimeoutExpired)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
 def make_certs(folder, *clients, domain=None):
     """A CA and a server certificate in ``folder`` (``loghog-ca.cert``, ``loghog-server.pem``,
     or ``<domain>-…``) and a ``<name>.pem`` per client, made by the project's own scripts."""
