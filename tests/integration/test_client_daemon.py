@@ -39,8 +39,6 @@ secret = s3cret
 
 LINE_RE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^ ]+) - (?P<body>.*)$')
 
-FAST_RETRY = {'retry_min_s': 0.1, 'retry_max_s': 0.5}
-
 
 @pytest.fixture
 def loghogd(daemon_factory):
@@ -180,7 +178,7 @@ def test_signed_and_compressed(loghogd, make_logger):
 
 
 def test_server_down_at_first_then_up(fixed_port_daemon, make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port)
     logger = make_logger(handler)
     for n in range(100):
         logger.info('early %d', n)
@@ -193,7 +191,7 @@ def test_server_down_at_first_then_up(fixed_port_daemon, make_logger):
 
 def test_server_restart_mid_stream(fixed_port_daemon, make_logger):
     loghogd = fixed_port_daemon()
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port)
     logger = make_logger(handler)
     for n in range(100):
         logger.info('before %d', n)
@@ -211,8 +209,7 @@ def test_server_restart_mid_stream(fixed_port_daemon, make_logger):
 
 
 def test_buffer_bound_drops_the_oldest_and_counts(fixed_port_daemon, make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, max_buffer_size=5,
-                            **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, max_buffer_size=5)
     logger = make_logger(handler)
     for n in range(20):
         logger.info('message %d', n)
