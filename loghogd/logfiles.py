@@ -25,6 +25,7 @@ import threading
 import zlib
 
 from .backups import COMPRESSED_SUFFIXES, parse_backup_name
+from .converters import safe_host
 from .errors import EX_USAGE
 from .lines import CONTINUATION
 
@@ -280,7 +281,16 @@ class LogFiles:
         if not (self.per_host and name.endswith('-' + own)):
             return False
         host = name[:-len(own) - 1]
-        return self.host_glob is None or fnmatch.fnmatchcase(host, self.host_glob)
+        return (self.host_glob is None or fnmatch.fnmatchcase(host, self.host_glob)
+                or self._is_file_of(host))
+
+    def _is_file_of(self, host_part):
+        """Whether ``host_part`` is what the daemon made of the host name --host gave
+        (its unsafe characters replaced, a long one shortened with a hash: converters.py)."""
+        glob = self.host_glob
+        if any(magic in glob for magic in '*?['):
+            return False
+        return safe_host(glob, max(len(host_part), 1)) == host_part
 
 
 def permission_error(path):

@@ -145,7 +145,7 @@ def test_fifo_in_the_folder_does_not_hang(folder):
     app = folder / 'log' / 'txt'
     (app / 'root.log').write_text(text_line(datetime.datetime.now(), 'web1', 'INFO - live'))
     os.mkfifo(app / 'root.log.2026-12-04-00-00-00-000000')
-    result = logs(folder, 'txt', timeout=10)
+    result = logs(folder, 'txt', timeout=5)
     assert_clean(result)
     assert b'live' in result.stdout
 
@@ -220,3 +220,59 @@ def test_json_records_printed_as_text_cannot_forge_records(json_daemon):
     assert len(lines) == 2, lines          # one record sent, then the sentinel
     assert not re.search(rb'[\x00-\x08\x0b-\x1f\x7f]', result.stdout)
     assert '\u202e'.encode() not in result.stdout
+
+
+def test_memory_does_not_grow_with_the_number_of_hosts(folder):
+    app = folder / 'log' / 'many'
+    body = b''.join(b'2026-12-04 00:%02d:%02d.000000 - h - %s\n' % (n // 60, n % 60, b'x' * 10000)
+                    for n in range(350))
+    backup = gzip.compress(body, 1)
+    for host in range(50):
+        (app / ('h%03d-root.log.2026-12-04-00-00-00-000000.gz' % host)).write_bytes(backup)
+        (app / ('h%03d-root.log' % host)).write_bytes(
+            b'2026-12-05 00:00:00.000000 - h%03d - live\n' % host)
+    # A fresh parent, so that the peak RSS of its children is the command's alone.
+    measure = ('import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], '
+               'stdout=subprocess.DEVNULL); print(r.returncode, '
+               'resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
+    result = subprocess.run([sys.executable, '-c', measure, sys.executable, '-m', 'loghogd',
+                             'logs', '-c', str(folder / 'loghogd.conf'), 'many', '-n', '1'],
+                            cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    code, peak_kb = map(int, result.stdout.split())
+    print('\n50 hosts: peak RSS %d MB' % (peak_kb // 1024))
+    assert code == 0, result.stderr
+    assert peak_kb < 150 * 1024
+
+
+def test_host_option_finds_hosts_whose_file_names_were_made_safe(folder):
+    moment = datetime.datetime(2026, 12, 5, 3, 14)
+    (folder / 'log' / 'many' / 'a_b-root.log').write_text(text_line(moment, 'a/b', 'slash'))
+    result = logs(folder, 'many', '--host', 'a/b')
+    assert_clean(result)
+    assert b'slash' in result.stdout
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-21: with orjson (json_decoder auto) a lone '
+                   'surrogate in the body or 1e400 in fields make the record a bad_json rejection')
+def test_orjson_takes_what_the_standard_library_takes(tmp_path):
+    pytest.importorskip('orjson')
+    daemon = Daemon(tmp_path, JSON_FACILITY, {'json_decoder': 'orjson'}).start()
+    try:
+        encoder = wire.MessageEncoder('js', 'web1')
+        lines = send_and_wait(daemon, encoder.encode('root', 1, 0, 'file report-\udcff.csv')
+                              + encoder.encode('root', 1, 0, 'huge', '{"x": 1e400}'))
+        assert [json.loads(raw)['message'] for raw in lines] == [
+            'file report-\udcff.csv', 'huge', 'sentinel']
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_host_option_finds_a_long_host_whose_file_name_was_shortened(folder):
+    from loghogd.converters import safe_host
+    host = 'y' * 200
+    moment = datetime.datetime(2026, 12, 5, 3, 14)
+    (folder / 'log' / 'many' / ('%s-root.log' % safe_host(host))).write_text(
+        text_line(moment, host, 'long one'))
+    result = logs(folder, 'many', '--host', host)
+    assert_clean(result)
+    assert b'long one' in result.stdout
