@@ -1,0 +1,91 @@
+"""The README's command-line examples, run as written (only the file names differ).
+
+"How errors are reported" shows what ``loghogd --check-config`` prints for three mistakes
+of facilities.conf and one of loghogd.conf; `make check-config` promises silence and 0 for
+conf/dev.  These run the real ``main`` on files shaped so that the mistakes are on the
+lines the README names.
+"""
+
+import os
+import re
+
+from loghogd import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The facilities.conf the README's example output describes: [my-first-app] with rotate
+# on line 2 and flush_evry on line 4, and [other-app:cron] on line 6.
+FACILITIES = """[my-first-app]
+rotate = dayly
+backup_count = 14
+flush_evry = 1
+
+[other-app:cron]
+rotate = daily
+backup_count = 14
+"""
+
+
+def readme():
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as stream:
+        return stream.read()
+
+
+def readme_check_config_output():
+    """The lines the README shows between ``$ loghogd --check-config`` and ``$ echo $?``."""
+    text = readme()
+    block = text[text.index('    $ loghogd --check-config\n') + len('    $ loghogd --check-config\n'):]
+    block = block[:block.index('    $ echo $?\n')]
+    status = text[text.index('    $ echo $?\n') + len('    $ echo $?\n'):].splitlines()[0]
+    return [line[4:] for line in block.splitlines()], int(status.strip())
+
+
+def daemon_conf(tmp_path, server_lines=''):
+    path = tmp_path / 'loghogd.conf'
+    path.write_text('[main]\nlogdir = log\nworkdir = lib\nrundir = run\n[server]\n'
+                    + server_lines + 'listen_ipv6 =\n')
+    return path
+
+
+def test_check_config_prints_what_the_readme_shows_and_exits_78(tmp_path, capsys):
+    (tmp_path / 'facilities.conf').write_text(FACILITIES)
+    conf = daemon_conf(tmp_path, 'listen_ipv4 = 127.0.0.1:0\n')
+    lines, status = readme_check_config_output()
+    assert len(lines) == 3 and status == 78
+    assert cli.main(['--check-config', '--config', str(conf)]) == status
+    out, err = capsys.readouterr()
+    assert out == ''
+    expected = [line.replace('/etc/loghogd/facilities.conf', str(tmp_path / 'facilities.conf'))
+                for line in lines]
+    assert sorted(err.splitlines()) == sorted(expected)
+
+
+def test_a_loghogd_conf_mistake_is_reported_as_the_readme_shows(tmp_path, capsys):
+    said = re.search(r"\(`(loghogd: /etc/loghogd/loghogd.conf:5: \[server\] listen_ipv4: "
+                     r"'localhost' is not an IPv4 address)`\)", ' '.join(readme().split()))
+    assert said, 'README: the loghogd.conf example is gone'
+    (tmp_path / 'facilities.conf').write_text('[app]\nrotate = daily\nbackup_count = 1\n')
+    conf = tmp_path / 'loghogd.conf'
+    conf.write_text('[main]\nlogdir = log\nrundir = run\n[server]\nlisten_ipv4 = localhost\n')
+    assert cli.main(['--check-config', '--config', str(conf)]) == 78
+    assert capsys.readouterr().err.splitlines() == [
+        said.group(1).replace('/etc/loghogd/loghogd.conf', str(conf))]
+
+
+def test_make_check_config_on_conf_dev_is_silent_and_exits_0(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(['--check-config', '--config', 'conf/dev/loghogd.conf']) == 0
+    assert capsys.readouterr() == ('', '')
+
+
+def test_a_comment_after_a_value_needs_white_space_before_it(tmp_path, capsys):
+    # README: "`;` and `#` start a comment ... after a value when white space precedes them
+    # (`backup_count = 14 ; two weeks`); a `secret` therefore cannot contain ` ;` or ` #`."
+    from loghogd.facilities import load_facilities
+    path = tmp_path / 'facilities.conf'
+    path.write_text('[app]\nrotate = daily\nbackup_count = 14 ; two weeks\n'
+                    'secret = a;b#c ;the rest is a comment\n')
+    table = load_facilities(str(path))
+    facility = table.lookup('app', '')
+    assert facility.backup_count == 14
+    assert facility.secret == 'a;b#c'
