@@ -1,0 +1,118 @@
+"""README promises about the running daemon that no other test held it to, with defaults.
+
+"The command line": ``--version`` prints ``loghogd 0.8.0``; ``[main] user: no such user``
+exits 71.  "Signals": SIGUSR1 writes ``status: {"accepted": ..., "connections": ...,
+"files": ..., "rejected": ...}`` into the daemon's own log; SIGHUP reopens every log file
+"including the daemon's own"; ``loghogd.conf`` is read only at start.  "How errors are
+reported": a refused reload writes the ``--check-config`` lines into the daemon's log,
+each prefixed ``reload:``, and a start with the same files prints them and exits 78.
+
+Each daemon runs with the defaults but for what a test must set: its folders, a port
+chosen at run time, and the log level the README's examples are written at (INFO, the
+default; the shared fixture's is DEBUG).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from tests.support import ROOT, frame, line_body, send_tcp, wait_for, wait_for_lines
+
+DEFAULT_LEVEL = {'log': {'filename': 'daemon.log', 'level': 'INFO'}}
+
+
+def readme():
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as stream:
+        return ' '.join(stream.read().split())
+
+
+def own_log(daemon):
+    """The daemon's own log file ([log] filename), not its standard error."""
+    try:
+        return daemon.daemon_log.read_text()
+    except FileNotFoundError:
+        return ''
+
+
+def loghogd(*args):
+    return subprocess.run([sys.executable, '-m', 'loghogd', *args], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_version_prints_what_the_readme_says():
+    said = re.search(r'\| `--version` \| print `([^`]+)` and exit \|', readme())
+    assert said, 'README: the --version row is gone'
+    run = loghogd('--version')
+    assert (run.returncode, run.stdout.strip()) == (0, said.group(1))
+
+
+def test_a_user_that_does_not_exist_exits_71_and_says_so(daemon_factory, tmp_path):
+    said = re.search(r'\| 71 \| the OS refused something at start-up: .*?, `([^`]+)` \|', readme())
+    assert said and said.group(1) == '[main] user: no such user'
+    daemon = daemon_factory(name='configured')        # a valid configuration, then stopped
+    assert daemon.stop() == 0
+    run = loghogd('--config', str(daemon.config_path), '--user', 'no-such-user-4242')
+    assert run.returncode == 71
+    assert run.stderr.startswith('loghogd: %s' % said.group(1)), run.stderr
+
+
+def test_sigusr1_writes_the_one_line_summary_into_the_daemons_own_log(daemon_factory):
+    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    send_tcp(daemon.tcp_port, frame('app', 'one') + frame('app', 'two') + frame('nobody', 'x'))
+    wait_for_lines(daemon.log_file('app'), 2)
+    wait_for(lambda: "unknown application 'nobody'" in own_log(daemon), message='the refusal')
+    example = re.search(r'e\.g\. `status: (\{[^`]*\})`', readme())
+    assert example, 'README: the SIGUSR1 example is gone'
+    daemon.signal(signal.SIGUSR1)
+    wait_for(lambda: 'status: {' in own_log(daemon), message='the summary line')
+    line = [l for l in own_log(daemon).splitlines() if 'status: {' in l][0]
+    summary = json.loads(line.split('status: ', 1)[1])
+    assert set(summary) == set(json.loads(example.group(1)))
+    assert (summary['accepted'], summary['rejected'], summary['files']) == (2, 1, 1)
+    assert daemon.stop() == 0
+
+
+def test_sighup_reopens_the_daemons_own_log_moved_away(daemon_factory):
+    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    moved = daemon.base / 'daemon.log.moved'
+    os.rename(daemon.daemon_log, moved)
+    daemon.reload()                                          # waits for the reload's line
+    send_tcp(daemon.tcp_port, frame('nobody', 'after the move'))
+    wait_for(lambda: "unknown application 'nobody'" in own_log(daemon), message='a new own log')
+    assert "unknown application 'nobody'" not in moved.read_text()
+    assert daemon.stop() == 0
+
+
+def test_loghogd_conf_is_read_only_at_start(daemon_factory):
+    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    config = daemon.config_path.read_text()
+    assert 'logdir = log\n' in config
+    daemon.config_path.write_text(config.replace('logdir = log\n', 'logdir = elsewhere\n'))
+    daemon.reload()
+    send_tcp(daemon.tcp_port, frame('app', 'after the edit'))
+    assert [line_body(l) for l in wait_for_lines(daemon.log_file('app'), 1)] == ['after the edit']
+    assert not (daemon.base / 'elsewhere').exists()
+    assert daemon.stop() == 0
+
+
+def test_a_refused_reload_logs_the_check_config_lines_prefixed_reload(daemon_factory):
+    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    daemon.facilities_path.write_text('[app]\nrotate = dayly\nbackup_count = 3\nflush_evry = 1\n'
+                                      '[other:cron]\nrotate = daily\nbackup_count = 1\n')
+    check = loghogd('--check-config', '--config', str(daemon.config_path))
+    assert check.returncode == 78
+    errors = [line[len('loghogd: '):] for line in check.stderr.splitlines()]
+    assert len(errors) == 3 and all(str(daemon.facilities_path) in e for e in errors), errors
+    daemon.reload()
+    wait_for(lambda: 'still using the facilities loaded before' in own_log(daemon),
+             message='the refused reload')
+    logged = [l.split(' ERROR: ', 1)[1] for l in own_log(daemon).splitlines() if ' ERROR: reload: ' in l]
+    assert set('reload: ' + e for e in errors) <= set(logged)
+    send_tcp(daemon.tcp_port, frame('app', 'still served'))
+    assert [line_body(l) for l in wait_for_lines(daemon.log_file('app'), 1)] == ['still served']
+    assert daemon.stop() == 0
+    start = loghogd('--config', str(daemon.config_path))
+    assert (start.returncode, start.stderr) == (78, check.stderr)
