@@ -89,3 +89,29 @@ def test_a_comment_after_a_value_needs_white_space_before_it(tmp_path, capsys):
     facility = table.lookup('app', '')
     assert facility.backup_count == 14
     assert facility.secret == 'a;b#c'
+
+
+def test_command_line_options_name_their_keys_win_and_take_relative_paths_from_the_cwd(
+        tmp_path, monkeypatch):
+    # README, "The command line": the option table, and "A command-line value wins over the
+    # file; relative paths given on the command line are taken from the current folder."
+    conf_dir, cwd = tmp_path / 'etc', tmp_path / 'here'
+    conf_dir.mkdir()
+    cwd.mkdir()
+    (conf_dir / 'facilities.conf').write_text('[app]\nrotate = daily\nbackup_count = 1\n')
+    (cwd / 'f.conf').write_text('[other]\nrotate = daily\nbackup_count = 1\n')
+    conf = conf_dir / 'loghogd.conf'
+    conf.write_text('[main]\nlogdir = log\nworkdir = lib\nrundir = run\npidfile = p.pid\n'
+                    'daemon = yes\nuser = nobody\n[log]\nfilename = own.log\n')
+    monkeypatch.chdir(cwd)
+    config, table = cli.load(cli.build_parser().parse_args([
+        '-c', str(conf), '-F', 'f.conf', '-L', 'logs', '-l', 'mine.log', '-p', 'x.pid',
+        '--work-dir', 'work', '--run-dir', 'rundir', '--user', 'root', '-f']))
+    assert (config.main.facilities_config, config.main.logdir, config.log.filename,
+            config.main.pidfile, config.main.workdir, config.main.rundir) == tuple(
+        str(cwd / name) for name in ('f.conf', 'logs', 'mine.log', 'x.pid', 'work', 'rundir'))
+    assert (config.main.user, config.main.daemon) == ('root', False)
+    assert table.lookup('other', '') is not None and table.lookup('app', '') is None
+    config, _ = cli.load(cli.build_parser().parse_args(['-c', str(conf)]))
+    assert (config.main.logdir, config.main.pidfile, config.main.daemon) == (
+        str(conf_dir / 'log'), str(conf_dir / 'p.pid'), True)
