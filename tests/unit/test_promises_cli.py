@@ -115,3 +115,22 @@ def test_command_line_options_name_their_keys_win_and_take_relative_paths_from_t
     config, _ = cli.load(cli.build_parser().parse_args(['-c', str(conf)]))
     assert (config.main.logdir, config.main.pidfile, config.main.daemon) == (
         str(conf_dir / 'log'), str(conf_dir / 'p.pid'), True)
+
+
+def test_the_daemons_own_log_takes_every_rotate_value_but_size(tmp_path):
+    # README, loghogd.conf: "[log] when ... any `rotate` value of facilities.conf except
+    # `size`" (the own log has no max_size: `size` would mean it never rotates).
+    from loghogd.config import load_config
+    from loghogd.errors import ConfigError
+    path = tmp_path / 'loghogd.conf'
+    for value in ('hourly', 'daily', 'midnight', 'weekly', 'monthly', 'yearly', 'annually',
+                  '*/15 * * * *'):
+        path.write_text('[log]\nwhen = %s\n' % value)
+        assert load_config(str(path)).log.when.text == value
+    path.write_text('[main]\nlogdir = log\n[log]\nwhen = size\n')
+    try:
+        load_config(str(path))
+    except ConfigError as exc:
+        assert len(exc.errors) == 1 and exc.errors[0].startswith('%s:4: [log] when: ' % path), exc.errors
+    else:
+        raise AssertionError('[log] when = size was accepted')
