@@ -189,6 +189,10 @@ def test_loghog_exit_statuses_in_the_docs_are_the_declared_ones():
                 client_cli.EXIT_NO_INPUT, client_cli.EXIT_UNAVAILABLE,
                 128 + signal.SIGINT, 128 + signal.SIGTERM}
     assert exit_table('docs/client.md', '| exit status | meaning |') == declared
+    man = open(os.path.join(ROOT, 'man/loghog.1'), encoding='utf-8').read()
+    section = man[man.index('.SH EXIT STATUS'):man.index('.SH ENVIRONMENT')]
+    headings = re.findall(r'^\.TP\n(.*)$', section, re.M)
+    assert {int(code) for heading in headings for code in re.findall(r'\d+', heading)} == declared
     readme = read('README.md')
     said = re.search(r'Exit status 0: all written; (\d+): bad options; (\d+): the daemon rejected '
                      r'a message .*?; (\d+): a TLS file cannot be read; (\d+): not delivered', readme)
