@@ -408,3 +408,47 @@ def test_man_loghog_states_the_commands_defaults():
     assert float(man_default(by_option['--timeout'])) == defaults['timeout']
     assert 'tries for %d seconds' % client_cli.STOP_TIMEOUT_S in roff_text(
         read('man/loghog.1').splitlines())
+
+
+# --------------------------------------------------------------------- the packaged files
+
+def packaged_entries(relative):
+    """[(section, key, value, commented)] of a packaged configuration file, commented-out
+    examples included ('; key = value ; why')."""
+    entries, section = [], None
+    for line in read(relative).splitlines():
+        header = re.match(r'^(;\s*)?\[([\w.:-]+)\]\s*$', line)
+        if header:
+            section = header.group(2)
+            continue
+        entry = re.match(r'^(;\s*)?(\w+)\s*=\s*(.*?)\s*(?:\s;.*)?$', line)
+        if entry and section:
+            entries.append((section, entry.group(2), entry.group(3), bool(entry.group(1))))
+    return entries
+
+
+def test_the_packaged_loghogd_conf_shows_every_key_and_its_commented_defaults_are_the_defaults():
+    # README: "The packaged /etc/loghogd/loghogd.conf shows the keys with their defaults,
+    # most of them commented out, and sets user = loghog."
+    entries = packaged_entries('conf/loghogd.conf')
+    shown = {(section, key) for section, key, _, _ in entries}
+    declared = {(section, key) for section, settings in DAEMON_SETTINGS.items() for key in settings}
+    assert declared - shown == set(), 'keys the packaged loghogd.conf does not show'
+    for section, key, value, commented in entries:
+        if commented and section != 'syslog':        # [syslog]: examples, all off by default
+            if DAEMON_SETTINGS[section][key].default == '' and value:
+                assert effective(section, key) == value, (section, key, value)  # <rundir>/...
+            else:
+                check_daemon_default(section, key, value)
+    assert ('main', 'user', 'loghog', False) in entries
+
+
+def test_the_packaged_facilities_conf_has_a_commented_example_of_every_key():
+    # README: "The packaged file holds a commented example of every key."
+    entries = packaged_entries('conf/facilities.conf')
+    assert all(commented for _, _, _, commented in entries)
+    assert set(facilities.SETTINGS) - {key for _, key, _, _ in entries} == set()
+    for _, key, value, _ in entries:
+        setting = facilities.SETTINGS[key]
+        if setting.default:                        # an example of a key with a default shows it
+            assert same_default(setting, value), (key, value, setting.default)
