@@ -116,3 +116,48 @@ def test_a_refused_reload_logs_the_check_config_lines_prefixed_reload(daemon_fac
     assert daemon.stop() == 0
     start = loghogd('--config', str(daemon.config_path))
     assert (start.returncode, start.stderr) == (78, check.stderr)
+
+
+def test_make_run_shows_the_first_screen_the_readme_shows(tmp_path):
+    # README, "Running from source": what `make run` prints (the Makefile's lines), then
+    # what the daemon says on conf/dev/loghogd.conf.  The copy here differs only in its
+    # ports (0: chosen at run time) and in where ../../var is.
+    text = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    block = text[text.index('    loghogd, from source'):]
+    screen = [line[4:] for line in block[:block.index('\n\n')].splitlines()]
+    makefile = open(os.path.join(ROOT, 'Makefile'), encoding='utf-8').read()
+    run_target = makefile[makefile.index('\nrun:'):makefile.index('\ncheck-config:')]
+    echoed = [line.replace('$(VENV)', '.venv') for line in
+              re.findall(r'^\t@echo "(.*)"$', run_target, re.M)]
+    assert screen[:len(echoed)] == echoed
+    dev = tmp_path / 'conf' / 'dev'
+    dev.mkdir(parents=True)
+    source = os.path.join(ROOT, 'conf', 'dev')
+    config = open(os.path.join(source, 'loghogd.conf'), encoding='utf-8').read()
+    (dev / 'loghogd.conf').write_text(re.sub(r':5514\b', ':0', config.replace(
+        'default_port = 5566', 'default_port = 0')))
+    (dev / 'facilities.conf').write_text(
+        open(os.path.join(source, 'facilities.conf'), encoding='utf-8').read())
+    process = subprocess.Popen([sys.executable, '-m', 'loghogd', '--config', str(dev / 'loghogd.conf')],
+                               cwd=str(tmp_path), stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        while len(said) < len(screen) - len(echoed):
+            line = process.stderr.readline()
+            assert line, 'loghogd ended: %s' % said
+            said.append(line.rstrip('\n'))
+        wait_for(lambda: (tmp_path / 'var' / 'run' / 'loghogd' / 'listen.json').exists(),
+                 message='listen.json')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+    def shape(line):
+        line = re.sub(r'^\S+ \S+ ', '', line)             # the time
+        line = re.sub(r'\[\d+\]', '[PID]', line)
+        return re.sub(r'(\d|\]):\d+\b', r'\1:PORT', line)
+    assert [shape(line) for line in said] == [shape(line) for line in screen[len(echoed):]]
