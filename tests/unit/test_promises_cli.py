@@ -134,3 +134,34 @@ def test_the_daemons_own_log_takes_every_rotate_value_but_size(tmp_path):
         assert len(exc.errors) == 1 and exc.errors[0].startswith('%s:4: [log] when: ' % path), exc.errors
     else:
         raise AssertionError('[log] when = size was accepted')
+
+
+def test_a_second_signal_ends_the_loghog_command_at_once():
+    # docs/client.md and loghog(1): stopped by SIGTERM it tries for 2 s more to deliver,
+    # "a second signal ends it at once".  Against a daemon that never answers, the first
+    # SIGTERM starts those 2 s; the second, in them, must end the command by the signal
+    # (status -15), not by the stop's own exit (143).
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.unit.test_client_fakes import FrameServer
+    with FrameServer(answers_acks=False) as silent:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'loghog', '-a', 'my-app', '-H', '127.0.0.1', '-p',
+             str(silent.port), '--timeout', '30', 'one message'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not silent.accepted and time.monotonic() < deadline:
+                time.sleep(0.02)   # connected: the signal handlers are in place
+            assert silent.accepted
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)        # the first is being handled: inside the 2 s of delivery
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == -signal.SIGTERM
