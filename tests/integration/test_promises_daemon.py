@@ -161,3 +161,23 @@ def test_make_run_shows_the_first_screen_the_readme_shows(tmp_path):
         line = re.sub(r'\[\d+\]', '[PID]', line)
         return re.sub(r'(\d|\]):\d+\b', r'\1:PORT', line)
     assert [shape(line) for line in said] == [shape(line) for line in screen[len(echoed):]]
+
+
+def test_the_files_and_permissions_table_of_security_md(daemon_factory):
+    # docs/security.md, "Files and permissions": folders 0750; log files, the own log,
+    # listen.json and status.json 0640; rotation.json 0600; the pidfile 0644.
+    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    send_tcp(daemon.tcp_port, frame('app', 'one line'))
+    wait_for_lines(daemon.log_file('app'), 1)
+    status_file = daemon.rundir / 'status.json'
+    wait_for(status_file.exists, message='status.json')
+    mode = lambda path: os.stat(path).st_mode & 0o777
+    assert {path.name: mode(path) for path in (daemon.logdir, daemon.workdir, daemon.rundir,
+                                               daemon.logdir / 'app')} == dict.fromkeys(
+        ('log', 'lib', 'run', 'app'), 0o750)
+    assert {path.name: mode(path) for path in (daemon.log_file('app'), daemon.daemon_log,
+                                               daemon.rundir / 'listen.json', status_file)} == dict.fromkeys(
+        ('root.log', 'daemon.log', 'listen.json', 'status.json'), 0o640)
+    assert mode(daemon.rundir / 'loghogd.pid') == 0o644
+    assert daemon.stop() == 0
+    assert mode(daemon.workdir / 'rotation.json') == 0o600
