@@ -181,3 +181,15 @@ def test_the_files_and_permissions_table_of_security_md(daemon_factory):
     assert mode(daemon.rundir / 'loghogd.pid') == 0o644
     assert daemon.stop() == 0
     assert mode(daemon.workdir / 'rotation.json') == 0o600
+
+
+def test_a_log_folder_that_cannot_be_created_exits_71_and_says_which(daemon_factory, tmp_path):
+    # README, exit status 71: "a folder that cannot be created".  A file where a parent
+    # folder should be stops even root.
+    daemon = daemon_factory(name='configured')
+    assert daemon.stop() == 0
+    (tmp_path / 'not-a-folder').write_text('a file\n')
+    run = loghogd('--config', str(daemon.config_path), '-L', str(tmp_path / 'not-a-folder' / 'log'))
+    assert run.returncode == 71, run.stderr
+    assert run.stderr.startswith('loghogd: ') and 'not-a-folder' in run.stderr, run.stderr
+    assert not (daemon.rundir / 'listen.json').exists()

@@ -165,3 +165,39 @@ def test_a_second_signal_ends_the_loghog_command_at_once():
                 process.kill()
                 process.communicate()
     assert process.returncode == -signal.SIGTERM
+
+
+def make_dry_run(*targets):
+    """The commands `make` would run for ``targets`` (``make -n -B``), run nothing."""
+    import shutil
+    import subprocess
+    if shutil.which('make') is None:
+        import pytest
+        pytest.skip('needs make')
+    return subprocess.run(['make', '-n', '-B', *targets], cwd=ROOT, capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def test_make_clean_removes_the_venv_var_and_build():
+    # README: "make clean  # removes .venv, var/ and build/"
+    removed = [command.split()[2:] for command in make_dry_run('clean').splitlines()
+               if command.startswith('rm -rf ')]
+    assert {'.venv', 'var', 'build'} <= {name for names in removed for name in names}
+
+
+def test_make_installs_editable_with_both_extras_and_keeps_pips_output_in_a_log():
+    # README, "Running from source": "pip install -e '.[server,test]'; pip's output goes to
+    # .venv/install.log, shown only if it fails".
+    commands = make_dry_run('.venv/.installed')
+    install = [line for line in commands.splitlines() if "pip install -e '.[server,test]'" in line]
+    assert len(install) == 1
+    assert '> .venv/install.log 2>&1 || { tail -n 40 .venv/install.log' in install[0]
+
+
+def test_make_run_config_listens_for_syslog_where_the_readme_says():
+    # README, "Receiving syslog": "make run listens for syslog on 127.0.0.1:5514 (UDP and
+    # TCP) and on var/run/loghogd/syslog.sock".
+    from loghogd.config import load_config
+    dev = load_config(os.path.join(ROOT, 'conf', 'dev', 'loghogd.conf'))
+    assert dev.syslog.listen_udp == dev.syslog.listen_tcp == [('127.0.0.1', 5514)]
+    assert dev.syslog.unix_socket == os.path.join(ROOT, 'var', 'run', 'loghogd', 'syslog.sock')
