@@ -1,4 +1,5 @@
-"""docs/security.md's event names and TLS log line, read back from a running daemon.
+"""docs/security.md's event names and TLS log line, and docs/client.md's renewed
+certificates, read back from a running daemon.
 
 "Hostile input" names what each defence counts in ``loghogd status --json`` (``events``):
 ``frame_timeouts``, ``idle_timeouts``, ``handshakes_evicted``; plain text on the TLS port
@@ -10,6 +11,7 @@ events need (1 s instead of 30 s and never) and a status written every 0.2 s.
 """
 
 import json
+import logging
 import re
 import shutil
 import socket
@@ -17,6 +19,7 @@ import ssl
 
 import pytest
 
+from loghog import LoghogHandler
 from tests.support import frame, line_body, make_certs, wait_for, wait_for_lines
 
 pytestmark = pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')
@@ -26,9 +29,9 @@ MAX_HANDSHAKES = 128     # the default of [server] max_handshakes, not set below
 
 @pytest.fixture(scope='module')
 def pki(tmp_path_factory):
-    folder = make_certs(tmp_path_factory.mktemp('promises-pki'), 'web1')
+    folder = make_certs(tmp_path_factory.mktemp('promises-pki'), 'web1', 'web2')
     return {'ca': folder / 'loghog-ca.cert', 'server': folder / 'loghog-server.pem',
-            'client': folder / 'web1.pem'}
+            'client': folder / 'web1.pem', 'renewed': folder / 'web2.pem'}
 
 
 def status_of(daemon):
@@ -77,4 +80,31 @@ def test_the_events_and_the_tls_line_security_md_names(daemon_factory, pki):
     finally:
         for sock in held + [slow, idle, plain]:
             sock.close()
+    assert daemon.stop() == 0
+
+
+def test_the_client_reads_its_tls_files_again_for_each_new_connection(daemon_factory, pki,
+                                                                       tmp_path, make_logger):
+    # docs/client.md, TLS: "The files are read again for each new connection, so renewed
+    # certificates are picked up without a restart."  The daemon's idle_timeout closes the
+    # handler's connection; the record after it comes on a new one, with the new file.
+    daemon = daemon_factory(
+        server={'listen_ipv4_ssl': '127.0.0.1:0', 'pemfile': str(pki['server']),
+                'cacert': str(pki['ca']), 'idle_timeout': '1'},
+        sections={'stats': {'interval': '0.2'}, 'log': {'filename': 'daemon.log', 'level': 'DEBUG'}})
+    pemfile = tmp_path / 'client.pem'
+    shutil.copyfile(pki['client'], pemfile)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tls_port,
+                            ssl_info={'pemfile': str(pemfile), 'cacert': str(pki['ca'])})
+    logger = make_logger(handler)
+    logger.warning('with the first certificate')
+    wait_for_lines(daemon.log_file('app'), 1)
+    assert "client 'web1'" in daemon.output()
+    shutil.copyfile(pki['renewed'], pemfile)               # renewed in place
+    wait_for(lambda: event(daemon, 'idle_timeouts') >= 1, timeout=15, message='the idle close')
+    logger.warning('with the renewed certificate')
+    lines = wait_for_lines(daemon.log_file('app'), 2)
+    assert [line.split(' - ', 2)[2] for line in lines] == [
+        'with the first certificate', 'with the renewed certificate']
+    assert "client 'web2'" in daemon.output()
     assert daemon.stop() == 0
