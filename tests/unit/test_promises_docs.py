@@ -222,3 +222,13 @@ def test_json_lines_fields_of_ours_are_the_documented_ones():
     assert jsonlines.OURS == {'time', 'host', 'app', 'module', 'level', 'logger', 'message'}
     for name in jsonlines.OURS:
         assert name in text
+
+
+def test_the_client_cuts_records_at_the_daemons_default_max_message_size():
+    # docs/client.md, Bounds: "a long record | cut to the daemon's default max_message_size
+    # (64 KiB)"; the handler's docstring says the same.
+    from loghog import wire
+    from loghogd.config import load_config
+    assert wire.MAX_MESSAGE_BYTES == load_config(None).server.max_message_size == 64 * 1024
+    assert re.search(r"cut to the daemon's default `max_message_size` \((\d+) KiB\)",
+                     read('docs/client.md')).group(1) == str(wire.MAX_MESSAGE_BYTES // 1024)
