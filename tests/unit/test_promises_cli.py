@@ -201,3 +201,24 @@ def test_make_run_config_listens_for_syslog_where_the_readme_says():
     dev = load_config(os.path.join(ROOT, 'conf', 'dev', 'loghogd.conf'))
     assert dev.syslog.listen_udp == dev.syslog.listen_tcp == [('127.0.0.1', 5514)]
     assert dev.syslog.unix_socket == os.path.join(ROOT, 'var', 'run', 'loghogd', 'syslog.sock')
+
+
+def test_loghog_timeout_inf_waits_for_a_late_daemon_and_is_bounded_by_a_week():
+    # docs/client.md and loghog(1): "--timeout inf waits as long as it takes (a week at most)".
+    import threading
+    from loghog import sender
+    from loghog.cli import main
+    from tests.unit.test_client_fakes import FrameServer, reserve_port
+    assert sender.MAX_CLOSE_TIMEOUT_S == 7 * 24 * 3600
+    reserved = reserve_port()
+    servers = []
+    late = threading.Timer(1.5, lambda: servers.append(FrameServer(reserved=reserved)))
+    late.start()
+    try:
+        assert main(['-a', 'app', '-H', '127.0.0.1', '-p', str(reserved.getsockname()[1]),
+                     '--timeout', 'inf', 'patience']) == 0
+        assert [m['body'] for m in servers[0].wait_for(1)] == ['patience']
+    finally:
+        late.join()
+        for server in servers:
+            server.stop()
