@@ -193,3 +193,38 @@ def test_a_log_folder_that_cannot_be_created_exits_71_and_says_which(daemon_fact
     assert run.returncode == 71, run.stderr
     assert run.stderr.startswith('loghogd: ') and 'not-a-folder' in run.stderr, run.stderr
     assert not (daemon.rundir / 'listen.json').exists()
+
+
+def test_out_of_descriptors_the_daemon_warns_pauses_accepting_and_resumes(tmp_path):
+    # docs/security.md: "If even the hard limit is too low, it warns; accepting then pauses
+    # on EMFILE"; "running out of file descriptors (EMFILE) | stops accepting for a second,
+    # logged".  The daemon runs under a hard limit of 64 descriptors (prlimit).
+    import shutil
+    import socket
+    import pytest
+    from tests.support import Daemon
+    if shutil.which('prlimit') is None:
+        pytest.skip('needs prlimit (util-linux)')
+
+    class Limited(Daemon):
+        def command(self):
+            return ['prlimit', '--nofile=64:64', '--'] + super().command()
+
+    daemon = Limited(tmp_path, '[app]\nrotate = daily\nbackup_count = 1\n').start()
+    held = []
+    try:
+        assert 'but the limit is 64' in daemon.output()
+        for _ in range(80):
+            held.append(socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10))
+        wait_for(lambda: 'cannot accept connections: Too many open files; pausing for 1s'
+                 in daemon.output(), message='the EMFILE pause')
+        for sock in held:
+            sock.close()
+        held = []
+        send_tcp(daemon.tcp_port, frame('app', 'after the pause'))
+        assert [line_body(l) for l in wait_for_lines(daemon.log_file('app'), 1)] == ['after the pause']
+        assert daemon.stop() == 0
+    finally:
+        for sock in held:
+            sock.close()
+        daemon.kill()
