@@ -222,3 +222,21 @@ def test_loghog_timeout_inf_waits_for_a_late_daemon_and_is_bounded_by_a_week():
         late.join()
         for server in servers:
             server.stop()
+
+
+def test_only_root_may_name_another_user(tmp_path, capsys, monkeypatch):
+    # README, loghogd.conf `user`: "bind as root, then run as this user; only root may name
+    # another user".  The suite runs as root: the check is asked as an unprivileged uid.
+    import pwd
+    (tmp_path / 'facilities.conf').write_text('[app]\nrotate = daily\nbackup_count = 1\n')
+    conf = daemon_conf(tmp_path, 'listen_ipv4 = 127.0.0.1:0\n')
+    other = pwd.getpwnam('daemon')
+    monkeypatch.setattr(os, 'geteuid', lambda: other.pw_uid + 1)
+    umask = os.umask(0o022)                       # main() sets the daemon's; put ours back
+    try:
+        assert cli.main(['--config', str(conf), '--user', 'daemon']) == 71
+    finally:
+        os.umask(umask)
+    assert capsys.readouterr().err == (
+        'loghogd: [main] user = daemon: only root can switch to another user\n')
+    assert not (tmp_path / 'run' / 'listen.json').exists()
