@@ -232,3 +232,39 @@ def test_the_client_cuts_records_at_the_daemons_default_max_message_size():
     assert wire.MAX_MESSAGE_BYTES == load_config(None).server.max_message_size == 64 * 1024
     assert re.search(r"cut to the daemon's default `max_message_size` \((\d+) KiB\)",
                      read('docs/client.md')).group(1) == str(wire.MAX_MESSAGE_BYTES // 1024)
+
+
+def test_the_version_the_docs_name_is_the_packages():
+    # README: `loghogd --version` prints `loghogd 0.8.0`, `make deb` makes
+    # loghogd_0.8.0_all.deb; docs/packaging.md: "The package version is debian/changelog's
+    # and must equal setup.py's"; the man pages' headers.
+    from loghogd import __version__
+    setup = read('setup.py')
+    assert re.search(r"VERSION = '([^']+)'", setup).group(1) == __version__
+    changelog = open(os.path.join(ROOT, 'debian', 'changelog'), encoding='utf-8').readline()
+    assert re.match(r'loghog \(([^)]+)\) ', changelog).group(1) == __version__
+    for relative in ('README.md', 'docs/packaging.md'):
+        named = set(re.findall(r'loghogd_(\d+\.\d+\.\d+)_all\.deb', read(relative)))
+        named |= set(re.findall(r'python3-loghog_(\d+\.\d+\.\d+)_all\.deb', read(relative)))
+        assert named == {__version__}, relative
+    assert set(re.findall(r'loghogd (\d+\.\d+\.\d+)', read('README.md'))) == {__version__}
+    for name in sorted(os.listdir(os.path.join(ROOT, 'man'))):
+        header = open(os.path.join(ROOT, 'man', name), encoding='utf-8').readline()
+        assert re.search(r'"loghog (\d+\.\d+\.\d+)"', header).group(1) == __version__, name
+
+
+def test_the_tls_server_context_is_what_security_md_says(tmp_path):
+    # docs/security.md, "TLS, step by step": TLS 1.2 or newer; forward-secret AEAD suites
+    # for TLS 1.2 (ECDHE/DHE with AES-GCM or ChaCha20-Poly1305); no TLS compression, no
+    # client-initiated renegotiation; client certificates required.
+    import ssl
+    from loghogd.binding import make_tls_context
+    from tests.support import make_certs
+    folder = make_certs(tmp_path / 'pki')
+    context = make_tls_context(str(folder / 'loghog-server.pem'), str(folder / 'loghog-ca.cert'))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+    tls12 = [cipher for cipher in context.get_ciphers() if cipher['protocol'] == 'TLSv1.2']
+    assert tls12 and all(c['kea'] in ('kx-ecdhe', 'kx-dhe') and c['aead'] for c in tls12), tls12
