@@ -452,3 +452,17 @@ def test_the_packaged_facilities_conf_has_a_commented_example_of_every_key():
         setting = facilities.SETTINGS[key]
         if setting.default:                        # an example of a key with a default shows it
             assert same_default(setting, value), (key, value, setting.default)
+
+
+def test_every_subcommand_reads_the_documented_default_config():
+    # README: "`-c`, `--config FILE` | loghogd.conf (default /etc/loghogd/loghogd.conf)";
+    # docs/status.md: "-c is loghogd.conf (default /etc/loghogd/loghogd.conf)"; loghogd(8).
+    from loghogd import cli as daemon_cli
+    from loghogd import logs, status_command
+    readme = read('README.md')
+    documented = re.search(r"\| `-c`, `--config FILE` \| `loghogd.conf` \(default `([^`]+)`\)",
+                           readme).group(1)
+    assert re.search(r'-c` is loghogd.conf \(default `([^`]+)`\)',
+                     read('docs/status.md')).group(1) == documented
+    assert daemon_cli.DEFAULT_CONFIG == logs.DEFAULT_CONFIG == status_command.DEFAULT_CONFIG \
+        == documented
