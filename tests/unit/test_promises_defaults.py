@@ -376,6 +376,8 @@ CLIENT_NUMBERS = [
     ('docs/client.md', r'the buffer \((\d+,\d+) lines\)', (sender.MAX_BUFFER_FRAMES,)),
     ('docs/client.md', r'tries for (\d+) s more to deliver', (client_cli.STOP_TIMEOUT_S,)),
     ('docs/client.md', r'summed up at most every (\d+) s', (sender.REJECTION_REPORT_INTERVAL_S,)),
+    ('docs/recipes.md', r'`close_timeout_s`, (\d+) s\)', (sender.EXIT_TIMEOUT_S,)),
+    ('docs/recipes.md', r'at most `emit_wait_s`, (\d+) s\)', (sender.EMIT_WAIT_S,)),
 ]
 
 
