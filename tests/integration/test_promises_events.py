@@ -11,7 +11,6 @@ events need (1 s instead of 30 s and never) and a status written every 0.2 s.
 """
 
 import json
-import logging
 import re
 import shutil
 import socket
