@@ -165,8 +165,10 @@ def test_make_run_shows_the_first_screen_the_readme_shows(tmp_path):
 
 def test_the_files_and_permissions_table_of_security_md(daemon_factory):
     # docs/security.md, "Files and permissions": folders 0750; log files, the own log,
-    # listen.json and status.json 0640; rotation.json 0600; the pidfile 0644.
-    daemon = daemon_factory(sections=DEFAULT_LEVEL)
+    # listen.json and status.json 0640; rotation.json 0600; the pidfile and the Prometheus
+    # file 0644.
+    daemon = daemon_factory(sections=dict(DEFAULT_LEVEL, stats={'prometheus_file': 'loghogd.prom'}))
+    prometheus_file = daemon.base / 'loghogd.prom'
     send_tcp(daemon.tcp_port, frame('app', 'one line'))
     wait_for_lines(daemon.log_file('app'), 1)
     status_file = daemon.rundir / 'status.json'
@@ -179,6 +181,8 @@ def test_the_files_and_permissions_table_of_security_md(daemon_factory):
                                                daemon.rundir / 'listen.json', status_file)} == dict.fromkeys(
         ('root.log', 'daemon.log', 'listen.json', 'status.json'), 0o640)
     assert mode(daemon.rundir / 'loghogd.pid') == 0o644
+    wait_for(prometheus_file.exists, message='the Prometheus file')
+    assert mode(prometheus_file) == 0o644
     assert daemon.stop() == 0
     assert mode(daemon.workdir / 'rotation.json') == 0o600
 
