@@ -268,3 +268,13 @@ def test_the_tls_server_context_is_what_security_md_says(tmp_path):
     assert context.options & ssl.OP_NO_RENEGOTIATION
     tls12 = [cipher for cipher in context.get_ciphers() if cipher['protocol'] == 'TLSv1.2']
     assert tls12 and all(c['kea'] in ('kx-ecdhe', 'kx-dhe') and c['aead'] for c in tls12), tls12
+
+
+def test_the_systemd_unit_makes_the_run_folder_with_the_documented_mode():
+    # docs/security.md, "Files and permissions": "log, work and run folders, app folders |
+    # 0750"; the pidfile "sits in the 0750 run folder".  Under systemd the unit, not the
+    # daemon, makes /run/loghogd (the daemon's makedirs leaves an existing folder alone).
+    table = open(os.path.join(ROOT, 'docs', 'security.md'), encoding='utf-8').read()
+    documented = re.search(r'^\| log, work and run folders, app folders \| `(\d+)` \|$', table, re.M)
+    unit = open(os.path.join(ROOT, 'debian', 'loghogd.service'), encoding='utf-8').read()
+    assert re.search(r'^RuntimeDirectoryMode=(\d+)$', unit, re.M).group(1) == documented.group(1)
