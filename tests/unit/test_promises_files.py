@@ -67,3 +67,29 @@ def test_a_line_cut_short_by_a_crash_is_ended_before_the_next_one(tmp_path):
 
 def test_a_tab_stays_and_a_backslash_is_not_doubled():
     assert format_body('a\tb \\x1b c\\') == 'a\tb \\x1b c\\'
+
+
+def test_the_max_hosts_cap_is_logged_once_per_facility_with_the_default_cap(tmp_path, caplog):
+    # README, facilities.conf: with file_per_host, the first max_hosts (default 1000) host
+    # names get a file; "the daemon's log says once per facility that the cap was reached".
+    import logging
+    from loghogd.facilities import DEFAULT_MAX_HOSTS, HostCap
+    path = tmp_path / 'facilities.conf'
+    path.write_text('[fleet]\nrotate = daily\nbackup_count = 1\nfile_per_host = yes\n'
+                    '[fleet:web]\nrotate = daily\nbackup_count = 1\n')
+    table = load_facilities(str(path))
+    root, web = table.lookup('fleet', ''), table.lookup('fleet', 'web')
+    assert root.max_hosts == web.max_hosts == DEFAULT_MAX_HOSTS == 1000
+    caplog.set_level(logging.WARNING, logger='loghogd')
+    counters = Counters()
+    cap = HostCap(counters)
+    for facility in (root, web):
+        routed = [cap.route(facility, 'host%04d' % n) for n in range(DEFAULT_MAX_HOSTS + 50)]
+        assert routed[:DEFAULT_MAX_HOSTS] == ['host%04d' % n for n in range(DEFAULT_MAX_HOSTS)]
+        assert routed[DEFAULT_MAX_HOSTS:] == [None] * 50
+    said = [record.getMessage() for record in caplog.records]
+    assert said == ['[fleet]: max_hosts = 1000 host names have a file; lines of further host '
+                    'names go to root.log',
+                    '[fleet:web]: max_hosts = 1000 host names have a file; lines of further '
+                    'host names go to web.log']
+    assert counters.events['hosts_over_max_hosts'] == 100
