@@ -232,3 +232,30 @@ def test_out_of_descriptors_the_daemon_warns_pauses_accepting_and_resumes(tmp_pa
         for sock in held:
             sock.close()
         daemon.kill()
+
+
+def test_rejections_are_said_on_stderr_at_most_every_10_s_and_summed(daemon, capfd):
+    # README, The Python client: "Messages the daemon rejects are said on standard error
+    # (at most every 10 s)"; docs/client.md: "summed up at most every 10 s".  Five rejected
+    # records acknowledged one by one within a second or two: one line at once, the rest
+    # summed at close, never a line per record.
+    import logging as logging_module
+    from loghog import LoghogHandler
+    handler = LoghogHandler('nowhere', '127.0.0.1', daemon.tcp_port)
+    said = []
+
+    def reports():
+        said.append(capfd.readouterr().err)
+        return re.findall(r'the daemon rejected (\d+) messages: unknown_app \((\d+)\)', ''.join(said))
+    try:
+        handler.handle(logging_module.makeLogRecord({'msg': 'rejected 0'}))
+        assert handler.flush()
+        wait_for(reports, message='the first report')
+        for n in range(1, 5):
+            handler.handle(logging_module.makeLogRecord({'msg': 'rejected %d' % n}))
+            assert handler.flush()
+        assert reports() == [('1', '1')]
+    finally:
+        handler.close()
+    assert reports() == [('1', '1'), ('4', '4')]
+    assert handler.rejected == 5
