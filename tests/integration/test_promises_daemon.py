@@ -227,6 +227,9 @@ def test_out_of_descriptors_the_daemon_warns_pauses_accepting_and_resumes(tmp_pa
         held = []
         send_tcp(daemon.tcp_port, frame('app', 'after the pause'))
         assert [line_body(l) for l in wait_for_lines(daemon.log_file('app'), 1)] == ['after the pause']
+        # "logged once each way"
+        assert 'not accepting new connections for now' in daemon.output()
+        assert 'accepting connections again' in daemon.output()
         assert daemon.stop() == 0
     finally:
         for sock in held:
