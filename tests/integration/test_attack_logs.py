@@ -1,0 +1,161 @@
+"""Attacks on ``loghogd logs``: what an odd log folder or odd options do to it.
+
+README ("Reading the logs") promises exit statuses 0, 64, 66, 77 and 78 with a sentence, and
+the project's rules say bad input gives a clear error, never a traceback, never a hang. Each
+test builds a log folder by hand (no daemon needed: the command only reads files) and runs the
+real command in a subprocess, bounded by a timeout.
+"""
+
+import datetime
+import gzip
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.support import ROOT
+
+DOCUMENTED_EXITS = (0, 64, 66, 77, 78)
+
+FACILITIES = """
+[js]
+rotate = daily
+backup_count = 3
+format = json
+
+[txt]
+rotate = daily
+backup_count = 3
+
+[many]
+rotate = daily
+backup_count = 3
+file_per_host = yes
+"""
+
+
+def text_line(moment, host, body):
+    return '%s - %s - %s\n' % (moment.strftime('%Y-%m-%d %H:%M:%S.%f'), host, body)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / 'loghogd.conf').write_text(
+        '[main]\nlogdir = log\nworkdir = lib\nrundir = run\nfacilities_config = facilities.conf\n')
+    (tmp_path / 'facilities.conf').write_text(textwrap.dedent(FACILITIES))
+    for app in ('js', 'txt', 'many'):
+        (tmp_path / 'log' / app).mkdir(parents=True)
+    return tmp_path
+
+
+def logs(folder, *args, timeout=20, limit_files=None):
+    def limit():
+        if limit_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, hard))
+    return subprocess.run([sys.executable, '-m', 'loghogd', 'logs', '-c',
+                           str(folder / 'loghogd.conf')] + list(args),
+                          cwd=str(ROOT), capture_output=True, timeout=timeout, preexec_fn=limit)
+
+
+def assert_clean(result):
+    """A documented exit status and no traceback."""
+    stderr = result.stderr.decode(errors='replace')
+    assert 'Traceback' not in stderr, stderr
+    assert result.returncode in DOCUMENTED_EXITS, (result.returncode, stderr)
+
+
+def test_bad_options_are_refused_with_a_sentence(folder):
+    """Held: --where on a text facility and a bad --grep are usage errors (64), said in one line."""
+    (folder / 'log' / 'txt' / 'root.log').write_text(
+        text_line(datetime.datetime.now(), 'web1', 'INFO - hello'))
+    for args in (('txt', '--where', 'a=b'), ('txt', '--grep', '(')):
+        result = logs(folder, *args)
+        assert_clean(result)
+        assert result.returncode == 64
+        assert result.stderr.decode().startswith('loghogd logs: ')
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-1: argparse takes "-1h" for an option: the '
+                   'README example `--since -1h` is a usage error')
+def test_since_minus_one_hour_as_documented(folder):
+    (folder / 'log' / 'txt' / 'root.log').write_text(
+        text_line(datetime.datetime.now() - datetime.timedelta(minutes=10), 'web1',
+                  'WARNING - recent'))
+    result = logs(folder, 'txt', '--since', '-1h', '--level', 'WARNING')
+    assert_clean(result)
+    assert result.returncode == 0 and b'recent' in result.stdout, result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-2: a JSON line cut short (as a crash leaves '
+                   'it, then ended by a newline) makes logs die in record_key with a traceback')
+def test_json_line_cut_short_is_not_a_traceback(folder):
+    good = ('{"time": "2026-12-05T03:14:15.926535+01:00", "host": "h", "app": "js", '
+            '"module": "root", "logger": "root", "message": "%s"}\n')
+    (folder / 'log' / 'js' / 'root.log').write_text(good % 'before' + '{"ti\n' + good % 'after')
+    result = logs(folder, 'js')
+    assert_clean(result)
+    assert b'before' in result.stdout and b'after' in result.stdout
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-3: a corrupt .xz or truncated .gz backup '
+                   'kills logs with LZMAError/EOFError tracebacks; the live file is never printed')
+def test_corrupt_backups_are_named_not_tracebacks(folder):
+    app = folder / 'log' / 'txt'
+    (app / 'root.log').write_text(text_line(datetime.datetime.now(), 'web1', 'INFO - live'))
+    for name, data in (('root.log.2026-12-03-00-00-00-000000.xz', b'not xz at all'),
+                       ('root.log.2026-12-04-00-00-00-000000.gz',
+                        gzip.compress(b'2026-12-04 00:00:01.000000 - w - x\n' * 100)[:20])):
+        (app / name).write_bytes(data)
+        result = logs(folder, 'txt')
+        assert_clean(result)
+        assert name.encode() in result.stderr, result.stderr
+        (app / name).unlink()
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-4: out-of-range --since/-n raise '
+                   'OverflowError with a traceback instead of a usage error')
+def test_out_of_range_options_are_usage_errors(folder):
+    (folder / 'log' / 'txt' / 'root.log').write_text(
+        text_line(datetime.datetime.now(), 'web1', 'INFO - hello'))
+    for args in (('--since=-99999999d',), ('--since=+99999999999999999999999d',),
+                 ('-n', '99999999999999999999')):
+        result = logs(folder, 'txt', *args)
+        assert_clean(result)
+
+
+@pytest.mark.xfail(strict=True, reason="FINDING A3-5: time_key's strftime('%Y') does not pad "
+                   "years below 1000, so --until 0999-01-01 sorts after 2026 and prints it")
+def test_until_year_999_prints_nothing(folder):
+    (folder / 'log' / 'txt' / 'root.log').write_text(
+        text_line(datetime.datetime(2026, 12, 5, 3, 14), 'web1', 'INFO - from 2026'))
+    result = logs(folder, 'txt', '--until', '0999-01-01')
+    assert_clean(result)
+    assert result.stdout == b''
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-7: logs opens every host file at once '
+                   '(heapq.merge): 1030 host files under ulimit -n 1024 -> EMFILE traceback')
+def test_many_host_files_within_the_usual_fd_limit(folder):
+    app = folder / 'log' / 'many'
+    moment = datetime.datetime(2026, 12, 5, 3, 14)
+    for n in range(1030):
+        (app / ('h%04d-root.log' % n)).write_text(
+            text_line(moment + datetime.timedelta(seconds=n), 'h%04d' % n, 'x'))
+    result = logs(folder, 'many', limit_files=1024)
+    assert_clean(result)
+    assert result.stdout.count(b'\n') == 1030
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-8: a FIFO named like a backup blocks logs '
+                   'in open() for ever')
+def test_fifo_in_the_folder_does_not_hang(folder):
+    app = folder / 'log' / 'txt'
+    (app / 'root.log').write_text(text_line(datetime.datetime.now(), 'web1', 'INFO - live'))
+    os.mkfifo(app / 'root.log.2026-12-04-00-00-00-000000')
+    result = logs(folder, 'txt', timeout=10)
+    assert_clean(result)
+    assert b'live' in result.stdout
