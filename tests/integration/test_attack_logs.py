@@ -8,7 +8,9 @@ real command in a subprocess, bounded by a timeout.
 
 import datetime
 import gzip
+import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -16,7 +18,8 @@ import textwrap
 
 import pytest
 
-from tests.support import ROOT
+from loghog import wire
+from tests.support import ROOT, Daemon, send_tcp, wait_for
 
 DOCUMENTED_EXITS = (0, 64, 66, 77, 78)
 
@@ -159,3 +162,79 @@ def test_fifo_in_the_folder_does_not_hang(folder):
     result = logs(folder, 'txt', timeout=10)
     assert_clean(result)
     assert b'live' in result.stdout
+
+
+# -- JSON lines written by a real daemon -----------------------------------------------------
+
+JSON_FACILITY = """
+[js]
+rotate = daily
+backup_count = 3
+format = json
+"""
+
+
+@pytest.fixture
+def json_daemon(tmp_path):
+    daemon = Daemon(tmp_path, JSON_FACILITY).start()
+    yield daemon
+    assert daemon.stop() == 0
+
+
+def send_and_wait(daemon, frames):
+    """Send ``frames`` then a sentinel on one connection; return the file's raw lines."""
+    frames += wire.MessageEncoder('js', 'web1').encode('root', 1, 0, 'sentinel')
+    send_tcp(daemon.tcp_port, frames)
+    path = daemon.log_file('js')
+    wait_for(lambda: b'"sentinel"' in (path.read_bytes() if path.exists() else b''),
+             message='the sentinel')
+    return path.read_bytes().split(b'\n')[:-1]
+
+
+def test_every_json_line_parses_and_ours_are_never_overwritten(json_daemon):
+    """Held: hostile bodies and fields (lone surrogates, NUL, U+2028, NaN, keys named like
+    ours) give one ASCII line per record that json.loads reads, our keys intact."""
+    encoder = wire.MessageEncoder('js', 'web1')
+    body = 'b \u2028 \x00 \ud800 line\n{"time": "x"}\r\n'
+    fields = ['{"time": 1, "host": "h", "message": "m", "field_host": 2}',
+              '{"\\ud800": "\\udfff", "\\u2028": "\\u0000\\n{\\"time\\": 1}"}',
+              '{"a": NaN, "b": -Infinity, "c": [1e400]}', '[1]']
+    lines = send_and_wait(json_daemon, b''.join(encoder.encode('root', 1, 0, body, f)
+                                                for f in fields))
+    assert len(lines) == len(fields) + 1
+    for raw in lines:
+        assert raw.isascii()
+        record = json.loads(raw)
+        assert record['host'] == 'web1' and record['app'] == 'js'
+    first = json.loads(lines[0])
+    assert first['message'] == body.rstrip('\r\n')
+    assert (first['field_time'], first['field_host'], first['field_field_host']) == (1, 'h', 2)
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-12: fields nested 10,000 deep or with a '
+                   '4400-digit integer make the whole message a bad_json rejection')
+def test_deep_or_huge_fields_cost_only_the_fields(json_daemon):
+    encoder = wire.MessageEncoder('js', 'web1')
+    fields = ['{"a": ' + '[' * 10000 + ']' * 10000 + '}', '{"a": ' + '9' * 4400 + '}']
+    lines = send_and_wait(json_daemon, b''.join(
+        encoder.encode('root', 1, 0, 'kept %d' % n, f) for n, f in enumerate(fields)))
+    messages = [json.loads(raw)['message'] for raw in lines]
+    assert messages == ['kept 0', 'kept 1', 'sentinel']
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-11: logs -o text prints JSON records with '
+                   "the sender's newlines, ESC, CR and bidi controls raw: forged records")
+def test_json_records_printed_as_text_cannot_forge_records(json_daemon):
+    forged = '2026-12-05 00:00:00.000000 - trusted - INFO - forged'
+    encoder = wire.MessageEncoder('js', 'evil\n' + forged)
+    send_and_wait(json_daemon, encoder.encode(
+        'root', 1, 0, 'body \x1b[31mred\x1b[0m cr\rX \u202eevil',
+        '{"levelname": "INFO\\n%s"}' % forged))
+    result = subprocess.run([sys.executable, '-m', 'loghogd', 'logs', '-c',
+                             str(json_daemon.config_path), 'js'],
+                            cwd=str(ROOT), capture_output=True, timeout=20)
+    assert_clean(result)
+    lines = result.stdout.split(b'\n')[:-1]
+    assert len(lines) == 2, lines          # one record sent, then the sentinel
+    assert not re.search(rb'[\x00-\x08\x0b-\x1f\x7f]', result.stdout)
+    assert '\u202e'.encode() not in result.stdout
