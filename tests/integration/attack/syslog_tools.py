@@ -65,16 +65,17 @@ def octet(message):
     return b'%d %s' % (len(message), message)
 
 
-def expensive_message(size=60000):
+def expensive_message(size=60000, program=b'fl'):
     """An RFC 5424 message of ``size`` bytes that is all structured data: ``[x]`` elements
     (each costs the parser a Python-level loop turn per byte)."""
-    head = b'<14>1 - - fl - - '
+    head = b'<14>1 - - %s - - ' % program
     return head + b'[x]' * ((size - len(head) - 3) // 3) + b' sd'
 
 
 def _flood(kind, port, stop_at):
     if kind.startswith('udp'):
-        data = {'udp_sd': expensive_message(), 'udp_big': b'<14>1 - - fl - - - ' + b'x' * 60000,
+        data = {'udp_sd': expensive_message(),
+                'udp_sd_unclaimed': expensive_message(program=b'nobody'), 'udp_big': b'<14>1 - - fl - - - ' + b'x' * 60000,
                 'udp_small': b'<14>1 - - fl - - - flood message',
                 'udp_own_big': frame('flood', 'x' * 60000)}[kind]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

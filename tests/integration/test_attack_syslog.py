@@ -1,0 +1,174 @@
+"""Attacks on the syslog listeners (issue 16) with default settings: what a hostile or
+confused syslog sender can do to the files, to the daemon's other clients and to the
+operator's view. Findings are xfail(strict) tests (they pass once fixed); the rest guard
+promises that held.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.bench_fairness import percentile
+from loghog.wire import FLAG_ACK, HEADER, encode_message
+from tests.integration.attack.syslog_tools import send_tcp, start, start_flood
+from tests.support import ROOT, read_lines, wait_for, wait_for_lines
+
+# A line of a text file: a record's first line starts with its receive time, a
+# continuation line with "  | " (README, "Configuration").
+RECORD_START = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - ')
+
+
+def wait_for_sentinel(daemon, app='plain', word='sentinel'):
+    return wait_for(lambda: (lambda lines: lines if any(word in l for l in lines) else None)(
+        read_lines(daemon.log_file(app))), message='%s in %s' % (word, app))
+
+
+def test_host_names_never_leave_the_app_folder(tmp_path):
+    """Held: with file_per_host, HOSTNAMEs that are paths or dots become safe file names
+    inside the application's folder (README: "it is never a path")."""
+    daemon = start(tmp_path)
+    try:
+        hosts = [b'..', b'.', b'../../etc', b'a/b', b'-rf', b'...', b'.-.-', b'x' * 255]
+        data = b''.join(b'<14>1 2026-12-05T00:00:00Z %s fh - - - via %s\n' % (h, h[:20])
+                        for h in hosts)
+        data += b''.join(b'<14>Dec  5 00:00:00 %s fh: bsd %s\n' % (h, h[:20]) for h in hosts)
+        send_tcp(daemon, data + b'<14>1 - - pl - - - sentinel\n')
+        wait_for_sentinel(daemon)
+        wait_for(lambda: sum(len(read_lines(daemon.logdir / 'fph' / name))
+                             for name in os.listdir(daemon.logdir / 'fph')) == 2 * len(hosts),
+                 message='every host line')
+        for folder, _, names in os.walk(daemon.logdir):
+            for name in names:
+                parts = os.path.relpath(os.path.join(folder, name), daemon.logdir).split(os.sep)
+                assert len(parts) == 2 and parts[0] in ('fph', 'plain'), parts
+        assert not [path for path in tmp_path.rglob('*') if path.name == 'etc']
+        for name in os.listdir(daemon.logdir / 'fph'):
+            assert not name.startswith(('.', '-')) and '/' not in name, name
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_no_message_can_forge_a_record(tmp_path):
+    """Held: CR, NEL, U+2028, ESC, NUL-free octet-counted line breaks and SD with escaped
+    brackets give one record each; every line of the file starts a record or continues one."""
+    daemon = start(tmp_path)
+    forged = b'2026-12-05 00:00:00.000000 - trusted - pl user.info: forged'
+    messages = [b'<14>1 - - pl - - - cr\r' + forged,
+                b'<14>1 - - pl - - - nel\xc2\x85' + forged,
+                b'<14>1 - - pl - - - ls\xe2\x80\xa8' + forged,
+                b'<14>1 - - pl - - - esc \x1b[2J\x1b[1;1H' + forged,
+                b'<14>1 - - pl - - [a x="\\"]\n' + forged + b'"] sd',
+                b'<14>pl: bsd\n' + forged]
+    try:
+        send_tcp(daemon, b''.join(b'%d %s' % (len(m), m) for m in messages)
+                 + b'<14>pl: sentinel\n')
+        lines = wait_for_sentinel(daemon)
+        starts = [line for line in lines if RECORD_START.match(line)]
+        assert len(starts) == len(messages) + 1, lines
+        for line in lines:
+            assert RECORD_START.match(line) or line.startswith('  | '), line
+            assert not re.search('[\x00-\x08\x0b-\x1f\x7f\x85\u2028]', line), line
+        assert not [line for line in lines if line.startswith(forged.decode()[:26])]
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-10: in NUL mode, an over-long frame whose '
+                   'LF and the next "<" arrive in different reads swallows the next message')
+def test_cut_frame_does_not_swallow_the_next_when_split_at_its_lf(tmp_path):
+    daemon = start(tmp_path)
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp'))) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(b'<14>pl: first\x00')
+            wait_for_lines(daemon.log_file('plain'), 1)
+            sock.sendall(b'<14>pl: long ' + b'y' * 70000)
+            wait_for_lines(daemon.log_file('plain'), 2)      # the cut part is written
+            sock.sendall(b'\n')
+            time.sleep(0.3)   # not a proof: lets the daemon read the LF alone
+            sock.sendall(b'<14>pl: next message\x00<14>pl: sentinel\x00')
+            lines = wait_for_sentinel(daemon)
+        assert [l for l in lines if l.endswith('pl user.info: next message')], lines[-2:]
+    finally:
+        assert daemon.stop() == 0
+
+
+def probe_acks(daemon, seconds, interval_s=0.005, timeout_s=3.0):
+    """Acknowledged messages of [app] over our own TCP protocol, one at a time; each one's
+    delay (send to ack). A delay past ``timeout_s`` ends the probing, recorded as inf."""
+    delays = []
+    stop = time.monotonic() + seconds
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=timeout_s) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while not delays or time.monotonic() < stop:
+            began = time.monotonic()
+            sock.sendall(encode_message('app', 'root', 1700000000, 0, 'probe',
+                                        'probe %d' % len(delays), flags=FLAG_ACK))
+            try:
+                data = b''
+                while len(data) < HEADER.size:
+                    data += sock.recv(HEADER.size - len(data))
+                size, _ = HEADER.unpack(data)
+                while size:
+                    size -= len(sock.recv(size))
+            except (socket.timeout, TimeoutError):
+                delays.append(float('inf'))
+                return delays
+            delays.append(time.monotonic() - began)
+            time.sleep(interval_s)
+    return delays
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-9: a datagram event reads up to 1024 '
+                   'datagrams whatever they cost: one UDP sender stalls TCP clients for seconds')
+def test_udp_flood_does_not_stall_a_tcp_client(tmp_path):
+    """One process sends 60 KB syslog datagrams of structured data for a program nobody
+    claims (refused: nothing is written); a client of another application sends acknowledged
+    messages over our protocol meanwhile. test_fairness's bound for TCP floods: p99 < 200 ms.
+    """
+    daemon = start(tmp_path, level='WARNING')
+    child = start_flood('udp_sd_unclaimed', daemon.port('syslog_udp'), 20)
+    try:
+        time.sleep(0.5)   # not a proof of anything: lets the flood get under way first
+        delays = probe_acks(daemon, 3.0)
+        p99 = percentile(delays, 0.99)
+        print('\nudp flood: %d probes, median %.1f ms, p99 %.1f ms'
+              % (len(delays), percentile(delays, 0.5) * 1000, p99 * 1000))
+        began = time.monotonic()
+        assert daemon.stop(timeout=30) == 0
+        assert time.monotonic() - began < 10.0
+        assert p99 < 0.2
+    finally:
+        child.terminate()
+        child.join()
+        daemon.kill()
+
+
+def status_json(daemon):
+    result = subprocess.run([sys.executable, '-m', 'loghogd', 'status', '-c',
+                             str(daemon.config_path), '--json'],
+                            cwd=str(ROOT), capture_output=True, timeout=20)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-13: status counts syslog TCP connections '
+                   'as our protocol\'s "tcp" and shows syslog_tcp 0')
+def test_status_counts_syslog_connections_as_syslog(tmp_path):
+    daemon = start(tmp_path)
+    try:
+        for n in range(3):
+            send_tcp(daemon, b'<14>pl: message %d\n' % n)
+        wait_for_lines(daemon.log_file('plain'), 3)
+        status = wait_for(lambda: (lambda s: s if s and s['events'].get(
+            'syslog_messages_tcp') == 3 else None)(status_json(daemon)), timeout=15,
+            message='a status snapshot with the three messages')
+        accepted = status['connections']['accepted']
+        assert (accepted.get('syslog_tcp'), accepted.get('tcp', 0)) == (3, 0), accepted
+    finally:
+        assert daemon.stop() == 0
