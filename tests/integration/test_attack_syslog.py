@@ -172,3 +172,18 @@ def test_status_counts_syslog_connections_as_syslog(tmp_path):
         assert (accepted.get('syslog_tcp'), accepted.get('tcp', 0)) == (3, 0), accepted
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-14: the default_app error has no line and '
+                   'says "()" where facilities.conf should be')
+def test_default_app_error_names_both_files_and_the_line(tmp_path):
+    (tmp_path / 'loghogd.conf').write_text(
+        '[syslog]\ndefault_app = nosuch\nlisten_udp = 127.0.0.1:0\n'
+        '[main]\nlogdir = log\nworkdir = lib\nrundir = run\n')
+    (tmp_path / 'facilities.conf').write_text('[a]\nrotate = daily\nbackup_count = 1\n')
+    result = subprocess.run([sys.executable, '-m', 'loghogd', '-c', str(tmp_path / 'loghogd.conf'),
+                             '--check-config'], cwd=str(ROOT), capture_output=True, text=True,
+                            timeout=20)
+    assert result.returncode == 78
+    assert '%s:2:' % (tmp_path / 'loghogd.conf') in result.stderr, result.stderr
+    assert str(tmp_path / 'facilities.conf') in result.stderr, result.stderr
