@@ -187,3 +187,36 @@ def test_default_app_error_names_both_files_and_the_line(tmp_path):
     assert result.returncode == 78
     assert '%s:2:' % (tmp_path / 'loghogd.conf') in result.stderr, result.stderr
     assert str(tmp_path / 'facilities.conf') in result.stderr, result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-15: syslog connections never tell the slots '
+                   'they are active (no server.connection_active): a busy relay is evicted as '
+                   '"idle longest" at max_connections')
+def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path):
+    """README: at max_connections (900) "the connection idle longest with nothing in flight
+    is closed to make room". A syslog relay that connected first but has just sent is not
+    the idle one: one of the 899 silent connections opened after it is."""
+    daemon = start(tmp_path, level='INFO')
+    relay = socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')))
+    idle = []
+    try:
+        relay.sendall(b'<14>pl: relay 1\n')
+        wait_for_lines(daemon.log_file('plain'), 1)
+        idle = [socket.create_connection(('127.0.0.1', daemon.tcp_port)) for _ in range(899)]
+        # The daemon has taken them all once a message over the last one is written.
+        idle[-1].sendall(encode_message('app', 'root', 1700000000, 0, 'web1', 'last idle'))
+        wait_for_lines(daemon.log_file('app'), 1)
+        relay.sendall(b'<14>pl: relay 2\n')
+        wait_for_lines(daemon.log_file('plain'), 2)
+        newcomer = socket.create_connection(('127.0.0.1', daemon.tcp_port))
+        idle.append(newcomer)
+        line = wait_for(lambda: [l for l in daemon.output().splitlines()
+                                 if 'closed the longest idle connection' in l],
+                        message='an eviction')[0]
+        relay_port = relay.getsockname()[1]
+        assert '127.0.0.1:%d,' % relay_port not in line, line
+    finally:
+        relay.close()
+        for sock in idle:
+            sock.close()
+        assert daemon.stop() == 0
