@@ -220,3 +220,30 @@ def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path):
         for sock in idle:
             sock.close()
         assert daemon.stop() == 0
+
+
+def cpu_seconds(pid):
+    with open('/proc/%d/stat' % pid) as stream:
+        fields = stream.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-16: in NUL mode the framer rescans the '
+                   'buffer for every LF not followed by "<": a frame of line breaks costs '
+                   'quadratic CPU (about 1 s per 64 KB)')
+def test_line_breaks_in_a_nul_framed_stream_cost_linear_time(tmp_path):
+    """120 KB over one connection: two NUL-ended frames of line breaks, after a first
+    NUL-framed message. Our protocol's path takes MB/s; the bound is generous."""
+    daemon = start(tmp_path, level='WARNING')
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp'))) as sock:
+            sock.sendall(b'<14>pl: nul framed\x00')
+            wait_for_lines(daemon.log_file('plain'), 1)
+            before = cpu_seconds(daemon.pid)
+            sock.sendall((b'\n' * 60000 + b'\x00') * 2 + b'<14>pl: sentinel\x00')
+            wait_for_sentinel(daemon)
+            used = cpu_seconds(daemon.pid) - before
+        print('\n120 KB of line breaks in NUL mode: %.2f s of CPU' % used)
+        assert used < 0.5
+    finally:
+        assert daemon.stop() == 0

@@ -85,11 +85,23 @@ def _flood(kind, port, stop_at):
                 except OSError:
                     time.sleep(0.001)
         return
+    if kind == 'tcp_newlines':
+        # NUL-framed first, then frames of line breaks only (each a scan of the buffer)
+        blob = (b'\n' * 60000 + b'\x00') * 4
+        socks = [socket.create_connection(('127.0.0.1', port)) for _ in range(8)]
+        for sock in socks:
+            sock.sendall(b'<14>fl: nul framed\x00')
+        return _pump(socks, blob, stop_at)
     if kind == 'tcp_valid':
         blob = b''.join(octet(b'<14>1 - - fl - - - flood message %d' % n) for n in range(2000))
     else:
         blob = octet(expensive_message()) * 4
     socks = [socket.create_connection(('127.0.0.1', port)) for _ in range(8)]
+    return _pump(socks, blob, stop_at)
+
+
+def _pump(socks, blob, stop_at):
+    """Send ``blob`` over and over on every one of ``socks`` until ``stop_at``."""
     import selectors
     selector = selectors.DefaultSelector()
     for sock in socks:
