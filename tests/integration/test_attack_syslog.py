@@ -126,11 +126,13 @@ def probe_acks(daemon, seconds, interval_s=0.005, timeout_s=3.0):
 
 
 @pytest.mark.xfail(strict=True, reason='FINDING A3-9: a datagram event reads up to 1024 '
-                   'datagrams whatever they cost: one UDP sender stalls TCP clients for seconds')
+                   'datagrams whatever they cost: one UDP sender stalls TCP clients for seconds '
+                   'and SIGTERM for more than 10 s')
 def test_udp_flood_does_not_stall_a_tcp_client(tmp_path):
     """One process sends 60 KB syslog datagrams of structured data for a program nobody
     claims (refused: nothing is written); a client of another application sends acknowledged
-    messages over our protocol meanwhile. test_fairness's bound for TCP floods: p99 < 200 ms.
+    messages over our protocol meanwhile. test_fairness's bounds for TCP floods: p99 < 200 ms,
+    and SIGTERM during the flood stops the daemon within 10 s.
     """
     daemon = start(tmp_path, level='WARNING')
     child = start_flood('udp_sd_unclaimed', daemon.port('syslog_udp'), 20)
@@ -141,9 +143,11 @@ def test_udp_flood_does_not_stall_a_tcp_client(tmp_path):
         print('\nudp flood: %d probes, median %.1f ms, p99 %.1f ms'
               % (len(delays), percentile(delays, 0.5) * 1000, p99 * 1000))
         began = time.monotonic()
-        assert daemon.stop(timeout=30) == 0
-        assert time.monotonic() - began < 10.0
+        code = daemon.stop(timeout=30)
+        stop_s = time.monotonic() - began
+        print('SIGTERM during the flood: stopped in %.2fs' % stop_s)
         assert p99 < 0.2
+        assert code == 0 and stop_s < 10.0   # README: SIGTERM drains for 8 s at most
     finally:
         child.terminate()
         child.join()

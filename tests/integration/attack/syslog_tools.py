@@ -85,10 +85,11 @@ def _flood(kind, port, stop_at):
                 except OSError:
                     time.sleep(0.001)
         return
-    if kind == 'tcp_newlines':
+    if kind.startswith('tcp_newlines'):
         # NUL-framed first, then frames of line breaks only (each a scan of the buffer)
         blob = (b'\n' * 60000 + b'\x00') * 4
-        socks = [socket.create_connection(('127.0.0.1', port)) for _ in range(8)]
+        count = int(kind[len('tcp_newlines'):] or 8)
+        socks = [socket.create_connection(('127.0.0.1', port)) for _ in range(count)]
         for sock in socks:
             sock.sendall(b'<14>fl: nul framed\x00')
         return _pump(socks, blob, stop_at)
