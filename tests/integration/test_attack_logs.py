@@ -159,7 +159,7 @@ def test_fifo_in_the_folder_does_not_hang(folder):
     app = folder / 'log' / 'txt'
     (app / 'root.log').write_text(text_line(datetime.datetime.now(), 'web1', 'INFO - live'))
     os.mkfifo(app / 'root.log.2026-12-04-00-00-00-000000')
-    result = logs(folder, 'txt', timeout=10)
+    result = logs(folder, 'txt', timeout=5)
     assert_clean(result)
     assert b'live' in result.stdout
 

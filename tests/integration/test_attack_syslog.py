@@ -251,3 +251,32 @@ def test_line_breaks_in_a_nul_framed_stream_cost_linear_time(tmp_path):
         assert used < 0.5
     finally:
         assert daemon.stop() == 0
+
+
+def test_sighup_during_a_syslog_stream_loses_nothing(tmp_path):
+    """Held: SIGHUPs while one TCP sender streams octet-counted messages: every message is
+    written once (README: a reload never costs a message)."""
+    import threading
+    daemon = start(tmp_path)
+    count = 20000
+    try:
+        sock = socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')))
+
+        def send():
+            for first in range(0, count, 500):
+                sock.sendall(b''.join(b'%d %s' % (len(m), m) for m in (
+                    b'<14>1 - - pl - - - n=%06d' % n for n in range(first, first + 500))))
+            sock.sendall(b'<14>pl: sentinel\n')
+        sender = threading.Thread(target=send)
+        sender.start()
+        reloads = 0
+        while sender.is_alive() and reloads < 20:
+            daemon.reload()
+            reloads += 1
+        sender.join()
+        sock.close()
+        lines = [line for line in wait_for_sentinel(daemon) if 'n=' in line]
+        assert reloads >= 1
+        assert len(lines) == len(set(lines)) == count
+    finally:
+        assert daemon.stop() == 0
