@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.bench_fairness import percentile
 from loghog.wire import FLAG_ACK, HEADER, encode_message
-from tests.integration.attack.syslog_tools import send_tcp, start, start_flood
+from tests.integration.attack.syslog_tools import send_tcp, start, start_flood, unread_bytes
 from tests.support import ROOT, read_lines, wait_for, wait_for_lines
 
 # A line of a text file: a record's first line starts with its receive time, a
@@ -91,7 +91,9 @@ def test_cut_frame_does_not_swallow_the_next_when_split_at_its_lf(tmp_path):
             sock.sendall(b'<14>pl: long ' + b'y' * 70000)
             wait_for_lines(daemon.log_file('plain'), 2)      # the cut part is written
             sock.sendall(b'\n')
-            time.sleep(0.3)   # not a proof: lets the daemon read the LF alone
+            # The daemon has read the LF alone once the kernel holds nothing unread for it.
+            ports = (daemon.port('syslog_tcp'), sock.getsockname()[1])
+            wait_for(lambda: unread_bytes(*ports) == 0, message='the daemon to read the LF')
             sock.sendall(b'<14>pl: next message\x00<14>pl: sentinel\x00')
             lines = wait_for_sentinel(daemon)
         assert [l for l in lines if l.endswith('pl user.info: next message')], lines[-2:]

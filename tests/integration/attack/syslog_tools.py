@@ -61,6 +61,18 @@ def send_udp(daemon, data):
         sock.sendto(data, ('127.0.0.1', daemon.port('syslog_udp')))
 
 
+def unread_bytes(local_port, remote_port):
+    """Bytes the kernel holds unread on the daemon's side of a loopback TCP connection
+    (its rx_queue in /proc/net/tcp), or None when the connection is not listed."""
+    wanted = ('0100007F:%04X' % local_port, '0100007F:%04X' % remote_port)
+    with open('/proc/net/tcp') as stream:
+        for line in stream.readlines()[1:]:
+            fields = line.split()
+            if (fields[1], fields[2]) == wanted:
+                return int(fields[4].split(':')[1], 16)
+    return None
+
+
 def octet(message):
     return b'%d %s' % (len(message), message)
 
