@@ -282,3 +282,23 @@ def test_sighup_during_a_syslog_stream_loses_nothing(tmp_path):
         assert len(lines) == len(set(lines)) == count
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-20: bind_unix_socket unlinks any socket at '
+                   'the path, a live one too (rsyslog\'s /dev/log), and removes it at exit')
+def test_a_live_unix_socket_of_another_program_is_not_taken_over(tmp_path):
+    (tmp_path / 'run').mkdir()
+    path = tmp_path / 'run' / 'dev-log'
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as owner:
+        owner.bind(str(path))
+        try:
+            daemon = start(tmp_path, unix_socket='run/dev-log')
+        except AssertionError as exc:   # refused to start: what it should do
+            assert 'dev-log' in str(exc)
+        else:
+            daemon.stop()
+            pytest.fail('loghogd took over the socket another program was listening on')
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b'<14>pl: still the first owner', str(path))
+        owner.settimeout(5)
+        assert owner.recv(100) == b'<14>pl: still the first owner'
