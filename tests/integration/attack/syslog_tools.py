@@ -87,7 +87,8 @@ def expensive_message(size=60000, program=b'fl'):
 def _flood(kind, port, stop_at):
     if kind.startswith('udp'):
         data = {'udp_sd': expensive_message(),
-                'udp_sd_unclaimed': expensive_message(program=b'nobody'), 'udp_big': b'<14>1 - - fl - - - ' + b'x' * 60000,
+                'udp_sd_unclaimed': expensive_message(program=b'nobody'),
+                'udp_big': b'<14>1 - - fl - - - ' + b'x' * 60000,
                 'udp_small': b'<14>1 - - fl - - - flood message',
                 'udp_own_big': frame('flood', 'x' * 60000)}[kind]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -134,9 +135,13 @@ def _pump(socks, blob, stop_at):
 
 
 def start_flood(kind, port, seconds):
-    """Flood ``port`` for ``seconds`` from a child process: 'udp_sd' (60 KB datagrams of
-    structured data, as fast as one socket sends), 'tcp_valid' (8 connections of small
-    octet-counted messages) or 'tcp_sd' (8 connections of 60 KB structured-data messages)."""
+    """Flood ``port`` for ``seconds`` from a child process. UDP, one socket as fast as it
+    sends: 'udp_sd' (60 KB datagrams of structured data for [flood]), 'udp_sd_unclaimed'
+    (the same for a program nobody claims: refused, nothing written), 'udp_big' (60 KB
+    plain messages), 'udp_small', 'udp_own_big' (60 KB frames of our own protocol, for
+    the daemon's UDP port). TCP, 8 connections: 'tcp_valid' (small octet-counted
+    messages), 'tcp_sd' (60 KB structured-data messages), 'tcp_newlines[N]' (N
+    connections, default 8: a NUL-ended message, then NUL-ended frames of line breaks)."""
     context = multiprocessing.get_context('spawn')
     child = context.Process(target=_flood, args=(kind, port, time.time() + seconds), daemon=True)
     child.start()
