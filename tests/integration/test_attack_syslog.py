@@ -302,3 +302,34 @@ def test_a_live_unix_socket_of_another_program_is_not_taken_over(tmp_path):
             sender.sendto(b'<14>pl: still the first owner', str(path))
         owner.settimeout(5)
         assert owner.recv(100) == b'<14>pl: still the first owner'
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-26: NUL framing is known only after a first '
+                   'NUL: the first record of a SysLogHandler TCP connection is split at each LF '
+                   'and its traceback lines are refused as unclaimed')
+def test_first_sysloghandler_traceback_over_tcp_is_kept_whole(tmp_path):
+    import logging
+    import logging.handlers
+    daemon = start(tmp_path)
+    handler = logging.handlers.SysLogHandler(address=('127.0.0.1', daemon.port('syslog_tcp')),
+                                             socktype=socket.SOCK_STREAM)
+    handler.ident = 'pl: '
+    logger = logging.getLogger('test_attack_syslog.first_traceback')
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.exception('startup failed')
+        logger.error('sentinel')
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    try:
+        lines = wait_for_sentinel(daemon)
+        assert lines[0].endswith('pl user.err: startup failed'), lines
+        assert lines[1:2] == ['  | Traceback (most recent call last):'], lines
+        assert 'syslog_unclaimed' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
