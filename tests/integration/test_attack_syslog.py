@@ -333,3 +333,18 @@ def test_first_sysloghandler_traceback_over_tcp_is_kept_whole(tmp_path):
         assert 'syslog_unclaimed' not in daemon.output()
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason='FINDING A3-27: in NUL mode any LF followed by "<" ends '
+                   'a frame: XML/HTML continuation lines become refused messages')
+def test_continuation_lines_starting_with_lt_stay_in_their_record(tmp_path):
+    daemon = start(tmp_path)
+    try:
+        send_tcp(daemon, b'<14>pl: first\x00'
+                 b"<14>pl: SOAP response:\n<?xml version='1.0'?>\n<Envelope/>\x00"
+                 b'<14>pl: sentinel\x00')
+        lines = wait_for_sentinel(daemon)
+        assert lines[1].endswith('pl user.info: SOAP response:'), lines
+        assert lines[2:4] == ["  | <?xml version='1.0'?>", '  | <Envelope/>'], lines
+    finally:
+        assert daemon.stop() == 0
