@@ -9,6 +9,7 @@ real command in a subprocess, bounded by a timeout.
 import datetime
 import gzip
 import json
+import lzma
 import os
 import re
 import resource
@@ -222,6 +223,19 @@ def test_json_records_printed_as_text_cannot_forge_records(json_daemon):
     assert '\u202e'.encode() not in result.stdout
 
 
+def peak_rss_kb(folder, *args):
+    """Run ``loghogd logs`` under a fresh parent (so that the peak RSS of its children is the
+    command's alone); return (exit status, peak RSS in KB)."""
+    measure = ('import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], '
+               'stdout=subprocess.DEVNULL); print(r.returncode, '
+               'resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
+    result = subprocess.run([sys.executable, '-c', measure, sys.executable, '-m', 'loghogd',
+                             'logs', '-c', str(folder / 'loghogd.conf')] + list(args),
+                            cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    code, peak_kb = map(int, result.stdout.split())
+    return code, peak_kb
+
+
 def test_memory_does_not_grow_with_the_number_of_hosts(folder):
     app = folder / 'log' / 'many'
     body = b''.join(b'2026-12-04 00:%02d:%02d.000000 - h - %s\n' % (n // 60, n % 60, b'x' * 10000)
@@ -231,16 +245,9 @@ def test_memory_does_not_grow_with_the_number_of_hosts(folder):
         (app / ('h%03d-root.log.2026-12-04-00-00-00-000000.gz' % host)).write_bytes(backup)
         (app / ('h%03d-root.log' % host)).write_bytes(
             b'2026-12-05 00:00:00.000000 - h%03d - live\n' % host)
-    # A fresh parent, so that the peak RSS of its children is the command's alone.
-    measure = ('import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], '
-               'stdout=subprocess.DEVNULL); print(r.returncode, '
-               'resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
-    result = subprocess.run([sys.executable, '-c', measure, sys.executable, '-m', 'loghogd',
-                             'logs', '-c', str(folder / 'loghogd.conf'), 'many', '-n', '1'],
-                            cwd=str(ROOT), capture_output=True, text=True, timeout=60)
-    code, peak_kb = map(int, result.stdout.split())
+    code, peak_kb = peak_rss_kb(folder, 'many', '-n', '1')
     print('\n50 hosts: peak RSS %d MB' % (peak_kb // 1024))
-    assert code == 0, result.stderr
+    assert code == 0
     assert peak_kb < 150 * 1024
 
 
@@ -265,6 +272,17 @@ def test_orjson_takes_what_the_standard_library_takes(tmp_path):
             'file report-\udcff.csv', 'huge', 'sentinel']
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_backup_without_line_breaks_is_not_held_whole(folder):
+    app = folder / 'log' / 'txt'
+    (app / 'root.log.2026-12-04-00-00-00-000000.xz').write_bytes(
+        lzma.compress(b'\0' * (60 << 20), preset=1))
+    (app / 'root.log').write_text(text_line(datetime.datetime.now(), 'web1', 'INFO - live'))
+    code, peak_kb = peak_rss_kb(folder, 'txt', '-o', 'raw')
+    print('\n60 MB without a line break: peak RSS %d MB' % (peak_kb // 1024))
+    assert code in DOCUMENTED_EXITS
+    assert peak_kb < 100 * 1024
 
 
 def test_host_option_finds_a_long_host_whose_file_name_was_shortened(folder):
