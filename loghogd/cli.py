@@ -26,6 +26,7 @@ try:
     from .binding import bind_all, make_tls_context, write_listen_file
     from .config import load_config
     from .facilities import load_facilities, own_log_clashes
+    from . import seal_keys
     from .files import format_address
     from .loop import EventLoop
     from .compressor import Compressor
@@ -74,7 +75,8 @@ def build_parser():
         'and TLS, writes one file per application facility, rotates and compresses them.',
         epilog='loghogd status [-c FILE] [--run-dir DIR] [--json | --brief] shows what the '
         'running daemon is doing (see loghogd status --help); loghogd logs APP[:MODULE] ... '
-        'prints what it wrote (see loghogd logs --help).')
+        'prints what it wrote (see loghogd logs --help); loghogd seal-init [-c FILE] [--force] '
+        'creates the sealing key; loghogd verify --key KEYFILE PATH... checks sealed files.')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -134,6 +136,7 @@ def load(args):
         table = None
     if table is not None:
         errors += syslog_settings.check_default_app(config, table)
+        errors += seal_keys.check(config, table)
     if any(kind == 'tls' for kind, _, _ in config.listen_addresses()) or config.syslog.listen_tls:
         try:
             make_tls_context(config.server.pemfile, config.server.cacert)
@@ -180,6 +183,8 @@ def main(argv=None):
     if argv and argv[0] == 'logs':
         from . import logs
         return logs.main(argv[1:])
+    if argv and argv[0] == 'seal-init':
+        return seal_keys.init_main(argv[1:], DEFAULT_CONFIG)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
