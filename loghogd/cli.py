@@ -185,6 +185,9 @@ def main(argv=None):
         return logs.main(argv[1:])
     if argv and argv[0] == 'seal-init':
         return seal_keys.init_main(argv[1:], DEFAULT_CONFIG)
+    if argv and argv[0] == 'verify':
+        from . import verify
+        return verify.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -278,8 +281,9 @@ def run(config, table, bound, handlers):
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     # Rotation and compression: the compressor's thread reports back through loop.wake().
     compressor = Compressor(config.compressor.format, config.compressor.level, loop.wake)
+    sealer = start_sealing(config, table, writer, counters, server)
     rotator = Rotator(writer, table, config.main.logdir, config.main.workdir, compressor,
-                      counters)
+                      counters, sealer)
     for handler in own_logs:
         rotator.add_own_log(handler.baseFilename, config.log.when, config.log.backup_count,
                             handler, server.clock())
@@ -301,6 +305,23 @@ def run(config, table, bound, handlers):
             pass
     log.info('loghogd stopped')
     return EX_OK
+
+
+def start_sealing(config, table, writer, counters, server):
+    """The Sealer (a loop task) when a facility is sealed or the work folder has a key;
+    None otherwise.  A reload that seals a facility without a key is refused (server.py's
+    table checks)."""
+    from .sealer import Sealer
+    seal_key = seal_keys.load(seal_keys.key_path(config.main.workdir))
+    if seal_key is None:
+        server.table_checks.append(lambda new: seal_keys.check_unsealed(config, new))
+        return None
+    server.table_checks.append(lambda new: seal_keys.check(config, new, seal_key))
+    sealer = Sealer(writer, table, config.main.logdir, seal_key, counters)
+    sealer.start(server.clock())
+    server.tasks.append(sealer)
+    server.reload_hooks.append(lambda: sealer.reload(server.table))
+    return sealer
 
 
 def _address(pair):
