@@ -33,6 +33,10 @@ SIDECAR_MODE = 0o640
 # 100 bytes; under load a write batch is one chunk, a few hundred a second).
 SIDECAR_BATCH = 4096
 READ_BYTES = 1 << 20
+# Sealing work per loop pass (seconds; each seal is a write and one or two fdatasyncs):
+# thousands of sealed files are sealed in slices, the loop serving its sockets between
+# them (as rotation.TICK_BUDGET_S).
+TICK_BUDGET_S = 0.005
 
 
 class FileSeal:
@@ -56,6 +60,7 @@ class FileSeal:
         """Read the sidecar back (or start one) and chain what the file holds beyond it."""
         state = None
         try:
+            _cut_partial_record(self.sidecar)
             with open(self.sidecar, 'rb') as stream:
                 state = sealing.read_sidecar_state(stream)
         except FileNotFoundError:
@@ -196,6 +201,9 @@ class Sealer:
         self.key = seal_key
         self.counters = counters
         self.files = {}              # path -> FileSeal
+        # A seal round under way: (first epoch, last epoch, time µs, the key's next
+        # epoch, FileSeals still to seal).
+        self._round = None
         writer.sealer = self
 
     def start(self, now):
@@ -219,7 +227,7 @@ class Sealer:
         if current > self.key.epoch + 1:
             log.info('sealing epochs %d to %d, missed while loghogd was not running',
                      self.key.epoch, current - 1)
-        self.tick(now)
+        self.tick(now, budget_s=float('inf'))
 
     def file_seal(self, path):
         """The FileSeal of ``path`` (loaded on first use)."""
@@ -235,21 +243,30 @@ class Sealer:
     # -- the task ---------------------------------------------------------------------------
 
     def next_deadline(self):
-        return self.key.epoch_end()
+        return 0.0 if self._round is not None else self.key.epoch_end()
 
-    def tick(self, now):
-        """Once the key's epoch has ended: seal every file, then move the key on."""
-        current = self.key.epoch_of(now)
-        if current <= self.key.epoch:
-            return
-        first, last = self.key.epoch, current - 1
-        time_us = int(now * 1e6)
+    def tick(self, now, budget_s=TICK_BUDGET_S):
+        """Once the key's epoch has ended: seal every file (for about ``budget_s`` per
+        pass, the rest in the next passes), then move the key on."""
+        if self._round is None:
+            current = self.key.epoch_of(now)
+            if current <= self.key.epoch:
+                return
+            # One time for the whole round: right after the last epoch sealed, whatever
+            # passes the round takes (verify checks the time against the epochs).
+            self._round = (self.key.epoch, current - 1, int(now * 1e6), current,
+                           list(self.files.values()))
+        first, last, time_us, following, waiting = self._round
         key = bytes(self.key.key)
-        for file_seal in self.files.values():
-            file_seal.seal(key, first, last, time_us)
+        began = time.perf_counter()
+        while waiting:
+            waiting.pop().seal(key, first, last, time_us)
+            if waiting and time.perf_counter() - began >= budget_s:
+                return
         del key
+        self._round = None
         try:
-            self.key.advance(current)
+            self.key.advance(following)
         except OSError as exc:
             self.counters.count('seal_errors')
             log.error('cannot write the next sealing key to %s: %s (the old key stays until '
@@ -258,7 +275,10 @@ class Sealer:
         self.counters.count('seals', len(self.files))
 
     def close(self):
-        """At exit (after the Writer wrote and synced everything): records to the sidecars."""
+        """At exit (after the Writer wrote and synced everything): finish a seal round
+        under way, and write the records waiting to the sidecars."""
+        if self._round is not None:
+            self.tick(0.0, budget_s=float('inf'))
         for file_seal in self.files.values():
             file_seal.chain.close_chunk()
             try:
@@ -347,6 +367,23 @@ class Sealer:
                         self.file_seal(path)
                         found.add(path)
         return found | {f.path for f in self.writer.files.values() if f.chain is not None}
+
+
+def _cut_partial_record(sidecar):
+    """A crash while appending may leave a record cut short at the end of ``sidecar``:
+    cut it off, so that the next record does not land glued to it."""
+    with open(sidecar, 'rb+') as stream:
+        end = stream.seek(0, os.SEEK_END)
+        if not end:
+            return
+        stream.seek(max(0, end - 4096))
+        tail = stream.read()
+        if tail.endswith(b'\n'):
+            return
+        keep = end - len(tail) + tail.rfind(b'\n') + 1
+        log.warning('%s: cutting off a record a crash left incomplete (%d bytes)', sidecar,
+                    end - keep)
+        stream.truncate(keep)
 
 
 def _sync_file(path):

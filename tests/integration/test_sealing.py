@@ -364,3 +364,27 @@ def test_logs_command_does_not_read_seal_files(history):
     assert logs.main(['-c', str(base / 'loghogd.conf'), 'app'], stdout=out) == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == sent and not any(b'loghog-seal' in line for line in lines)
+
+
+def test_pruned_backups_take_their_seal_files_and_the_rest_verifies(tmp_path):
+    base = tmp_path / 'd'
+    daemon = make_daemon(base, SEALED.replace('backup_count = 20', 'backup_count = 2'))
+    daemon.start()
+    folder = daemon.logdir / 'app'
+    try:
+        sent = 0
+        while 'deleted' not in daemon.output():      # backup_count pruned one
+            rotations = daemon.output().count('rotated ')
+            send_lines(daemon.tcp_port, sent, 40)
+            sent += 40
+            wait_for(lambda: daemon.output().count('rotated ') > rotations, 15)
+        wait_for(lambda: len(all_compressed(folder) or []) == 2, 15)
+        wait_sealed(folder)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    names = os.listdir(folder)
+    assert sorted(n for n in names if n.endswith('.seal')) == sorted(
+        [n[:-3] + '.seal' for n in backup_names(folder)] + ['root.log.seal'])
+    code, out = run_verify(base, folder)
+    assert code == 0 and 'the history begins here' in out, out

@@ -1,0 +1,240 @@
+"""The daemon's side of sealing (sealer.py) with a real Writer in a temporary folder and
+numbers for the clock, checked by the verifier (verify.py)."""
+
+import contextlib
+import io
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from loghogd import seal_keys, sealing, sealer as sealer_module, verify
+from loghogd.facilities import load_facilities
+from loghogd.sealer import Sealer
+from loghogd.stats import Counters
+from loghogd.writer import Writer
+
+T0 = 1_700_000_000
+INTERVAL = 10
+
+
+class Rig:
+    """A Writer and a Sealer on ``tmp``, a key made at T0; ``now`` moves by hand."""
+
+    def __init__(self, tmp, facilities='[app]\nrotate = daily\nbackup_count = 3\nsealed = yes\n'):
+        self.tmp = tmp
+        (tmp / 'facilities.conf').write_text(facilities)
+        self.table = load_facilities(str(tmp / 'facilities.conf'))
+        self.logdir = str(tmp / 'log')
+        self.workdir = str(tmp / 'lib')
+        self.keys = verify.Keys(*sealing.parse_verification_key(
+            seal_keys.create(self.workdir, INTERVAL, T0)))
+        self.now = T0 + 1.0
+        self.start()
+
+    def start(self):
+        self.counters = Counters()
+        self.writer = Writer(self.logdir, self.counters)
+        key = seal_keys.load(seal_keys.key_path(self.workdir))
+        self.sealer = Sealer(self.writer, self.table, self.logdir, key, self.counters)
+        self.sealer.start(self.now)
+
+    def write(self, *lines, module='root'):
+        facility = self.table.lookup('app', module)
+        for line in lines:
+            self.writer.add(facility, 'h', line + '\n')
+        self.writer.flush(self.now)
+
+    def next_epoch(self, epochs=1):
+        self.now += epochs * INTERVAL
+        self.sealer.tick(self.now, budget_s=float('inf'))
+
+    def stop(self):
+        self.writer.close(self.now)
+        self.sealer.close()
+
+    def verify(self, *paths, anchor=None):
+        out = io.StringIO()
+        found = verify.histories([str(p) for p in paths] or [os.path.join(self.logdir, 'app')])
+        statuses = [verify.check_history(files, self.keys, anchor, out)
+                    for _, files in sorted(found.items())]
+        code = 1 if 1 in statuses else 2 if 2 in statuses else 0
+        return code, out.getvalue()
+
+    @property
+    def live(self):
+        return os.path.join(self.logdir, 'app', 'root.log')
+
+
+def test_lines_written_and_sealed_verify_intact_and_empty_epochs_are_sealed(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one', 'two')
+    rig.next_epoch()
+    rig.next_epoch()           # nothing written: sealed all the same
+    rig.write('three')
+    rig.next_epoch()
+    seals = [line for line in open(rig.live + '.seal', 'rb') if line.startswith(b's ')]
+    assert [sealing.parse_record(s, False).last_epoch for s in seals] == [0, 1, 2]
+    assert [sealing.parse_record(s, False).lines for s in seals] == [2, 2, 3]
+    code, out = rig.verify()
+    assert code == 0, out
+    status = rig.sealer.status(rig.now)
+    assert status['key_epoch'] == 3 and status['seals'][0]['epoch'] == 2
+    assert status['seals'][0]['path'] == rig.live and len(status['seals'][0]['chain']) == 16
+
+
+def test_lines_after_the_last_seal_are_a_note_not_a_failure(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.write('two')
+    rig.stop()
+    code, out = rig.verify()
+    assert code == 0 and 'not sealed yet' in out, out
+
+
+def test_a_chain_without_any_seal_is_not_sealed(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.stop()
+    code, out = rig.verify()
+    assert code == 2 and 'NOT SEALED' in out, out
+
+
+def test_downtime_is_sealed_by_one_seal_over_the_missed_epochs(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.stop()
+    rig.now += 5 * INTERVAL
+    rig.start()
+    seals = [sealing.parse_record(s, False) for s in open(rig.live + '.seal', 'rb')
+             if s.startswith(b's ')]
+    assert [(s.first_epoch, s.last_epoch) for s in seals] == [(0, 0), (1, 5)]
+    code, out = rig.verify()
+    assert code == 0 and 'sealed together' in out, out
+
+
+def test_a_crash_between_write_and_seal_is_chained_at_restart(tmp_path, caplog):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.write('two', 'three')   # written, its records only in memory: then the crash
+    with open(rig.live, 'ab') as stream:
+        stream.write(b'cut sh')   # and a line cut short by the crash
+    rig.start()
+    assert 'were not sealed before the restart; sealed now' in caplog.text
+    rig.write('four')           # the Writer ends the cut line first
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0, out
+    assert b'cut sh\nfour\n' in open(rig.live, 'rb').read()
+
+
+def test_a_sidecar_record_cut_by_a_crash_is_cut_off_at_start(tmp_path, caplog):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    with open(rig.live + '.seal', 'ab') as stream:
+        stream.write(b's 1 1 1')
+    rig.start()
+    assert 'incomplete' in caplog.text
+    rig.next_epoch()
+    assert rig.verify()[0] == 0
+
+
+def test_seal_rounds_are_sliced_and_the_key_moves_on_after_the_last_file(tmp_path):
+    facilities = ('[app]\nrotate = daily\nbackup_count = 3\nsealed = yes\nfile_per_host = yes\n')
+    rig = Rig(tmp_path, facilities)
+    facility = rig.table.lookup('app', 'root')
+    for host in range(5):
+        rig.writer.add(facility, 'host%d' % host, 'a line\n')
+    rig.writer.flush(rig.now)
+    rig.now += INTERVAL
+    passes = 0
+    while True:
+        rig.sealer.tick(rig.now, budget_s=0.0)     # one file per pass
+        passes += 1
+        if rig.sealer.next_deadline() != 0.0:
+            break
+        assert rig.sealer.key.epoch == 0
+    assert passes == 5 and rig.sealer.key.epoch == 1
+    code, out = rig.verify()
+    assert code == 0 and out.count('OK ') == 5, out
+
+
+def test_reload_starts_and_stops_sealing(tmp_path):
+    rig = Rig(tmp_path, '[app]\nrotate = daily\nbackup_count = 3\n')
+    rig.write('before')
+    (tmp_path / 'facilities.conf').write_text('[app]\nrotate = daily\nbackup_count = 3\n'
+                                             'sealed = yes\n')
+    rig.table = load_facilities(str(tmp_path / 'facilities.conf'))
+    rig.writer.retarget(rig.table)
+    rig.sealer.reload(rig.table)
+    rig.write('after')
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0, out
+    (tmp_path / 'facilities.conf').write_text('[app]\nrotate = daily\nbackup_count = 3\n')
+    rig.table = load_facilities(str(tmp_path / 'facilities.conf'))
+    rig.writer.retarget(rig.table)
+    rig.sealer.reload(rig.table)
+    assert rig.sealer.files == {}
+
+
+def test_seal_files_are_not_log_files_for_the_logs_command(tmp_path):
+    from loghogd.logfiles import LogFiles
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    listing = LogFiles(os.path.join(rig.logdir, 'app'), 'root').list()
+    assert list(listing) == ['root.log']
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+                        max_size=300), min_size=1, max_size=60),
+       st.integers(min_value=0), st.integers(1, 255))
+def test_any_changed_byte_of_a_sealed_file_is_found(tmp_path_factory, lines, where, flip):
+    rig = Rig(tmp_path_factory.mktemp('h'))
+    half = len(lines) // 2
+    rig.write(*lines[:half])
+    rig.next_epoch()
+    rig.write(*lines[half:])
+    rig.next_epoch()
+    rig.stop()
+    data = bytearray(open(rig.live, 'rb').read())
+    position = where % len(data)
+    data[position] ^= flip
+    with open(rig.live, 'wb') as stream:
+        stream.write(data)
+    code, out = rig.verify()
+    assert code == 1, out
+    line = data[:position].count(b'\n') + 1
+    reported = int(out.split('root.log:')[1].split(':')[0])
+    assert reported <= line       # the first line of the chunk that holds the change
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+                        max_size=50), min_size=2, max_size=40), st.data())
+def test_any_removed_inserted_or_swapped_line_is_found(tmp_path_factory, lines, data):
+    rig = Rig(tmp_path_factory.mktemp('h'))
+    rig.write(*lines)
+    rig.next_epoch()
+    rig.stop()
+    content = open(rig.live, 'rb').read().splitlines(keepends=True)
+    action = data.draw(st.sampled_from(['remove', 'insert', 'swap']))
+    i = data.draw(st.integers(0, len(content) - 1))
+    if action == 'remove':
+        del content[i]
+    elif action == 'insert':
+        content.insert(i, b'intruder\n')
+    else:
+        j = data.draw(st.integers(0, len(content) - 1))
+        if content[i] == content[j]:
+            return
+        content[i], content[j] = content[j], content[i]
+    with open(rig.live, 'wb') as stream:
+        stream.write(b''.join(content))
+    assert rig.verify()[0] == 1
