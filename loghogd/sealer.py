@@ -69,7 +69,11 @@ class FileSeal:
             damaged = self.sidecar + '.damaged'
             log.error('%s: %s; moved to %s, the file is sealed afresh from here (loghogd '
                       'verify will report the break)', self.sidecar, exc, damaged)
-            os.replace(self.sidecar, damaged)
+            self.counters.count('seal_errors')
+            try:
+                os.replace(self.sidecar, damaged)
+            except OSError as error:
+                log.error('cannot move %s: %s', self.sidecar, error.strerror or error)
         if state is None:
             self.start(sealing.GENESIS, adopting=True)
         else:

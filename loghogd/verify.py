@@ -94,7 +94,6 @@ class History:
             self.notes.append('%s: the history begins here (older files were pruned, or '
                               'not given)' % path)
         last, lines, size = start.prev, 0, 0
-        self.unsealed_tail = None
         for number, raw in enumerate(records, 2):
             try:
                 record = sealing.parse_record(raw, False)
@@ -119,9 +118,8 @@ class History:
             self.notes.append('%s: lines %d-%d were written after the last record of its chain '
                               '(not sealed yet)' % (path, lines + 1, lines + rest_lines))
         if self.unsealed_tail is not None and is_last:
-            self.notes.append('%s: lines %d-%d are chained but not sealed yet (written after '
-                              'the last seal)' % (self.unsealed_tail[0], self.unsealed_tail[1],
-                                                  lines))
+            self.notes.append('%s: line %d and what follows it are chained but not sealed yet '
+                              '(written after the last seal)' % self.unsealed_tail)
         self.last, self.last_path = last, path
 
     def _check_chunk(self, path, stream, chunk, last, lines):

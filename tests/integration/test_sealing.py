@@ -4,6 +4,7 @@ file and line; a daemon without a key refuses to start; a crash is not tampering
 
 import contextlib
 import io
+import json
 import lzma
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from loghogd import cli, logs, seal_keys, sealing, verify
+from loghogd import cli, logs, seal_keys, sealing, status_command, verify
 from tests.support import (Daemon, backup_names, file_history, frame, read_lines, send_tcp,
                            wait_for)
 
@@ -388,3 +389,39 @@ def test_pruned_backups_take_their_seal_files_and_the_rest_verifies(tmp_path):
         [n[:-3] + '.seal' for n in backup_names(folder)] + ['root.log.seal'])
     code, out = run_verify(base, folder)
     assert code == 0 and 'the history begins here' in out, out
+
+
+def test_status_and_prometheus_show_the_latest_seal_to_anchor(tmp_path):
+    base = tmp_path / 'd'
+    base.mkdir()
+    daemon = Daemon(base, '[app]\nrotate = daily\nbackup_count = 3\nsealed = yes\n',
+                    sections={'seal': {'interval': '1'},
+                              'stats': {'interval': '1', 'prometheus_file': 'run/loghogd.prom'}})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(['seal-init', '-c', str(daemon.config_path)]) == 0
+    (base / 'verification.key').write_text(out.getvalue())
+    daemon.start()
+    folder = daemon.logdir / 'app'
+    try:
+        send_lines(daemon.tcp_port, 0, 3)
+        sealed = wait_sealed(folder)
+
+        def shown():
+            text = io.StringIO()
+            with contextlib.redirect_stdout(text):
+                status_command.main(['--run-dir', str(daemon.rundir), '--json'])
+            snapshot = json.loads(text.getvalue() or 'null') or {}
+            seals = snapshot.get('tasks', {}).get('sealing', {}).get('seals') or []
+            return seals and seals[0]['epoch'] is not None and seals[0]['epoch'] >= \
+                sealed.last_epoch and seals[0]
+        seal = wait_for(shown, 10, message='the seal in the status')
+        prom = wait_for(lambda: (daemon.rundir / 'loghogd.prom').exists() and
+                        'loghogd_seal_epoch{' in (daemon.rundir / 'loghogd.prom').read_text()
+                        and (daemon.rundir / 'loghogd.prom').read_text(), 10)
+        assert 'loghogd_seal_chain_prefix{path="%s"}' % (folder / 'root.log') in prom
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    code, out = run_verify(base, folder, anchor='%d:%s' % (seal['epoch'], seal['chain']))
+    assert code == 0, out

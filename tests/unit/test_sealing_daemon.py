@@ -238,3 +238,32 @@ def test_any_removed_inserted_or_swapped_line_is_found(tmp_path_factory, lines, 
     with open(rig.live, 'wb') as stream:
         stream.write(b''.join(content))
     assert rig.verify()[0] == 1
+
+
+def test_lines_rotated_out_after_the_last_seal_are_noted_as_not_sealed(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.write('two')
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)       # as rotation does
+    rig.sealer.before_rename(rig.live)
+    os.rename(rig.live, rig.live + '.2026-12-05-00-00-00-000000')
+    rig.sealer.after_rename(rig.live, rig.live + '.2026-12-05-00-00-00-000000')
+    code, out = rig.verify()
+    assert code == 0 and 'root.log.2026-12-05-00-00-00-000000: line 2 and what follows' in out, out
+    rig.write('three')          # the new file's seal covers the old file's last line too
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0 and 'not sealed yet' not in out, out
+
+
+def test_verify_command_line_errors(tmp_path, capsys):
+    assert verify.main(['--key', str(tmp_path / 'none'), str(tmp_path)]) == 64
+    (tmp_path / 'bad.key').write_text('not a key\n')
+    assert verify.main(['--key', str(tmp_path / 'bad.key'), str(tmp_path)]) == 64
+    (tmp_path / 'good.key').write_text(sealing.format_verification_key(bytes(32), 0, 60))
+    assert verify.main(['--key', str(tmp_path / 'good.key'), str(tmp_path / 'missing')]) == 64
+    assert verify.main(['--key', str(tmp_path / 'good.key'), '--anchor', 'x', str(tmp_path)]) == 64
+    assert verify.main(['--key', str(tmp_path / 'good.key'), str(tmp_path)]) == 2  # no log files
+    assert verify.main([]) == 64
