@@ -133,6 +133,17 @@ def check(config, table, seal_key=None):
     return []
 
 
+def check_unsealed(config, table):
+    """For a daemon that started without a key: a reload that seals a facility is
+    refused (with a key made since, sealing starts at the next start)."""
+    errors = check(config, table)
+    sealed = [facility for facility in table if facility.sealed]
+    if not errors and sealed:
+        errors = ['%s: sealed = yes, but loghogd started without a sealing key: restart it '
+                  'to start sealing with %s' % (sealed[0].where, key_path(config.main.workdir))]
+    return errors
+
+
 # -- loghogd seal-init ------------------------------------------------------------------------
 
 EX_REFUSED = 1

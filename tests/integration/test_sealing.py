@@ -94,6 +94,7 @@ def history(tmp_path_factory):
             send_lines(daemon.tcp_port, sent, 6)
             sent += 6
             wait_for(lambda: len(file_history(folder)) == sent, 20, message='lines written')
+            wait_sealed(folder)    # after the seal, a rotation of that write is done too
             if len(read_lines(live)) >= 6:
                 break
         wait_for(lambda: all_compressed(folder), 20, message='every backup compressed')
@@ -225,26 +226,23 @@ def test_a_sidecar_rebuilt_with_the_current_key_is_found(copy):
 
 def test_cutting_back_to_an_older_seal_and_sealing_with_the_current_key_is_found(copy):
     """journald's CVE-2023-31438: epochs in which nothing was written are sealed too, so
-    cutting the file back and going on with the current key leaves a gap."""
+    cutting the file back to an older seal and going on with the current key leaves a gap."""
     base, folder, live_lines = copy
-    sidecar = folder / 'root.log.seal'
+    sidecar, live = folder / 'root.log.seal', folder / 'root.log'
     records = _lines(sidecar)
-    first_seal = next(i for i, r in enumerate(records) if r.startswith(b's '))
-    kept = records[:first_seal + 1]
+    seal_at = [i for i, r in enumerate(records) if r.startswith(b's ')][-3]   # an older seal
+    older = sealing.parse_record(records[seal_at], False)
     stolen = attacker_key(base)
-    chain = sealing.Chain(sealing.parse_record(records[first_seal], False).chain_hash,
-                          *(lambda s: (s.lines, s.size))(sealing.parse_record(records[first_seal],
-                                                                                False)))
+    chain = sealing.Chain(older.chain_hash, older.lines, older.size)
     forged_line = b'a line the intruder wants to be there\n'
     chain.add(forged_line)
     chain.close_chunk()
     time_us = int(stolen.epoch_end() * 1e6) + 1
     seal = sealing.make_seal(bytes(stolen.key), 'root.log', stolen.epoch, stolen.epoch,
                              chain.lines, chain.size, time_us, chain.last)
-    sidecar.write_bytes(b''.join(kept) + b''.join(chain.take_records()) + seal)
-    with open(folder / 'root.log', 'ab') as stream:
-        stream.write(forged_line)
-    assert_broken(base, folder, folder / 'root.log', live_lines + 1, 'were never sealed')
+    sidecar.write_bytes(b''.join(records[:seal_at + 1]) + b''.join(chain.take_records()) + seal)
+    live.write_bytes(live.read_bytes()[:older.size] + forged_line)
+    assert_broken(base, folder, live, older.lines + 1, 'were never sealed')
 
 
 def test_a_missing_seal_of_an_empty_epoch_is_found(copy):
