@@ -52,6 +52,7 @@ class FileSeal:
         self.last_seal = None
         self.start_record = None      # to write first, in a new sidecar
         self._adopting = False        # a new sidecar for a file that has lines already
+        self.short = False            # the file was found shorter than its chain (logged)
         self.failing = False
 
     # -- start-up ---------------------------------------------------------------------------
@@ -101,10 +102,12 @@ class FileSeal:
         file is opened, a newline the Writer added after a cut line."""
         covered = self.chain.covered
         if size < covered:
-            log.error('%s holds %d bytes, but its seal chain covers %d: it was cut short '
-                      'outside loghogd (or lost data in a crash); loghogd verify will '
-                      'report it', self.path, size, covered)
-            self.counters.count('seal_errors')
+            if not self.short:   # once: the file is opened again and again
+                self.short = True
+                log.error('%s holds %d bytes, but its seal chain covers %d: it was cut '
+                          'short outside loghogd (or lost data in a crash); loghogd verify '
+                          'will report it', self.path, size, covered)
+                self.counters.count('seal_errors')
             return
         if size == covered:
             return

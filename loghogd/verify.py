@@ -224,8 +224,9 @@ def histories(paths):
     (files and folders).  Sidecars and other files in folders are left out."""
     found = {}
     for given in paths:
-        if os.path.isdir(given):
-            names = [os.path.join(given, n) for n in sorted(os.listdir(given))]
+        if os.path.isdir(given):   # an app folder, or the log folder with app folders
+            names = [os.path.join(folder, n) for folder, _, files in sorted(os.walk(given))
+                     for n in sorted(files)]
             names = [n for n in names if _is_log(n)]
         else:
             names = [given]

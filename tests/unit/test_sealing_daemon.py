@@ -267,3 +267,29 @@ def test_verify_command_line_errors(tmp_path, capsys):
     assert verify.main(['--key', str(tmp_path / 'good.key'), '--anchor', 'x', str(tmp_path)]) == 64
     assert verify.main(['--key', str(tmp_path / 'good.key'), str(tmp_path)]) == 2  # no log files
     assert verify.main([]) == 64
+
+
+def test_verify_walks_the_log_folder_into_app_folders(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    code, out = rig.verify(rig.logdir)
+    assert code == 0 and out.count('OK ') == 1, out
+
+
+def test_a_file_cut_short_outside_loghogd_is_logged_once_and_fails_verify(tmp_path, caplog):
+    rig = Rig(tmp_path)
+    rig.write('one', 'two')
+    rig.next_epoch()
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)
+    with open(rig.live, 'r+b') as stream:
+        stream.truncate(4)
+    rig.write('three')
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)
+    rig.write('four')
+    assert caplog.text.count('its seal chain covers') == 1
+    assert rig.counters.events['seal_errors'] == 1
+    code, out = rig.verify()
+    assert code == 1 and 'root.log:1: ' in out, out
