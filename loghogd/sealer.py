@@ -244,9 +244,6 @@ class Sealer:
             file_seal.load()
         return file_seal
 
-    def is_sealed(self, facility):
-        return facility.sealed
-
     # -- the task ---------------------------------------------------------------------------
 
     def next_deadline(self):
@@ -342,14 +339,13 @@ class Sealer:
             log_file.chain = self.file_seal(log_file.path) if log_file.facility.sealed else None
         wanted = self._discover()
         for path in [p for p in self.files if p not in wanted]:
-            if True:
-                file_seal = self.files.pop(path)
-                file_seal.chain.close_chunk()
-                try:
-                    file_seal.write_out()
-                except OSError as exc:
-                    log.error('cannot write %s: %s', file_seal.sidecar, exc.strerror or exc)
-                log.info('%s is not sealed any more', path)
+            file_seal = self.files.pop(path)
+            file_seal.chain.close_chunk()
+            try:
+                file_seal.write_out()
+            except OSError as exc:
+                log.error('cannot write %s: %s', file_seal.sidecar, exc.strerror or exc)
+            log.info('%s is not sealed any more', path)
 
     def _discover(self):
         """Load the existing files of sealed facilities; return the set of their paths."""

@@ -53,7 +53,7 @@ KEY_BYTES = 32
 CHUNK_MIN_BYTES = 16 * 1024
 VERIFICATION_KEY_PREFIX = 'loghog-seal-v1'
 
-_RANGE = struct.Struct('>QQQ')
+RANGE = struct.Struct('>QQQ')
 
 
 # -- the key --------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def parse_verification_key(text):
 
 def link(prev, data, first_line, n_lines, n_bytes):
     """One chain step over a whole chunk (the streaming form is Chain)."""
-    return hashlib.sha256(prev + data + _RANGE.pack(first_line, n_lines, n_bytes)).digest()
+    return hashlib.sha256(prev + data + RANGE.pack(first_line, n_lines, n_bytes)).digest()
 
 
 class Chain:
@@ -159,7 +159,7 @@ class Chain:
         if self._hash is None or not self._ends_line:
             return
         first = self.lines + 1
-        self._hash.update(_RANGE.pack(first, self.open_lines, self.open_bytes))
+        self._hash.update(RANGE.pack(first, self.open_lines, self.open_bytes))
         self.last = self._hash.digest()
         self.records.append(encode_chunk(kind, first, self.open_lines, self.open_bytes,
                                          self.last))

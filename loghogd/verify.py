@@ -132,7 +132,7 @@ class History:
         if got < chunk.n_bytes:
             raise Broken(path, lines + newlines + 1, 'the file ends here, but its chain goes '
                          'on to line %d: it was cut short' % end)
-        digest.update(sealing._RANGE.pack(chunk.first_line, chunk.n_lines, chunk.n_bytes))
+        digest.update(sealing.RANGE.pack(chunk.first_line, chunk.n_lines, chunk.n_bytes))
         if newlines != chunk.n_lines or tail != b'\n' or digest.digest() != chunk.digest:
             raise Broken(path, chunk.first_line, 'lines %d-%d do not match the chain: a line '
                          'was changed, inserted, removed or reordered' % (chunk.first_line, end))
