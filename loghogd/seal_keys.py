@@ -149,10 +149,22 @@ def check_unsealed(config, table):
 EX_REFUSED = 1
 
 
+def _running_pid(pidfile):
+    """The PID of the loghogd holding ``pidfile``, or None."""
+    from .daemon import is_loghogd_alive
+    try:
+        with open(pidfile) as stream:
+            pid = int(stream.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid != os.getpid() and is_loghogd_alive(pid) else None
+
+
 def init_main(argv, default_config):
     """``loghogd seal-init [-c FILE] [--force]``: create the first sealing key in [main]
     workdir and print the verification key once on standard output.  Returns 0, 1 (a key
-    exists and no --force), 64 (usage), 78 (config) or 71 (the key cannot be written)."""
+    exists and no --force, or loghogd is running), 64 (usage), 78 (config) or 71 (the key
+    cannot be written)."""
     import argparse
     import sys
     import time
@@ -179,6 +191,11 @@ def init_main(argv, default_config):
         for error in exc.errors:
             print('loghogd seal-init: %s' % error, file=sys.stderr)
         return EX_CONFIG
+    running = _running_pid(config.main.pidfile)
+    if running is not None:
+        print('loghogd seal-init: loghogd is running (PID %d): stop it first; it replaces the '
+              'key every interval and would overwrite a new one' % running, file=sys.stderr)
+        return EX_REFUSED
     uid = gid = None
     if config.main.user and os.geteuid() == 0:
         from .daemon import lookup_user

@@ -8,7 +8,7 @@ the log's (decompressed) bytes, every seal is checked against the chain, its key
 
 Exit status: 0 every file is intact and sealed; 1 something broke (the first file and line
 where it does are printed); 2 nothing broke but a file was never sealed ("not sealed" is
-never "intact"); 64 usage.
+never "intact"); 66 a file could not be read (permissions); 64 usage.
 """
 
 import argparse
@@ -27,6 +27,7 @@ EX_INTACT = 0
 EX_BROKEN = 1
 EX_NOT_SEALED = 2
 EX_USAGE = 64
+EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
 _OPENERS = {'.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
 
@@ -281,6 +282,10 @@ def check_history(files, keys, anchor=None, out=None):
     except Broken as exc:
         print('BROKEN %s' % exc, file=out)
         status = EX_BROKEN
+    except PermissionError as exc:
+        # Neither intact nor tampered: not checked (reading logs takes the loghog group).
+        print('NOT CHECKED %s: %s' % (exc.filename or path, exc.strerror), file=out)
+        status = EX_NOINPUT
     except (OSError, EOFError, lzma.LZMAError) as exc:
         print('BROKEN %s: cannot be read: %s' % (path, exc), file=out)
         status = EX_BROKEN
@@ -327,7 +332,7 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run ``loghogd verify``; return 0, 1, 2 or 64."""
+    """Run ``loghogd verify``; return 0, 1, 2, 66 or 64."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -358,6 +363,7 @@ def main(argv=None):
         print('loghogd verify: no log files in %s' % ', '.join(args.paths), file=sys.stderr)
         return EX_NOT_SEALED
     statuses = [check_history(files, keys, anchor) for _, files in sorted(found.items())]
-    if EX_BROKEN in statuses:
-        return EX_BROKEN
-    return EX_NOT_SEALED if EX_NOT_SEALED in statuses else EX_INTACT
+    for status in (EX_BROKEN, EX_NOINPUT, EX_NOT_SEALED):
+        if status in statuses:
+            return status
+    return EX_INTACT

@@ -418,6 +418,11 @@ def test_status_and_prometheus_show_the_latest_seal_to_anchor(tmp_path):
                         'loghogd_seal_epoch{' in (daemon.rundir / 'loghogd.prom').read_text()
                         and (daemon.rundir / 'loghogd.prom').read_text(), 10)
         assert 'loghogd_seal_chain_prefix{path="%s"}' % (folder / 'root.log') in prom
+        # The running daemon replaces the key every interval: no new key under it.
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert cli.main(['seal-init', '-c', str(daemon.config_path), '--force']) == 1
+        assert 'loghogd is running (PID %d)' % daemon.pid in err.getvalue()
         assert daemon.stop() == 0
     finally:
         daemon.kill()

@@ -293,3 +293,13 @@ def test_a_file_cut_short_outside_loghogd_is_logged_once_and_fails_verify(tmp_pa
     assert rig.counters.events['seal_errors'] == 1
     code, out = rig.verify()
     assert code == 1 and 'root.log:1: ' in out, out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads every file')
+def test_a_file_verify_may_not_read_is_not_checked_not_broken(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    os.chmod(rig.live, 0)
+    code, out = rig.verify()
+    assert code == 66 and 'NOT CHECKED' in out, out
