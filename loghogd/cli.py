@@ -333,11 +333,15 @@ def run(config, table, bound, handlers):
 
 
 def start_sealing(config, table, writer, counters, server):
-    """The Sealer (a loop task) when a facility is sealed or the work folder has a key;
-    None otherwise.  A reload that seals a facility without a key is refused (server.py's
+    """The Sealer (a loop task) when the work folder has a key (it moves on every interval,
+    files to seal or not); None otherwise.  A reload that seals a facility without a key is refused (server.py's
     table checks)."""
     from .sealer import Sealer
-    seal_key = seal_keys.load(seal_keys.key_path(config.main.workdir))
+    try:
+        seal_key = seal_keys.load(seal_keys.key_path(config.main.workdir))
+    except ConfigError as exc:   # no facility is sealed (load() checked): nothing to seal
+        log.error('%s; not sealing', exc)
+        seal_key = None
     if seal_key is None:
         server.table_checks.append(lambda new: seal_keys.check_unsealed(config, new))
         return None

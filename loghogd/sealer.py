@@ -241,7 +241,13 @@ class Sealer:
         file_seal = self.files.get(path)
         if file_seal is None:
             file_seal = self.files[path] = FileSeal(path, self.counters)
-            file_seal.load()
+            try:
+                file_seal.load()
+            except OSError as exc:
+                # Its chain starts afresh: verify will show the break, the log says why.
+                self.counters.count('seal_errors')
+                log.error('cannot read %s to go on with its chain: %s', file_seal.sidecar,
+                          exc.strerror or exc)
         return file_seal
 
     # -- the task ---------------------------------------------------------------------------
