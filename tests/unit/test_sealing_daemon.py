@@ -303,3 +303,69 @@ def test_a_file_verify_may_not_read_is_not_checked_not_broken(tmp_path):
     os.chmod(rig.live, 0)
     code, out = rig.verify()
     assert code == 66 and 'NOT CHECKED' in out, out
+
+
+def _history_with_rotation(tmp):
+    """A sealed history of two files: lines and seals in both."""
+    rig = Rig(tmp)
+    rig.write(*['line %d %s' % (n, 'x' * 400) for n in range(60)])   # more than a chunk
+    rig.next_epoch()
+    rig.write('before the rotation')
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)
+    backup = rig.live + '.2026-12-05-00-00-00-000000'
+    rig.sealer.before_rename(rig.live)
+    os.rename(rig.live, backup)
+    rig.sealer.after_rename(rig.live, backup)
+    rig.write('after the rotation')
+    rig.next_epoch()
+    rig.next_epoch()
+    rig.stop()
+    return rig, [backup + '.seal', rig.live + '.seal']
+
+
+@pytest.mark.parametrize('action', ['delete', 'swap', 'duplicate'])
+def test_every_record_of_a_sidecar_matters(tmp_path, action):
+    """Deleting, swapping or repeating any record (chunk or seal) of either sidecar breaks
+    verification, but for deleting the first seal of the history (a later seal covers its
+    lines: nothing can be changed that way) or the last one (the end of a history: only
+    an anchor shows it, as documented)."""
+    rig, sidecars = _history_with_rotation(tmp_path)
+    assert rig.verify()[0] == 0
+    seals = [(sidecar, index) for sidecar in sidecars
+             for index, line in enumerate(open(sidecar, 'rb')) if line.startswith(b's ')]
+    harmless = {seals[0], seals[-1]} if action == 'delete' else set()
+    for sidecar in sidecars:
+        original = open(sidecar, 'rb').read()
+        records = original.splitlines(keepends=True)
+        for index in range(1, len(records) - (action == 'swap')):
+            changed = list(records)
+            if action == 'delete':
+                del changed[index]
+            elif action == 'swap':
+                changed[index], changed[index + 1] = changed[index + 1], changed[index]
+            else:
+                changed.insert(index, changed[index])
+            with open(sidecar, 'wb') as stream:
+                stream.write(b''.join(changed))
+            code, out = rig.verify()
+            assert code == (0 if (sidecar, index) in harmless else 1), (sidecar, index, out)
+        with open(sidecar, 'wb') as stream:
+            stream.write(original)
+
+
+def test_a_changed_digit_in_any_record_breaks_verification(tmp_path):
+    rig, sidecars = _history_with_rotation(tmp_path)
+    for sidecar in sidecars:
+        original = open(sidecar, 'rb').read()
+        start_end = original.index(b'\n') + 1
+        for position in range(start_end, len(original)):
+            byte = original[position:position + 1]
+            if not byte.isdigit():
+                continue
+            changed = original[:position] + (b'1' if byte != b'1' else b'2') + original[position + 1:]
+            with open(sidecar, 'wb') as stream:
+                stream.write(changed)
+            assert rig.verify()[0] == 1, (sidecar, position)
+        with open(sidecar, 'wb') as stream:
+            stream.write(original)
