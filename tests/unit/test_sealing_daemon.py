@@ -369,3 +369,22 @@ def test_a_changed_digit_in_any_record_breaks_verification(tmp_path):
             assert rig.verify()[0] == 1, (sidecar, position)
         with open(sidecar, 'wb') as stream:
             stream.write(original)
+
+
+@pytest.mark.parametrize('suffix, opener', [('.gz', 'gzip'), ('.bz2', 'bz2'), ('.xz', 'lzma')])
+def test_backups_compressed_any_way_verify(tmp_path, suffix, opener):
+    import importlib
+    rig, _ = _history_with_rotation(tmp_path)
+    backup = rig.live + '.2026-12-05-00-00-00-000000'
+    module = importlib.import_module(opener)
+    with open(backup, 'rb') as source:
+        data = source.read()
+    with module.open(backup + suffix, 'wb') as out:
+        out.write(data)
+    os.unlink(backup)
+    code, out = rig.verify()
+    assert code == 0 and '2 files' in out, out
+    with module.open(backup + suffix, 'wb') as out:
+        out.write(data.replace(b'line 7 ', b'line 8 '))
+    code, out = rig.verify()
+    assert code == 1 and 'BROKEN %s%s:1: ' % (backup, suffix) in out, out

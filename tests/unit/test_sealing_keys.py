@@ -122,3 +122,19 @@ def test_daemon_check_config_refuses_a_sealed_facility_without_key(tmp_path, cap
     config = write_config(tmp_path)
     assert cli.main(['--check-config', '-c', str(config)]) == 78
     assert 'no sealing key' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='only root gives files away')
+def test_seal_init_as_root_gives_the_key_to_the_daemon_user(tmp_path, capsys):
+    import pwd
+    try:
+        nobody = pwd.getpwnam('nobody')
+    except KeyError:
+        pytest.skip('no user nobody')
+    config = write_config(tmp_path)
+    text = config.read_text().replace('[main]\n', '[main]\nuser = nobody\n')
+    config.write_text(text)
+    assert cli.main(['seal-init', '-c', str(config)]) == 0
+    info = os.stat(tmp_path / 'lib' / 'seal.key')
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (nobody.pw_uid, 0o600)
+    assert os.stat(tmp_path / 'lib').st_uid == nobody.pw_uid
