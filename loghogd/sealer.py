@@ -54,6 +54,7 @@ class FileSeal:
         self._adopting = False        # a new sidecar for a file that has lines already
         self.short = False            # the file was found shorter than its chain (logged)
         self.failing = False
+        self.batches_waiting = 1      # records are written out at this many SIDECAR_BATCHes
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -133,11 +134,20 @@ class FileSeal:
     # -- the Writer's hook ------------------------------------------------------------------
 
     def add(self, data):
-        """The Writer wrote ``data`` to the file (whole lines, in order)."""
+        """The Writer wrote ``data`` to the file (whole lines, in order).  Never raises: a
+        sidecar that cannot be written is the seal's problem, not the write's."""
         chain = self.chain
         chain.add(data)
-        if len(chain.records) >= SIDECAR_BATCH:
-            self.write_out(sync=False)
+        if len(chain.records) >= SIDECAR_BATCH * self.batches_waiting:
+            try:
+                self.write_out(sync=False)
+            except OSError as exc:
+                self.batches_waiting += 1   # tried again a batch later, or at the seal
+                self.counters.count('seal_errors')
+                log.error('cannot write %s: %s (its records wait in memory)', self.sidecar,
+                          exc.strerror or exc)
+            else:
+                self.batches_waiting = 1
 
     # -- sidecar ----------------------------------------------------------------------------
 

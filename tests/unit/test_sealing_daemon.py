@@ -388,3 +388,15 @@ def test_backups_compressed_any_way_verify(tmp_path, suffix, opener):
         out.write(data.replace(b'line 7 ', b'line 8 '))
     code, out = rig.verify()
     assert code == 1 and 'BROKEN %s%s:1: ' % (backup, suffix) in out, out
+
+
+def test_a_sidecar_that_cannot_be_written_never_fails_the_write(tmp_path, monkeypatch, caplog):
+    rig = Rig(tmp_path)
+    monkeypatch.setattr(sealer_module, 'SIDECAR_BATCH', 2)
+    rig.write('one')
+    os.mkdir(rig.live + '.seal')        # cannot be opened for writing: EISDIR
+    for n in range(4):
+        rig.write(*['line %d %s' % (n, 'x' * 20000)])    # a chunk each
+    assert not any(f.failing for f in rig.writer.files.values())
+    assert len(open(rig.live).read().splitlines()) == 5
+    assert rig.counters.events['seal_errors'] >= 1 and 'records wait in memory' in caplog.text
