@@ -322,7 +322,13 @@ class Sealer:
         if file_seal is None:
             return
         file_seal.chain.close_chunk()
-        file_seal.write_out()
+        try:
+            file_seal.write_out()
+        except OSError as exc:
+            # Rotating matters more (a full disk): verify will show these lines unsealed.
+            self.counters.count('seal_errors')
+            log.error('cannot write %s before rotating it: %s (its last records are lost)',
+                      file_seal.sidecar, exc.strerror or exc)
 
     def after_rename(self, path, backup):
         """``path`` was renamed ``backup``: its sidecar follows; the new file's chain
