@@ -232,7 +232,12 @@ class Sealer:
             # Stopped after sealing and before the key moved on: those epochs are sealed.
             log.warning('the sealing key is at epoch %d but seals up to %d exist: moving '
                         'the key on', self.key.epoch, max(sealed))
-            self.key.advance(max(sealed) + 1)
+            try:
+                self.key.advance(max(sealed) + 1)
+            except OSError as exc:
+                self.counters.count('seal_errors')
+                log.error('cannot write the sealing key %s: %s', self.key.path,
+                          exc.strerror or exc)
         for file_seal in self.files.values():
             seal = file_seal.last_seal
             if seal is not None and seal.last_epoch < self.key.epoch - 1:
