@@ -400,3 +400,19 @@ def test_a_sidecar_that_cannot_be_written_never_fails_the_write(tmp_path, monkey
     assert not any(f.failing for f in rig.writer.files.values())
     assert len(open(rig.live).read().splitlines()) == 5
     assert rig.counters.events['seal_errors'] >= 1 and 'records wait in memory' in caplog.text
+
+
+def test_a_crash_after_sealing_before_the_key_moved_on_is_not_a_gap(tmp_path, caplog):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    key_file = seal_keys.key_path(rig.workdir)
+    before = open(key_file, 'rb').read()
+    rig.next_epoch()               # seals written, key moved on...
+    with open(key_file, 'wb') as stream:
+        stream.write(before)       # ... but the crash came before the key file was replaced
+    rig.start()
+    assert 'moving the key on' in caplog.text
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0, out
