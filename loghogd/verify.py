@@ -29,6 +29,8 @@ EX_NOT_SEALED = 2
 EX_USAGE = 64
 EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
+# The longest sidecar record: a seal is about 190 bytes, a start record holds a file name.
+MAX_RECORD_BYTES = 4096
 _OPENERS = {'.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
 
 
@@ -66,8 +68,11 @@ class History:
     """The running state of one history's check: its chain hash, line and byte counts
     within the current file, and its last seal."""
 
-    def __init__(self, keys, anchor=None):
+    def __init__(self, keys, anchor=None, now=None):
         self.keys = keys
+        # No seal can be from after this (Unix time): a forged far-future epoch would
+        # also make deriving its key take for ever.
+        self.latest = (time.time() if now is None else now) + keys.interval
         self.anchor = anchor            # (epoch, hash hex prefix) or None
         self.anchor_seen = False
         self.last = None                # the chain hash after the previous file (None: none)
@@ -81,7 +86,7 @@ class History:
     def check_file(self, path, name, stream, sidecar_lines, is_last):
         """Check one file (``stream``: its uncompressed bytes; ``sidecar_lines``: its
         sidecar, bytes lines) whose history is called ``name``.  Raises Broken."""
-        records = iter(sidecar_lines)
+        records = _bounded_lines(sidecar_lines)
         try:
             start = sealing.parse_record(next(records, b''), True)
         except ValueError as exc:
@@ -99,7 +104,7 @@ class History:
             try:
                 record = sealing.parse_record(raw, False)
             except ValueError as exc:
-                if is_last and not raw.endswith(b'\n'):
+                if is_last and not raw.endswith(b'\n') and next(records, None) is None:
                     break     # a record cut by a crash of the daemon, at the very end
                 raise Broken(path + sealing.SUFFIX, number, str(exc)) from None
             if record.kind == 'chunk':
@@ -145,6 +150,9 @@ class History:
             raise Broken(*where, 'the seal of epoch %d does not match the chain here'
                          % seal.last_epoch)
         moment = seal.time_us / 1e6
+        if moment > self.latest:
+            raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future'
+                         % (seal.last_epoch, _format_time(moment)))
         if self.keys.epoch_of(moment) != seal.last_epoch + 1:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, which is not '
                          'right after that epoch: its time or epoch is forged'
@@ -171,6 +179,16 @@ class History:
                              % (self.anchor[0], self.anchor[1]))
             self.anchor_seen = True
         self.seal, self.seal_path = seal, path
+
+
+def _bounded_lines(stream):
+    """The lines of ``stream``, none longer than MAX_RECORD_BYTES (a longer one comes in
+    pieces, which do not parse): memory stays bounded whatever a sidecar holds."""
+    while True:
+        line = stream.readline(MAX_RECORD_BYTES)
+        if not line:
+            return
+        yield line
 
 
 def _name_of(path):

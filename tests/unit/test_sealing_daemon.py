@@ -416,3 +416,33 @@ def test_a_crash_after_sealing_before_the_key_moved_on_is_not_a_gap(tmp_path, ca
     rig.next_epoch()
     code, out = rig.verify()
     assert code == 0, out
+
+
+def test_a_seal_from_the_far_future_is_refused_at_once(tmp_path):
+    """Its epoch would also make deriving the key take for ever."""
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.stop()
+    sidecar = rig.live + '.seal'
+    records = open(sidecar, 'rb').read().splitlines(keepends=True)
+    last = sealing.parse_record(records[-1], False)
+    epoch = 10 ** 12
+    records.append(sealing.make_seal(bytes(32), 'root.log', last.last_epoch + 1, epoch, 1, 4,
+                                     int(sealing.epoch_end(epoch, T0, INTERVAL) * 1e6) + 1,
+                                     last.chain_hash))
+    with open(sidecar, 'wb') as stream:
+        stream.write(b''.join(records))
+    code, out = rig.verify()
+    assert code == 1 and 'in the future' in out, out
+
+
+def test_an_endless_sidecar_line_is_refused_with_flat_memory(tmp_path):
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    rig.stop()
+    with open(rig.live + '.seal', 'ab') as stream:
+        stream.write(b'c 2 1 2 ' + b'0' * (8 << 20) + b'\n')
+    code, out = rig.verify()
+    assert code == 1 and 'root.log.seal:4: a record cut short' in out, out
