@@ -26,6 +26,7 @@ try:
     from .binding import bind_all, make_tls_context, write_listen_file
     from .config import load_config
     from .facilities import load_facilities, own_log_clashes
+    from . import seal_keys
     from .files import format_address
     from .loop import EventLoop
     from .compressor import Compressor
@@ -74,7 +75,8 @@ def build_parser():
         'and TLS, writes one file per application facility, rotates and compresses them.',
         epilog='loghogd status [-c FILE] [--run-dir DIR] [--json | --brief] shows what the '
         'running daemon is doing (see loghogd status --help); loghogd logs APP[:MODULE] ... '
-        'prints what it wrote (see loghogd logs --help).')
+        'prints what it wrote (see loghogd logs --help); loghogd seal-init [-c FILE] [--force] '
+        'creates the sealing key; loghogd verify --key KEYFILE PATH... checks sealed files.')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -134,6 +136,7 @@ def load(args):
         table = None
     if table is not None:
         errors += syslog_settings.check_default_app(config, table)
+        errors += seal_keys.check(config, table)
     if any(kind == 'tls' for kind, _, _ in config.listen_addresses()) or config.syslog.listen_tls:
         try:
             make_tls_context(config.server.pemfile, config.server.cacert)
@@ -180,6 +183,11 @@ def main(argv=None):
     if argv and argv[0] == 'logs':
         from . import logs
         return logs.main(argv[1:])
+    if argv and argv[0] == 'seal-init':
+        return seal_keys.init_main(argv[1:], DEFAULT_CONFIG)
+    if argv and argv[0] == 'verify':
+        from . import verify
+        return verify.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -298,8 +306,9 @@ def run(config, table, bound, handlers):
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     # Rotation and compression: the compressor's thread reports back through loop.wake().
     compressor = Compressor(config.compressor.format, config.compressor.level, loop.wake)
+    sealer = start_sealing(config, table, writer, counters, server)
     rotator = Rotator(writer, table, config.main.logdir, config.main.workdir, compressor,
-                      counters)
+                      counters, sealer)
     for handler in own_logs:
         rotator.add_own_log(handler.baseFilename, config.log.when, config.log.backup_count,
                             handler, server.clock())
@@ -321,6 +330,27 @@ def run(config, table, bound, handlers):
             pass
     log.info('loghogd stopped')
     return EX_OK
+
+
+def start_sealing(config, table, writer, counters, server):
+    """The Sealer (a loop task) when the work folder has a key (it moves on every interval,
+    files to seal or not); None otherwise.  A reload that seals a facility without a key is refused (server.py's
+    table checks)."""
+    from .sealer import Sealer
+    try:
+        seal_key = seal_keys.load(seal_keys.key_path(config.main.workdir))
+    except ConfigError as exc:   # no facility is sealed (load() checked): nothing to seal
+        log.error('%s; not sealing', exc)
+        seal_key = None
+    if seal_key is None:
+        server.table_checks.append(lambda new: seal_keys.check_unsealed(config, new))
+        return None
+    server.table_checks.append(lambda new: seal_keys.check(config, new, seal_key))
+    sealer = Sealer(writer, table, config.main.logdir, seal_key, counters)
+    sealer.start(server.clock())
+    server.tasks.append(sealer)
+    server.reload_hooks.append(lambda: sealer.reload(server.table))
+    return sealer
 
 
 def _address(pair):

@@ -97,6 +97,14 @@ SECTIONS = {
                 'textfile collector (a name ending in .prom; empty: off).'),
     ],
     'syslog': syslog_settings.SETTINGS,   # receiving syslog (issue 16)
+    'seal': [
+        # A minute: what an intruder can rewrite unnoticed is at most the last epoch (the
+        # key of an ended epoch is gone), and a seal a minute costs each sealed file about
+        # 150 bytes of its sidecar and two fsyncs.
+        Setting('interval', conv.integer_in(1, 86400), '60',
+                'Seconds per sealing epoch: every sealed file is sealed and the key moves on '
+                'this often (fixed by loghogd seal-init; see docs/security.md).'),
+    ],
 }
 
 PATH_KEYS = {('main', 'logdir'), ('main', 'workdir'), ('main', 'rundir'),

@@ -41,12 +41,16 @@ SETTINGS = {s.name: s for s in [
     Setting('format', conv.choice('text', 'json'), 'text',
             'text: a line per record, as always; json: a JSON object per line, with the '
             "sender's fields (loghogd/jsonlines.py)."),
+    Setting('sealed', conv.boolean, 'no',
+            'Keep a hash chain and timed seals beside each file (<file>.seal), so that '
+            'loghogd verify shows tampering (needs loghogd seal-init).'),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
-INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format')
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
+             'sealed')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -71,7 +75,7 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'format', 'syslog_programs')
+                 'format', 'syslog_programs', 'sealed')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -89,6 +93,7 @@ class Facility:
         self.key = (app, self.name)   # (app, facility name): how counters name it
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
+        self.sealed = values.get('sealed', False)
 
     @property
     def name(self):
