@@ -14,11 +14,10 @@ from loghog.wire import FLAG_ACK
 from . import protocol
 from .acknowledger import Acknowledger
 from .connections import READ, DatagramListener, StreamListener
-from .errors import ConfigError
-from .facilities import load_facilities
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .reloader import Reloader
 from .slots import Slots
 from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
@@ -74,7 +73,9 @@ class Server:
         self.writer = writer
         self.counters = counters
         self.loop = loop
-        self.tasks = list(tasks)
+        # The reload of facilities.conf: parsed on a thread, applied as a task (issue 15).
+        self.reloader = Reloader(self)
+        self.tasks = [self.reloader] + list(tasks)
         self.reload_hooks = []
         self.clock = clock
         self.loads = loads
@@ -280,38 +281,9 @@ class Server:
             log.info('status: %s', json.dumps(self.summary(), sort_keys=True))
 
     def reload(self):
-        """Re-read facilities.conf; keep the running table if the file is bad.  Reopen files."""
-        path = self.config.main.facilities_config
-        # A file byte for byte as the last one loaded gives the same table: not parsed
-        # again (20,000 facilities take seconds; a SIGHUP storm must not cost one each).
-        try:
-            with open(path, 'rb') as stream:
-                content = stream.read()
-        except OSError:
-            content = None
-        try:
-            if content is not None and content == getattr(self, 'facilities_content', None):
-                table = self.table
-            else:
-                table = load_facilities(path)   # may read a newer file: then parsed next time
-                self.facilities_content = content
-        except ConfigError as exc:
-            self.counters.count('reloads_failed')
-            self.last_reload = (self.clock(), False)
-            for error in exc.errors:
-                log.error('reload: %s', error)
-            log.error('reload: %s has errors; still using the facilities loaded before', path)
-        else:
-            self.writer.flush(self.clock())
-            self.table = table
-            self.writer.retarget(table)
-            self.counters.count('reloads')
-            self.loaded_at = self.clock()
-            self.last_reload = (self.loaded_at, True)
-            log.info('reloaded %s: %d facilities', path, len(table))
-        self.writer.reopen()
-        for hook in self.reload_hooks:
-            hook()
+        """SIGHUP: re-read facilities.conf on a thread and apply it in a later pass
+        (reloader.py); a bad file keeps the running table.  Files are reopened then."""
+        self.reloader.request()
 
     def summary(self):
         """A short dict of the main counters (for SIGUSR1 and status)."""
