@@ -151,3 +151,38 @@ def test_an_unchanged_file_is_not_parsed_again(server):
     reload_and_wait(server)
     assert server.table is table
     assert server.counters.events['reloads'] == 2
+
+
+# -- the rotator's part of a reload: in its slices -------------------------------------------
+
+from tests.unit.rotation_harness import harness, local  # noqa: E402,F401 (a fixture)
+
+DAILY_FLEET = '[fleet]\nrotate = daily\nbackup_count = 5\nfile_per_host = yes\nmax_hosts = 300\n'
+HOURLY_FLEET = DAILY_FLEET.replace('daily', 'hourly')
+
+
+def test_a_reload_that_changes_many_files_computes_nothing_per_file_in_its_pass(harness):
+    """Issue 15: a reload that switched 2,000 files to hourly computed their 2,000
+    deadlines (a croniter each: 0.4 s) in the pass that applied it.  Now reload() only
+    takes the table; the files are looked at in tick's slices."""
+    t = local(2024, 5, 14, 10, 0, 30)
+    h = harness(DAILY_FLEET, now=t)
+    for n in range(300):
+        h.writer.add(h.table.lookup('fleet', 'root'), 'web%03d' % n, 'hello\n')
+    h.writer.flush(t)
+    h.run_tasks(t)
+    files = [f for f in h.writer.files.values() if f.facility.app == 'fleet']
+    assert len(files) == 300 and {f.next_rotation for f in files} == {local(2024, 5, 15)}
+    h.configure(HOURLY_FLEET)
+    h.writer.retarget(h.table)
+    h.rotator.reload(h.table, t + 1)
+    # Nothing per file yet: every file still has its daily deadline ...
+    assert {f.next_rotation for f in files} == {local(2024, 5, 15)}
+    # ... and slices of the loop's budget apply the new schedule to all of them.
+    h.rotator.tick(t + 1, budget_s=0.0)
+    assert sum(f.next_rotation != local(2024, 5, 15) for f in files) == 1
+    while h.rotator.next_deadline() is not None and h.rotator.next_deadline() <= t + 1:
+        h.run_tasks(t + 1)
+    # Hourly from the period's start (midnight): due at once, rotated, next at 11:00.
+    assert {f.next_rotation for f in files} == {local(2024, 5, 14, 11)}
+    assert h.counters.events['rotations'] == 300
