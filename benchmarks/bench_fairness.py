@@ -2,7 +2,8 @@
 """Is one loop pass shared fairly between connections? (issue 15)
 
 A real loghogd (this checkout, default settings): 8 connections (from a child process)
-flood refused frames (10 bytes each: a header and a payload that is not JSON) or valid
+flood refused frames (10 bytes each: a header and a payload that is not JSON; each
+connects again at once when the daemon closes it) or valid
 messages of ``[flood]`` for ``--seconds``; a good client of ``[app]`` sends one message
 every ``--interval-ms`` meanwhile, with acknowledgements.  Reported: the good client's
 delays (send to acknowledgement: median, p99, max), whether all of its messages were written, and how long
@@ -69,13 +70,21 @@ def _flood(port, valid, stop_at, flooders):
         return _flood_hosts(port, stop_at)
     blob = flood_blob(valid)
     selector = selectors.DefaultSelector()
-    socks = []
-    for _ in range(flooders):
-        sock = socket.create_connection(('127.0.0.1', port))
+
+    def connect():
+        # The daemon closes a peer after MALFORMED_IN_A_ROW malformed frames: a
+        # determined flooder connects again at once (and so does this one).
+        try:
+            sock = socket.create_connection(('127.0.0.1', port))
+        except OSError:
+            return   # the daemon stopped
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_WRITE, [0])
-        socks.append(sock)
-    while time.time() < stop_at:
+
+    for _ in range(flooders):
+        connect()
+    reconnects = 0
+    while time.time() < stop_at and selector.get_map():
         for key, _ in selector.select(0.1):
             offset = key.data
             try:
@@ -84,8 +93,11 @@ def _flood(port, valid, stop_at, flooders):
                 pass
             except OSError:
                 selector.unregister(key.fileobj)
-    for sock in socks:
-        sock.close()
+                key.fileobj.close()
+                reconnects += 1
+                connect()
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
 
 
 def start_flood(port, seconds, valid, flooders=FLOODERS):

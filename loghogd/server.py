@@ -42,6 +42,16 @@ PEER_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 PASS_BUDGET_S = 0.002
 # After EMFILE, stop accepting for this long.
 ACCEPT_PAUSE_S = 1.0
+# A stream peer that sends this many malformed frames in a row (not UTF-8, not JSON, bad
+# zlib: nothing a LogHog client of any version sends) is closed, the rest of that read
+# unread: a flooder of refusals then costs the loop about one turn (connections.TURN_S:
+# 100 refusals take 0.45 ms) per connection it makes, not its turn in every pass for
+# ever (issue 15).  Frames refused for what
+# they say (an unknown app, a bad signature, a protocol version or flag this daemon
+# does not know, a size over max_message_size) are a misconfigured client's: those
+# reset the count, and such a client is never closed (it would reconnect and resend).
+MALFORMED_IN_A_ROW = 100
+MALFORMED = frozenset((protocol.BAD_UTF8, protocol.BAD_JSON, protocol.BAD_ZLIB))
 
 
 def format_receive_time(now):
@@ -328,6 +338,17 @@ class Server:
                       self.now - victim.last_activity, self.connections.max_connections)
             victim.close('longest idle, making room for a newcomer')
 
+    malformed_limit = MALFORMED_IN_A_ROW
+
+    def closing_malformed(self, connection):
+        """``connection`` sent MALFORMED_IN_A_ROW malformed frames in a row: close it,
+        counted (``connections_closed_malformed``) and logged (rate-limited)."""
+        self.counters.count('connections_closed_malformed')
+        self.warn('closed_malformed', 'closed the connection from %s after %d malformed '
+                  'frames in a row (not a LogHog client?)', connection.peer,
+                  connection.malformed_in_a_row)
+        connection.close('%d malformed frames in a row' % connection.malformed_in_a_row)
+
     def connection_active(self, connection):
         """``connection`` brought an accepted message: it is the last one to make room."""
         self.connections.touch(connection)
@@ -408,7 +429,8 @@ class Server:
                         continue
                 fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
-                    self.reject(fields, source, acks)
+                    if self.reject(fields, source, acks):
+                        break    # malformed frames only: closed after this (connections.py)
                     continue
                 app_id, module, stamp, nsecs, host, body, signature, sent_fields = fields
                 if module != last_module or app_id != last_app:
@@ -465,14 +487,25 @@ class Server:
         self.counters.accepted_bytes[key] += size
 
     def reject(self, rejection, source, acks=None):
-        self.counters.reject(rejection.reason, source.peer_host)
+        """Count and (rate-limited) log a refused frame of ``source``.  Returns True when
+        ``source`` (a stream connection) has now sent MALFORMED_IN_A_ROW malformed frames
+        in a row: the rest of its read is not looked at, and it is closed."""
+        reason = rejection.reason
+        self.counters.reject(reason, source.peer_host)
         if acks is not None:
-            acks.reject(rejection.reason)
-        allowed, suppressed = self.limiter.allow(rejection.reason, self.now)
+            acks.reject(reason)
+        allowed, suppressed = self.limiter.allow(reason, self.now)
         if allowed:
             more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
             log.warning('rejected a message from %s: %s: %s%s', source.peer, rejection.reason,
                         rejection.detail, more)
+        if source.kind == 'udp':
+            return False
+        if reason in MALFORMED:
+            source.malformed_in_a_row += 1
+            return source.malformed_in_a_row >= self.malformed_limit
+        source.malformed_in_a_row = 0
+        return False
 
     # -- acknowledgements ------------------------------------------------------------------
 
