@@ -298,15 +298,15 @@ class StreamConnection:
             finally:
                 self.frames_before += len(frames)
             self.refused_only = not accepted
+            if self.malformed_in_a_row >= server.malformed_limit:
+                server.closing_malformed(self)   # the server stopped reading at the last
+                return
             if accepted:
                 # Only accepted messages are activity: a peer that sends a refused frame
                 # now and then must not hold its slot for ever (issue 15).
                 self.last_activity = server.now
                 server.connection_active(self)
                 self.malformed_in_a_row = 0
-            elif self.malformed_in_a_row >= server.malformed_limit:
-                server.closing_malformed(self)
-                return
         if splitter.lost:
             self.close('framing lost (not a LogHog stream?)')
             return

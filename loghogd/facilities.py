@@ -184,6 +184,12 @@ class HostCap:
     peer inventing host names cannot make the daemon open, track and rotate endless
     files (issue 15).
 
+    The count never shrinks while the daemon runs, by choice: forgetting the names of
+    files forgotten when idle would let a peer cycling through names make max_hosts new
+    files every FORGET_AFTER_S (writer.py), without end; files from before a restart
+    are not counted (a restart admits max_hosts names again: the files on disk are the
+    operator's to delete).
+
     ``route(facility, safe_host)`` is asked once per new (facility, host) by the
     Writer; ``counters`` counts ``hosts_over_max_hosts``: distinct host names sent to a
     shared file (exactly up to REFUSED_LIMIT of them, then every lookup).

@@ -46,10 +46,11 @@ ACCEPT_PAUSE_S = 1.0
 # zlib: nothing a LogHog client of any version sends) is closed, the rest of that read
 # unread: a flooder of refusals then costs the loop about one turn (connections.TURN_S:
 # 100 refusals take 0.45 ms) per connection it makes, not its turn in every pass for
-# ever (issue 15).  Frames refused for what
-# they say (an unknown app, a bad signature, a protocol version or flag this daemon
-# does not know, a size over max_message_size) are a misconfigured client's: those
-# reset the count, and such a client is never closed (it would reconnect and resend).
+# ever (issue 15).  Frames refused for what they say (an unknown app, a bad signature,
+# a protocol version or flag this daemon does not know, a size over max_message_size)
+# are a misconfigured client's: those reset the count, and such a client is never
+# closed (it would reconnect and resend).  An accepted message resets it too (counted
+# per read: a peer mixing garbage with messages in one read is no LogHog client).
 MALFORMED_IN_A_ROW = 100
 MALFORMED = frozenset((protocol.BAD_UTF8, protocol.BAD_JSON, protocol.BAD_ZLIB))
 
@@ -499,13 +500,11 @@ class Server:
             more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
             log.warning('rejected a message from %s: %s: %s%s', source.peer, rejection.reason,
                         rejection.detail, more)
-        if source.kind == 'udp':
+        in_a_row = getattr(source, 'malformed_in_a_row', None)   # stream connections only
+        if in_a_row is None:
             return False
-        if reason in MALFORMED:
-            source.malformed_in_a_row += 1
-            return source.malformed_in_a_row >= self.malformed_limit
-        source.malformed_in_a_row = 0
-        return False
+        in_a_row = source.malformed_in_a_row = in_a_row + 1 if reason in MALFORMED else 0
+        return in_a_row >= self.malformed_limit
 
     # -- acknowledgements ------------------------------------------------------------------
 
