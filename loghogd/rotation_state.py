@@ -10,7 +10,8 @@ rewritten, with two fsyncs, for every new file).
 - ``write_snapshot(entries)`` starts generation + 1 (later changes go to its journal at
   once) and has a thread write ``rotation.json`` whole, ``{"format": 1, "generation":
   <generation + 1>, "files": ...}`` (temporary file, fsync, rename), then delete the
-  journals of older generations: the loop only builds the entries and encodes them.
+  journals of older generations: the entries are made and encoded on that thread too
+  (in pieces that let the loop run between them), the loop only lists its files.
 - ``load()`` reads rotation.json, then the journals of its generation and later, in order;
   a line cut short by a crash is skipped.  A snapshot that was never completed leaves
   the older one and its journals, which hold the same changes.
