@@ -153,6 +153,7 @@ class StreamConnection:
         self.outgoing = bytearray()   # acks not yet taken by the kernel
         self.waiting_to_send = False
         self.refused_only = False     # the last read held frames, all of them refused
+        self.malformed_in_a_row = 0   # counted by server.reject (MALFORMED_IN_A_ROW)
         self.read_size = FIRST_READ_SIZE   # bytes read per turn (adapts to TURN_S)
         if tls_context is not None:
             self.sock = tls_context.wrap_socket(sock, server_side=True,
@@ -297,11 +298,15 @@ class StreamConnection:
             finally:
                 self.frames_before += len(frames)
             self.refused_only = not accepted
+            if self.malformed_in_a_row >= server.malformed_limit:
+                server.closing_malformed(self)   # the server stopped reading at the last
+                return
             if accepted:
                 # Only accepted messages are activity: a peer that sends a refused frame
                 # now and then must not hold its slot for ever (issue 15).
                 self.last_activity = server.now
                 server.connection_active(self)
+                self.malformed_in_a_row = 0
         if splitter.lost:
             self.close('framing lost (not a LogHog stream?)')
             return

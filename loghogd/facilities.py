@@ -144,13 +144,15 @@ class FacilityTable:
         self.depth = {app: max(len(path) for path in paths)
                       for app, paths in self.by_app.items()}
         self._cache = {}
+        # Counted once: summing 20,000 apps' dicts took 7 ms of the loop per status line.
+        self._count = sum(len(f) for f in self.by_app.values())
 
     def __iter__(self):
         for app_facilities in self.by_app.values():
             yield from app_facilities.values()
 
     def __len__(self):
-        return sum(len(f) for f in self.by_app.values())
+        return self._count
 
     def lookup(self, app, module):
         """Return the most specific Facility for ``app`` and ``module``, or None."""
@@ -186,6 +188,12 @@ class HostCap:
     ``<module>.log``, which holds the host name in each line: nothing is lost, and a
     peer inventing host names cannot make the daemon open, track and rotate endless
     files (issue 15).
+
+    The count never shrinks while the daemon runs, by choice: forgetting the names of
+    files forgotten when idle would let a peer cycling through names make max_hosts new
+    files every FORGET_AFTER_S (writer.py), without end; files from before a restart
+    are not counted (a restart admits max_hosts names again: the files on disk are the
+    operator's to delete).
 
     ``route(facility, safe_host)`` is asked once per new (facility, host) by the
     Writer; ``counters`` counts ``hosts_over_max_hosts``: distinct host names sent to a
@@ -251,6 +259,14 @@ def _parse_section_name(ini, section):
 def load_facilities(path):
     """Read facilities.conf and return a FacilityTable, or raise ConfigError with every mistake."""
     ini = IniFile(path).read()
+    try:
+        return _build_table(ini, path)
+    finally:
+        ini.close()   # frees the parser without the cyclic GC (inifile.py, issue 15)
+
+
+def _build_table(ini, path):
+    """load_facilities' work on the read ``ini``."""
     if ini.errors:
         raise ConfigError(ini.errors)  # syntax errors: nothing more can be trusted
     parsed = []

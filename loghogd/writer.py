@@ -799,6 +799,8 @@ class Writer:
                 del self.files[key]
                 self.unsynced_files.discard(log_file)
                 self.release(log_file)
+                if self.rotation is not None:
+                    self.rotation.forget_file(log_file)
 
     def close(self, now):
         """Write what is queued (trying failing files once more), sync and close every
