@@ -16,7 +16,7 @@ from .acknowledger import Acknowledger
 from .connections import READ, DatagramListener, StreamListener
 from .jsonlines import format_json_line
 from .lines import format_body
-from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .protocol import Rejection, decode_fields, verify_signature
 from .reloader import Reloader
 from .slots import Slots
 from .writer import OPEN_BUDGET_S
