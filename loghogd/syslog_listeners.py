@@ -25,10 +25,12 @@ from .connections import (READ, UDP_BATCH, StreamConnection, StreamListener,
 from .errors import StartupError, describe_os_error
 from .files import format_address
 from .jsonlines import format_json_line
+from .lines import format_body
 from .protocol import Rejection
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
-from .syslog_parse import json_fields, line_text, parse_message
+from .syslog_parse import (BOM, TRAILING, json_fields, line_head, line_text, parse_message,
+                           shape_5424, valid_stamp)
 from .syslog_routing import SyslogRouter
 
 log = logging.getLogger('loghogd.syslog')
@@ -123,8 +125,9 @@ def attach(server, bound, config):
 class SyslogReceiver:
     """Parses, routes, formats and queues syslog messages for the server's writer."""
 
-    def __init__(self, server, default_app):
+    def __init__(self, server, default_app, fast=True):
         self.server = server
+        self.fast = fast
         self.default_app = default_app
         self.table = None
         self.router = None
@@ -150,7 +153,12 @@ class SyslogReceiver:
         """Queue the lines of ``frames`` ([(bytes, was_cut)]) from ``source``.
 
         As in Server.ingest, what consecutive messages share (their facility, host part
-        of the line and file) is looked up again only when it changes.
+        of the line and file) is looked up again only when it changes.  And most senders
+        send one shape of message after another (syslog_parse.shape_5424): once a message
+        of that shape has been parsed and routed, the next ones that share it are checked
+        with a few byte comparisons and their line is the same head plus their text,
+        without parsing them (``fast = False`` parses every message: the reference the
+        tests compare with).
         """
         server = self.server
         counters = server.counters
@@ -160,15 +168,48 @@ class SyslogReceiver:
         queue_for = server.writer.queue_for
         peer_host = source.peer_host
         heads = self.heads
+        fast = self.fast
         if len(heads) > 4096:   # senders choose programs and pids freely
             heads.clear()
         received = cut = replaced = count = size = 0
         last_program = last_host = facility = log_file = append = head = None
+        # The shape of the last message, when the next ones may skip the parser: its
+        # lead ('<PRI>1 '), header (' HOST APP PROCID MSGID - '), whole line head, and the
+        # last TIMESTAMP start found valid.
+        lead = header = shape_head = None
+        lead_size = header_size = 0
+        stamp = b'1970-01-01T00:00:00'
         try:
             for data, was_cut in frames:
                 received += 1
                 if was_cut:
                     cut += 1
+                if lead is not None and data.startswith(lead):
+                    stamp_end = data.find(b' ', lead_size)
+                    length = stamp_end - lead_size
+                    if length > 19:
+                        if not data.startswith(stamp, lead_size):
+                            if valid_stamp(data[lead_size:lead_size + 19]):
+                                stamp = data[lead_size:lead_size + 19]
+                            else:
+                                stamp_end = -1
+                    elif length != 1 or data[lead_size] != 0x2D:   # '-'
+                        stamp_end = -1
+                    if stamp_end > 0 and data.startswith(header, stamp_end):
+                        start = stamp_end + header_size
+                        if data.startswith(BOM, start):
+                            start += 3
+                        try:
+                            text = data[start:].rstrip(TRAILING).decode('utf-8')
+                        except UnicodeDecodeError:
+                            pass   # parsed below: replaced and counted
+                        else:
+                            append(shape_head + (text if text.isprintable()
+                                                 else format_body(text)) + '\n')
+                            count += 1
+                            size += len(data)
+                            continue
+                lead = None
                 message = parse_message(data, now)
                 if message.__class__ is Rejection:
                     server.reject(message, source)
@@ -205,6 +246,12 @@ class SyslogReceiver:
                     append = log_file.pending.append
                 if facility.format == 'text':
                     append(head + line_text(message, program or '-', heads) + '\n')
+                    if fast and message.structured_data is None and message.format == '5424':
+                        shape = shape_5424(data)
+                        if shape is not None:
+                            lead, header = shape
+                            lead_size, header_size = len(lead), len(header)
+                            shape_head = head + line_head(message, program or '-', heads)
                 else:
                     append(format_json_line(now, host, facility.app, facility.name,
                                             message.message, json_fields(message, program or '-')))

@@ -45,7 +45,7 @@ MAX_MSGID = 32
 # RFC 3164 says 32 characters of TAG; senders go beyond it (long program names).
 MAX_TAG = 64
 _TAG_CHARS = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./@'
-_TRAILING = b'\r\n\x00'
+TRAILING = b'\r\n\x00'
 # The digits of a valid PRI (0..191, leading zeros tolerated) -> its value: one look-up
 # instead of isdigit(), int() and a range check.
 _PRI_VALUES = {digits.encode(): pri for pri in range(192)
@@ -115,7 +115,7 @@ def parse_message(data, now):
     Returns a SyslogMessage, or a Rejection (reason EMPTY) for a message with nothing in
     it at all.  Never raises for any input.
     """
-    data = bytes(data).rstrip(_TRAILING)
+    data = bytes(data).rstrip(TRAILING)
     if not data:
         return Rejection(EMPTY, 'empty syslog message')
     pri = None
@@ -439,10 +439,19 @@ def line_text(message, program, heads=None):
 
     ``program`` is the routed name ('-' when the message had none).  The PID, MSGID and
     STRUCTURED-DATA parts appear only when the message has them.  ``heads``, a dict the
-    caller keeps (and bounds), remembers the part before the SD and message, which
-    repeats from one message to the next.  The body is written as every record's is
+    caller keeps (and bounds), remembers the part before the SD and message (line_head),
+    which repeats from one message to the next.  The body is written as every record's is
     (lines.format_body): continuation lines marked, controls escaped.
     """
+    head = line_head(message, program, heads)
+    body = message.message
+    if message.structured_data is not None:
+        body = '%s %s' % (message.structured_data, body) if body else message.structured_data
+    return head + format_body(body)
+
+
+def line_head(message, program, heads=None):
+    """'PROGRAM[PID] FACILITY.SEVERITY[ MSGID]: ' of ``message``'s line (see line_text)."""
     key = (program, message.procid, message.pri, message.msgid)
     head = heads.get(key) if heads is not None else None
     if head is None:
@@ -453,7 +462,31 @@ def line_text(message, program, heads=None):
         head = escape_controls(head) + ': '
         if heads is not None:
             heads[key] = head
-    body = message.message
-    if message.structured_data is not None:
-        body = '%s %s' % (message.structured_data, body) if body else message.structured_data
-    return head + format_body(body)
+    return head
+
+
+# -- the shape of the next messages ------------------------------------------------------------
+
+def shape_5424(data):
+    """For ``data`` that parse_message read as RFC 5424 without STRUCTURED-DATA, the shape
+    that the next messages of most senders share with it: (lead, header), None for any
+    other message.
+
+    ``lead`` is '<PRI>1 ', ``header`` ' HOSTNAME APP-NAME PROCID MSGID - ' as sent.  A
+    message that starts with ``lead``, then has a TIMESTAMP that is '-' or longer than 19
+    bytes of which the first 19 are 'YYYY-MM-DDTHH:MM:SS' (valid_stamp), then ``header``,
+    parses (parse_message) to the PRI and header fields ``data`` did, no STRUCTURED-DATA,
+    and as MSG the rest: after a BOM if it starts with one, trailing CR, LF and NUL
+    dropped, decoded as UTF-8 (replaced if it is not).  The receiver checks that with a
+    few comparisons instead of parsing (syslog_listeners.SyslogReceiver.ingest).
+    """
+    parts = data.split(b' ', 6)
+    if len(parts) < 7 or parts[6][:2] != b'- ':
+        return None
+    return parts[0] + b' ', b' %s %s %s %s - ' % tuple(parts[2:6])
+
+
+def valid_stamp(raw):
+    """True when ``raw`` (19 bytes) is the 'YYYY-MM-DDTHH:MM:SS' that RFC 5424 TIMESTAMPs
+    start with (cached: it changes once a second)."""
+    return _rfc3339_seconds(raw) is not False

@@ -1,0 +1,192 @@
+"""The fast paths of syslog ingest give exactly what the general path gives.
+
+SyslogReceiver.ingest parses a message only when its shape changes (syslog_parse.shape_5424);
+the messages after it that share the shape are checked with byte comparisons.  Whatever the
+messages (same shape or near misses: another PRI, a TIMESTAMP that is not one, a BOM,
+STRUCTURED-DATA, bytes that are not UTF-8, control characters, trailing NUL/CR/LF, another
+program or host), the lines, their files and order, and every counter are those of the
+reference (``fast=False``: every message parsed).
+"""
+
+import os
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from loghogd.binding import BoundSockets
+from loghogd.config import load_config
+from loghogd.facilities import load_facilities
+from loghogd.server import Server, format_receive_time
+from loghogd.stats import Counters
+from loghogd.syslog_listeners import SyslogReceiver
+from loghogd import syslog_parse
+from loghogd.writer import Writer
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+NOW = 1796479200.0   # 2026-12-05 12:00 UTC
+LOGDIR = '/nonexistent/loghogd-fast'
+FACILITIES = '''
+[web]
+rotate = daily
+backup_count = 3
+syslog_programs = myapp, app*
+
+[web:nginx]
+syslog_programs = nginx
+rotate = daily
+backup_count = 3
+
+[perhost]
+rotate = daily
+backup_count = 3
+file_per_host = yes
+syslog_programs = perhost
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = s3cret
+syslog_programs = signedprog
+
+[structured]
+rotate = daily
+backup_count = 3
+format = json
+syslog_programs = jsonprog
+
+[catchall]
+rotate = daily
+backup_count = 3
+'''
+
+PRIS = [b'<14>', b'<13>', b'<014>', b'<191>', b'<192>', b'<0>', b'<14', b'14>', b'']
+VERSIONS = [b'1 ', b'1 ', b'1 ', b'2 ', b'1', b'']
+STAMPS = [b'2026-12-05T11:00:00Z', b'2026-12-05T11:00:00.123456Z', b'2026-12-05T11:00:01.5+01:00',
+          b'2026-12-05T11:00:02.000001-05:30', b'-', b'-', b'2026-12-05T11:00:00',
+          b'2026-13-05T11:00:00Z', b'2026-12-05t11:00:00z', b'-x', b'--', b'Dec  5 11:00:00',
+          b'2026-12-05T11:00:00.1234567Z', b'2026-12-05T11:00:00+0100']
+HOSTS = [b'h1', b'h1', b'h2', b'-', b'2001:db8::1', b'bad\xffhost', b'h\x1bx', b'h' * 256]
+APPS = [b'myapp', b'myapp', b'app-2', b'nginx', b'perhost', b'signedprog', b'jsonprog',
+        b'nobody', b'-', b'a' * 49, b'my\tapp']
+PROCIDS = [b'-', b'-', b'12', b'p' * 129]
+MSGIDS = [b'-', b'-', b'ID47', b'm' * 33]
+SDS = [b'- ', b'- ', b'- ', b'-', b'[x@1 a="b\\"c"] ', b'[x@1 a="b"]', b'-x ', b'']
+BODIES = st.lists(st.sampled_from([b'msg', b'two words', b'\xef\xbb\xbf', b'\xff', b'\xc3',
+                                   b'\n', b'\r\n', b'\x00', b'\t', b'\x1b[31m', b'\xe2\x80\xa8',
+                                   b'caf\xc3\xa9', b' ', b'- ', b'1 ', b'<14>']) | st.binary(max_size=6),
+                  max_size=6).map(b''.join)
+# What ends a frame that the splitter leaves on it (CRLF's CR, a NUL after an LF).
+ENDS = st.sampled_from([b'', b'', b'', b'\r', b'\x00', b'\n\x00', b'\r\n', b' \x00'])
+
+
+def pieces(good):
+    """The pieces of a header: ``good`` ones (an RFC 5424 header without STRUCTURED-DATA,
+    the shape the fast path takes), or any (near misses included)."""
+    return [PRIS[:3], VERSIONS[:1], STAMPS[:5], HOSTS[:5], APPS[:9], PROCIDS[:3], MSGIDS[:3],
+            SDS[:1]] if good else [PRIS, VERSIONS, STAMPS, HOSTS, APPS, PROCIDS, MSGIDS, SDS]
+
+
+@st.composite
+def message(draw, good=False):
+    """A message made of the pieces of a header."""
+    pri, version, stamp, host, app, procid, msgid, sd = (
+        draw(st.sampled_from(choices)) for choices in pieces(good))
+    return b''.join([pri, version, stamp, b' ', host, b' ', app, b' ', procid, b' ', msgid, b' ',
+                     sd, draw(BODIES), draw(ENDS)])
+
+
+mostly_good = message(good=True) | message(good=True) | message()
+
+
+# A batch: a few messages, each repeated (so that the next messages share its shape), and
+# the repeats differ only where senders' messages do (their time, their text).
+def repeated(pool_size):
+    return st.lists(st.tuples(st.integers(0, pool_size - 1), st.sampled_from(STAMPS),
+                              st.tuples(BODIES, ENDS).map(b''.join)), max_size=40)
+
+
+def make_receiver(folder, fast):
+    path = os.path.join(folder, 'facilities.conf')
+    if not os.path.exists(path):
+        with open(path, 'w') as handle:
+            handle.write(FACILITIES)
+    counters = Counters()
+    server = Server(load_config(None), load_facilities(path), Writer(LOGDIR, counters), counters,
+                    None, BoundSockets())
+    server.now = NOW
+    server.line_prefix = format_receive_time(NOW)
+    return server, SyslogReceiver(server, 'catchall', fast=fast)
+
+
+class Peer:
+    def __init__(self, listener, has_client_cert):
+        self.peer, self.peer_host = '10.0.0.9:1', '10.0.0.9'
+        self.listener, self.kind = listener, 'syslog_' + listener
+        self.has_client_cert = has_client_cert
+
+
+def outcome(server):
+    files = {os.path.relpath(f.path, LOGDIR): list(f.pending) for f in server.writer.dirty}
+    counters = server.counters
+    return (files, dict(counters.rejected), dict(counters.events), dict(counters.accepted),
+            dict(counters.accepted_bytes))
+
+
+def both(folder, batches, has_client_cert=False):
+    """The outcome of ``batches`` (each a list of messages, one ingest each) with the fast
+    paths and with the reference."""
+    results = []
+    for fast in (True, False):
+        server, receiver = make_receiver(folder, fast)
+        peer = Peer('tcp', has_client_cert)
+        for batch in batches:
+            receiver.ingest([(data, False) for data in batch], peer)
+        results.append(outcome(server))
+    return results
+
+
+def with_stamp(data, stamp, body):
+    """``data`` with its TIMESTAMP (the third word) replaced by ``stamp`` and ``body`` after it."""
+    parts = data.split(b' ', 2)
+    if len(parts) < 3:
+        return data + body
+    return b' '.join(parts[:1] + [stamp, parts[2]]) + body
+
+
+@FUZZ
+@given(st.lists(mostly_good, min_size=1, max_size=6), st.lists(repeated(6), max_size=3),
+       st.booleans())
+def test_the_fast_path_gives_the_lines_and_counters_of_the_reference(tmp_path_factory, pool,
+                                                                      batches, cert):
+    pool = (pool * 6)[:6]
+    batches = [[with_stamp(pool[index], stamp, body) for index, stamp, body in batch]
+               for batch in batches]
+    fast, reference = both(str(tmp_path_factory.getbasetemp()), batches + [pool], cert)
+    assert fast == reference
+
+
+@FUZZ
+@given(st.lists(mostly_good, max_size=30))
+def test_any_messages_give_the_lines_of_the_reference(tmp_path_factory, batch):
+    fast, reference = both(str(tmp_path_factory.getbasetemp()), [batch])
+    assert fast == reference
+
+
+def test_messages_of_one_shape_are_parsed_once(tmp_path, monkeypatch):
+    """The point of the fast path: 100 messages of one sender cost one parse, and their
+    lines are those of the reference (time, text, BOM and trailing LF differ)."""
+    calls = []
+    parse = syslog_parse.parse_message
+
+    def counting(data, now):
+        calls.append(data)
+        return parse(data, now)
+    batch = [b'<14>1 2026-12-05T11:00:%02d.%06dZ h1 myapp 42 - - %smessage %d%s'
+             % (i % 60, i, b'\xef\xbb\xbf' if i % 3 else b'', i, b'\n' if i % 5 else b'')
+             for i in range(100)]
+    reference = both(str(tmp_path), [batch])[1]
+    monkeypatch.setattr('loghogd.syslog_listeners.parse_message', counting)
+    server, receiver = make_receiver(str(tmp_path), True)
+    receiver.ingest([(data, False) for data in batch], Peer('tcp', False))
+    assert len(calls) == 1
+    assert outcome(server) == reference
+    assert reference[0]['web/root.log'][-1].endswith(' - h1 - myapp[42] user.info: message 99\n')
