@@ -14,8 +14,13 @@ and the frames after it are read as usual: an over-long message never costs the
 connection's next ones.
 """
 
+import re
+from itertools import repeat
+
 # Digits of an octet count: a count of 10 digits is already beyond any max_size.
 MAX_COUNT_DIGITS = 10
+_DIGIT_AFTER_LF = re.compile(b'\n[0-9]')
+_DIGIT_AFTER_NUL = re.compile(b'\x00[0-9]')
 # How many distinct octet counts a connection remembers (a sender's lengths repeat).
 COUNTS_CACHED = 1024
 
@@ -32,13 +37,18 @@ class SyslogFrameSplitter:
 
     lost = False
 
-    def __init__(self, max_size):
+    def __init__(self, max_size, fast=True):
         self.max_size = max_size
+        self.fast = fast               # split runs of delimited frames at once (_split_run)
         self.buffer = bytearray()
         self.skip_remaining = 0        # bytes of a cut octet-counted frame still to skip
         self.skipping_to_delimiter = False   # a cut non-transparent frame: skip to its end
         self.nul_framed = False        # this sender ends its frames with NUL
         self.counts = {}               # octet counts seen (bytes -> int): most repeat
+        # In the read being split: the next NUL and LF at or after the frame being read
+        # (-1: none up to the end, -2: not looked for yet), so that each byte is searched
+        # once however the frames end.
+        self._nul_at = self._newline_at = -2
 
     @property
     def is_mid_frame(self):
@@ -55,6 +65,8 @@ class SyslogFrameSplitter:
         # allocation per message (slices of a bytearray would need two).
         buffer = bytes(data)
         find = buffer.find
+        self._nul_at = self._newline_at = -2
+        fast = self.fast
         start = 0
         size = len(buffer)
         max_size = self.max_size
@@ -113,6 +125,12 @@ class SyslogFrameSplitter:
                     start = body_start + length
                     continue
                 # Digits not followed by a space: a message without PRI, non-transparent.
+            elif fast:
+                after = self._split_run(buffer, start, out)
+                if after:
+                    start = after
+                    continue
+                fast = False   # one by one for the rest of this read: no scan twice
             end = self._find_delimiter(buffer, start, size)
             if end < 0:
                 if size - start > max_size:
@@ -130,11 +148,45 @@ class SyslogFrameSplitter:
         self.buffer = bytearray(buffer[start:]) if start < size else bytearray()
         return out
 
+    def _split_run(self, buffer, start, out):
+        """Append the frames from ``start`` to the read's last delimiter at once, when they
+        all end the same way and none is special: none starts with a digit (octet
+        counting), none is over max_size, and the delimiter cannot change (no NUL among
+        LF-ended frames; no LF before '<' among NUL-ended ones).  Return where the next
+        frame starts, or 0 to read the frames one by one (the same frames either way)."""
+        if self.nul_framed:
+            last = buffer.rfind(b'\x00', start)
+            if last <= start:
+                return 0
+            run = buffer[start:last]
+            if b'\n<' in run or _DIGIT_AFTER_NUL.search(run):
+                return 0
+            frames = run.split(b'\x00')
+        else:
+            last = buffer.rfind(b'\n', start)
+            if last <= start:
+                return 0
+            run = buffer[start:last]
+            if b'\x00' in run or _DIGIT_AFTER_LF.search(run):
+                return 0
+            frames = run.split(b'\n')
+        if max(map(len, frames)) > self.max_size:
+            return 0
+        if b'' in frames or b'\r' in frames:
+            frames = [frame for frame in frames if frame and frame != b'\r']
+        out += zip(frames, repeat(False))
+        return last + 1
+
     def _find_delimiter(self, buffer, start, size):
-        """The index of the byte that ends the frame at ``start``, or -1 (not yet known)."""
-        newline = buffer.find(b'\n', start)
-        nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
-        if nul >= 0:
+        """The index of the byte that ends the frame at ``start``, or -1 (not yet known):
+        the first NUL or LF; once NUL-framed, the first NUL or LF before '<'."""
+        nul = self._nul_at
+        if nul < start and nul != -1:
+            nul = self._nul_at = buffer.find(b'\x00', start)
+        newline = self._newline_at
+        if newline < start and newline != -1:
+            newline = self._newline_at = buffer.find(b'\n', start)
+        if nul >= 0 and (newline < 0 or nul < newline):
             self.nul_framed = True
             return nul
         if not self.nul_framed:
@@ -144,11 +196,8 @@ class SyslogFrameSplitter:
                 return -1              # the byte after it decides
             if buffer[newline + 1] == 0x3C:   # '<': a new message
                 return newline
-            newline = buffer.find(b'\n', newline + 1)
-            nul = buffer.find(b'\x00', start, newline if newline >= 0 else size)
-            if nul >= 0:
-                return nul
-        return -1
+            newline = buffer.find(b'\n', newline + 1, nul if nul >= 0 else size)
+        return nul
 
     def take_rest(self):
         """At the end of the stream: the unfinished frame as (message, was_cut), or None.

@@ -17,6 +17,7 @@ from loghogd.config import load_config
 from loghogd.facilities import load_facilities
 from loghogd.server import Server, format_receive_time
 from loghogd.stats import Counters
+from loghogd.syslog_framing import SyslogFrameSplitter
 from loghogd.syslog_listeners import SyslogReceiver
 from loghogd import syslog_parse
 from loghogd.writer import Writer
@@ -190,3 +191,66 @@ def test_messages_of_one_shape_are_parsed_once(tmp_path, monkeypatch):
     assert len(calls) == 1
     assert outcome(server) == reference
     assert reference[0]['web/root.log'][-1].endswith(' - h1 - myapp[42] user.info: message 99\n')
+
+
+# -- framing: a run of delimited frames split at once ----------------------------------------
+
+FRAME_PIECES = [b'<14>1 - h myapp - - - msg', b'<13>x', b'<13>', b'<', b'abc', b'12', b'7 ',
+                b'0', b'\n', b'\r\n', b'\r', b'\x00', b'\n<', b'\x00<', b'\x003', b'\n3',
+                b'a' * 70, b' ']
+frame_bodies = st.lists(st.sampled_from(FRAME_PIECES) | st.binary(max_size=5),
+                        max_size=8).map(b''.join)
+
+
+@st.composite
+def stream(draw):
+    """Frames, each delimited or octet-counted as a sender may, one sender switching."""
+    out = b''
+    for body in draw(st.lists(frame_bodies, max_size=12)):
+        ending = draw(st.sampled_from(['lf', 'lf', 'crlf', 'nul', 'nul', 'counted', 'none']))
+        if ending == 'counted':
+            out += b'%d %s' % (len(body), body)
+        else:
+            out += body + {'lf': b'\n', 'crlf': b'\r\n', 'nul': b'\x00', 'none': b''}[ending]
+    return out
+
+
+def split(data, cuts, fast):
+    splitter = SyslogFrameSplitter(64, fast=fast)
+    frames, start, index = [], 0, 0
+    while start < len(data):
+        step = cuts[index % len(cuts)]
+        frames += splitter.feed(memoryview(data)[start:start + step])
+        frames.append(('mid', splitter.is_mid_frame, splitter.nul_framed))
+        start += step
+        index += 1
+    frames.append(splitter.take_rest())
+    return frames
+
+
+@FUZZ
+@given(stream(), st.lists(st.integers(1, 300), min_size=1, max_size=10))
+def test_splitting_a_run_at_once_gives_the_frames_of_one_by_one(data, cuts):
+    assert split(data, cuts, True) == split(data, cuts, False)
+
+
+def test_a_run_of_delimited_frames_is_split_at_once():
+    """LF-ended frames (NUL-ended ones once the sender is known to end with NUL) are cut
+    out of a read with one split, not found one by one; the run stops before a frame
+    the one-by-one reading must decide (a digit: octet counting)."""
+    splitter = SyslogFrameSplitter(64)
+    runs = []
+    split_run = splitter._split_run
+    splitter._split_run = lambda *args: runs.append(split_run(*args)) or runs[-1]
+    lf = b''.join(b'<14>message %d\n' % i for i in range(50))
+    assert [data for data, _ in splitter.feed(lf)] == lf.split(b'\n')[:-1]
+    assert runs == [len(lf)]
+    assert splitter.feed(b'<14>first\x00') == [(b'<14>first', False)]
+    nul = b''.join(b'<14>message %d\nline 2\x00' % i for i in range(50))
+    assert [data for data, _ in splitter.feed(nul)] == nul.split(b'\x00')[:-1]
+    mixed = nul + b'11 <14>counted<14>x\x00'
+    frames = splitter.feed(mixed)
+    assert [data for data, _ in frames] == nul.split(b'\x00')[:-1] + [b'<14>counted', b'<14>x']
+    # Not NUL-framed yet (the general path learns it); the run; a run that holds a
+    # special frame: one by one, and no second look at the rest of that read.
+    assert runs == [len(lf), 0, len(nul), 0]
