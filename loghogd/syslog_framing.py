@@ -6,7 +6,8 @@ over TCP sends ``<PRI>msg\\0``).  A sender may switch from one frame to the next
 Once a connection has ended a frame with NUL, an LF ends a frame only when a new message
 ('<') follows it: the messages of such senders may hold line breaks (a traceback).  Which
 byte ends a frame depends only on the bytes before it (and the one after an LF), never on
-how the stream was cut into reads.
+how the stream was cut into reads; when the sender goes quiet right after an LF, the
+connection ends that frame (``take_waiting_line``).
 
 A frame longer than ``max_size`` bytes is cut: its first ``max_size`` bytes are delivered
 as a message (marked cut, for a counter), the rest is skipped up to the end of that frame,
@@ -198,6 +199,21 @@ class SyslogFrameSplitter:
                 return newline
             newline = buffer.find(b'\n', newline + 1, nul if nul >= 0 else size)
         return nul
+
+    def take_waiting_line(self):
+        """When the sender has gone quiet (the caller's clock): a NUL-framed connection's
+        frame that ends with an LF waits only for the byte after it ('<' would end the
+        frame at that LF); no byte is coming, so the LF ends it.  Returns [(message,
+        False)], or [] when the unfinished frame is not such a one."""
+        buffer = self.buffer
+        if not (self.nul_framed and buffer.endswith(b'\n')) or self.skip_remaining \
+                or self.skipping_to_delimiter:
+            return []
+        if 0x30 <= buffer[0] <= 0x39 and _octet_count(buffer, 0, len(buffer))[0] is not False:
+            return []   # an octet-counted frame that happens to hold an LF so far
+        frame = bytes(buffer[:-1])
+        buffer.clear()
+        return [(frame, False)] if frame and frame != b'\r' else []
 
     def take_rest(self):
         """At the end of the stream: the unfinished frame as (message, was_cut), or None.

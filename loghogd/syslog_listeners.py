@@ -38,6 +38,9 @@ log = logging.getLogger('loghogd.syslog')
 UNCLAIMED = 'syslog_unclaimed'
 NEEDS_CLIENT_CERT = 'syslog_needs_client_cert'
 KINDS = ('syslog_udp', 'syslog_tcp', 'syslog_tls', 'syslog_unix')
+# A NUL-framed sender's message that ends with an LF is taken after this long without
+# bytes (its traceback lines come in the same send(), microseconds apart).
+QUIET_S = 1.0
 
 
 # -- binding (before privileges are dropped) -------------------------------------------------
@@ -292,9 +295,8 @@ class SyslogConnection(StreamConnection):
     """One syslog sender over TCP or TLS."""
 
     def __init__(self, server, sock, address, kind, tls_context, receiver):
-        # The stream connection's TLS handling keys on kind 'tls'.
-        super().__init__(server, sock, address, 'tls' if tls_context is not None else 'tcp',
-                         tls_context)
+        # Counted under its listener's kind in status (connections open and accepted).
+        super().__init__(server, sock, address, kind, tls_context)
         self.listener = kind[len('syslog_'):]
         self.receiver = receiver
         self.splitter = SyslogFrameSplitter(server.max_message_size)
@@ -303,9 +305,25 @@ class SyslogConnection(StreamConnection):
     @property
     def has_client_cert(self):
         if self._client_cert is None:
-            self._client_cert = (self.kind == 'tls' and not self.handshaking
+            self._client_cert = (self.tls and not self.handshaking
                                  and bool(self.sock.getpeercert()))
         return self._client_cert
+
+    def check_timeouts(self, now, *limits):
+        """About once a second: after QUIET_S without bytes, a NUL-framed sender's message
+        that ends with an LF is taken (it waited for the next byte: '<' would have ended
+        it there; any other byte continues it); then the stream connection's timeouts."""
+        splitter = self.splitter
+        if splitter.nul_framed and splitter.buffer and now - self.last_activity >= QUIET_S:
+            frames = splitter.take_waiting_line()
+            if frames:
+                try:
+                    self.receiver.ingest(frames, self)
+                except Exception:
+                    log_internal_error(self.server, self.peer)
+                if not splitter.is_mid_frame:
+                    self.frame_started_at = None
+        super().check_timeouts(now, *limits)
 
     def close(self, reason):
         """Close; a last message that the peer did not end (no LF at the end of the

@@ -260,3 +260,36 @@ def test_a_json_facility_writes_syslog_as_json_lines_with_its_fields(tmp_path):
     assert first['structured_data'] == '[req@32473 id="7" path="/a\\"b"]'
     assert second['host'] == 'web2' and second['severity'] == 'notice'
     assert second['message'] == 'two\nlines' and 'pid' not in second
+
+
+def published(daemon):
+    try:
+        return json.loads((daemon.rundir / 'status.json').read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_a_nul_framed_senders_message_ended_by_lf_comes_when_it_goes_quiet(tmp_path):
+    """Python's SysLogHandler ends its messages with NUL; a message from the same
+    connection that ends with an LF is written after a quiet second, not held until the
+    next byte or frame_timeout, and the connection stays open: status counts it under
+    its syslog listener, not under our protocol's tcp."""
+    daemon = start(tmp_path)
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')),
+                                      timeout=10) as sock:
+            sock.sendall(b'<14>pl: NUL-framed\x00')
+            wait_for_lines(daemon.log_file('plain'), 1)
+            sock.sendall(b'<14>pl: ended by LF\n')
+            lines = wait_for_lines(daemon.log_file('plain'), 2)
+            assert lines[1].endswith(' - pl user.info: ended by LF')
+            snapshot = wait_for(lambda: (lambda s: s if s and s['connections']['open'].get(
+                'syslog_tcp') == 1 else None)(published(daemon)), message='the open connection')
+            assert snapshot['connections']['open'].get('tcp', 0) == 0
+            assert snapshot['connections']['accepted']['syslog_tcp'] >= 1
+            sock.sendall(b'<14>pl: same connection\x00')
+            assert wait_for_lines(daemon.log_file('plain'), 3)[2].endswith(' - pl user.info: '
+                                                                           'same connection')
+        assert 'frame_timeout' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
