@@ -418,11 +418,15 @@ SEVERITY_LEVELS = ('CRITICAL', 'CRITICAL', 'CRITICAL', 'ERROR', 'WARNING', 'INFO
 
 def json_fields(message, program):
     """The fields a JSON facility's line carries for ``message`` (jsonlines.format_json_line):
-    the level (from the severity) and logger (the program), then ``program``, ``pid``,
-    ``severity``, ``facility``, ``msgid`` and ``structured_data`` (as sent) when present."""
+    the level (from the severity) and logger (the program), then ``program``,
+    ``severity``, ``facility``, and when present ``syslog_time`` (the sender's time,
+    utc_rfc3339), ``pid``, ``msgid`` and ``structured_data`` (as sent)."""
     pri = message.pri
     fields = {'levelname': SEVERITY_LEVELS[pri & 7], 'name': program, 'program': program,
               'severity': SEVERITY_NAMES[pri & 7], 'facility': FACILITY_NAMES[pri >> 3]}
+    stamp = message.timestamp
+    if stamp is not None:
+        fields['syslog_time'] = utc_rfc3339(stamp)
     if message.procid is not None:
         fields['pid'] = message.procid
     if message.msgid is not None:
@@ -430,6 +434,12 @@ def json_fields(message, program):
     if message.structured_data is not None:
         fields['structured_data'] = message.structured_data
     return fields
+
+
+def utc_rfc3339(stamp):
+    """Unix seconds as RFC 3339 in UTC with microseconds: '2026-12-05T03:14:15.926000Z'."""
+    seconds, micros = divmod(round(stamp * 1e6), 1000000)
+    return '%04d-%02d-%02dT%02d:%02d:%02d.%06dZ' % (time.gmtime(seconds)[:6] + (micros,))
 
 
 def line_text(message, program, heads=None):
