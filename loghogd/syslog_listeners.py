@@ -29,8 +29,8 @@ from .lines import format_body
 from .protocol import Rejection
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
-from .syslog_parse import (BOM, TRAILING, json_fields, line_head, line_text, parse_message,
-                           shape_5424, valid_stamp)
+from .syslog_parse import (BOM, STAMP_5424, STAMP_BSD, TRAILING, json_fields, line_head,
+                           line_text, parse_message, shape_of, valid_bsd_stamp, valid_stamp)
 from .syslog_routing import SyslogRouter
 
 log = logging.getLogger('loghogd.syslog')
@@ -157,11 +157,10 @@ class SyslogReceiver:
 
         As in Server.ingest, what consecutive messages share (their facility, host part
         of the line and file) is looked up again only when it changes.  And most senders
-        send one shape of message after another (syslog_parse.shape_5424): once a message
-        of that shape has been parsed and routed, the next ones that share it are checked
-        with a few byte comparisons and their line is the same head plus their text,
-        without parsing them (``fast = False`` parses every message: the reference the
-        tests compare with).
+        send one shape of message after another (syslog_parse.shape_of): once a message
+        of a shape has been parsed and routed, the next ones that share it are checked
+        with a few byte comparisons, and their line is the shape's head plus their text
+        (``fast = False`` parses every message: the reference the tests compare with).
         """
         server = self.server
         counters = server.counters
@@ -174,45 +173,70 @@ class SyslogReceiver:
         fast = self.fast
         if len(heads) > 4096:   # senders choose programs and pids freely
             heads.clear()
-        received = cut = replaced = count = size = 0
+        received = cut = replaced = count = size = parsed = 0
         last_program = last_host = facility = log_file = append = head = None
-        # The shape of the last message, when the next ones may skip the parser: its
-        # lead ('<PRI>1 '), header (' HOST APP PROCID MSGID - '), whole line head, and the
-        # last TIMESTAMP start found valid.
+        # The shapes of this batch by their lead ('<PRI>' or '<PRI>1 '), and the current
+        # one: its lead, stamp kind, header and line head.  A shape also holds what the
+        # parsed path's state was for it (program, facility, host, head, file).
+        shapes = {}
         lead = header = shape_head = None
-        lead_size = header_size = 0
-        stamp = b'1970-01-01T00:00:00'
+        lead_size = header_size = kind = 0
+        stamp = b'1970-01-01T00:00:00'   # the last RFC 5424 TIMESTAMP start found valid
+        bsd_stamp = b'Jan  1 00:00:00'   # the last RFC 3164 time, if valid_bsd_stamp says so
         try:
             for data, was_cut in frames:
                 received += 1
                 if was_cut:
                     cut += 1
-                if lead is not None and data.startswith(lead):
-                    stamp_end = data.find(b' ', lead_size)
-                    length = stamp_end - lead_size
-                    if length > 19:
-                        if not data.startswith(stamp, lead_size):
-                            if valid_stamp(data[lead_size:lead_size + 19]):
-                                stamp = data[lead_size:lead_size + 19]
-                            else:
+                if shapes:
+                    matched = data.startswith(lead)
+                    if not matched:
+                        shape = shapes.get(data[:data.find(b'>', 1, 5) + 1])
+                        if shape is not None and data.startswith(shape[0]):
+                            if shape[6] is not facility and count:
+                                server._count_accepted(facility, count, size)
+                                count = size = 0
+                            (lead, lead_size, kind, header, header_size, shape_head,
+                             facility, last_program, last_host, head, log_file, append) = shape
+                            matched = True
+                    if matched:
+                        if kind == STAMP_5424:
+                            stamp_end = data.find(b' ', lead_size)
+                            length = stamp_end - lead_size
+                            if length > 19:
+                                if not data.startswith(stamp, lead_size):
+                                    if valid_stamp(data[lead_size:lead_size + 19]):
+                                        stamp = data[lead_size:lead_size + 19]
+                                    else:
+                                        stamp_end = -1
+                            elif length != 1 or data[lead_size] != 0x2D:   # '-'
                                 stamp_end = -1
-                    elif length != 1 or data[lead_size] != 0x2D:   # '-'
-                        stamp_end = -1
-                    if stamp_end > 0 and data.startswith(header, stamp_end):
-                        start = stamp_end + header_size
-                        if data.startswith(BOM, start):
-                            start += 3
-                        try:
-                            text = data[start:].rstrip(TRAILING).decode('utf-8')
-                        except UnicodeDecodeError:
-                            pass   # parsed below: replaced and counted
+                        elif kind == STAMP_BSD:
+                            stamp_end = lead_size + 15
+                            if not data.startswith(bsd_stamp, lead_size):
+                                if valid_bsd_stamp(data[lead_size:stamp_end], now):
+                                    bsd_stamp = data[lead_size:stamp_end]
+                                else:
+                                    stamp_end = -1
                         else:
-                            append(shape_head + (text if text.isprintable()
-                                                 else format_body(text)) + '\n')
-                            count += 1
-                            size += len(data)
-                            continue
-                lead = None
+                            stamp_end = lead_size
+                        if stamp_end > 0 and data.startswith(header, stamp_end):
+                            start = stamp_end + header_size
+                            if kind == STAMP_5424 and data.startswith(BOM, start):
+                                start += 3
+                            try:
+                                text = data[start:].rstrip(TRAILING).decode('utf-8')
+                            except UnicodeDecodeError:
+                                pass   # parsed below: replaced and counted
+                            else:
+                                append(shape_head + (text if text.isprintable()
+                                                     else format_body(text)) + '\n')
+                                count += 1
+                                size += len(data)
+                                continue
+                # Parsed: the state below is this message's, no shape's until it makes one.
+                lead = b'\xff'   # matches no message: shapes are looked up again
+                parsed += 1
                 message = parse_message(data, now)
                 if message.__class__ is Rejection:
                     server.reject(message, source)
@@ -249,12 +273,21 @@ class SyslogReceiver:
                     append = log_file.pending.append
                 if facility.format == 'text':
                     append(head + line_text(message, program or '-', heads) + '\n')
-                    if fast and message.structured_data is None and message.format == '5424':
-                        shape = shape_5424(data)
+                    # A new shape, while shapes pay: most messages so far were not parsed
+                    # (else none is looked up: a relay's hosts in turn cost a parse each).
+                    if not fast or (parsed > 16 and parsed * 2 > received):
+                        shapes.clear()
+                    else:
+                        shape = shape_of(data, message, now)
                         if shape is not None:
-                            lead, header = shape
+                            lead, kind, header = shape
                             lead_size, header_size = len(lead), len(header)
                             shape_head = head + line_head(message, program or '-', heads)
+                            if len(shapes) >= 64:
+                                shapes.clear()
+                            shapes[data[:data.find(b'>', 1, 5) + 1]] = (
+                                lead, lead_size, kind, header, header_size, shape_head,
+                                facility, last_program, last_host, head, log_file, append)
                 else:
                     append(format_json_line(now, host, facility.app, facility.name,
                                             message.message, json_fields(message, program or '-')))

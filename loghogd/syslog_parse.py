@@ -303,6 +303,14 @@ def _rfc3339_seconds(raw):
 
 def _parse_3164(pri, rest, now):
     """What follows the PRI in the BSD format (or the whole message when there was none)."""
+    timestamp, hostname, app_name, procid, after = _split_3164(rest, now)
+    message, replaced = _decode(after)
+    return SyslogMessage(pri, timestamp, hostname, app_name, procid, None, None, message,
+                         replaced, '3164' if timestamp is not None or app_name else 'bare')
+
+
+def _split_3164(rest, now):
+    """(timestamp, hostname, app_name, procid, the MSG bytes: the end of ``rest``)."""
     timestamp, after = _bsd_timestamp(rest, now)
     hostname = None
     if timestamp is not None:
@@ -324,9 +332,7 @@ def _parse_3164(pri, rest, now):
         else:
             app_name = tag.decode('ascii')
         after = body
-    message, replaced = _decode(after)
-    return SyslogMessage(pri, timestamp, hostname, app_name, procid, None, None, message,
-                         replaced, '3164' if timestamp is not None or app_name else 'bare')
+    return timestamp, hostname, app_name, procid, after
 
 
 def _tag_end(data):
@@ -476,27 +482,65 @@ def line_head(message, program, heads=None):
 
 
 # -- the shape of the next messages ------------------------------------------------------------
+# Most senders send one shape of message after another: the same PRI and header, another
+# time and text.  A shape says which bytes a message shares with the one it was taken from;
+# the receiver (syslog_listeners.SyslogReceiver.ingest) checks them with a few comparisons
+# instead of parsing, and the tests compare that with parse_message on every shape.
 
-def shape_5424(data):
-    """For ``data`` that parse_message read as RFC 5424 without STRUCTURED-DATA, the shape
-    that the next messages of most senders share with it: (lead, header), None for any
-    other message.
+# How the TIMESTAMP between a shape's lead and header is checked.
+STAMP_5424 = 1   # '-', or longer than 19 bytes of which the first 19 pass valid_stamp
+STAMP_BSD = 2    # 15 bytes 'Mmm dd hh:mm:ss' that pass valid_bsd_stamp
+NO_STAMP = 0     # none: the header follows the lead
 
-    ``lead`` is '<PRI>1 ', ``header`` ' HOSTNAME APP-NAME PROCID MSGID - ' as sent.  A
-    message that starts with ``lead``, then has a TIMESTAMP that is '-' or longer than 19
-    bytes of which the first 19 are 'YYYY-MM-DDTHH:MM:SS' (valid_stamp), then ``header``,
-    parses (parse_message) to the PRI and header fields ``data`` did, no STRUCTURED-DATA,
-    and as MSG the rest: after a BOM if it starts with one, trailing CR, LF and NUL
-    dropped, decoded as UTF-8 (replaced if it is not).  The receiver checks that with a
-    few comparisons instead of parsing (syslog_listeners.SyslogReceiver.ingest).
+
+def shape_of(data, message, now):
+    """(lead, stamp kind, header) of ``data``, which parse_message read as ``message``
+    (at ``now``), or None when the next messages cannot be checked so.
+
+    A message that starts with ``lead``, then a TIMESTAMP as the stamp kind says, then
+    ``header``, parses to the PRI and header fields ``message`` has, no STRUCTURED-DATA,
+    and as MSG the rest: trailing CR, LF and NUL dropped (and after the header of RFC
+    5424 a BOM), decoded as UTF-8 (replaced if it is not).
     """
-    parts = data.split(b' ', 6)
-    if len(parts) < 7 or parts[6][:2] != b'- ':
+    if message.structured_data is not None:
         return None
-    return parts[0] + b' ', b' %s %s %s %s - ' % tuple(parts[2:6])
+    if message.format == '5424':
+        # '<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG': what follows MSGID
+        # must be '- ' (SD absent, then the message).
+        parts = data.split(b' ', 6)
+        if len(parts) < 7 or parts[6][:2] != b'- ':
+            return None
+        return parts[0] + b' ', STAMP_5424, b' %s %s %s %s - ' % tuple(parts[2:6])
+    if message.format != '3164' or message.app_name is None or data[:1] != b'<':
+        return None
+    end = data.find(b'>', 1, 5)
+    if end < 2 or _PRI_VALUES.get(data[1:end]) != message.pri:
+        return None
+    rest = data[end + 1:].rstrip(TRAILING)
+    if rest[:1] in (b'1', b'2'):
+        return None   # a 5424 header that did not parse, or an RFC 3339 time
+    if message.timestamp is not None:
+        if rest[:3] not in MONTHS:
+            return None
+        kind, stamp_size = STAMP_BSD, 15
+    elif rest[:3] in MONTHS:
+        return None
+    else:
+        kind, stamp_size = NO_STAMP, 0
+    body = _split_3164(rest, now)[4]
+    header = rest[stamp_size:len(rest) - len(body)]
+    # The header must end where the tag's decision ends: with the space after it.
+    if header[-1:] != b' ':
+        return None
+    return data[:end + 1], kind, header
 
 
 def valid_stamp(raw):
     """True when ``raw`` (19 bytes) is the 'YYYY-MM-DDTHH:MM:SS' that RFC 5424 TIMESTAMPs
     start with (cached: it changes once a second)."""
     return _rfc3339_seconds(raw) is not False
+
+
+def valid_bsd_stamp(raw, now):
+    """True when ``raw`` (15 bytes) is an RFC 3164 'Mmm dd hh:mm:ss' read at ``now``."""
+    return _bsd_stamp(raw, int(now // 3600)) is not None

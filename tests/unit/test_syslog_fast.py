@@ -10,6 +10,7 @@ reference (``fast=False``: every message parsed).
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from loghogd.binding import BoundSockets
@@ -23,6 +24,7 @@ from loghogd import syslog_parse
 from loghogd.writer import Writer
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 NOW = 1796479200.0   # 2026-12-05 12:00 UTC
 LOGDIR = '/nonexistent/loghogd-fast'
 FACILITIES = '''
@@ -75,34 +77,64 @@ BODIES = st.lists(st.sampled_from([b'msg', b'two words', b'\xef\xbb\xbf', b'\xff
                                    b'\n', b'\r\n', b'\x00', b'\t', b'\x1b[31m', b'\xe2\x80\xa8',
                                    b'caf\xc3\xa9', b' ', b'- ', b'1 ', b'<14>']) | st.binary(max_size=6),
                   max_size=6).map(b''.join)
+# A body often starts with what the header's end decides about (a BOM, a space).
+BODIES = st.tuples(st.sampled_from([b'', b'', b'\xef\xbb\xbf', b' ']), BODIES).map(b''.join)
 # What ends a frame that the splitter leaves on it (CRLF's CR, a NUL after an LF).
 ENDS = st.sampled_from([b'', b'', b'', b'\r', b'\x00', b'\n\x00', b'\r\n', b' \x00'])
 
 
+BSD_STAMPS = [b'Dec  5 11:00:00', b'Dec  5 11:00:01', b'Jan  1 00:00:00', b'Dec 05 11:00:00',
+              b'Feb 30 25:61:61', b'Dec  5 11:00', b'2026-12-05T11:00:00Z', b'Dec  5 11:00:00:']
+TAGS = [b'myapp: ', b'myapp: ', b'myapp[12]: ', b'nginx[1] ', b'perhost: ', b'jsonprog: ',
+        b'myapp:', b'myapp[12]:', b'myapp[1 2]: ', b'my app: ', b'a' * 65 + b': ',
+        b'myapp[' + b'p' * 130 + b']: ', b'nobody: ', b'postfix/smtpd[7]: ', b'-: ', b'12: ']
+BSD_HOSTS = [b'h1 ', b'h1 ', b'', b'', b'bad\xffhost ', b'2001:db8::1 ', b'h:x ']
+
+
 def pieces(good):
-    """The pieces of a header: ``good`` ones (an RFC 5424 header without STRUCTURED-DATA,
-    the shape the fast path takes), or any (near misses included)."""
+    """The pieces of an RFC 5424 header: ``good`` ones (without STRUCTURED-DATA, the shape
+    the fast path takes), or any (near misses included)."""
     return [PRIS[:3], VERSIONS[:1], STAMPS[:5], HOSTS[:5], APPS[:9], PROCIDS[:3], MSGIDS[:3],
             SDS[:1]] if good else [PRIS, VERSIONS, STAMPS, HOSTS, APPS, PROCIDS, MSGIDS, SDS]
 
 
 @st.composite
+def template(draw, good=False):
+    """(before the timestamp, the timestamps it may have, after it): an RFC 5424 header
+    or an RFC 3164 one (with or without a time and a host), of ``good`` pieces or any."""
+    form = draw(st.sampled_from(['5424', '5424', '3164', 'bare']))
+    if form == '5424':
+        pri, version, stamp, host, app, procid, msgid, sd = (
+            draw(st.sampled_from(choices)) for choices in pieces(good))
+        return (pri + version, STAMPS,
+                b''.join([b' ', host, b' ', app, b' ', procid, b' ', msgid, b' ', sd]))
+    pri = draw(st.sampled_from(PRIS[:3] if good else PRIS))
+    tag = draw(st.sampled_from(TAGS[:8] if good else TAGS))
+    if form == 'bare':
+        return pri, [b''], tag
+    host = draw(st.sampled_from(BSD_HOSTS[:4] if good else BSD_HOSTS))
+    return pri, BSD_STAMPS, b' ' + host + tag
+
+
+@st.composite
 def message(draw, good=False):
-    """A message made of the pieces of a header."""
-    pri, version, stamp, host, app, procid, msgid, sd = (
-        draw(st.sampled_from(choices)) for choices in pieces(good))
-    return b''.join([pri, version, stamp, b' ', host, b' ', app, b' ', procid, b' ', msgid, b' ',
-                     sd, draw(BODIES), draw(ENDS)])
+    before, stamps, after = draw(template(good))
+    return before + draw(st.sampled_from(stamps)) + after + draw(BODIES) + draw(ENDS)
 
 
 mostly_good = message(good=True) | message(good=True) | message()
+mostly_good_templates = template(good=True) | template(good=True) | template()
 
 
-# A batch: a few messages, each repeated (so that the next messages share its shape), and
-# the repeats differ only where senders' messages do (their time, their text).
-def repeated(pool_size):
-    return st.lists(st.tuples(st.integers(0, pool_size - 1), st.sampled_from(STAMPS),
-                              st.tuples(BODIES, ENDS).map(b''.join)), max_size=40)
+# A batch: messages of a few templates, so that the next messages share a shape, and
+# differ where senders' messages do (their time, their text).
+@st.composite
+def batch_of(draw, templates):
+    out = []
+    for index in draw(st.lists(st.integers(0, len(templates) - 1), max_size=40)):
+        before, stamps, after = templates[index]
+        out.append(before + draw(st.sampled_from(stamps)) + after + draw(BODIES) + draw(ENDS))
+    return out
 
 
 def make_receiver(folder, fast):
@@ -145,52 +177,69 @@ def both(folder, batches, has_client_cert=False):
     return results
 
 
-def with_stamp(data, stamp, body):
-    """``data`` with its TIMESTAMP (the third word) replaced by ``stamp`` and ``body`` after it."""
-    parts = data.split(b' ', 2)
-    if len(parts) < 3:
-        return data + body
-    return b' '.join(parts[:1] + [stamp, parts[2]]) + body
-
-
 @FUZZ
-@given(st.lists(mostly_good, min_size=1, max_size=6), st.lists(repeated(6), max_size=3),
-       st.booleans())
-def test_the_fast_path_gives_the_lines_and_counters_of_the_reference(tmp_path_factory, pool,
-                                                                      batches, cert):
-    pool = (pool * 6)[:6]
-    batches = [[with_stamp(pool[index], stamp, body) for index, stamp, body in batch]
-               for batch in batches]
-    fast, reference = both(str(tmp_path_factory.getbasetemp()), batches + [pool], cert)
+@given(st.lists(mostly_good_templates, min_size=1, max_size=6), st.data(), st.booleans())
+def test_the_fast_path_gives_the_lines_and_counters_of_the_reference(tmp_path_factory, templates,
+                                                                      data, cert):
+    batches = [data.draw(batch_of(templates)) for _ in range(data.draw(st.integers(1, 3)))]
+    fast, reference = both(str(tmp_path_factory.getbasetemp()), batches, cert)
     assert fast == reference
 
 
-@FUZZ
+@FEW
 @given(st.lists(mostly_good, max_size=30))
 def test_any_messages_give_the_lines_of_the_reference(tmp_path_factory, batch):
     fast, reference = both(str(tmp_path_factory.getbasetemp()), [batch])
     assert fast == reference
 
 
-def test_messages_of_one_shape_are_parsed_once(tmp_path, monkeypatch):
-    """The point of the fast path: 100 messages of one sender cost one parse, and their
-    lines are those of the reference (time, text, BOM and trailing LF differ)."""
+SENDERS = {
+    # logger --rfc5424, rsyslog's RFC 5424 template: time, BOM, trailing LF vary.
+    '5424': (1, lambda i: b'<14>1 2026-12-05T11:00:%02d.%06dZ h1 myapp 42 - - %smessage %d%s'
+             % (i % 60, i, b'\xef\xbb\xbf' if i % 3 else b'', i, b'\n' if i % 5 else b'')),
+    # logger --rfc3164, rsyslog's default forwarding: the time varies.
+    '3164': (1, lambda i: b'<14>Dec  5 11:%02d:%02d h1 myapp[42]: message %d' % (i // 60, i % 60, i)),
+    # Python's SysLogHandler: no time, no host.
+    'bare': (1, lambda i: b'<14>myapp: message %d' % i),
+    # One program's info, warning and err in turn: a shape each.
+    'severities': (3, lambda i: b'<%d>1 2026-12-05T11:00:00Z h1 myapp - - - message %d'
+                   % ((14, 12, 11)[i % 3], i)),
+}
+
+
+@pytest.mark.parametrize('sender', sorted(SENDERS))
+def test_messages_of_a_few_shapes_are_parsed_once_per_shape(tmp_path, monkeypatch, sender):
+    """The point of the fast path: 100 messages of a sender cost one parse per shape, and
+    their lines are those of the reference."""
+    shapes, make = SENDERS[sender]
     calls = []
     parse = syslog_parse.parse_message
 
     def counting(data, now):
         calls.append(data)
         return parse(data, now)
-    batch = [b'<14>1 2026-12-05T11:00:%02d.%06dZ h1 myapp 42 - - %smessage %d%s'
-             % (i % 60, i, b'\xef\xbb\xbf' if i % 3 else b'', i, b'\n' if i % 5 else b'')
-             for i in range(100)]
+    batch = [make(i) for i in range(100)]
     reference = both(str(tmp_path), [batch])[1]
     monkeypatch.setattr('loghogd.syslog_listeners.parse_message', counting)
     server, receiver = make_receiver(str(tmp_path), True)
     receiver.ingest([(data, False) for data in batch], Peer('tcp', False))
-    assert len(calls) == 1
+    assert len(calls) == shapes
     assert outcome(server) == reference
-    assert reference[0]['web/root.log'][-1].endswith(' - h1 - myapp[42] user.info: message 99\n')
+    assert reference[0]['web/root.log'][-1].endswith(' message 99\n')
+
+
+def test_a_relays_hosts_in_turn_stop_the_shapes(tmp_path, monkeypatch):
+    """A new shape every message (a relay's hosts in turn): after a few, no shape is
+    made or looked up any more; every message is parsed, the lines are the reference's."""
+    made = []
+    shape_of = syslog_parse.shape_of
+    monkeypatch.setattr('loghogd.syslog_listeners.shape_of',
+                        lambda *args: made.append(1) or shape_of(*args))
+    batch = [b'<14>1 - host%d myapp - - - message %d' % (i % 50, i) for i in range(200)]
+    server, receiver = make_receiver(str(tmp_path), True)
+    receiver.ingest([(data, False) for data in batch], Peer('tcp', False))
+    assert 16 <= len(made) <= 20
+    assert outcome(server) == both(str(tmp_path), [batch])[1]
 
 
 # -- framing: a run of delimited frames split at once ----------------------------------------
