@@ -41,6 +41,9 @@ KINDS = ('syslog_udp', 'syslog_tcp', 'syslog_tls', 'syslog_unix')
 # A NUL-framed sender's message that ends with an LF is taken after this long without
 # bytes (its traceback lines come in the same send(), microseconds apart).
 QUIET_S = 1.0
+# Shapes a batch learns before it judges whether they pay (a relay's hosts in turn: one
+# shape each); beyond, shapes are made only while most messages are not parsed.
+SHAPES_LEARNT = 64
 
 
 # -- binding (before privileges are dropped) -------------------------------------------------
@@ -179,6 +182,7 @@ class SyslogReceiver:
         # one: its lead, stamp kind, header and line head.  A shape also holds what the
         # parsed path's state was for it (program, facility, host, head, file).
         shapes = {}
+        by_host = {}   # the same by the word after the time: ' HOSTNAME' (or ' tag:')
         lead = header = shape_head = None
         lead_size = header_size = kind = 0
         stamp = b'1970-01-01T00:00:00'   # the last RFC 5424 TIMESTAMP start found valid
@@ -220,7 +224,22 @@ class SyslogReceiver:
                                     stamp_end = -1
                         else:
                             stamp_end = lead_size
-                        if stamp_end > 0 and data.startswith(header, stamp_end):
+                        if stamp_end > 0 and not data.startswith(header, stamp_end):
+                            # Another host (a relay's)? Its shape, by the word after the time.
+                            shape = by_host.get(data[stamp_end:data.find(b' ', stamp_end + 1)]) \
+                                if kind else None
+                            # (Only stamped kinds are there; the lead tells 5424 from 3164.)
+                            if (shape is not None and shape[0] == lead
+                                    and data.startswith(shape[3], stamp_end)):
+                                if shape[6] is not facility and count:
+                                    server._count_accepted(facility, count, size)
+                                    count = size = 0
+                                (lead, lead_size, kind, header, header_size, shape_head,
+                                 facility, last_program, last_host, head, log_file,
+                                 append) = shape
+                            else:
+                                stamp_end = -1
+                        if stamp_end > 0:
                             start = stamp_end + header_size
                             if kind == STAMP_5424 and data.startswith(BOM, start):
                                 start += 3
@@ -274,20 +293,24 @@ class SyslogReceiver:
                 if facility.format == 'text':
                     append(head + line_text(message, program or '-', heads) + '\n')
                     # A new shape, while shapes pay: most messages so far were not parsed
-                    # (else none is looked up: a relay's hosts in turn cost a parse each).
-                    if not fast or (parsed > 16 and parsed * 2 > received):
+                    # (else none is looked up: a new shape every message costs a parse).
+                    if not fast or (parsed > SHAPES_LEARNT and parsed * 2 > received):
                         shapes.clear()
+                        by_host.clear()
                     else:
                         shape = shape_of(data, message, now)
                         if shape is not None:
                             lead, kind, header = shape
                             lead_size, header_size = len(lead), len(header)
                             shape_head = head + line_head(message, program or '-', heads)
-                            if len(shapes) >= 64:
+                            if len(by_host) >= SHAPES_LEARNT:
                                 shapes.clear()
-                            shapes[data[:data.find(b'>', 1, 5) + 1]] = (
+                                by_host.clear()
+                            shapes[data[:data.find(b'>', 1, 5) + 1]] = shape = (
                                 lead, lead_size, kind, header, header_size, shape_head,
                                 facility, last_program, last_host, head, log_file, append)
+                            if kind:
+                                by_host[header[:header.find(b' ', 1)]] = shape
                 else:
                     append(format_json_line(now, host, facility.app, facility.name,
                                             message.message, json_fields(message, program or '-')))

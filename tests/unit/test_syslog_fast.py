@@ -19,7 +19,7 @@ from loghogd.facilities import load_facilities
 from loghogd.server import Server, format_receive_time
 from loghogd.stats import Counters
 from loghogd.syslog_framing import SyslogFrameSplitter
-from loghogd.syslog_listeners import SyslogReceiver
+from loghogd.syslog_listeners import SHAPES_LEARNT, SyslogReceiver
 from loghogd import syslog_parse
 from loghogd.writer import Writer
 
@@ -228,18 +228,47 @@ def test_messages_of_a_few_shapes_are_parsed_once_per_shape(tmp_path, monkeypatc
     assert reference[0]['web/root.log'][-1].endswith(' message 99\n')
 
 
-def test_a_relays_hosts_in_turn_stop_the_shapes(tmp_path, monkeypatch):
-    """A new shape every message (a relay's hosts in turn): after a few, no shape is
-    made or looked up any more; every message is parsed, the lines are the reference's."""
-    made = []
-    shape_of = syslog_parse.shape_of
-    monkeypatch.setattr('loghogd.syslog_listeners.shape_of',
-                        lambda *args: made.append(1) or shape_of(*args))
-    batch = [b'<14>1 - host%d myapp - - - message %d' % (i % 50, i) for i in range(200)]
+def counted(monkeypatch, name):
+    """Calls of syslog_listeners' ``name`` (parse_message, shape_of), counted."""
+    calls = []
+    function = getattr(syslog_parse, name)
+    monkeypatch.setattr('loghogd.syslog_listeners.' + name,
+                        lambda *args: calls.append(args) or function(*args))
+    return calls
+
+
+@pytest.mark.parametrize('form', [b'<14>1 - host%d myapp - - - message %d',
+                                  b'<14>Dec  5 11:00:00 host%d myapp: message %d'])
+def test_a_relays_hosts_in_turn_are_parsed_once_each(tmp_path, monkeypatch, form):
+    batch = [form % (i % 50, i) for i in range(500)]
+    reference = both(str(tmp_path), [batch])[1]
+    parsed = counted(monkeypatch, 'parse_message')
     server, receiver = make_receiver(str(tmp_path), True)
     receiver.ingest([(data, False) for data in batch], Peer('tcp', False))
-    assert 16 <= len(made) <= 20
-    assert outcome(server) == both(str(tmp_path), [batch])[1]
+    assert len(parsed) == 50
+    assert outcome(server) == reference
+
+
+def test_a_relays_hosts_and_severities_in_turn_give_the_lines_of_the_reference(tmp_path):
+    """A host's last shape may have another PRI than the message: it is not that one's."""
+    turn = [b'<14>1 - h1 myapp - - - one', b'<14>1 - h2 myapp - - - two',
+            b'<13>1 - h1 myapp - - - three', b'<14>1 - h2 myapp - - - four',
+            b'<14>1 - h1 myapp - - - five']
+    fast, reference = both(str(tmp_path), [turn * 3])
+    assert fast == reference
+    assert reference[0]['web/root.log'][4].endswith(' - h1 - myapp user.info: five\n')
+
+
+def test_a_new_shape_every_message_stops_the_shapes(tmp_path, monkeypatch):
+    """When most messages need a parse anyway (every host new), no shape is made (or
+    looked up) any more after the first SHAPES_LEARNT; the lines are the reference's."""
+    batch = [b'<14>1 - host%d myapp - - - message %d' % (i, i) for i in range(500)]
+    reference = both(str(tmp_path), [batch])[1]
+    made = counted(monkeypatch, 'shape_of')
+    server, receiver = make_receiver(str(tmp_path), True)
+    receiver.ingest([(data, False) for data in batch], Peer('tcp', False))
+    assert SHAPES_LEARNT <= len(made) <= SHAPES_LEARNT + 1
+    assert outcome(server) == reference
 
 
 # -- framing: a run of delimited frames split at once ----------------------------------------
