@@ -356,14 +356,12 @@ class SyslogConnection(StreamConnection):
         self.listener = kind[len('syslog_'):]
         self.receiver = receiver
         self.splitter = SyslogFrameSplitter(server.max_message_size)
-        self._client_cert = None
 
     @property
     def has_client_cert(self):
-        if self._client_cert is None:
-            self._client_cert = (self.tls and not self.handshaking
-                                 and bool(self.sock.getpeercert()))
-        return self._client_cert
+        """A client certificate was verified in the handshake (the stream connection keeps
+        its subject: after the peer's close, the TLS socket no longer tells)."""
+        return self.tls and not self.handshaking and self.identity[1] is not None
 
     def check_timeouts(self, now, *limits):
         """About once a second: after QUIET_S without bytes, a NUL-framed sender's message

@@ -293,3 +293,18 @@ def test_a_nul_framed_senders_message_ended_by_lf_comes_when_it_goes_quiet(tmp_p
         assert 'frame_timeout' not in daemon.output()
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_tls_senders_last_message_taken_at_close_keeps_its_certificate(tmp_path, pki):
+    """What a TLS sender with a client certificate left unended when it closed is taken at
+    the close, into its facility with a secret (the TLS socket no longer tells its peer's
+    certificate then: the handshake's is kept)."""
+    server = {'pemfile': str(pki['server']), 'cacert': str(pki['ca'])}
+    daemon = start(tmp_path, server=server, listen_tls='127.0.0.1:0')
+    try:
+        tls_send(daemon, pki, b'<14>sig: not ended by LF', with_cert=True)
+        lines = wait_for_lines(daemon.log_file('signed'), 1)
+        assert lines[0].endswith(' - sig user.info: not ended by LF')
+        assert 'internal error' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
