@@ -45,6 +45,7 @@ class SyslogFrameSplitter:
         self.skip_remaining = 0        # bytes of a cut octet-counted frame still to skip
         self.skipping_to_delimiter = False   # a cut non-transparent frame: skip to its end
         self.nul_framed = False        # this sender ends its frames with NUL
+        self.framing_known = False     # a frame has ended: the first one is read apart
         self.counts = {}               # octet counts seen (bytes -> int): most repeat
         # In the read being split: the next NUL and LF at or after the frame being read
         # (-1: none up to the end, -2: not looked for yet), so that each byte is searched
@@ -126,7 +127,7 @@ class SyslogFrameSplitter:
                     start = body_start + length
                     continue
                 # Digits not followed by a space: a message without PRI, non-transparent.
-            elif fast:
+            elif fast and (start or self.framing_known):
                 after = self._split_run(buffer, start, out)
                 if after:
                     start = after
@@ -146,6 +147,8 @@ class SyslogFrameSplitter:
                 if frame != b'\r':
                     append((frame, False))
             start = end + 1
+        if start:
+            self.framing_known = True   # a frame ended before the one left unfinished
         self.buffer = bytearray(buffer[start:]) if start < size else bytearray()
         return out
 
@@ -180,7 +183,8 @@ class SyslogFrameSplitter:
 
     def _find_delimiter(self, buffer, start, size):
         """The index of the byte that ends the frame at ``start``, or -1 (not yet known):
-        the first NUL or LF; once NUL-framed, the first NUL or LF before '<'."""
+        the first NUL or LF; once NUL-framed, the first NUL or LF before '<'; for the
+        connection's first frame, see _first_frame_end."""
         nul = self._nul_at
         if nul < start and nul != -1:
             nul = self._nul_at = buffer.find(b'\x00', start)
@@ -191,7 +195,9 @@ class SyslogFrameSplitter:
             self.nul_framed = True
             return nul
         if not self.nul_framed:
-            return newline
+            if self.framing_known or start or newline < 0:
+                return newline
+            return self._first_frame_end(buffer, newline, nul, size)
         while newline >= 0:
             if newline + 1 >= size:
                 return -1              # the byte after it decides
@@ -200,14 +206,48 @@ class SyslogFrameSplitter:
             newline = buffer.find(b'\n', newline + 1, nul if nul >= 0 else size)
         return nul
 
+    def _first_frame_end(self, buffer, newline, nul, size):
+        """The end of the connection's first frame, which holds an LF before any NUL.
+
+        An LF ends it when the next message starts after it ('<', or a digit: octet
+        counting), as with every LF-framed sender; a NUL that comes first ends it, with its
+        line breaks (SysLogHandler's traceback as a first message: the sender ends its
+        messages with NUL).  Only the NULs and LFs among the frame's first max_size bytes
+        decide; when they have not, the frame ends at its first LF.
+        Returns -1 while the bytes that decide have not all arrived."""
+        limit = self.max_size          # the frame starts at 0 here
+        if nul < 0 or nul >= limit:
+            nul = -1
+        probe = newline
+        while 0 <= probe < limit and (nul < 0 or probe < nul):
+            if probe + 1 >= size:
+                return -1              # the byte after it decides
+            if buffer[probe + 1] == 0x3C or 0x30 <= buffer[probe + 1] <= 0x39:
+                return newline         # a new message: an LF-framed sender
+            probe = buffer.find(b'\n', probe + 1, size)
+        if nul >= 0:
+            self.nul_framed = True
+            return nul
+        if size < limit:
+            return -1                  # not decided yet
+        return newline                 # LF-framed (over max_size: the caller cuts it)
+
     def take_waiting_line(self):
-        """When the sender has gone quiet (the caller's clock): a NUL-framed connection's
-        frame that ends with an LF waits only for the byte after it ('<' would end the
-        frame at that LF); no byte is coming, so the LF ends it.  Returns [(message,
-        False)], or [] when the unfinished frame is not such a one."""
+        """When the sender has gone quiet or closed (the caller's clock): what waits only
+        for a byte that is not coming.  A NUL-framed connection's frame that ends with an
+        LF waits for the byte after it ('<' would end the frame at that LF): the LF ends
+        it.  A connection's first frame that holds an LF waits for a NUL or a new message
+        (_first_frame_end): its LFs end frames.  Returns [(message, was_cut)], or []."""
         buffer = self.buffer
-        if not (self.nul_framed and buffer.endswith(b'\n')) or self.skip_remaining \
-                or self.skipping_to_delimiter:
+        if not buffer or self.skip_remaining or self.skipping_to_delimiter:
+            return []
+        if not (self.framing_known or self.nul_framed):
+            if b'\n' not in buffer or (0x30 <= buffer[0] <= 0x39 and _octet_count(
+                    buffer, 0, len(buffer))[0] is not False):
+                return []
+            self.framing_known = True
+            return self.feed(b'')
+        if not (self.nul_framed and buffer.endswith(b'\n')):
             return []
         if 0x30 <= buffer[0] <= 0x39 and _octet_count(buffer, 0, len(buffer))[0] is not False:
             return []   # an octet-counted frame that happens to hold an LF so far

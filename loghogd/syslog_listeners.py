@@ -364,11 +364,11 @@ class SyslogConnection(StreamConnection):
         return self.tls and not self.handshaking and self.identity[1] is not None
 
     def check_timeouts(self, now, *limits):
-        """About once a second: after QUIET_S without bytes, a NUL-framed sender's message
-        that ends with an LF is taken (it waited for the next byte: '<' would have ended
-        it there; any other byte continues it); then the stream connection's timeouts."""
+        """About once a second: after QUIET_S without bytes, what waited only for the next
+        byte is taken (take_waiting_line: a NUL-framed sender's message that ends with an
+        LF, a first message with LFs in it); then the stream connection's timeouts."""
         splitter = self.splitter
-        if splitter.nul_framed and splitter.buffer and now - self.last_activity >= QUIET_S:
+        if splitter.buffer and now - self.last_activity >= QUIET_S:
             frames = splitter.take_waiting_line()
             if frames:
                 try:
@@ -395,11 +395,15 @@ class SyslogConnection(StreamConnection):
         return count
 
     def _take_rest(self):
-        if self.splitter.buffer:
-            rest = self.splitter.take_rest()
+        splitter = self.splitter
+        if splitter.buffer:
+            frames = splitter.take_waiting_line()
+            rest = splitter.take_rest()
             if rest is not None:
+                frames.append(rest)
+            if frames:
                 try:
-                    self.receiver.ingest([rest], self)
+                    self.receiver.ingest(frames, self)
                 except Exception:
                     log_internal_error(self.server, self.peer)
 

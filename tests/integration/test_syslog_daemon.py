@@ -295,6 +295,38 @@ def test_a_nul_framed_senders_message_ended_by_lf_comes_when_it_goes_quiet(tmp_p
         assert daemon.stop() == 0
 
 
+def test_sysloghandlers_traceback_as_a_connections_first_message_is_one_record(tmp_path):
+    """Python's SysLogHandler over TCP ends its messages with NUL, and the first message
+    of its connection may be a traceback: one record with continuation lines."""
+    import logging
+    import logging.handlers
+    daemon = start(tmp_path)
+    handler = logging.handlers.SysLogHandler(address=('127.0.0.1', daemon.port('syslog_tcp')),
+                                             socktype=socket.SOCK_STREAM)
+    handler.ident = 'pl: '
+    logger = logging.getLogger('test_syslog.first_traceback')
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.exception('first')
+        logger.error('second')
+        lines = wait_for(lambda: (lambda lines: lines if any('second' in l for l in lines)
+                                  else None)(read_lines(daemon.log_file('plain'))),
+                         message='the second message')
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        assert daemon.stop() == 0
+    assert lines[0].endswith(' - pl user.err: first')
+    assert lines[1] == '  | Traceback (most recent call last):'
+    assert lines[-2] == '  | ZeroDivisionError: division by zero'
+    assert lines[-1].endswith(' - pl user.err: second')
+    assert all(line.startswith('  | ') for line in lines[1:-1])
+
+
 def test_a_tls_senders_last_message_taken_at_close_keeps_its_certificate(tmp_path, pki):
     """What a TLS sender with a client certificate left unended when it closed is taken at
     the close, into its facility with a secret (the TLS socket no longer tells its peer's
