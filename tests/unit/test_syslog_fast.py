@@ -75,7 +75,8 @@ MSGIDS = [b'-', b'-', b'ID47', b'm' * 33]
 SDS = [b'- ', b'- ', b'- ', b'-', b'[x@1 a="b\\"c"] ', b'[x@1 a="b"]', b'-x ', b'']
 BODIES = st.lists(st.sampled_from([b'msg', b'two words', b'\xef\xbb\xbf', b'\xff', b'\xc3',
                                    b'\n', b'\r\n', b'\x00', b'\t', b'\x1b[31m', b'\xe2\x80\xa8',
-                                   b'caf\xc3\xa9', b' ', b'- ', b'1 ', b'<14>']) | st.binary(max_size=6),
+                                   b'caf\xc3\xa9', b' ', b'- ', b'1 ', b'<14>'])
+                  | st.binary(max_size=6),
                   max_size=6).map(b''.join)
 # A body often starts with what the header's end decides about (a BOM, a space).
 BODIES = st.tuples(st.sampled_from([b'', b'', b'\xef\xbb\xbf', b' ']), BODIES).map(b''.join)
@@ -198,7 +199,8 @@ SENDERS = {
     '5424': (1, lambda i: b'<14>1 2026-12-05T11:00:%02d.%06dZ h1 myapp 42 - - %smessage %d%s'
              % (i % 60, i, b'\xef\xbb\xbf' if i % 3 else b'', i, b'\n' if i % 5 else b'')),
     # logger --rfc3164, rsyslog's default forwarding: the time varies.
-    '3164': (1, lambda i: b'<14>Dec  5 11:%02d:%02d h1 myapp[42]: message %d' % (i // 60, i % 60, i)),
+    '3164': (1, lambda i: b'<14>Dec  5 11:%02d:%02d h1 myapp[42]: message %d'
+             % (i // 60, i % 60, i)),
     # Python's SysLogHandler: no time, no host.
     'bare': (1, lambda i: b'<14>myapp: message %d' % i),
     # One program's info, warning and err in turn: a shape each.

@@ -48,7 +48,8 @@ def test_only_a_frame_that_waits_for_the_byte_after_an_lf_is_taken():
 
 # -- the connection's first frame: NUL-framed or LF-framed is not known yet --------------------
 
-TRACEBACK = b'<11>myapp: boom\nTraceback (most recent call last):\n  File "x.py", line 1\nValueError'
+TRACEBACK = (b'<11>myapp: boom\nTraceback (most recent call last):\n  File "x.py", line 1\n'
+             b'ValueError')
 
 
 def pieces(data, step):
