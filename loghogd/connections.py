@@ -137,7 +137,8 @@ class StreamConnection:
         self.address = address
         self.peer = peer_name(address)
         self.peer_host = address[0] if isinstance(address, tuple) else str(address)
-        self.kind = kind
+        self.kind = kind              # what status counts it under ('tcp', 'syslog_tls', ...)
+        self.tls = tls_context is not None
         self.splitter = FrameSplitter(server.max_message_size)
         now = server.now
         self.opened_at = now
@@ -240,14 +241,14 @@ class StreamConnection:
         read = count
         # TLS may hold decrypted bytes that the selector cannot see (the loop comes back
         # for them: ``has_pending``).
-        while not self.closed and self.kind == 'tls' and read < budget and self.sock.pending():
+        while not self.closed and self.tls and read < budget and self.sock.pending():
             count = self.sock.recv_into(buffer, min(budget - read, self.sock.pending()))
             if not count:
                 break
             read += count
             self._feed(memoryview(buffer)[:count])
         self._adapt_read_size(read, time.perf_counter() - started)
-        if self.kind == 'tls' and not self.closed and self.sock.pending():
+        if self.tls and not self.closed and self.sock.pending():
             self.server.tls_pending.add(self)
 
     def _adapt_read_size(self, read, elapsed_s):
@@ -381,7 +382,7 @@ class StreamConnection:
         try:
             queued = struct.unpack('i', fcntl.ioctl(self.sock.fileno(), termios.FIONREAD,
                                                     b'\0\0\0\0'))[0]
-            if self.kind == 'tls' and not self.handshaking:
+            if self.tls and not self.handshaking:
                 queued += self.sock.pending()
         except (OSError, ValueError):
             return 0

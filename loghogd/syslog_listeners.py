@@ -25,10 +25,12 @@ from .connections import (READ, UDP_BATCH, StreamConnection, StreamListener,
 from .errors import StartupError, describe_os_error
 from .files import format_address
 from .jsonlines import format_json_line
+from .lines import format_body
 from .protocol import Rejection
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
-from .syslog_parse import json_fields, line_text, parse_message
+from .syslog_parse import (BOM, STAMP_5424, STAMP_BSD, TRAILING, json_fields, line_head,
+                           line_text, parse_message, shape_of, valid_bsd_stamp, valid_stamp)
 from .syslog_routing import SyslogRouter
 
 log = logging.getLogger('loghogd.syslog')
@@ -36,6 +38,12 @@ log = logging.getLogger('loghogd.syslog')
 UNCLAIMED = 'syslog_unclaimed'
 NEEDS_CLIENT_CERT = 'syslog_needs_client_cert'
 KINDS = ('syslog_udp', 'syslog_tcp', 'syslog_tls', 'syslog_unix')
+# A NUL-framed sender's message that ends with an LF is taken after this long without
+# bytes (its traceback lines come in the same send(), microseconds apart).
+QUIET_S = 1.0
+# Shapes a batch learns before it judges whether they pay (a relay's hosts in turn: one
+# shape each); beyond, shapes are made only while most messages are not parsed.
+SHAPES_LEARNT = 64
 
 
 # -- binding (before privileges are dropped) -------------------------------------------------
@@ -123,8 +131,9 @@ def attach(server, bound, config):
 class SyslogReceiver:
     """Parses, routes, formats and queues syslog messages for the server's writer."""
 
-    def __init__(self, server, default_app):
+    def __init__(self, server, default_app, fast=True):
         self.server = server
+        self.fast = fast
         self.default_app = default_app
         self.table = None
         self.router = None
@@ -150,7 +159,11 @@ class SyslogReceiver:
         """Queue the lines of ``frames`` ([(bytes, was_cut)]) from ``source``.
 
         As in Server.ingest, what consecutive messages share (their facility, host part
-        of the line and file) is looked up again only when it changes.
+        of the line and file) is looked up again only when it changes.  And most senders
+        send one shape of message after another (syslog_parse.shape_of): once a message
+        of a shape has been parsed and routed, the next ones that share it are checked
+        with a few byte comparisons, and their line is the shape's head plus their text
+        (``fast = False`` parses every message: the reference the tests compare with).
         """
         server = self.server
         counters = server.counters
@@ -160,15 +173,89 @@ class SyslogReceiver:
         queue_for = server.writer.queue_for
         peer_host = source.peer_host
         heads = self.heads
+        fast = self.fast
         if len(heads) > 4096:   # senders choose programs and pids freely
             heads.clear()
-        received = cut = replaced = count = size = 0
+        received = cut = replaced = count = size = parsed = 0
         last_program = last_host = facility = log_file = append = head = None
+        # The shapes of this batch by their lead ('<PRI>' or '<PRI>1 '), and the current
+        # one: its lead, stamp kind, header and line head.  A shape also holds what the
+        # parsed path's state was for it (program, facility, host, head, file).
+        shapes = {}
+        by_host = {}   # the same by the word after the time: ' HOSTNAME' (or ' tag:')
+        lead = header = shape_head = None
+        lead_size = header_size = kind = 0
+        stamp = b'1970-01-01T00:00:00'   # the last RFC 5424 TIMESTAMP start found valid
+        bsd_stamp = b'Jan  1 00:00:00'   # the last RFC 3164 time, if valid_bsd_stamp says so
         try:
             for data, was_cut in frames:
                 received += 1
                 if was_cut:
                     cut += 1
+                if shapes:
+                    matched = data.startswith(lead)
+                    if not matched:
+                        shape = shapes.get(data[:data.find(b'>', 1, 5) + 1])
+                        if shape is not None and data.startswith(shape[0]):
+                            if shape[6] is not facility and count:
+                                server._count_accepted(facility, count, size)
+                                count = size = 0
+                            (lead, lead_size, kind, header, header_size, shape_head,
+                             facility, last_program, last_host, head, log_file, append) = shape
+                            matched = True
+                    if matched:
+                        if kind == STAMP_5424:
+                            stamp_end = data.find(b' ', lead_size)
+                            length = stamp_end - lead_size
+                            if length > 19:
+                                if not data.startswith(stamp, lead_size):
+                                    if valid_stamp(data[lead_size:lead_size + 19]):
+                                        stamp = data[lead_size:lead_size + 19]
+                                    else:
+                                        stamp_end = -1
+                            elif length != 1 or data[lead_size] != 0x2D:   # '-'
+                                stamp_end = -1
+                        elif kind == STAMP_BSD:
+                            stamp_end = lead_size + 15
+                            if not data.startswith(bsd_stamp, lead_size):
+                                if valid_bsd_stamp(data[lead_size:stamp_end], now):
+                                    bsd_stamp = data[lead_size:stamp_end]
+                                else:
+                                    stamp_end = -1
+                        else:
+                            stamp_end = lead_size
+                        if stamp_end > 0 and not data.startswith(header, stamp_end):
+                            # Another host (a relay's)? Its shape, by the word after the time.
+                            shape = by_host.get(data[stamp_end:data.find(b' ', stamp_end + 1)]) \
+                                if kind else None
+                            # (Only stamped kinds are there; the lead tells 5424 from 3164.)
+                            if (shape is not None and shape[0] == lead
+                                    and data.startswith(shape[3], stamp_end)):
+                                if shape[6] is not facility and count:
+                                    server._count_accepted(facility, count, size)
+                                    count = size = 0
+                                (lead, lead_size, kind, header, header_size, shape_head,
+                                 facility, last_program, last_host, head, log_file,
+                                 append) = shape
+                            else:
+                                stamp_end = -1
+                        if stamp_end > 0:
+                            start = stamp_end + header_size
+                            if kind == STAMP_5424 and data.startswith(BOM, start):
+                                start += 3
+                            try:
+                                text = data[start:].rstrip(TRAILING).decode('utf-8')
+                            except UnicodeDecodeError:
+                                pass   # parsed below: replaced and counted
+                            else:
+                                append(shape_head + (text if text.isprintable()
+                                                     else format_body(text)) + '\n')
+                                count += 1
+                                size += len(data)
+                                continue
+                # Parsed: the state below is this message's, no shape's until it makes one.
+                lead = b'\xff'   # matches no message: shapes are looked up again
+                parsed += 1
                 message = parse_message(data, now)
                 if message.__class__ is Rejection:
                     server.reject(message, source)
@@ -205,6 +292,25 @@ class SyslogReceiver:
                     append = log_file.pending.append
                 if facility.format == 'text':
                     append(head + line_text(message, program or '-', heads) + '\n')
+                    # A new shape, while shapes pay: most messages so far were not parsed
+                    # (else none is looked up: a new shape every message costs a parse).
+                    if not fast or (parsed > SHAPES_LEARNT and parsed * 2 > received):
+                        shapes.clear()
+                        by_host.clear()
+                    else:
+                        shape = shape_of(data, message, now)
+                        if shape is not None:
+                            lead, kind, header = shape
+                            lead_size, header_size = len(lead), len(header)
+                            shape_head = head + line_head(message, program or '-', heads)
+                            if len(by_host) >= SHAPES_LEARNT:
+                                shapes.clear()
+                                by_host.clear()
+                            shapes[data[:data.find(b'>', 1, 5) + 1]] = shape = (
+                                lead, lead_size, kind, header, header_size, shape_head,
+                                facility, last_program, last_host, head, log_file, append)
+                            if kind:
+                                by_host[header[:header.find(b' ', 1)]] = shape
                 else:
                     append(format_json_line(now, host, facility.app, facility.name,
                                             message.message, json_fields(message, program or '-')))
@@ -245,20 +351,33 @@ class SyslogConnection(StreamConnection):
     """One syslog sender over TCP or TLS."""
 
     def __init__(self, server, sock, address, kind, tls_context, receiver):
-        # The stream connection's TLS handling keys on kind 'tls'.
-        super().__init__(server, sock, address, 'tls' if tls_context is not None else 'tcp',
-                         tls_context)
+        # Counted under its listener's kind in status (connections open and accepted).
+        super().__init__(server, sock, address, kind, tls_context)
         self.listener = kind[len('syslog_'):]
         self.receiver = receiver
         self.splitter = SyslogFrameSplitter(server.max_message_size)
-        self._client_cert = None
 
     @property
     def has_client_cert(self):
-        if self._client_cert is None:
-            self._client_cert = (self.kind == 'tls' and not self.handshaking
-                                 and bool(self.sock.getpeercert()))
-        return self._client_cert
+        """A client certificate was verified in the handshake (the stream connection keeps
+        its subject: after the peer's close, the TLS socket no longer tells)."""
+        return self.tls and not self.handshaking and self.identity[1] is not None
+
+    def check_timeouts(self, now, *limits):
+        """About once a second: after QUIET_S without bytes, what waited only for the next
+        byte is taken (take_waiting_line: a NUL-framed sender's message that ends with an
+        LF, a first message with LFs in it); then the stream connection's timeouts."""
+        splitter = self.splitter
+        if splitter.buffer and now - self.last_activity >= QUIET_S:
+            frames = splitter.take_waiting_line()
+            if frames:
+                try:
+                    self.receiver.ingest(frames, self)
+                except Exception:
+                    log_internal_error(self.server, self.peer)
+                if not splitter.is_mid_frame:
+                    self.frame_started_at = None
+        super().check_timeouts(now, *limits)
 
     def close(self, reason):
         """Close; a last message that the peer did not end (no LF at the end of the
@@ -276,11 +395,15 @@ class SyslogConnection(StreamConnection):
         return count
 
     def _take_rest(self):
-        if self.splitter.buffer:
-            rest = self.splitter.take_rest()
+        splitter = self.splitter
+        if splitter.buffer:
+            frames = splitter.take_waiting_line()
+            rest = splitter.take_rest()
             if rest is not None:
+                frames.append(rest)
+            if frames:
                 try:
-                    self.receiver.ingest([rest], self)
+                    self.receiver.ingest(frames, self)
                 except Exception:
                     log_internal_error(self.server, self.peer)
 
