@@ -53,7 +53,11 @@ def _fields_value_span(text):
 def _value_span(text, start, tokens):
     """(start, end) of the JSON value that begins at ``start``; ``tokens`` goes on from
     the key before it."""
-    if text[start:start + 1] not in ('[', '{'):
+    first = text[start:start + 1]
+    if first == '"':
+        string = _TOKEN_RE.match(text, start)
+        return (start, string.end()) if string else None
+    if first not in ('[', '{'):
         end = _SCALAR_END_RE.search(text, start)
         return start, end.start() if end else len(text)
     depth = 0

@@ -53,6 +53,10 @@ def test_without_fields_sets_exactly_the_top_level_fields_to_none(others, fields
     assert without_fields(json.dumps(data, indent=2)) == expected
 
 
+def test_a_string_value_with_json_punctuation_is_one_value():
+    assert without_fields('{"fields": ",]}", "b": 1}') == {'fields': None, 'b': 1}
+
+
 def test_no_top_level_fields_member_gives_none():
     assert without_fields('{"a": {"fields": 1}}') is None
     assert without_fields('{"body": "fields", "x": 1}') is None
