@@ -12,6 +12,7 @@ from loghog.wire import Signer
 
 from . import converters as conv
 from .errors import ConfigError
+from .identity import client_globs
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 from .syslog_routing import check_claims, program_list
@@ -43,10 +44,14 @@ SETTINGS = {s.name: s for s in [
             "sender's fields (loghogd/jsonlines.py)."),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
+    # Identities bound to apps (issue 19, identity.py).
+    Setting('allowed_clients', client_globs, '',
+            'TLS client certificate names (CN globs) that may log here; empty: any.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
-INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format')
+INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
+             'allowed_clients')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -71,7 +76,7 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'format', 'syslog_programs')
+                 'format', 'syslog_programs', 'allowed_clients')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -89,6 +94,7 @@ class Facility:
         self.key = (app, self.name)   # (app, facility name): how counters name it
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
+        self.allowed_clients = values.get('allowed_clients')   # CN globs, or None: any
 
     @property
     def name(self):

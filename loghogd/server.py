@@ -16,6 +16,7 @@ from .acknowledger import Acknowledger
 from .connections import READ, DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
+from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
@@ -97,6 +98,7 @@ class Server:
         self.last_reload = None
         self.line_prefix = format_receive_time(self.now)
         self.limiter = RateLimiter()
+        self.client_check = ClientCheck()   # allowed_clients (issue 19)
         self._accept_paused_until = None
         self._listeners_paused = False
         self._slots_full = False     # nobody could make room for the last newcomer
@@ -413,6 +415,7 @@ class Server:
         take_frame = self.acknowledger.take_frame
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
+        refusal = None       # why ``source`` may not log to ``facility`` (allowed_clients)
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
         accepted = 0         # messages accepted before those
@@ -453,7 +456,12 @@ class Server:
                             count = size = 0
                         facility = found
                         signer = facility.signer if facility.secret is not None else None
+                        refusal = (None if facility.allowed_clients is None
+                                   else self.client_check.refusal(facility, source))
                         log_file = None
+                if refusal is not None:
+                    self.refuse_client(refusal, source, acks)
+                    continue
                 if signer is not None:
                     rejection = verify_signature(signer, signature, app_id, module, stamp,
                                                  nsecs, body)
@@ -491,6 +499,12 @@ class Server:
         key = facility.key
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
+
+    def refuse_client(self, refusal, source, acks=None):
+        """A message refused by its facility's allowed_clients (identity.py): counted by
+        reason and by certificate name too."""
+        self.counters.refuse_client(refusal.client)
+        self.reject(refusal, source, acks)
 
     def reject(self, rejection, source, acks=None):
         self.counters.reject(rejection.reason, source.peer_host)

@@ -187,6 +187,10 @@ class SyslogReceiver:
                                                 'syslog comes only over TLS with a client '
                                                 'certificate' % found.section), source)
                         continue
+                    refusal = server.client_check.refusal(found, source)
+                    if refusal is not None:   # allowed_clients (issue 19)
+                        server.refuse_client(refusal, source)
+                        continue
                     last_program = program
                     if found is not facility:
                         if count:
