@@ -63,6 +63,11 @@ SECTIONS = {
         # Idle connections are normal for a quiet application: don't cut them by default.
         Setting('idle_timeout', conv.optional(conv.positive_float), '',
                 'Close a connection silent for this many seconds (empty: never).'),
+        # Protocol v2 signatures carry the client's time: a captured frame is refused once
+        # it is older than this (issue 19).  NTP keeps clocks within a second; five minutes
+        # is the usual bound (Kerberos) and keeps the replay table small.
+        Setting('max_clock_skew', conv.positive_float, '300',
+                'Seconds a v2-signed message\'s time may differ from the daemon\'s clock.'),
         Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
         # orjson, where installed (pip install orjson), decodes about 0.6 µs per message
         # faster; the standard library's decoder is always there and is what 'stdlib' forces.

@@ -8,6 +8,7 @@ A message lands in the most specific facility configured for its app and module.
 import logging
 import os
 
+from loghog.signing import V2Signer
 from loghog.wire import Signer
 
 from . import converters as conv
@@ -47,11 +48,14 @@ SETTINGS = {s.name: s for s in [
     # Identities bound to apps (issue 19, identity.py).
     Setting('allowed_clients', client_globs, '',
             'TLS client certificate names (CN globs) that may log here; empty: any.'),
+    Setting('require_signature', conv.optional(conv.choice('v2')), '',
+            'v2: refuse v1-signed and unsigned messages (needs a secret); empty: either '
+            'signature form.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
 INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
-             'allowed_clients')
+             'allowed_clients', 'require_signature')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -76,7 +80,8 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'format', 'syslog_programs', 'allowed_clients')
+                 'format', 'syslog_programs', 'allowed_clients', 'signer_v2',
+                 'require_signature')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -91,6 +96,8 @@ class Facility:
         self.max_hosts = values.get('max_hosts', DEFAULT_MAX_HOSTS)
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
+        self.signer_v2 = V2Signer(self.secret) if self.secret else None
+        self.require_signature = values.get('require_signature')   # 'v2' or None
         self.key = (app, self.name)   # (app, facility name): how counters name it
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
@@ -280,6 +287,10 @@ def load_facilities(path):
             continue  # a missing or bad value: already reported
         if values['rotate'].is_size_only and not values.get('max_size'):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
+            continue
+        if values.get('require_signature') and not values['secret']:
+            ini.error(section, 'require_signature', 'require_signature = v2 needs a secret '
+                      '(here or in the application\'s root facility)')
             continue
         facility = Facility(app, path, section, values, ini.where(section))
         problem = facility.name_problem()

@@ -9,7 +9,8 @@ import logging
 import signal
 import time
 
-from loghog.wire import FLAG_ACK
+from loghog.signing import split_envelope
+from loghog.wire import FLAG_ACK, FLAG_SIGNED_V2
 
 from . import protocol
 from .acknowledger import Acknowledger
@@ -20,6 +21,7 @@ from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .signature_v2 import ReplayGuard, check_signature_v2
 from .slots import Slots
 from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
@@ -99,6 +101,7 @@ class Server:
         self.line_prefix = format_receive_time(self.now)
         self.limiter = RateLimiter()
         self.client_check = ClientCheck()   # allowed_clients (issue 19)
+        self.replays = ReplayGuard(config.server.max_clock_skew)   # v2 signatures (issue 19)
         self._accept_paused_until = None
         self._listeners_paused = False
         self._slots_full = False     # nobody could make room for the last newcomer
@@ -437,7 +440,17 @@ class Server:
                         if resent.__class__ is Rejection:   # a malformed session frame
                             self.reject(resent, source, acks)
                         continue
-                fields = decode_fields(flags, payload, max_size, loads)
+                envelope = None
+                if flags & FLAG_SIGNED_V2:   # a v2 signature before the payload (issue 19)
+                    envelope = split_envelope(payload)
+                    if envelope is None:
+                        self.reject(Rejection(protocol.BAD_FIELDS, 'v2 frame shorter than its '
+                                              'signature envelope'), source, acks)
+                        continue
+                    fields = decode_fields(flags & ~FLAG_SIGNED_V2, envelope.body, max_size,
+                                           loads)
+                else:
+                    fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
                     self.reject(fields, source, acks)
                     continue
@@ -463,8 +476,12 @@ class Server:
                     self.refuse_client(refusal, source, acks)
                     continue
                 if signer is not None:
-                    rejection = verify_signature(signer, signature, app_id, module, stamp,
-                                                 nsecs, body)
+                    if envelope is None and facility.require_signature is None:
+                        rejection = verify_signature(signer, signature, app_id, module, stamp,
+                                                     nsecs, body)
+                    else:
+                        rejection = check_signature_v2(facility, flags, envelope, self.now,
+                                                       self.config.server.max_clock_skew)
                     if rejection is not None:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
@@ -472,6 +489,11 @@ class Server:
                 if (acks is not None and acks.session_key is not None
                         and self.acknowledger.duplicate(acks)):
                     continue   # written before in its session (checked only now: acks.py)
+                if envelope is not None and signer is not None:
+                    rejection = self.take_signed(envelope, source, acks)
+                    if rejection is not None:
+                        self.reject(rejection, source, acks)
+                        continue
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
@@ -499,6 +521,19 @@ class Server:
         key = facility.key
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
+
+    def take_signed(self, envelope, source, acks):
+        """A v2-signed message about to be queued: None, or a ``replayed`` Rejection
+        (signature_v2.py).  The acknowledger decides for a resend that its session frame
+        numbers as the signature does."""
+        numbered = (acks is not None and acks.session_key is not None
+                    and acks.seq == envelope.seq and acks.session_key[1] == envelope.session.hex())
+        identity = getattr(source, 'identity', None) or (source.peer_host, None)
+        evicted = self.replays.evicted
+        rejection = self.replays.take(envelope, identity, numbered, self.now)
+        if self.replays.evicted > evicted:
+            self.counters.count('signed_sessions_evicted')
+        return rejection
 
     def refuse_client(self, refusal, source, acks=None):
         """A message refused by its facility's allowed_clients (identity.py): counted by
