@@ -14,6 +14,7 @@ from loghog.wire import Signer
 from . import converters as conv
 from .errors import ConfigError
 from .identity import client_globs
+from .ratelimit import parse_rate_limit
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 from .syslog_routing import check_claims, program_list
@@ -48,6 +49,9 @@ SETTINGS = {s.name: s for s in [
     # Identities bound to apps (issue 19, identity.py).
     Setting('allowed_clients', client_globs, '',
             'TLS client certificate names (CN globs) that may log here; empty: any.'),
+    Setting('rate_limit', parse_rate_limit, '',
+            'Messages a second this app may send, e.g. "1000/s burst 5000"; beyond it TCP '
+            'and TLS senders wait, UDP messages are refused.  Empty: no limit.'),
     Setting('require_signature', conv.optional(conv.choice('v2')), '',
             'v2: refuse v1-signed and unsigned messages (needs a secret); empty: either '
             'signature form.'),
@@ -55,7 +59,7 @@ SETTINGS = {s.name: s for s in [
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
 INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
-             'allowed_clients', 'require_signature')
+             'allowed_clients', 'require_signature', 'rate_limit')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -81,7 +85,7 @@ class Facility:
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
                  'format', 'syslog_programs', 'allowed_clients', 'signer_v2',
-                 'require_signature')
+                 'require_signature', 'rate_limit', 'rate_key')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -98,7 +102,10 @@ class Facility:
         self.signer = Signer(self.secret) if self.secret else None
         self.signer_v2 = V2Signer(self.secret) if self.secret else None
         self.require_signature = values.get('require_signature')   # 'v2' or None
+        self.rate_limit = values.get('rate_limit')   # a ratelimit.RateLimit, or None
         self.key = (app, self.name)   # (app, facility name): how counters name it
+        # Whose bucket: the facility that declares the limit (its app's root when inherited).
+        self.rate_key = values.get('rate_scope', self.key)
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
         self.allowed_clients = values.get('allowed_clients')   # CN globs, or None: any
@@ -283,6 +290,8 @@ def load_facilities(path):
             for name in INHERITED:
                 if name not in given and name in root:
                     values[name] = root[name]
+            if 'rate_limit' not in given:
+                values['rate_scope'] = (app, 'root')   # the app's bucket, shared
         if any(name not in values for name in SETTINGS):
             continue  # a missing or bad value: already reported
         if values['rotate'].is_size_only and not values.get('max_size'):

@@ -18,6 +18,7 @@ from .connections import READ, DatagramListener, StreamListener
 from .errors import ConfigError
 from .facilities import load_facilities
 from .identity import ClientCheck
+from .ratelimit import RATE_LIMITED, RateLimits, Throttle
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, decode_session, verify_signature
@@ -102,6 +103,9 @@ class Server:
         self.limiter = RateLimiter()
         self.client_check = ClientCheck()   # allowed_clients (issue 19)
         self.replays = ReplayGuard(config.server.max_clock_skew)   # v2 signatures (issue 19)
+        self.rate_limits = RateLimits()     # rate_limit (issue 19): buckets, and the
+        self.throttle = Throttle()          # connections waiting for theirs
+        self.tasks.append(self.throttle)
         self._accept_paused_until = None
         self._listeners_paused = False
         self._slots_full = False     # nobody could make room for the last newcomer
@@ -370,6 +374,7 @@ class Server:
 
     def remove_connection(self, connection):
         self.connections.remove(connection)
+        self.throttle.forget(connection)
         if connection.acks is not None:
             self.acknowledger.closed(connection)
         if self._slots_full and len(self.connections) < self.connections.max_connections:
@@ -419,6 +424,7 @@ class Server:
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
         refusal = None       # why ``source`` may not log to ``facility`` (allowed_clients)
+        bucket = overdrawn = None   # ``facility``'s rate_limit bucket; one this read overdrew
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
         accepted = 0         # messages accepted before those
@@ -471,6 +477,8 @@ class Server:
                         signer = facility.signer if facility.secret is not None else None
                         refusal = (None if facility.allowed_clients is None
                                    else self.client_check.refusal(facility, source))
+                        bucket = (None if facility.rate_limit is None
+                                  else self.rate_limits.bucket(facility, self.now))
                         log_file = None
                 if refusal is not None:
                     self.refuse_client(refusal, source, acks)
@@ -494,6 +502,13 @@ class Server:
                     if rejection is not None:
                         self.reject(rejection, source, acks)
                         continue
+                if bucket is not None:   # rate_limit: streams wait, datagrams are refused
+                    if bucket.tokens < 1 and not may_ack:
+                        self.rate_limited(facility, source)
+                        continue
+                    bucket.tokens -= 1
+                    if bucket.tokens < 0:
+                        overdrawn = bucket
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
@@ -515,6 +530,8 @@ class Server:
         finally:
             if count:
                 self._count_accepted(facility, count, size)
+            if overdrawn is not None and may_ack:
+                self.throttle.pause(source, overdrawn, self.now)
         return accepted + count
 
     def _count_accepted(self, facility, count, size):
@@ -534,6 +551,12 @@ class Server:
         if self.replays.evicted > evicted:
             self.counters.count('signed_sessions_evicted')
         return rejection
+
+    def rate_limited(self, facility, source):
+        """A datagram past its app's rate_limit: refused, and counted as lost."""
+        self.counters.count('rate_limited_datagrams')
+        self.reject(Rejection(RATE_LIMITED, '[%s] is over its rate_limit (%s)'
+                              % (facility.section, facility.rate_limit.text)), source)
 
     def refuse_client(self, refusal, source, acks=None):
         """A message refused by its facility's allowed_clients (identity.py): counted by

@@ -231,6 +231,7 @@ LOSS_EVENTS = (
     ('internal_errors', 'internal errors'),
     ('sessions_untracked', 'sessions untracked (no duplicate suppression)'),
     ('sessions_evicted', 'sessions evicted'),
+    ('rate_limited_datagrams', 'datagrams refused over rate_limit'),
 )
 
 

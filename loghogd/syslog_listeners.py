@@ -164,6 +164,8 @@ class SyslogReceiver:
             heads.clear()
         received = cut = replaced = count = size = 0
         last_program = last_host = facility = log_file = append = head = None
+        bucket = overdrawn = None   # rate_limit (issue 19): streams wait, datagrams refused
+        is_stream = hasattr(source, 'pause_reading')
         try:
             for data, was_cut in frames:
                 received += 1
@@ -198,6 +200,15 @@ class SyslogReceiver:
                             count = size = 0
                         facility = found
                         log_file = None
+                        bucket = (None if facility.rate_limit is None
+                                  else server.rate_limits.bucket(facility, now))
+                if bucket is not None:
+                    if bucket.tokens < 1 and not is_stream:
+                        server.rate_limited(facility, source)
+                        continue
+                    bucket.tokens -= 1
+                    if bucket.tokens < 0:
+                        overdrawn = bucket
                 host = message.hostname or peer_host
                 if host != last_host:
                     last_host = host
@@ -217,6 +228,8 @@ class SyslogReceiver:
         finally:
             if count:
                 server._count_accepted(facility, count, size)
+            if overdrawn is not None and is_stream:
+                server.throttle.pause(source, overdrawn, now)
             counters.events['syslog_messages_' + source.listener] += received
             if cut:
                 counters.events['syslog_cut'] += cut
