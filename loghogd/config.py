@@ -52,6 +52,13 @@ SECTIONS = {
         Setting('max_connections', conv.integer_in(1, 1000000), '900',
                 'Stream connections at once; beyond it, the longest idle one with nothing '
                 'in flight makes room for a new one.'),
+        # No cap by default: clients behind one NAT address, and a pre-forking server's
+        # hundreds of workers, are one peer.  When the slots are full the address holding
+        # the most connections makes room first (slots.py), so one address cannot push
+        # out the others' connections whatever this says (issue 19).
+        Setting('max_connections_per_peer', conv.optional(conv.integer_in(1, 1000000)), '',
+                'Stream connections one IP address may hold; beyond it, its own longest '
+                'idle one makes room (empty: no cap).'),
         # A real client finishes its TLS handshake in milliseconds; a peer that opens
         # handshakes and never finishes them must not hold every slot (issue 15).
         Setting('max_handshakes', conv.integer_in(1, 1000000), '128',

@@ -161,7 +161,8 @@ class StreamConnection:
 
     def start(self):
         self.server.add_connection(self)
-        self.server.loop.register(self.sock, READ, self.on_event)
+        if not self.closed:   # over its address's max_connections_per_peer
+            self.server.loop.register(self.sock, READ, self.on_event)
 
     def on_event(self, mask):
         if self.closed:

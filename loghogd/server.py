@@ -88,7 +88,8 @@ class Server:
         # TLS connections whose TLS layer holds bytes beyond their last turn's read: the
         # selector cannot see them, so the next pass comes back for them.
         self.tls_pending = set()
-        self.connections = Slots(config.server.max_connections, config.server.max_handshakes)
+        self.connections = Slots(config.server.max_connections, config.server.max_handshakes,
+                                 config.server.max_connections_per_peer)
         # Acknowledgement state of every acknowledged connection, and the sessions.
         self.acknowledger = Acknowledger(counters)
         self.listeners = []
@@ -341,6 +342,8 @@ class Server:
         connections.add(connection)
         self.counters.count('connections_accepted')
         self.counters.connections_accepted[connection.kind] += 1
+        if connections.is_over_peer_cap(connection) and not self._make_room_in_peer(connection):
+            return
         while connections.is_full(connection.handshaking):
             victim = connections.victim(connection)
             if victim is None:
@@ -348,6 +351,25 @@ class Server:
                 self._update_accepting()
                 return
             self._evict(victim)
+
+    def _make_room_in_peer(self, connection):
+        """``connection``'s peer is over max_connections_per_peer: its own longest idle
+        connection makes room, or, if each has something in flight, the newcomer is
+        closed.  Returns False when the newcomer was closed."""
+        cap = self.connections.max_per_peer
+        victim = self.connections.own_victim(connection)
+        if victim is None:
+            self.counters.count('connections_refused_per_peer')
+            self.warn('peer_cap', 'closed a new connection from %s: its address holds '
+                      'max_connections_per_peer (%d), none idle', connection.peer, cap)
+            connection.close('over max_connections_per_peer')
+            return False
+        victim.drain_once()   # what it sent is read and written first, as in _evict
+        self.counters.count('connections_evicted_per_peer')
+        self.warn('peer_evicted', 'closed the longest idle connection from %s to make room '
+                  'for its newer one (max_connections_per_peer %d)', victim.peer, cap)
+        victim.close('longest idle of its address, over max_connections_per_peer')
+        return True
 
     def _evict(self, victim):
         if victim.handshaking:

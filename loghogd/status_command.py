@@ -327,6 +327,9 @@ def _rejected(snapshot):
     peers = [[p['peer'], count(p['messages'])] for p in snapshot['rejected_by_peer']]
     if peers:
         lines += [''] + format_table(['PEER', 'REJECTED'], peers)
+    clients = [[c['client'], count(c['messages'])] for c in snapshot.get('refused_clients', ())]
+    if clients:   # allowed_clients refusals by certificate name (issue 19)
+        lines += [''] + format_table(['CLIENT CERTIFICATE', 'REFUSED'], clients)
     return lines
 
 

@@ -7,13 +7,17 @@ sender has no identity and is refused there too; apps without the option are as 
 """
 
 import json
+import re
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from loghog.wire import FLAG_ACK, HEADER, parse_ack
 from tests.integration.test_tls import client_context, tls_connect, tls_options
-from tests.support import frame, line_body, make_certs, read_lines, send_tcp, wait_for
+from tests.support import ROOT, frame, line_body, make_certs, read_lines, send_tcp, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which('openssl') is None, reason='needs the openssl command')
 
@@ -97,4 +101,35 @@ def test_a_certificate_not_in_allowed_clients_is_refused_and_counted_a_matching_
     assert {r['client']: r['messages'] for r in status['refused_clients']} == {
         'intruder-1': 2, '(none)': 1}
     assert "certificate 'intruder-1' may not log to [shop]" in daemon.daemon_log.read_text()
+    shown = subprocess.run([sys.executable, '-m', 'loghogd', 'status', '-c',
+                            str(daemon.config_path)], cwd=str(ROOT), capture_output=True,
+                           text=True, timeout=30).stdout
+    assert re.search(r'CLIENT CERTIFICATE\s+REFUSED\n\s*intruder-1\s+2\n\s*\(none\)\s+1', shown), shown
+    assert daemon.stop() == 0
+
+
+def syslog_over_tls(daemon, pki, name, data):
+    context = client_context(pki, name)
+    raw = socket.create_connection(('127.0.0.1', daemon.port('syslog_tls')), timeout=10)
+    with context.wrap_socket(raw) as sock:
+        sock.sendall(data)
+
+
+def test_syslog_over_tls_is_bound_to_allowed_clients_too_and_plain_syslog_refused(
+        daemon_factory, pki):
+    facilities = FACILITIES.replace('allowed_clients = shop-*',
+                                    'allowed_clients = shop-*\nsyslog_programs = shopd')
+    facilities = facilities.replace('[open]', '[open]\nsyslog_programs = openprog')
+    daemon = daemon_factory(facilities, server=tls_options(pki), sections={
+        'syslog': {'listen_tcp': '127.0.0.1:0', 'listen_tls': '127.0.0.1:0'}})
+    syslog_over_tls(daemon, pki, 'shop', b'<14>shopd: from shop-1\n')
+    syslog_over_tls(daemon, pki, 'intruder', b'<14>shopd: from intruder-1\n')
+    with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')), timeout=10) as sock:
+        sock.sendall(b'<14>shopd: plain tcp\n<14>openprog: sentinel\n')
+    wait_for(lambda: any('sentinel' in line for line in read_lines(daemon.log_file('open'))
+                         if daemon.log_file('open').exists()), message='sentinel')
+    wait_for(lambda: daemon.daemon_log.read_text().count('client_not_allowed') >= 2,
+             message='both refusals logged')
+    lines = read_lines(daemon.log_file('shop'))
+    assert len(lines) == 1 and lines[0].endswith('shopd user.info: from shop-1')
     assert daemon.stop() == 0
