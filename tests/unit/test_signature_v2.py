@@ -178,3 +178,13 @@ def test_a_v2_frame_is_the_v1_frame_with_an_envelope():
     size, flags = wire.HEADER.unpack_from(signed)
     assert flags == wire.FLAG_SIGNED_V2 and size == len(frame) - wire.HEADER_SIZE + ENVELOPE_SIZE
     assert signed.endswith(frame[wire.HEADER_SIZE:])
+
+
+@pytest.mark.parametrize('secret', ['', 'k', 'x' * 64, 'y' * 65, 'ü' * 100, b'\x00\xff' * 40])
+def test_the_spelled_out_hmac_equals_hmac_new_for_any_key_length(secret):
+    key = secret.encode('utf-8') if isinstance(secret, str) else secret
+    for body in (b'', b'{}', bytes(range(256)) * 5):
+        head = (wire.FLAG_SIGNED_V2).to_bytes(4, 'big') + SESSION + (9).to_bytes(8, 'big') + \
+            (-5).to_bytes(8, 'big', signed=True)
+        expected = hmac.new(key, b'loghog-v2\n' + head + body, hashlib.sha256).digest()
+        assert V2Signer(secret).mac(wire.FLAG_SIGNED_V2, SESSION, 9, -5, body) == expected
