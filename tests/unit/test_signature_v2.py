@@ -188,3 +188,14 @@ def test_the_spelled_out_hmac_equals_hmac_new_for_any_key_length(secret):
             (-5).to_bytes(8, 'big', signed=True)
         expected = hmac.new(key, b'loghog-v2\n' + head + body, hashlib.sha256).digest()
         assert V2Signer(secret).mac(wire.FLAG_SIGNED_V2, SESSION, 9, -5, body) == expected
+
+
+def test_every_new_rejection_reason_has_a_wire_case():
+    from loghogd import signature_v2
+    from loghogd.identity import CLIENT_NOT_ALLOWED
+    reasons = set()
+    for path in (ROOT / 'tests' / 'cases').glob('*.json'):
+        case = json.loads(path.read_text())
+        for key in ('expect', 'expect_datagram'):
+            reasons |= {o['reject'] for o in case.get(key, []) if 'reject' in o}
+    assert set(signature_v2.REASONS) | {CLIENT_NOT_ALLOWED} <= reasons
