@@ -148,6 +148,11 @@ class Sender:
       A written frame counts as delivered only once an ack covers it.
     - ``close()`` waits for delivery within its own bound (see there).
 
+    With ``signer_v2`` (a ``loghog.signing.V2Signer``) each frame is signed with a protocol
+    v2 signature as it is written, numbered in the session (a resend keeps its number and
+    gets a new time): ``signature='auto'`` when the daemon's answer to the session frame
+    says it checks them, ``'v2'`` always, ``'v1'`` never.
+
     In a child made by ``os.fork()`` the sender starts over empty: the parent's waiting
     frames stay with the parent (which still sends them), and the child gets its own lock,
     queue, session, connection and thread, started at its first ``put()``.  A child of
