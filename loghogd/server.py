@@ -519,15 +519,15 @@ class Server:
                 if (acks is not None and acks.session_key is not None
                         and self.acknowledger.duplicate(acks)):
                     continue   # written before in its session (checked only now: acks.py)
+                if bucket is not None and bucket.tokens < 1 and not may_ack:
+                    self.rate_limited(facility, source)   # rate_limit: datagrams cannot wait
+                    continue
                 if envelope is not None and signer is not None:
                     rejection = self.take_signed(envelope, source, acks)
                     if rejection is not None:
                         self.reject(rejection, source, acks)
                         continue
-                if bucket is not None:   # rate_limit: streams wait, datagrams are refused
-                    if bucket.tokens < 1 and not may_ack:
-                        self.rate_limited(facility, source)
-                        continue
+                if bucket is not None:   # a stream that overdraws waits (ratelimit.py)
                     bucket.tokens -= 1
                     if bucket.tokens < 0:
                         overdrawn = bucket

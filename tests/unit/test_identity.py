@@ -122,3 +122,22 @@ def test_refusals_are_counted_per_certificate_name_within_a_bound():
     assert len(counters.refused_clients) == Counters.MAX_CLIENTS + 1   # + '(other)'
     assert counters.refused_clients['cn-1'] == 2
     assert counters.refused_clients[Counters.OTHER_CLIENTS] == 51   # 50 names + '(none)'
+
+
+def test_refusals_by_certificate_name_reach_prometheus_and_the_status_table():
+    from loghogd import prometheus, status_command
+    from tests.unit.status_sample import NOW, sample
+    snapshot = sample()
+    snapshot['rejected'].append({'reason': CLIENT_NOT_ALLOWED, 'messages': 3,
+                                 'messages_last_minute': 3})
+    snapshot['refused_clients'] = [{'client': 'intruder-1', 'messages': 2},
+                                   {'client': '(none)', 'messages': 1}]
+    text = prometheus.render(snapshot)
+    assert 'loghogd_refused_clients_total{client="intruder-1"} 2' in text
+    assert 'loghogd_rejected_total{reason="client_not_allowed"} 3' in text
+    table = status_command.render_table(snapshot, NOW)
+    assert 'CLIENT CERTIFICATE' in table and 'intruder-1' in table
+    # A snapshot from before issue 19 (no such key) still renders.
+    del snapshot['refused_clients']
+    assert 'CLIENT CERTIFICATE' not in status_command.render_table(snapshot, NOW)
+    assert 'loghogd_refused_clients_total{' not in prometheus.render(snapshot)
