@@ -15,7 +15,7 @@ import time
 from loghog.wire import FLAG_ACK, HEADER, parse_ack
 from tests.support import frame, read_lines, send_udp, wait_for
 
-RATE, BURST = 4000, 4000
+RATE, BURST = 3000, 3000
 FACILITIES = f"""
 [noisy]
 rotate = daily
@@ -88,7 +88,7 @@ def test_an_app_flooding_past_its_rate_waits_and_another_apps_client_keeps_low_l
             for n in range(1, 151):
                 latency, buffer = round_trip(sock, acked('quiet', f'quiet {n}'), n, buffer)
                 latencies.append(latency)
-                time.sleep(0.005)
+                time.sleep(0.002)
         flooded_meanwhile = (count_lines(daemon.log_file('noisy'))
                              + count_lines(daemon.log_file('noisy', 'web')))
     finally:
