@@ -102,7 +102,9 @@ def main():
     frame = wire.encode_message('shop', 'web.requests', int(NOW), 0, 'web1.example.org', BODY)
     v1 = wire.Signer('s3cret')
     v2 = V2Signer('s3cret')
-    print('frame of %d bytes; load average %s' % (len(frame), open('/proc/loadavg').read().split()[0]))
+    with open('/proc/loadavg') as stream:
+        load = stream.read().split()[0]
+    print('frame of %d bytes; load average %s' % (len(frame), load))
     print('client v1 sign (emit)         %6.2f µs' % per_call_us(
         lambda: v1.sign('shop', 'web.requests', int(NOW), 0, BODY)))
     print('client v2 sign_frame (sender) %6.2f µs' % per_call_us(

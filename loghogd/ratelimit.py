@@ -14,9 +14,9 @@ What happens past the rate depends on the transport:
   then, if the daemon took nothing for that long, drops the oldest, announced in the file).
   The debt is at most one read per connection of the app; the loop serves everyone else
   meanwhile.
-- UDP and the syslog unix socket (no back-pressure exists): messages past the rate are refused (``rate_limited``),
-  counted with the rejections and as lost (``rate_limited_datagrams``, in ``loghogd status``'s
-  LOSSES).
+- UDP and the syslog unix socket (no back-pressure exists): messages past the rate are
+  refused (``rate_limited``), counted with the rejections and as lost
+  (``rate_limited_datagrams``, in ``loghogd status``'s LOSSES).
 
 Pure: times are arguments; ``Throttle`` keeps paused connections, each anything with
 ``pause_reading()`` and ``resume_reading()``.

@@ -104,7 +104,8 @@ def test_a_certificate_not_in_allowed_clients_is_refused_and_counted_a_matching_
     shown = subprocess.run([sys.executable, '-m', 'loghogd', 'status', '-c',
                             str(daemon.config_path)], cwd=str(ROOT), capture_output=True,
                            text=True, timeout=30).stdout
-    assert re.search(r'CLIENT CERTIFICATE\s+REFUSED\n\s*intruder-1\s+2\n\s*\(none\)\s+1', shown), shown
+    assert re.search(r'CLIENT CERTIFICATE\s+REFUSED\n\s*intruder-1\s+2\n\s*\(none\)\s+1',
+                     shown), shown
     assert daemon.stop() == 0
 
 

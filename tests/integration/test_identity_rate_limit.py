@@ -104,7 +104,8 @@ def test_an_app_flooding_past_its_rate_waits_and_another_apps_client_keeps_low_l
     assert flooded_meanwhile < total, 'the flood was over before the quiet client finished'
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(f'quiet p99 {p99 * 1000:.1f} ms max {latencies[-1] * 1000:.1f} ms; flood {total} in {elapsed:.1f}s')
+    print(f'quiet p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; '
+          f'flood of {total} in {elapsed:.1f}s')
     assert p99 < 0.050, f'p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms'
     assert count_lines(daemon.log_file('quiet')) == 150
     status = wait_for(lambda: (lambda s: s if s and s['totals']['accepted'] == total + 150

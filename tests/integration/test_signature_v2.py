@@ -20,7 +20,7 @@ from loghog import wire
 from loghog.handler import LoghogHandler
 from loghog.signing import V2Signer
 from loghog.wire import encode_message
-from tests.integration.test_client_acks import FAST_RETRY, CuttableProxy, numbers, wait_for_count
+from tests.integration.test_client_acks import CuttableProxy, numbers, wait_for_count
 from tests.support import ROOT, Loggers, Stream, line_body, read_lines, wait_for
 
 FACILITIES = """
@@ -150,8 +150,7 @@ def test_resends_after_cut_connections_are_skipped_not_refused_as_replays(daemon
     path = daemon.log_file('strict')
     loggers = Loggers(f'signature-v2.{request.node.name}')
     try:
-        handler = LoghogHandler('strict', '127.0.0.1', proxy.port, secret='s3cret',
-                                max_buffer_size=200_000, flush_timeout_s=20, **FAST_RETRY)
+        handler = LoghogHandler('strict', '127.0.0.1', proxy.port, secret='s3cret')
         logger = loggers(handler, logging.INFO)
         stream = Stream(logger)
         try:
