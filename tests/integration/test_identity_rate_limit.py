@@ -10,6 +10,7 @@ nothing can wait, messages past the rate are refused and counted as lost.
 import datetime
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -142,4 +143,8 @@ def test_datagrams_past_the_rate_are_refused_and_counted_as_lost(daemon_factory)
     assert {r['reason']: r['messages'] for r in status['rejected']} == {'rate_limited': 3}
     assert status['events']['rate_limited_datagrams'] == 3
     assert status['tasks']['rate_limit'] == {'paused_connections': 0}
+    shown = subprocess.run([sys.executable, '-m', 'loghogd', 'status', '-c',
+                            str(daemon.config_path)], cwd=str(ROOT), capture_output=True,
+                           text=True, timeout=30).stdout
+    assert 'LOSSES/ERRORS' in shown and re.search(r'datagrams refused over rate_limit\s+3', shown)
     assert daemon.stop() == 0

@@ -38,6 +38,11 @@ def test_a_flood_of_connections_from_one_address_does_not_close_another_addresss
         with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10) as sock:
             sock.sendall(frame('app', 'flooder newcomer'))
             wait_for(lambda: 'flooder newcomer' in bodies(daemon), message='newcomer')
+        # And one from the other address, which keeps its five as well.
+        with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10,
+                                      source_address=(OTHER_PEER, 0)) as sock:
+            sock.sendall(frame('app', 'other newcomer'))
+            wait_for(lambda: 'other newcomer' in bodies(daemon), message='other newcomer')
         for n, sock in enumerate(quiet):
             sock.sendall(frame('app', f'quiet {n} still here'))
         wait_for(lambda: all(f'quiet {n} still here' in bodies(daemon) for n in range(5)),
