@@ -7,6 +7,7 @@ sender has no identity and is refused there too; apps without the option are as 
 """
 
 import json
+import logging
 import re
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 
 import pytest
 
+from loghog.handler import LoghogHandler
 from loghog.wire import FLAG_ACK, HEADER, parse_ack
 from tests.integration.test_tls import client_context, tls_connect, tls_options
 from tests.support import ROOT, frame, line_body, make_certs, read_lines, send_tcp, wait_for
@@ -133,4 +135,23 @@ def test_syslog_over_tls_is_bound_to_allowed_clients_too_and_plain_syslog_refuse
              message='both refusals logged')
     lines = read_lines(daemon.log_file('shop'))
     assert len(lines) == 1 and lines[0].endswith('shopd user.info: from shop-1')
+    assert daemon.stop() == 0
+
+
+def test_our_handler_over_tls_sees_its_refusal_and_a_reload_can_allow_it(daemon_factory, pki,
+                                                                          capsys):
+    daemon = daemon_factory(FACILITIES, server=tls_options(pki))
+    ssl_info = {'pemfile': str(pki['intruder']), 'cacert': str(pki['ca'])}
+    handler = LoghogHandler('shop', '127.0.0.1', daemon.tls_port, ssl_info=ssl_info)
+    try:
+        handler.handle(logging.makeLogRecord({'msg': 'refused'}))
+        assert handler.flush() and handler.rejected == 1
+        daemon.reload(FACILITIES.replace('shop-*', 'shop-*, intruder-1'))
+        handler.handle(logging.makeLogRecord({'msg': 'allowed after the reload'}))
+        assert handler.flush() and handler.rejected == 1
+    finally:
+        handler.close()
+    assert re.search(r'the daemon rejected 1 messages: client_not_allowed \(1\)',
+                     capsys.readouterr().err)
+    assert bodies(daemon.log_file('shop')) == ['allowed after the reload']
     assert daemon.stop() == 0

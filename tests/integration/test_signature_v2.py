@@ -124,8 +124,12 @@ def test_replayed_tampered_and_old_v2_messages_are_refused_and_counted(daemon_fa
     first = v2_frame('signed once', 1)
     with socket.create_connection(('127.0.0.1', daemon.tcp_port)) as sock:
         sock.sendall(first + v2_frame('with fields', 2, fields={'amount': 10}))
-    # The replays: the same bytes on another connection, the host name changed, the
-    # fields changed, and a message signed six minutes ago (max_clock_skew is five).
+    # The replays: the same bytes from another address, and on another connection, the
+    # host name changed, the fields changed, and a message signed six minutes ago
+    # (max_clock_skew is five).
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port),
+                                  source_address=('127.0.0.2', 0)) as sock:
+        sock.sendall(first)
     with socket.create_connection(('127.0.0.1', daemon.tcp_port)) as sock:
         sock.sendall(first
                      + tampered(v2_frame('host', 3), b'"web1"', b'"evil"')
@@ -135,8 +139,8 @@ def test_replayed_tampered_and_old_v2_messages_are_refused_and_counted(daemon_fa
                      + v2_frame('sentinel', 6))
     wait_for(lambda: 'sentinel' in bodies(daemon.log_file('strict')), message='sentinel')
     assert bodies(daemon.log_file('strict')) == ['signed once', 'with fields', 'sentinel']
-    wait_for(lambda: sum(rejected(daemon).values()) == 4, message='the refusals in status')
-    assert rejected(daemon) == {'replayed': 1, 'bad_signature': 2, 'clock_skew': 1}
+    wait_for(lambda: sum(rejected(daemon).values()) == 5, message='the refusals in status')
+    assert rejected(daemon) == {'replayed': 2, 'bad_signature': 2, 'clock_skew': 1}
     assert daemon.stop() == 0
 
 
