@@ -44,6 +44,9 @@ SETTINGS = {s.name: s for s in [
     Setting('format', conv.choice('text', 'json'), 'text',
             'text: a line per record, as always; json: a JSON object per line, with the '
             "sender's fields (loghogd/jsonlines.py)."),
+    Setting('sealed', conv.boolean, 'no',
+            'Keep a hash chain and timed seals beside each file (<file>.seal), so that '
+            'loghogd verify shows tampering (needs loghogd seal-init).'),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
     # Identities bound to apps (issue 19, identity.py).
@@ -59,7 +62,7 @@ SETTINGS = {s.name: s for s in [
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
 INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
-             'allowed_clients', 'require_signature', 'rate_limit')
+             'allowed_clients', 'require_signature', 'rate_limit', 'sealed')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -85,7 +88,7 @@ class Facility:
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
                  'format', 'syslog_programs', 'allowed_clients', 'signer_v2',
-                 'require_signature', 'rate_limit', 'rate_key')
+                 'require_signature', 'rate_limit', 'rate_key', 'sealed')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -109,6 +112,7 @@ class Facility:
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
         self.allowed_clients = values.get('allowed_clients')   # CN globs, or None: any
+        self.sealed = values.get('sealed', False)
 
     @property
     def name(self):

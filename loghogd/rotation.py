@@ -54,6 +54,7 @@ import time
 from .backups import (COMPRESSED_SUFFIXES, backup_wall_time, format_stamp,
                       is_uncompressed_backup, parse_backup_name)
 from .rotation_state import RotationState
+from .sealing import SUFFIX as SEAL_SUFFIX
 from .writer import FILE_MODE
 
 log = logging.getLogger('loghogd.rotation')
@@ -170,8 +171,9 @@ class Rotator:
 
     name = 'rotation'
 
-    def __init__(self, writer, table, logdir, workdir, compressor, counters):
+    def __init__(self, writer, table, logdir, workdir, compressor, counters, sealer=None):
         self.writer = writer
+        self.sealer = sealer     # sealed files' sidecars follow them (sealer.py)
         self.table = table
         self.logdir = logdir
         self.state = RotationState(workdir)
@@ -465,7 +467,11 @@ class Rotator:
             # the compressor reads the backup's data from the page cache either way.
             self.writer.release(log_file)
         if tracked.handler is None:
+            if self.sealer is not None:
+                self.sealer.before_rename(tracked.path)
             os.rename(tracked.path, backup)
+            if self.sealer is not None:
+                self.sealer.after_rename(tracked.path, backup)
         else:
             tracked.handler.acquire()   # no record of our own may land in the backup
             try:
@@ -493,7 +499,7 @@ class Rotator:
             job = self.compressing.pop(stem, None)
             if job is not None:
                 job.cancelled = True     # the worker stops; _compressed deletes a result
-            for suffix in ('',) + COMPRESSED_SUFFIXES:
+            for suffix in ('',) + COMPRESSED_SUFFIXES + (SEAL_SUFFIX,):
                 self._delete_backup(stem + suffix, tracked.policy.backup_count)
 
     def _delete_backup(self, path, backup_count):

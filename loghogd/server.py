@@ -80,6 +80,8 @@ class Server:
         self.loop = loop
         self.tasks = list(tasks)
         self.reload_hooks = []
+        # Functions of a new FacilityTable returning errors that refuse a reload.
+        self.table_checks = []
         self.clock = clock
         self.loads = loads
         self.max_message_size = config.server.max_message_size
@@ -305,6 +307,9 @@ class Server:
             else:
                 table = load_facilities(path)   # may read a newer file: then parsed next time
                 self.facilities_content = content
+            errors = [error for check in self.table_checks for error in check(table)]
+            if errors:   # e.g. a sealed facility without a sealing key (seal_keys.py)
+                raise ConfigError(errors)
         except ConfigError as exc:
             self.counters.count('reloads_failed')
             self.last_reload = (self.clock(), False)

@@ -232,6 +232,7 @@ LOSS_EVENTS = (
     ('sessions_untracked', 'sessions untracked (no duplicate suppression)'),
     ('sessions_evicted', 'sessions evicted'),
     ('rate_limited_datagrams', 'datagrams refused over rate_limit'),
+    ('seal_errors', 'sealing errors'),
 )
 
 
@@ -263,7 +264,7 @@ def render_table(snapshot, now):
     """The whole human-readable status, sections separated by blank lines."""
     sections = [_head(snapshot, now), _losses(snapshot), _accepted(snapshot), _rejected(snapshot),
                 _syslog(snapshot), _connections(snapshot), _files(snapshot, now),
-                _tasks(snapshot, now)]
+                _seals(snapshot, now), _tasks(snapshot, now)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 
@@ -396,6 +397,18 @@ def _files(snapshot, now):
     return lines
 
 
+def _seals(snapshot, now):
+    """The latest seal of each sealed file: what an operator notes off the machine to
+    anchor it (loghogd verify --anchor EPOCH:CHAIN)."""
+    seals = (snapshot['tasks'].get('sealing') or {}).get('seals')
+    if not seals:
+        return []
+    rows = [[s['path'], '-' if s['epoch'] is None else str(s['epoch']),
+             relative_time(s['time'], now), '-' if s['lines'] is None else count(s['lines']),
+             s['chain'] or '-'] for s in seals]
+    return format_table(['SEALED FILE', 'EPOCH', 'LAST SEAL', 'LINES', 'CHAIN'], rows)
+
+
 def _tasks(snapshot, now):
     """What other loop tasks report (rotation, compressor): 'name  key value, ...'."""
     lines = []
@@ -403,7 +416,7 @@ def _tasks(snapshot, now):
         if status:
             lines.append('%-11s %s' % (name, ', '.join(
                 '%s %s' % (key.replace('_', ' '), _task_value(key, value, now))
-                for key, value in status.items())))
+                for key, value in status.items() if not isinstance(value, list))))
     return lines
 
 
