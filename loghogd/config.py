@@ -64,6 +64,13 @@ SECTIONS = {
         Setting('max_connections', conv.integer_in(1, 1000000), '900',
                 'Stream connections at once; beyond it, the longest idle one with nothing '
                 'in flight makes room for a new one.'),
+        # No cap by default: clients behind one NAT address, and a pre-forking server's
+        # hundreds of workers, are one peer.  When the slots are full the address holding
+        # the most connections makes room first (slots.py), so one address cannot push
+        # out the others' connections whatever this says (issue 19).
+        Setting('max_connections_per_peer', conv.optional(conv.integer_in(1, 1000000)), '',
+                'Stream connections one IP address may hold; beyond it, its own longest '
+                'idle one makes room (empty: no cap).'),
         # A real client finishes its TLS handshake in milliseconds; a peer that opens
         # handshakes and never finishes them must not hold every slot (issue 15).
         Setting('max_handshakes', conv.integer_in(1, 1000000), '128',
@@ -75,6 +82,11 @@ SECTIONS = {
         # Idle connections are normal for a quiet application: don't cut them by default.
         Setting('idle_timeout', conv.optional(conv.positive_float), '',
                 'Close a connection silent for this many seconds (empty: never).'),
+        # Protocol v2 signatures carry the client's time: a captured frame is refused once
+        # it is older than this (issue 19).  NTP keeps clocks within a second; five minutes
+        # is the usual bound (Kerberos) and keeps the replay table small.
+        Setting('max_clock_skew', conv.positive_float, '300',
+                'Seconds a v2-signed message\'s time may differ from the daemon\'s clock.'),
         Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
         # orjson, where installed (pip install orjson), decodes about 0.6 µs per message
         # faster; the standard library's decoder is always there and is what 'stdlib' forces.

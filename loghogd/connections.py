@@ -163,7 +163,8 @@ class StreamConnection:
 
     def start(self):
         self.server.add_connection(self)
-        self.server.loop.register(self.sock, READ, self.on_event)
+        if not self.closed:   # over its address's max_connections_per_peer
+            self.server.loop.register(self.sock, READ, self.on_event)
 
     def on_event(self, mask):
         if self.closed:
@@ -174,7 +175,7 @@ class StreamConnection:
                 return
             if mask & WRITE and self.outgoing:
                 self._send_outgoing()
-            if mask & READ and not self.closed:
+            if mask & READ and not self.closed and not self.reading_paused:
                 self._read()
         except (ConnectionError, TimeoutError) as exc:
             self.close('connection error: %s' % (exc.strerror or exc))
@@ -276,15 +277,16 @@ class StreamConnection:
 
     def _interest(self, waiting):
         """Register for what the connection waits for: READ (and WRITE while acks wait
-        for the kernel); after the peer's EOF, WRITE only, and close once all is sent."""
+        for the kernel); after the peer's EOF or while reading is paused, WRITE only, and
+        after the EOF close once all is sent."""
         loop = self.server.loop
-        if self.half_closed_at is None:
+        if self.half_closed_at is None and not self.reading_paused:
             loop.modify(self.sock, READ | WRITE if waiting else READ, self.on_event)
             return
         loop.unregister(self.sock)
         if waiting:
             loop.register(self.sock, WRITE, self.on_event)
-        elif self.acks.is_done():
+        elif self.half_closed_at is not None and self.acks.is_done():
             self.close(self.eof_reason + ', after its last acknowledgements')
 
     def _feed(self, data):
@@ -319,6 +321,30 @@ class StreamConnection:
             # timer is per frame, and a busy stream that never pauses between frames
             # must not be cut.
             self.frame_started_at = server.now
+
+    # -- back-pressure (ratelimit.py): reading stops while the app's bucket is in debt ----------
+    reading_paused = False
+
+    def pause_reading(self):
+        """Read nothing more until ``resume_reading``; acks still go out."""
+        if self.closed or self.reading_paused or self.half_closed_at is not None:
+            return
+        self.reading_paused = True
+        self._interest(self.waiting_to_send)
+
+    def resume_reading(self):
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        if self.closed or self.half_closed_at is not None:
+            return
+        loop = self.server.loop
+        loop.unregister(self.sock)
+        loop.register(self.sock, READ | WRITE if self.waiting_to_send else READ, self.on_event)
+        if self.frame_started_at is not None:
+            self.frame_started_at = self.server.now   # the wait was ours, not the peer's
+        if self.kind == 'tls' and self.sock.pending():
+            self.server.tls_pending.add(self)
 
     def is_evictable(self):
         """True when closing the connection loses nothing: no frame unacknowledged and no
@@ -365,7 +391,8 @@ class StreamConnection:
                             'handshake within handshake_timeout (%gs)', self.peer,
                             handshake_timeout_s)
                 self.close('TLS handshake took longer than %gs' % handshake_timeout_s)
-        elif self.frame_started_at is not None and now - self.frame_started_at > frame_timeout_s:
+        elif (self.frame_started_at is not None and not self.reading_paused
+              and now - self.frame_started_at > frame_timeout_s):
             server.counters.count('frame_timeouts')
             server.warn('frame_timeout', 'closed the connection from %s: a frame took longer '
                         'than frame_timeout (%gs) to arrive', self.peer, frame_timeout_s)

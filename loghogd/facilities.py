@@ -8,10 +8,13 @@ A message lands in the most specific facility configured for its app and module.
 import logging
 import os
 
+from loghog.signing import V2Signer
 from loghog.wire import Signer
 
 from . import converters as conv
 from .errors import ConfigError
+from .identity import client_globs
+from .ratelimit import parse_rate_limit
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 from .syslog_routing import check_claims, program_list
@@ -46,11 +49,20 @@ SETTINGS = {s.name: s for s in [
             'loghogd verify shows tampering (needs loghogd seal-init).'),
     Setting('syslog_programs', program_list, '',
             'Syslog programs (APP-NAME or TAG; globs) whose messages this facility takes.'),
+    # Identities bound to apps (issue 19, identity.py).
+    Setting('allowed_clients', client_globs, '',
+            'TLS client certificate names (CN globs) that may log here; empty: any.'),
+    Setting('rate_limit', parse_rate_limit, '',
+            'Messages a second this app may send, e.g. "1000/s burst 5000"; beyond it TCP '
+            'and TLS senders wait, UDP messages are refused.  Empty: no limit.'),
+    Setting('require_signature', conv.optional(conv.choice('v2')), '',
+            'v2: refuse v1-signed and unsigned messages (needs a secret); empty: either '
+            'signature form.'),
 ]}
 
 # Settings a sub-facility takes from its app's root facility unless it sets them itself.
 INHERITED = ('max_size', 'flush_every', 'file_per_host', 'secret', 'max_hosts', 'format',
-             'sealed')
+             'allowed_clients', 'require_signature', 'rate_limit', 'sealed')
 
 log = logging.getLogger('loghogd.facilities')
 
@@ -75,7 +87,8 @@ class Facility:
 
     __slots__ = ('app', 'path', 'rotate', 'backup_count', 'max_size', 'flush_every',
                  'file_per_host', 'max_hosts', 'secret', 'section', 'key', 'signer', 'where',
-                 'format', 'syslog_programs', 'sealed')
+                 'format', 'syslog_programs', 'allowed_clients', 'signer_v2',
+                 'require_signature', 'rate_limit', 'rate_key', 'sealed')
 
     def __init__(self, app, path, section, values, where=None):
         self.app = app
@@ -90,9 +103,15 @@ class Facility:
         self.max_hosts = values.get('max_hosts', DEFAULT_MAX_HOSTS)
         self.secret = values['secret'] or None
         self.signer = Signer(self.secret) if self.secret else None
+        self.signer_v2 = V2Signer(self.secret) if self.secret else None
+        self.require_signature = values.get('require_signature')   # 'v2' or None
+        self.rate_limit = values.get('rate_limit')   # a ratelimit.RateLimit, or None
         self.key = (app, self.name)   # (app, facility name): how counters name it
+        # Whose bucket: the facility that declares the limit (its app's root when inherited).
+        self.rate_key = values.get('rate_scope', self.key)
         self.format = values.get('format', 'text')   # 'text' or 'json'
         self.syslog_programs = values.get('syslog_programs', ())
+        self.allowed_clients = values.get('allowed_clients')   # CN globs, or None: any
         self.sealed = values.get('sealed', False)
 
     @property
@@ -291,10 +310,16 @@ def _build_table(ini, path):
             for name in INHERITED:
                 if name not in given and name in root:
                     values[name] = root[name]
+            if 'rate_limit' not in given:
+                values['rate_scope'] = (app, 'root')   # the app's bucket, shared
         if any(name not in values for name in SETTINGS):
             continue  # a missing or bad value: already reported
         if values['rotate'].is_size_only and not values.get('max_size'):
             ini.error(section, 'rotate', 'rotate = size needs max_size (for example max_size = 10M)')
+            continue
+        if values.get('require_signature') and not values['secret']:
+            ini.error(section, 'require_signature', 'require_signature = v2 needs a secret '
+                      '(here or in the application\'s root facility)')
             continue
         facility = Facility(app, path, section, values, ini.where(section))
         problem = facility.name_problem()

@@ -16,6 +16,8 @@ METRICS = [
     ('loghogd_message_bytes_total', 'counter',
      'Bytes of accepted message payloads (as received), per app and facility.'),
     ('loghogd_rejected_total', 'counter', 'Messages rejected, per reason.'),
+    ('loghogd_refused_clients_total', 'counter',
+     'Messages refused by allowed_clients, per certificate name (the 10 most refused).'),
     ('loghogd_connections_open', 'gauge', 'Stream connections open now, per transport.'),
     ('loghogd_connections_accepted_total', 'counter',
      'Stream connections accepted since start, per transport.'),
@@ -93,6 +95,8 @@ def samples(snapshot):
         out['loghogd_message_bytes_total'].append((labels, row['bytes']))
     for row in snapshot['rejected']:
         out['loghogd_rejected_total'].append(({'reason': row['reason']}, row['messages']))
+    for row in snapshot.get('refused_clients', ()):
+        out['loghogd_refused_clients_total'].append(({'client': row['client']}, row['messages']))
     connections = snapshot['connections']
     for kind, count in connections['open'].items():
         out['loghogd_connections_open'].append(({'transport': kind}, count))

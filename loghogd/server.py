@@ -9,15 +9,19 @@ import logging
 import signal
 import time
 
-from loghog.wire import FLAG_ACK
+from loghog.signing import split_envelope
+from loghog.wire import FLAG_ACK, FLAG_SIGNED_V2
 
 from . import protocol
 from .acknowledger import Acknowledger
 from .connections import READ, DatagramListener, StreamListener
+from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
 from .protocol import Rejection, decode_fields, verify_signature
+from .ratelimit import RATE_LIMITED, RateLimits, Throttle
 from .reloader import Reloader
+from .signature_v2 import ReplayGuard, check_signature_v2
 from .slots import Slots
 from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
@@ -98,7 +102,8 @@ class Server:
         # TLS connections whose TLS layer holds bytes beyond their last turn's read: the
         # selector cannot see them, so the next pass comes back for them.
         self.tls_pending = set()
-        self.connections = Slots(config.server.max_connections, config.server.max_handshakes)
+        self.connections = Slots(config.server.max_connections, config.server.max_handshakes,
+                                 config.server.max_connections_per_peer)
         # Acknowledgement state of every acknowledged connection, and the sessions.
         self.acknowledger = Acknowledger(counters)
         self.listeners = []
@@ -111,6 +116,11 @@ class Server:
         self.last_reload = None
         self.line_prefix = format_receive_time(self.now)
         self.limiter = RateLimiter()
+        self.client_check = ClientCheck()   # allowed_clients (issue 19)
+        self.replays = ReplayGuard(config.server.max_clock_skew)   # v2 signatures (issue 19)
+        self.rate_limits = RateLimits()     # rate_limit (issue 19): buckets, and the
+        self.throttle = Throttle()          # connections waiting for theirs
+        self.tasks.append(self.throttle)
         self._accept_paused_until = None
         self._listeners_paused = False
         self._slots_full = False     # nobody could make room for the last newcomer
@@ -317,6 +327,8 @@ class Server:
         connections.add(connection)
         self.counters.count('connections_accepted')
         self.counters.connections_accepted[connection.kind] += 1
+        if connections.is_over_peer_cap(connection) and not self._make_room_in_peer(connection):
+            return
         while connections.is_full(connection.handshaking):
             victim = connections.victim(connection)
             if victim is None:
@@ -324,6 +336,25 @@ class Server:
                 self._update_accepting()
                 return
             self._evict(victim)
+
+    def _make_room_in_peer(self, connection):
+        """``connection``'s peer is over max_connections_per_peer: its own longest idle
+        connection makes room, or, if each has something in flight, the newcomer is
+        closed.  Returns False when the newcomer was closed."""
+        cap = self.connections.max_per_peer
+        victim = self.connections.own_victim(connection)
+        if victim is None:
+            self.counters.count('connections_refused_per_peer')
+            self.warn('peer_cap', 'closed a new connection from %s: its address holds '
+                      'max_connections_per_peer (%d), none idle', connection.peer, cap)
+            connection.close('over max_connections_per_peer')
+            return False
+        victim.drain_once()   # what it sent is read and written first, as in _evict
+        self.counters.count('connections_evicted_per_peer')
+        self.warn('peer_evicted', 'closed the longest idle connection from %s to make room '
+                  'for its newer one (max_connections_per_peer %d)', victim.peer, cap)
+        victim.close('longest idle of its address, over max_connections_per_peer')
+        return True
 
     def _evict(self, victim):
         if victim.handshaking:
@@ -361,6 +392,7 @@ class Server:
 
     def remove_connection(self, connection):
         self.connections.remove(connection)
+        self.throttle.forget(connection)
         if connection.acks is not None:
             self.acknowledger.closed(connection)
         if self._slots_full and len(self.connections) < self.connections.max_connections:
@@ -409,6 +441,8 @@ class Server:
         take_frame = self.acknowledger.take_frame
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
+        refusal = None       # why ``source`` may not log to ``facility`` (allowed_clients)
+        bucket = overdrawn = None   # ``facility``'s rate_limit bucket; one this read overdrew
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
         accepted = 0         # messages accepted before those
@@ -430,7 +464,17 @@ class Server:
                         if resent.__class__ is Rejection:   # a malformed session frame
                             self.reject(resent, source, acks)
                         continue
-                fields = decode_fields(flags, payload, max_size, loads)
+                envelope = None
+                if flags & FLAG_SIGNED_V2:   # a v2 signature before the payload (issue 19)
+                    envelope = split_envelope(payload)
+                    if envelope is None:
+                        self.reject(Rejection(protocol.BAD_FIELDS, 'v2 frame shorter than its '
+                                              'signature envelope'), source, acks)
+                        continue
+                    fields = decode_fields(flags & ~FLAG_SIGNED_V2, envelope.body, max_size,
+                                           loads)
+                else:
+                    fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
                     if self.reject(fields, source, acks):
                         break    # malformed frames only: closed after this (connections.py)
@@ -450,10 +494,21 @@ class Server:
                             count = size = 0
                         facility = found
                         signer = facility.signer if facility.secret is not None else None
+                        refusal = (None if facility.allowed_clients is None
+                                   else self.client_check.refusal(facility, source))
+                        bucket = (None if facility.rate_limit is None
+                                  else self.rate_limits.bucket(facility, self.now))
                         log_file = None
+                if refusal is not None:
+                    self.refuse_client(refusal, source, acks)
+                    continue
                 if signer is not None:
-                    rejection = verify_signature(signer, signature, app_id, module, stamp,
-                                                 nsecs, body)
+                    if envelope is None and facility.require_signature is None:
+                        rejection = verify_signature(signer, signature, app_id, module, stamp,
+                                                     nsecs, body)
+                    else:
+                        rejection = check_signature_v2(facility, flags, envelope, self.now,
+                                                       self.config.server.max_clock_skew)
                     if rejection is not None:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
@@ -461,6 +516,18 @@ class Server:
                 if (acks is not None and acks.session_key is not None
                         and self.acknowledger.duplicate(acks)):
                     continue   # written before in its session (checked only now: acks.py)
+                if bucket is not None and bucket.tokens < 1 and not may_ack:
+                    self.rate_limited(facility, source)   # rate_limit: datagrams cannot wait
+                    continue
+                if envelope is not None and signer is not None:
+                    rejection = self.take_signed(envelope, source, acks)
+                    if rejection is not None:
+                        self.reject(rejection, source, acks)
+                        continue
+                if bucket is not None:   # a stream that overdraws waits (ratelimit.py)
+                    bucket.tokens -= 1
+                    if bucket.tokens < 0:
+                        overdrawn = bucket
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
@@ -482,12 +549,39 @@ class Server:
         finally:
             if count:
                 self._count_accepted(facility, count, size)
+            if overdrawn is not None and may_ack:
+                self.throttle.pause(source, overdrawn, self.now)
         return accepted + count
 
     def _count_accepted(self, facility, count, size):
         key = facility.key
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
+
+    def take_signed(self, envelope, source, acks):
+        """A v2-signed message about to be queued: None, or a ``replayed`` Rejection
+        (signature_v2.py).  The acknowledger decides for a resend that its session frame
+        numbers as the signature does."""
+        numbered = (acks is not None and acks.session_key is not None
+                    and acks.seq == envelope.seq and acks.session_key[1] == envelope.session.hex())
+        identity = getattr(source, 'identity', None) or (source.peer_host, None)
+        evicted = self.replays.evicted
+        rejection = self.replays.take(envelope, identity, numbered, self.now)
+        if self.replays.evicted > evicted:
+            self.counters.count('signed_sessions_evicted')
+        return rejection
+
+    def rate_limited(self, facility, source):
+        """A datagram past its app's rate_limit: refused, and counted as lost."""
+        self.counters.count('rate_limited_datagrams')
+        self.reject(Rejection(RATE_LIMITED, '[%s] is over its rate_limit (%s)'
+                              % (facility.section, facility.rate_limit.text)), source)
+
+    def refuse_client(self, refusal, source, acks=None):
+        """A message refused by its facility's allowed_clients (identity.py): counted by
+        reason and by certificate name too."""
+        self.counters.refuse_client(refusal.client)
+        self.reject(refusal, source, acks)
 
     def reject(self, rejection, source, acks=None):
         """Count and (rate-limited) log a refused frame of ``source``.  Returns True when

@@ -231,6 +231,7 @@ LOSS_EVENTS = (
     ('internal_errors', 'internal errors'),
     ('sessions_untracked', 'sessions untracked (no duplicate suppression)'),
     ('sessions_evicted', 'sessions evicted'),
+    ('rate_limited_datagrams', 'datagrams refused over rate_limit'),
     ('seal_errors', 'sealing errors'),
 )
 
@@ -327,6 +328,9 @@ def _rejected(snapshot):
     peers = [[p['peer'], count(p['messages'])] for p in snapshot['rejected_by_peer']]
     if peers:
         lines += [''] + format_table(['PEER', 'REJECTED'], peers)
+    clients = [[c['client'], count(c['messages'])] for c in snapshot.get('refused_clients', ())]
+    if clients:   # allowed_clients refusals by certificate name (issue 19)
+        lines += [''] + format_table(['CLIENT CERTIFICATE', 'REFUSED'], clients)
     return lines
 
 

@@ -187,6 +187,8 @@ class SyslogReceiver:
         lead_size = header_size = kind = 0
         stamp = b'1970-01-01T00:00:00'   # the last RFC 5424 TIMESTAMP start found valid
         bsd_stamp = b'Jan  1 00:00:00'   # the last RFC 3164 time, if valid_bsd_stamp says so
+        bucket = overdrawn = None   # rate_limit (issue 19): streams wait, datagrams refused
+        is_stream = hasattr(source, 'pause_reading')
         try:
             for data, was_cut in frames:
                 received += 1
@@ -202,6 +204,7 @@ class SyslogReceiver:
                                 count = size = 0
                             (lead, lead_size, kind, header, header_size, shape_head,
                              facility, last_program, last_host, head, log_file, append) = shape
+                            bucket = None   # a shape's facility has no rate_limit (below)
                             matched = True
                     if matched:
                         if kind == STAMP_5424:
@@ -237,6 +240,7 @@ class SyslogReceiver:
                                 (lead, lead_size, kind, header, header_size, shape_head,
                                  facility, last_program, last_host, head, log_file,
                                  append) = shape
+                                bucket = None
                             else:
                                 stamp_end = -1
                         if stamp_end > 0:
@@ -274,6 +278,10 @@ class SyslogReceiver:
                                                 'syslog comes only over TLS with a client '
                                                 'certificate' % found.section), source)
                         continue
+                    refusal = server.client_check.refusal(found, source)
+                    if refusal is not None:   # allowed_clients (issue 19)
+                        server.refuse_client(refusal, source)
+                        continue
                     last_program = program
                     if found is not facility:
                         if count:
@@ -281,6 +289,15 @@ class SyslogReceiver:
                             count = size = 0
                         facility = found
                         log_file = None
+                        bucket = (None if facility.rate_limit is None
+                                  else server.rate_limits.bucket(facility, now))
+                if bucket is not None:
+                    if bucket.tokens < 1 and not is_stream:
+                        server.rate_limited(facility, source)
+                        continue
+                    bucket.tokens -= 1
+                    if bucket.tokens < 0:
+                        overdrawn = bucket
                 host = message.hostname or peer_host
                 if host != last_host:
                     last_host = host
@@ -294,7 +311,10 @@ class SyslogReceiver:
                     append(head + line_text(message, program or '-', heads) + '\n')
                     # A new shape, while shapes pay: most messages so far were not parsed
                     # (else none is looked up: a new shape every message costs a parse).
-                    if not fast or (parsed > SHAPES_LEARNT and parsed * 2 > received):
+                    # No shape for a facility with a rate_limit: each of its messages takes
+                    # a token here (issue 19), which the shapes' path does not.
+                    if (not fast or bucket is not None
+                            or (parsed > SHAPES_LEARNT and parsed * 2 > received)):
                         shapes.clear()
                         by_host.clear()
                     else:
@@ -319,6 +339,8 @@ class SyslogReceiver:
         finally:
             if count:
                 server._count_accepted(facility, count, size)
+            if overdrawn is not None and is_stream:
+                server.throttle.pause(source, overdrawn, now)
             counters.events['syslog_messages_' + source.listener] += received
             if cut:
                 counters.events['syslog_cut'] += cut
