@@ -334,3 +334,24 @@ def test_a_run_of_delimited_frames_is_split_at_once():
     # Not NUL-framed yet (the general path learns it); the run; a run that holds a
     # special frame: one by one, and no second look at the rest of that read.
     assert runs == [len(lf), 0, len(nul), 0]
+
+
+def test_each_message_of_a_rate_limited_facility_takes_a_token(tmp_path):
+    """Shapes skip routing: a facility with a rate_limit learns none, so that every message
+    takes a token (issue 19), and a datagram past the rate is refused, shapes or not."""
+    (tmp_path / 'facilities.conf').write_text(
+        '[limited]\nrotate = daily\nbackup_count = 1\nsyslog_programs = limited\n'
+        'rate_limit = 10/s burst 10\n\n'
+        '[free]\nrotate = daily\nbackup_count = 1\nsyslog_programs = free\n')
+    server, receiver = make_receiver(str(tmp_path), True)
+    peer = Peer('udp', False)
+    batch = []
+    for program in (b'free', b'limited', b'free'):   # runs of one shape each
+        for n in range(25 if program == b'free' else 50):
+            batch.append(b'<14>1 2026-12-05T11:00:00.%06dZ h1 %s 42 - - message %d'
+                         % (n, program, n))
+    receiver.ingest([(data, False) for data in batch], peer)
+    files = {os.path.basename(os.path.dirname(f.path)): len(f.pending)
+             for f in server.writer.dirty}
+    assert files == {'limited': 10, 'free': 50}
+    assert server.counters.rejected['rate_limited'] == 40
