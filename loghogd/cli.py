@@ -189,7 +189,7 @@ def main(argv=None):
             print('loghogd: %s' % error, file=sys.stderr)
         return EX_CONFIG
     if args.check_config:
-        return EX_OK
+        return check_as_user(config)
     os.umask(daemon.UMASK)
     try:
         return start(config, table)
@@ -210,6 +210,31 @@ def main(argv=None):
         print('loghogd: internal error (a bug; the traceback is above and in the daemon\'s log)',
               file=sys.stderr)
         return EX_SOFTWARE
+
+
+def check_as_user(config):
+    """The end of --check-config: as root with a [main] user, read facilities.conf again
+    as that user, as the daemon will on SIGHUP (a file root can read and the user cannot
+    would pass root's check and then be refused by the reload).  Drops privileges for good:
+    the process exits next."""
+    name = config.main.user
+    if os.geteuid() != 0 or not name:
+        return EX_OK
+    try:
+        uid, gid = daemon.lookup_user(name)
+        if uid == 0:
+            return EX_OK
+        daemon.drop_privileges(name, uid, gid)
+        load_facilities(config.main.facilities_config)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print('loghogd: as user %s (the daemon reloads facilities.conf as it): %s'
+                  % (name, error), file=sys.stderr)
+        return EX_CONFIG
+    except OSError as exc:
+        print('loghogd: %s' % describe_os_error(exc), file=sys.stderr)
+        return EX_CONFIG
+    return EX_OK
 
 
 def start(config, table):

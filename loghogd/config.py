@@ -12,6 +12,17 @@ from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 
+def _own_log_schedule(text):
+    """A ``rotate`` schedule for the daemon's own log: any but ``size``, which would never
+    rotate it (the own log has no max_size)."""
+    schedule = parse_rotate(text)
+    if schedule.is_size_only:
+        raise ValueError("'size' needs a max_size, which the daemon's own log does not have: "
+                         "use hourly, daily, weekly, monthly, yearly or a five-field cron "
+                         "expression")
+    return schedule
+
+
 SECTIONS = {
     'main': [
         Setting('logdir', conv.text, '/var/log/loghogd', 'Where application logs are written.'),
@@ -26,7 +37,8 @@ SECTIONS = {
         Setting('filename', conv.text, '', "The daemon's own log (default: <logdir>/loghogd.log; "
                                             "'-' for none)."),
         Setting('level', conv.log_level, 'INFO', 'DEBUG, INFO, WARNING or ERROR.'),
-        Setting('when', parse_rotate, 'daily', "When the daemon's own log rotates."),
+        Setting('when', _own_log_schedule, 'daily', "When the daemon's own log rotates "
+                "(any rotate value but size)."),
         Setting('backup_count', conv.integer_in(0, 100000), '14', "Rotated own logs to keep."),
     ],
     'compressor': [
