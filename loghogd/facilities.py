@@ -285,7 +285,7 @@ def load_facilities(path):
         ini.error(section, 'syslog_programs', error)
     if ini.errors:
         raise ConfigError(ini.errors)
-    return FacilityTable(facilities, source=path)
+    return FacilityTable(facilities, source=ini.path)   # (path is a facility's by now)
 
 
 def own_log_clashes(table, logdir, own_log):

@@ -390,6 +390,8 @@ class SyslogConnection(StreamConnection):
         frames = splitter.feed(data)
         if frames:
             self.receiver.ingest(frames, self)
+            # A busy relay is not the idle one to close at max_connections (A3-15).
+            server.connection_active(self)
         if not splitter.is_mid_frame:
             self.frame_started_at = None
         elif self.frame_started_at is None or frames:

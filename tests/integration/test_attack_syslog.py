@@ -164,8 +164,6 @@ def status_json(daemon):
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-13: status counts syslog TCP connections '
-                   'as our protocol\'s "tcp" and shows syslog_tcp 0')
 def test_status_counts_syslog_connections_as_syslog(tmp_path):
     daemon = start(tmp_path)
     try:
@@ -181,8 +179,6 @@ def test_status_counts_syslog_connections_as_syslog(tmp_path):
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-14: the default_app error has no line and '
-                   'says "()" where facilities.conf should be')
 def test_default_app_error_names_both_files_and_the_line(tmp_path):
     (tmp_path / 'loghogd.conf').write_text(
         '[syslog]\ndefault_app = nosuch\nlisten_udp = 127.0.0.1:0\n'
@@ -196,9 +192,6 @@ def test_default_app_error_names_both_files_and_the_line(tmp_path):
     assert str(tmp_path / 'facilities.conf') in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-15: syslog connections never tell the slots '
-                   'they are active (no server.connection_active): a busy relay is evicted as '
-                   '"idle longest" at max_connections')
 def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path):
     """README: at max_connections (900) "the connection idle longest with nothing in flight
     is closed to make room". A syslog relay that connected first but has just sent is not
