@@ -2,12 +2,25 @@
 
 Each frame is read the way it starts: a digit means octet-counting (``LEN SP MSG``),
 anything else non-transparent framing, ended by LF, CRLF or NUL (Python's SysLogHandler
-over TCP sends ``<PRI>msg\\0``).  A sender may switch from one frame to the next.
-Once a connection has ended a frame with NUL, an LF ends a frame only when a new message
-('<') follows it: the messages of such senders may hold line breaks (a traceback).  Which
-byte ends a frame depends only on the bytes before it (and the one after an LF), never on
-how the stream was cut into reads; when the sender goes quiet right after an LF, the
-connection ends that frame (``take_waiting_line``).
+over TCP sends ``<PRI>msg\\0``, and its messages may hold line breaks: a traceback).  A
+sender may switch from one frame to the next.
+
+Which byte ends a non-transparent frame depends on what the connection has shown:
+
+- LF framing (an LF has ended a frame, and no NUL has): the first LF or NUL.
+- NUL framing (a NUL has ended a frame), and a connection's frames until one of them
+  tells (its first): the first NUL, or the first LF followed by a new message, a PRI
+  (``<`` 1 to 3 digits ``>``, what rsyslog's framing.delimiter.regex looks for).  Any
+  other LF is a line break inside the message (``<?xml`` or ``<Envelope>`` is no PRI).
+  The first frame that ends so decides the framing: at a NUL, NUL framing; at an LF,
+  LF framing.  So the first message of a SysLogHandler connection keeps its traceback,
+  and an LF sender's first message ends as soon as the second one starts.
+
+Which byte ends a frame depends only on the bytes of the stream, never on how it was
+cut into reads.  An LF at the end of what has arrived waits for the bytes after it
+(a PRI would end the frame there); when the sender goes quiet instead, the connection
+ends the frame at that LF (``take_waiting_line``; an undecided connection then counts as
+LF-framed).
 
 A frame longer than ``max_size`` bytes is cut: its first ``max_size`` bytes are delivered
 as a message (marked cut, for a counter), the rest is skipped up to the end of that frame,
@@ -22,6 +35,13 @@ from itertools import repeat
 MAX_COUNT_DIGITS = 10
 _DIGIT_AFTER_LF = re.compile(b'\n[0-9]')
 _DIGIT_AFTER_NUL = re.compile(b'\x00[0-9]')
+# An LF before a new message (a PRI, or an octet count and a PRI); the same without the
+# LF; an LF at the end of the bytes so far that may still be one (at most 17 bytes).
+_PRI_AFTER_LF = re.compile(b'\n(?:[0-9]{1,10} )?<[0-9]{1,3}>')
+_PRI = re.compile(b'(?:[0-9]{1,10} )?<[0-9]{1,3}>')
+_MAYBE_PRI_AFTER_LF = re.compile(
+    b'\n(?:[0-9]{0,10}|[0-9]{1,10} |(?:[0-9]{1,10} )?<[0-9]{0,3})\\Z')
+MAYBE_PRI_BYTES = 17
 # How many distinct octet counts a connection remembers (a sender's lengths repeat).
 COUNTS_CACHED = 1024
 
@@ -32,7 +52,8 @@ class SyslogFrameSplitter:
     ``feed(data)`` returns a list of (message bytes, was_cut) in order.  ``is_mid_frame``
     is true while a frame has started but not ended (for the frame timeout);
     ``skip_remaining`` is how many bytes of a cut octet-counted frame are still to be
-    skipped.  ``lost`` is always false: every byte sequence can be framed (the stream
+    skipped.  ``nul_framed`` and ``lf_framed`` are what the connection has shown (module
+    docstring).  ``lost`` is always false: every byte sequence can be framed (the stream
     connection's interface).
     """
 
@@ -45,11 +66,21 @@ class SyslogFrameSplitter:
         self.skip_remaining = 0        # bytes of a cut octet-counted frame still to skip
         self.skipping_to_delimiter = False   # a cut non-transparent frame: skip to its end
         self.nul_framed = False        # this sender ends its frames with NUL
+        self.lf_framed = False         # ... with LF (an LF ended a frame, no NUL has)
         self.counts = {}               # octet counts seen (bytes -> int): most repeat
-        # In the read being split: the next NUL and LF at or after the frame being read
-        # (-1: none up to the end, -2: not looked for yet), so that each byte is searched
-        # once however the frames end.
-        self._nul_at = self._newline_at = -2
+        # In the read being split: the next NUL, LF, and LF before a PRI at or after the
+        # frame being read (-1: none up to the end, or for the PRI up to _pri_to; -2: not
+        # looked for yet), so that each byte is searched once however the frames end
+        # (attack finding A3-16: a walk over every LF per read was quadratic).
+        self._nul_at = self._newline_at = self._pri_at = -2
+        self._pri_to = 0
+        # Where the bytes start that may still end the frame (an LF at the end of the
+        # read, waiting for a PRI after it): what a skip keeps (A3-10).
+        self._wait_from = 0
+        # Bytes at the start of ``buffer`` (the unfinished frame) in which no LF before
+        # a PRI starts: the next read's search resumes there (A3-16: a frame of 60 KB of
+        # LFs read 512 bytes at a time was searched from its start at every read).
+        self._searched = 0
 
     @property
     def is_mid_frame(self):
@@ -67,6 +98,11 @@ class SyslogFrameSplitter:
         buffer = bytes(data)
         find = buffer.find
         self._nul_at = self._newline_at = -2
+        if self._searched and data is self.buffer:
+            self._pri_at, self._pri_to = -1, self._searched
+        else:
+            self._pri_at, self._pri_to = -2, 0
+        self._searched = 0
         fast = self.fast
         start = 0
         size = len(buffer)
@@ -81,7 +117,8 @@ class SyslogFrameSplitter:
             if self.skipping_to_delimiter:
                 end = self._find_delimiter(buffer, start, size)
                 if end < 0:
-                    start = size
+                    # Keep an LF at the end: the bytes after it decide (A3-10).
+                    start = self._wait_from
                     break
                 self.skipping_to_delimiter = False
                 start = end + 1
@@ -134,10 +171,13 @@ class SyslogFrameSplitter:
                 fast = False   # one by one for the rest of this read: no scan twice
             end = self._find_delimiter(buffer, start, size)
             if end < 0:
-                if size - start > max_size:
+                # Over max_size unless an LF that waits for the bytes after it ends it.
+                if self._wait_from - start > max_size:
                     append((buffer[start:start + max_size], True))
                     self.skipping_to_delimiter = True
-                    start = size
+                    start = self._wait_from
+                elif not self.lf_framed or self.nul_framed:
+                    self._searched = self._wait_from - start
                 break
             if end - start > max_size:
                 append((buffer[start:start + max_size], True))
@@ -153,17 +193,23 @@ class SyslogFrameSplitter:
         """Append the frames from ``start`` to the read's last delimiter at once, when they
         all end the same way and none is special: none starts with a digit (octet
         counting), none is over max_size, and the delimiter cannot change (no NUL among
-        LF-ended frames; no LF before '<' among NUL-ended ones).  Return where the next
+        LF-ended frames; no LF before a PRI among NUL-ended ones).  Return where the next
         frame starts, or 0 to read the frames one by one (the same frames either way)."""
         if self.nul_framed:
             last = buffer.rfind(b'\x00', start)
             if last <= start:
                 return 0
             run = buffer[start:last]
-            if b'\n<' in run or _DIGIT_AFTER_NUL.search(run):
+            if _PRI_AFTER_LF.search(run) or _DIGIT_AFTER_NUL.search(run):
                 return 0
             frames = run.split(b'\x00')
         else:
+            if not self.lf_framed:
+                # Undecided: LF framing if the first LF comes before a PRI (and no NUL
+                # before it: checked with the run's below).
+                newline = buffer.find(b'\n', start)
+                if newline < 0 or not _PRI.match(buffer, newline + 1):
+                    return 0
             last = buffer.rfind(b'\n', start)
             if last <= start:
                 return 0
@@ -173,46 +219,72 @@ class SyslogFrameSplitter:
             frames = run.split(b'\n')
         if max(map(len, frames)) > self.max_size:
             return 0
+        if not self.nul_framed:
+            self.lf_framed = True
         if b'' in frames or b'\r' in frames:
             frames = [frame for frame in frames if frame and frame != b'\r']
         out += zip(frames, repeat(False))
         return last + 1
 
     def _find_delimiter(self, buffer, start, size):
-        """The index of the byte that ends the frame at ``start``, or -1 (not yet known):
-        the first NUL or LF; once NUL-framed, the first NUL or LF before '<'."""
+        """The index of the byte that ends the frame at ``start``, or -1 (not known yet;
+        ``_wait_from`` then says where an LF that may end it starts).  LF-framed: the
+        first NUL or LF.  Otherwise the first NUL or LF before a PRI, and the one found
+        decides the framing (module docstring)."""
+        self._wait_from = size
         nul = self._nul_at
         if nul < start and nul != -1:
             nul = self._nul_at = buffer.find(b'\x00', start)
-        newline = self._newline_at
-        if newline < start and newline != -1:
-            newline = self._newline_at = buffer.find(b'\n', start)
-        if nul >= 0 and (newline < 0 or nul < newline):
+        if self.lf_framed and not self.nul_framed:
+            newline = self._newline_at
+            if newline < start and newline != -1:
+                newline = self._newline_at = buffer.find(b'\n', start)
+            if nul >= 0 and (newline < 0 or nul < newline):
+                self.nul_framed = True
+                return nul
+            return newline
+        limit = nul if nul >= 0 else size
+        pri = self._pri_at
+        if pri < start and (pri != -1 or self._pri_to < limit):
+            # A match ends before ``limit`` (a NUL cannot be inside one): searched once.
+            found = _PRI_AFTER_LF.search(buffer, max(start, self._pri_to) if pri == -1
+                                         else start, limit)
+            pri = self._pri_at = found.start() if found else -1
+            self._pri_to = limit
+        if pri >= 0:
+            if not self.nul_framed:
+                self.lf_framed = True
+            return pri
+        if nul >= 0:
             self.nul_framed = True
             return nul
-        if not self.nul_framed:
-            return newline
-        while newline >= 0:
-            if newline + 1 >= size:
-                return -1              # the byte after it decides
-            if buffer[newline + 1] == 0x3C:   # '<': a new message
-                return newline
-            newline = buffer.find(b'\n', newline + 1, nul if nul >= 0 else size)
-        return nul
+        waiting = _MAYBE_PRI_AFTER_LF.search(buffer, max(start, size - MAYBE_PRI_BYTES), size)
+        if waiting:
+            self._wait_from = waiting.start()
+        return -1
 
     def take_waiting_line(self):
-        """When the sender has gone quiet (the caller's clock): a NUL-framed connection's
-        frame that ends with an LF waits only for the byte after it ('<' would end the
-        frame at that LF); no byte is coming, so the LF ends it.  Returns [(message,
-        False)], or [] when the unfinished frame is not such a one."""
+        """When the sender has gone quiet (the caller's clock): a frame that ends with an
+        LF waits only for the bytes after it (a PRI would end the frame at that LF); none
+        is coming, so the LF ends it.  A connection whose framing was not decided yet is
+        LF-framed from then on.  Returns [(message, False)], or [] when the unfinished
+        frame is not such a one (the rest of a cut frame is skipped to that LF)."""
         buffer = self.buffer
-        if not (self.nul_framed and buffer.endswith(b'\n')) or self.skip_remaining \
-                or self.skipping_to_delimiter:
+        if not buffer.endswith(b'\n') or self.skip_remaining \
+                or (self.lf_framed and not self.nul_framed):
+            return []
+        if self.skipping_to_delimiter:
+            if not buffer.strip(b'\n'):   # kept only the LF that ends the skipped frame
+                buffer.clear()
+                self.skipping_to_delimiter = False
             return []
         if 0x30 <= buffer[0] <= 0x39 and _octet_count(buffer, 0, len(buffer))[0] is not False:
             return []   # an octet-counted frame that happens to hold an LF so far
         frame = bytes(buffer[:-1])
         buffer.clear()
+        self._searched = 0
+        if not self.nul_framed:
+            self.lf_framed = True
         return [(frame, False)] if frame and frame != b'\r' else []
 
     def take_rest(self):
@@ -222,6 +294,7 @@ class SyslogFrameSplitter:
         short of its count is cut."""
         rest = bytes(self.buffer)
         self.buffer.clear()
+        self._searched = 0
         if not rest.strip(b'\r\n\x00') or self.skip_remaining or self.skipping_to_delimiter:
             self.skip_remaining = 0
             self.skipping_to_delimiter = False
@@ -231,6 +304,8 @@ class SyslogFrameSplitter:
             length, body_start = _octet_count(rest, 0, len(rest))
             if length:
                 return rest[body_start:body_start + self.max_size], True
+        if rest.endswith(b'\n'):
+            rest = rest[:-1]   # an LF that waited for the bytes after it ends the frame
         return rest[:self.max_size], False
 
 

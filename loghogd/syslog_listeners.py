@@ -39,8 +39,9 @@ log = logging.getLogger('loghogd.syslog')
 UNCLAIMED = 'syslog_unclaimed'
 NEEDS_CLIENT_CERT = 'syslog_needs_client_cert'
 KINDS = ('syslog_udp', 'syslog_tcp', 'syslog_tls', 'syslog_unix')
-# A NUL-framed sender's message that ends with an LF is taken after this long without
-# bytes (its traceback lines come in the same send(), microseconds apart).
+# A message that ends with an LF and waits for the bytes after it (a NUL-framed sender's,
+# or a connection's first) is taken after this long without bytes (a traceback's lines
+# come in the same send(), microseconds apart).
 QUIET_S = 1.0
 
 
@@ -339,16 +340,22 @@ class SyslogConnection(StreamConnection):
     @property
     def has_client_cert(self):
         if self._client_cert is None:
-            self._client_cert = (self.tls and not self.handshaking
-                                 and bool(self.sock.getpeercert()))
+            try:
+                self._client_cert = (self.tls and not self.handshaking
+                                     and bool(self.sock.getpeercert()))
+            except ValueError:
+                # The peer has closed (a last message taken at close): what the
+                # handshake saw.
+                self._client_cert = self.identity[1] is not None
         return self._client_cert
 
     def check_timeouts(self, now, *limits):
-        """About once a second: after QUIET_S without bytes, a NUL-framed sender's message
-        that ends with an LF is taken (it waited for the next byte: '<' would have ended
-        it there; any other byte continues it); then the stream connection's timeouts."""
+        """About once a second: after QUIET_S without bytes, a message that ends with an
+        LF is taken (a NUL-framed sender's, or a connection's first before its framing
+        is known: it waited for the bytes after the LF, a PRI would have ended it there,
+        anything else continues it); then the stream connection's timeouts."""
         splitter = self.splitter
-        if splitter.nul_framed and splitter.buffer and now - self.last_activity >= QUIET_S:
+        if splitter.buffer and now - self.last_activity >= QUIET_S:
             frames = splitter.take_waiting_line()
             if frames:
                 try:

@@ -79,8 +79,6 @@ def test_no_message_can_forge_a_record(tmp_path):
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-10: in NUL mode, an over-long frame whose '
-                   'LF and the next "<" arrive in different reads swallows the next message')
 def test_cut_frame_does_not_swallow_the_next_when_split_at_its_lf(tmp_path):
     daemon = start(tmp_path)
     try:
@@ -228,9 +226,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-16: in NUL mode the framer rescans the '
-                   'buffer for every LF not followed by "<": a frame of line breaks costs '
-                   'quadratic CPU (about 1 s per 64 KB)')
 def test_line_breaks_in_a_nul_framed_stream_cost_linear_time(tmp_path):
     """120 KB over one connection: two NUL-ended frames of line breaks, after a first
     NUL-framed message. Our protocol's path takes MB/s; the bound is generous."""
@@ -298,9 +293,6 @@ def test_a_live_unix_socket_of_another_program_is_not_taken_over(tmp_path):
         assert owner.recv(100) == b'<14>pl: still the first owner'
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-26: NUL framing is known only after a first '
-                   'NUL: the first record of a SysLogHandler TCP connection is split at each LF '
-                   'and its traceback lines are refused as unclaimed')
 def test_first_sysloghandler_traceback_over_tcp_is_kept_whole(tmp_path):
     import logging
     import logging.handlers
@@ -329,8 +321,6 @@ def test_first_sysloghandler_traceback_over_tcp_is_kept_whole(tmp_path):
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-27: in NUL mode any LF followed by "<" ends '
-                   'a frame: XML/HTML continuation lines become refused messages')
 def test_continuation_lines_starting_with_lt_stay_in_their_record(tmp_path):
     daemon = start(tmp_path)
     try:
