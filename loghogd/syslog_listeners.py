@@ -81,8 +81,13 @@ def bind_syslog(config, bound):
 
 
 def bind_unix_socket(path, mode, receive_buffer):
-    """A unix datagram socket at ``path`` with ``mode``; a stale socket there is replaced,
-    anything else there is an error."""
+    """A unix datagram socket at ``path`` with ``mode``.  A stale socket there (nobody
+    listening) is replaced; a live one is another program's (rsyslog's /dev/log, attack
+    finding A3-20): an error, like an address in use; anything else there is an error.
+
+    The socket is made with its mode (a umask around bind()), never chmod()ed by path:
+    this runs as root, and the folder may belong to the daemon's user, who could swap
+    the new socket for a symbolic link to a file of root's (A3-22)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -91,6 +96,10 @@ def bind_unix_socket(path, mode, receive_buffer):
         if not stat.S_ISSOCK(info.st_mode):
             raise StartupError(errno.EEXIST, '[syslog] unix_socket: %s exists and is not a socket'
                                % path)
+        if _socket_is_live(path):
+            raise StartupError(errno.EADDRINUSE, '[syslog] unix_socket: %s is in use: another '
+                               'program listens on it (rsyslog or journald on /dev/log?); '
+                               'stop it or choose another path' % path)
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -98,14 +107,35 @@ def bind_unix_socket(path, mode, receive_buffer):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         except OSError:
             pass
-        sock.bind(path)
-        os.chmod(path, mode)
+        # bind() makes the file with 0777 less the umask: exactly ``mode``.  (The daemon
+        # starts no thread before binding, so the umask is nobody else's meanwhile.)
+        umask = os.umask(~mode & 0o777)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(umask)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
         raise StartupError(exc.errno, '[syslog] unix_socket: cannot bind %s: %s'
                            % (path, describe_os_error(exc))) from None
     return sock
+
+
+def _socket_is_live(path):
+    """True when a program listens on the unix socket at ``path`` (a connect() succeeds;
+    a stale socket refuses it).  Datagram first, as /dev/log is; then stream."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE:
+                    continue   # the other kind of socket: try that
+                # Refused: stale.  Anything else: not known to be stale, left alone.
+                return exc.errno != errno.ECONNREFUSED
+            return True
+    return False
 
 
 def attach(server, bound, config):

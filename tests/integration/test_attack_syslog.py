@@ -273,8 +273,6 @@ def test_sighup_during_a_syslog_stream_loses_nothing(tmp_path):
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-20: bind_unix_socket unlinks any socket at '
-                   'the path, a live one too (rsyslog\'s /dev/log), and removes it at exit')
 def test_a_live_unix_socket_of_another_program_is_not_taken_over(tmp_path):
     (tmp_path / 'run').mkdir()
     path = tmp_path / 'run' / 'dev-log'
