@@ -21,8 +21,9 @@ import ssl
 import stat
 import time
 
-from .connections import (FIRST_READ_SIZE, READ, RECV_SIZE, UDP_BATCH, StreamConnection,
-                          StreamListener, log_internal_error, peer_name)
+from .connections import (DATAGRAM_OWED_MAX_S, FIRST_READ_SIZE, READ, RECV_SIZE, TURN_S,
+                          UDP_BATCH, StreamConnection, StreamListener, log_internal_error,
+                          peer_name)
 from .errors import StartupError, describe_os_error
 from .files import format_address
 from .jsonlines import format_json_line
@@ -447,18 +448,23 @@ class SyslogDatagramListener:
         self.path = sock.getsockname() if sock.family == socket.AF_UNIX else None
         self.peers = {}
         self.read_size = FIRST_READ_SIZE   # a turn's bytes, as connections.DatagramListener
+        self.owed_s = 0.0                  # a turn's time beyond TURN_S, still to pay back
 
     def start(self):
         self.server.loop.register(self.sock, READ, self.on_event)
 
     def on_event(self, mask):
+        if mask is not None and self.owed_s > 0:
+            self.owed_s -= TURN_S   # this pass's turn pays for a longer one before
+            return
         server = self.server
         buffer = server.recv_buffer
         max_size = server.max_message_size
         frames = []
         sender = None
         # A turn, as our protocol's datagram listener takes it (A3-9): about TURN_S of
-        # work, then the other ready sockets; at shutdown (no mask) one bounded read.
+        # work (the time beyond it paid back in the next passes), then the other ready
+        # sockets; at shutdown (no mask) one bounded read.
         budget = self.read_size if mask is not None else RECV_SIZE
         received = read = 0
         started = time.perf_counter()
@@ -483,7 +489,9 @@ class SyslogDatagramListener:
             if frames:
                 self._ingest(frames, sender)
         if mask is not None:
-            StreamConnection._adapt_read_size(self, read, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            StreamConnection._adapt_read_size(self, read, elapsed)
+            self.owed_s = min(elapsed - TURN_S, DATAGRAM_OWED_MAX_S)
 
     @staticmethod
     def frame(buffer, count, max_size):
