@@ -14,7 +14,9 @@ Which byte ends a non-transparent frame depends on what the connection has shown
   other LF is a line break inside the message (``<?xml`` or ``<Envelope>`` is no PRI).
   The first frame that ends so decides the framing: at a NUL, NUL framing; at an LF,
   LF framing.  So the first message of a SysLogHandler connection keeps its traceback,
-  and an LF sender's first message ends as soon as the second one starts.
+  and an LF sender's first message ends as soon as the second one starts.  Before the
+  framing is known, a frame that would so be longer than max_size ends at its first LF
+  if one comes within max_size (LF framing: a sender of lines without PRI loses none).
 
 Which byte ends a frame depends only on the bytes of the stream, never on how it was
 cut into reads.  An LF at the end of what has arrived waits for the bytes after it
@@ -115,7 +117,7 @@ class SyslogFrameSplitter:
                 start += taken
                 continue
             if self.skipping_to_delimiter:
-                end = self._find_delimiter(buffer, start, size)
+                end = self._find_delimiter(buffer, start, size, skipping=True)
                 if end < 0:
                     # Keep an LF at the end: the bytes after it decide (A3-10).
                     start = self._wait_from
@@ -226,22 +228,27 @@ class SyslogFrameSplitter:
         out += zip(frames, repeat(False))
         return last + 1
 
-    def _find_delimiter(self, buffer, start, size):
+    def _find_delimiter(self, buffer, start, size, skipping=False):
         """The index of the byte that ends the frame at ``start``, or -1 (not known yet;
         ``_wait_from`` then says where an LF that may end it starts).  LF-framed: the
         first NUL or LF.  Otherwise the first NUL or LF before a PRI, and the one found
-        decides the framing (module docstring)."""
+        decides the framing (module docstring).  Before the framing is known, a frame
+        that this would make longer than max_size ends at its first LF if one comes
+        within max_size (a sender of lines without PRI: its lines are not lost in a
+        skip), else at its first NUL or LF (``skipping``: the rest of such a frame)."""
         self._wait_from = size
         nul = self._nul_at
         if nul < start and nul != -1:
             nul = self._nul_at = buffer.find(b'\x00', start)
-        if self.lf_framed and not self.nul_framed:
+        if (self.lf_framed or skipping) and not self.nul_framed:
             newline = self._newline_at
             if newline < start and newline != -1:
                 newline = self._newline_at = buffer.find(b'\n', start)
             if nul >= 0 and (newline < 0 or nul < newline):
                 self.nul_framed = True
                 return nul
+            if newline >= 0:
+                self.lf_framed = True
             return newline
         limit = nul if nul >= 0 else size
         pri = self._pri_at
@@ -251,17 +258,31 @@ class SyslogFrameSplitter:
                                          else start, limit)
             pri = self._pri_at = found.start() if found else -1
             self._pri_to = limit
-        if pri >= 0:
-            if not self.nul_framed:
+        end = pri if pri >= 0 else nul
+        if end < 0:
+            waiting = _MAYBE_PRI_AFTER_LF.search(buffer, max(start, size - MAYBE_PRI_BYTES), size)
+            if waiting:
+                self._wait_from = waiting.start()
+        if not self.nul_framed:
+            window = start + self.max_size
+            if end > window or (end < 0 and self._wait_from > window):
+                self._wait_from = size
+                return self._find_delimiter(buffer, start, size, skipping=True) \
+                    if buffer.find(b'\n', start, window + 1) < 0 else self._lf_ends(buffer, start)
+            if end == pri and pri >= 0:
                 self.lf_framed = True
-            return pri
-        if nul >= 0:
+        if end == nul and nul >= 0:
             self.nul_framed = True
-            return nul
-        waiting = _MAYBE_PRI_AFTER_LF.search(buffer, max(start, size - MAYBE_PRI_BYTES), size)
-        if waiting:
-            self._wait_from = waiting.start()
-        return -1
+        return end
+
+    def _lf_ends(self, buffer, start):
+        """Before the framing is known: the frame at ``start`` ends at its first LF (which
+        comes within max_size), and the connection is LF-framed."""
+        self.lf_framed = True
+        newline = self._newline_at
+        if newline < start and newline != -1:
+            newline = self._newline_at = buffer.find(b'\n', start)
+        return newline
 
     def take_waiting_line(self):
         """When the sender has gone quiet (the caller's clock): a frame that ends with an

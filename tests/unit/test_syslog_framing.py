@@ -118,3 +118,18 @@ def test_a_cut_frame_ending_at_an_lf_read_alone_does_not_swallow_the_next():
     # And when the sender goes quiet after that LF, the skipped frame is over.
     splitter.feed(b'<14>pl: long ' + b'y' * 100 + b'\n')
     assert splitter.take_waiting_line() == [] and not splitter.is_mid_frame
+
+
+def test_a_sender_of_lines_without_pri_loses_no_line():
+    """Before the framing is known, a message may hold line breaks up to max_size; lines
+    that never show a PRI or a NUL (`tail -f | nc`) are LF-framed then, each a message,
+    rather than one cut message and the rest skipped."""
+    lines = [b'plain line %d' % n for n in range(20)]
+    data = b'\n'.join(lines) + b'\n'
+    for step in (len(data), 7, 1):
+        splitter = SyslogFrameSplitter(64)
+        frames = []
+        for start in range(0, len(data), step):
+            frames += splitter.feed(data[start:start + step])
+        assert messages(frames) == lines
+        assert splitter.lf_framed and not splitter.is_mid_frame
