@@ -14,6 +14,7 @@ frames of our protocol to its UDP port), tcp_newlines (8 connections: NUL-ended 
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +31,8 @@ FLOODS = {'none': None, 'udp_sd_unclaimed': 'syslog_udp', 'udp_big': 'syslog_udp
 
 
 def run(flood, seconds):
-    daemon = start(Path(tempfile.mkdtemp(prefix='bench-syslog-fairness-')), level='WARNING')
+    folder = tempfile.mkdtemp(prefix='bench-syslog-fairness-')
+    daemon = start(Path(folder), level='WARNING')
     child = None
     try:
         if FLOODS[flood]:
@@ -46,6 +48,7 @@ def run(flood, seconds):
             child.terminate()
             child.join()
         daemon.kill()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main():
