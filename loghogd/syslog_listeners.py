@@ -427,9 +427,13 @@ class SyslogConnection(StreamConnection):
         self.last_activity = server.now
         frames = splitter.feed(data)
         if frames:
+            rejected = server.counters.rejected
+            before = rejected.total()
             self.receiver.ingest(frames, self)
-            # A busy relay is not the idle one to close at max_connections (A3-15).
-            server.connection_active(self)
+            if rejected.total() - before < len(frames):
+                # An accepted message: a busy relay is not the idle one to close at
+                # max_connections (A3-15); refused ones are no activity (issue 15).
+                server.connection_active(self)
         if not splitter.is_mid_frame:
             self.frame_started_at = None
         elif self.frame_started_at is None or frames:

@@ -190,10 +190,15 @@ def test_default_app_error_names_both_files_and_the_line(tmp_path):
     assert str(tmp_path / 'facilities.conf') in result.stderr, result.stderr
 
 
-def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path):
+@pytest.mark.parametrize('second, evicted', [(b'<14>pl: relay 2\n', False),
+                                             (b'<14>nobody: refused\n', True)],
+                         ids=['accepted', 'refused'])
+def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path, second, evicted):
     """README: at max_connections (900) "the connection idle longest with nothing in flight
     is closed to make room". A syslog relay that connected first but has just sent is not
-    the idle one: one of the 899 silent connections opened after it is."""
+    the idle one: one of the 899 silent connections opened after it is. Only accepted
+    messages are activity, as on our protocol (issue 15): a relay whose last message was
+    refused is still the idlest."""
     daemon = start(tmp_path, level='INFO')
     relay = socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')))
     idle = []
@@ -204,15 +209,18 @@ def test_a_busy_syslog_relay_is_not_the_idle_one_evicted(tmp_path):
         # The daemon has taken them all once a message over the last one is written.
         idle[-1].sendall(encode_message('app', 'root', 1700000000, 0, 'web1', 'last idle'))
         wait_for_lines(daemon.log_file('app'), 1)
-        relay.sendall(b'<14>pl: relay 2\n')
-        wait_for_lines(daemon.log_file('plain'), 2)
+        relay.sendall(second)
+        if evicted:
+            wait_for(lambda: 'syslog_unclaimed' in daemon.output(), message='the refusal')
+        else:
+            wait_for_lines(daemon.log_file('plain'), 2)
         newcomer = socket.create_connection(('127.0.0.1', daemon.tcp_port))
         idle.append(newcomer)
         line = wait_for(lambda: [l for l in daemon.output().splitlines()
                                  if 'closed the longest idle connection' in l],
                         message='an eviction')[0]
         relay_port = relay.getsockname()[1]
-        assert '127.0.0.1:%d,' % relay_port not in line, line
+        assert ('127.0.0.1:%d,' % relay_port in line) == evicted, line
     finally:
         relay.close()
         for sock in idle:
