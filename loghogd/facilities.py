@@ -331,7 +331,7 @@ def _build_table(ini, path):
         ini.error(section, 'syslog_programs', error)
     if ini.errors:
         raise ConfigError(ini.errors)
-    return FacilityTable(facilities, source=path)
+    return FacilityTable(facilities, source=ini.path)   # (path is a facility's by now)
 
 
 def own_log_clashes(table, logdir, own_log):

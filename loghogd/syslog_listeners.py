@@ -19,9 +19,11 @@ import os
 import socket
 import ssl
 import stat
+import time
 
-from .connections import (READ, UDP_BATCH, StreamConnection, StreamListener,
-                          log_internal_error, peer_name)
+from .connections import (DATAGRAM_OWED_MAX_S, FIRST_READ_SIZE, READ, RECV_SIZE, TURN_S,
+                          UDP_BATCH, StreamConnection, StreamListener, log_internal_error,
+                          peer_name)
 from .errors import StartupError, describe_os_error
 from .files import format_address
 from .jsonlines import format_json_line
@@ -38,8 +40,9 @@ log = logging.getLogger('loghogd.syslog')
 UNCLAIMED = 'syslog_unclaimed'
 NEEDS_CLIENT_CERT = 'syslog_needs_client_cert'
 KINDS = ('syslog_udp', 'syslog_tcp', 'syslog_tls', 'syslog_unix')
-# A NUL-framed sender's message that ends with an LF is taken after this long without
-# bytes (its traceback lines come in the same send(), microseconds apart).
+# A message that ends with an LF and waits for the bytes after it (a NUL-framed sender's,
+# or a connection's first) is taken after this long without bytes (a traceback's lines
+# come in the same send(), microseconds apart).
 QUIET_S = 1.0
 # Shapes a batch learns before it judges whether they pay (a relay's hosts in turn: one
 # shape each); beyond, shapes are made only while most messages are not parsed.
@@ -82,8 +85,13 @@ def bind_syslog(config, bound):
 
 
 def bind_unix_socket(path, mode, receive_buffer):
-    """A unix datagram socket at ``path`` with ``mode``; a stale socket there is replaced,
-    anything else there is an error."""
+    """A unix datagram socket at ``path`` with ``mode``.  A stale socket there (nobody
+    listening) is replaced; a live one is another program's (rsyslog's /dev/log, attack
+    finding A3-20): an error, like an address in use; anything else there is an error.
+
+    The socket is made with its mode (a umask around bind()), never chmod()ed by path:
+    this runs as root, and the folder may belong to the daemon's user, who could swap
+    the new socket for a symbolic link to a file of root's (A3-22)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -92,6 +100,10 @@ def bind_unix_socket(path, mode, receive_buffer):
         if not stat.S_ISSOCK(info.st_mode):
             raise StartupError(errno.EEXIST, '[syslog] unix_socket: %s exists and is not a socket'
                                % path)
+        if _socket_is_live(path):
+            raise StartupError(errno.EADDRINUSE, '[syslog] unix_socket: %s is in use: another '
+                               'program listens on it (rsyslog or journald on /dev/log?); '
+                               'stop it or choose another path' % path)
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -99,14 +111,35 @@ def bind_unix_socket(path, mode, receive_buffer):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         except OSError:
             pass
-        sock.bind(path)
-        os.chmod(path, mode)
+        # bind() makes the file with 0777 less the umask: exactly ``mode``.  (The daemon
+        # starts no thread before binding, so the umask is nobody else's meanwhile.)
+        umask = os.umask(~mode & 0o777)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(umask)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
         raise StartupError(exc.errno, '[syslog] unix_socket: cannot bind %s: %s'
                            % (path, describe_os_error(exc))) from None
     return sock
+
+
+def _socket_is_live(path):
+    """True when a program listens on the unix socket at ``path`` (a connect() succeeds;
+    a stale socket refuses it).  Datagram first, as /dev/log is; then stream."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE:
+                    continue   # the other kind of socket: try that
+                # Refused: stale.  Anything else: not known to be stale, left alone.
+                return exc.errno != errno.ECONNREFUSED
+            return True
+    return False
 
 
 def attach(server, bound, config):
@@ -386,9 +419,10 @@ class SyslogConnection(StreamConnection):
         return self.tls and not self.handshaking and self.identity[1] is not None
 
     def check_timeouts(self, now, *limits):
-        """About once a second: after QUIET_S without bytes, what waited only for the next
-        byte is taken (take_waiting_line: a NUL-framed sender's message that ends with an
-        LF, a first message with LFs in it); then the stream connection's timeouts."""
+        """About once a second: after QUIET_S without bytes, a message that ends with an
+        LF is taken (a NUL-framed sender's, or a connection's first before its framing
+        is known: it waited for the bytes after the LF, a PRI would have ended it there,
+        anything else continues it); then the stream connection's timeouts."""
         splitter = self.splitter
         if splitter.buffer and now - self.last_activity >= QUIET_S:
             frames = splitter.take_waiting_line()
@@ -435,7 +469,13 @@ class SyslogConnection(StreamConnection):
         self.last_activity = server.now
         frames = splitter.feed(data)
         if frames:
+            rejected = server.counters.rejected
+            before = rejected.total()
             self.receiver.ingest(frames, self)
+            if rejected.total() - before < len(frames):
+                # An accepted message: a busy relay is not the idle one to close at
+                # max_connections (A3-15); refused ones are no activity (issue 15).
+                server.connection_active(self)
         if not splitter.is_mid_frame:
             self.frame_started_at = None
         elif self.frame_started_at is None or frames:
@@ -453,18 +493,29 @@ class SyslogDatagramListener:
         self.receiver = receiver
         self.path = sock.getsockname() if sock.family == socket.AF_UNIX else None
         self.peers = {}
+        self.read_size = FIRST_READ_SIZE   # a turn's bytes, as connections.DatagramListener
+        self.owed_s = 0.0                  # a turn's time beyond TURN_S, still to pay back
 
     def start(self):
         self.server.loop.register(self.sock, READ, self.on_event)
 
     def on_event(self, mask):
+        if mask is not None and self.owed_s > 0:
+            self.owed_s -= TURN_S   # this pass's turn pays for a longer one before
+            return
         server = self.server
         buffer = server.recv_buffer
         max_size = server.max_message_size
         frames = []
         sender = None
+        # A turn, as our protocol's datagram listener takes it (A3-9): about TURN_S of
+        # work (the time beyond it paid back in the next passes), then the other ready
+        # sockets; at shutdown (no mask) one bounded read.
+        budget = self.read_size if mask is not None else RECV_SIZE
+        received = read = 0
+        started = time.perf_counter()
         try:
-            for _ in range(UDP_BATCH):
+            while received < UDP_BATCH and read < budget:
                 try:
                     count, address = self.sock.recvfrom_into(buffer)
                 except (BlockingIOError, InterruptedError):
@@ -472,6 +523,8 @@ class SyslogDatagramListener:
                 except OSError:
                     server.counters.count('udp_errors')
                     break
+                received += 1
+                read += count
                 if address != sender:
                     if frames:
                         self._ingest(frames, sender)
@@ -481,6 +534,10 @@ class SyslogDatagramListener:
         finally:
             if frames:
                 self._ingest(frames, sender)
+        if mask is not None:
+            elapsed = time.perf_counter() - started
+            StreamConnection._adapt_read_size(self, read, elapsed)
+            self.owed_s = min(elapsed - TURN_S, DATAGRAM_OWED_MAX_S)
 
     @staticmethod
     def frame(buffer, count, max_size):

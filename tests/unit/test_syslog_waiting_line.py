@@ -71,16 +71,19 @@ def test_a_first_message_with_line_breaks_from_a_nul_framed_sender_stays_whole()
 
 def test_a_first_message_of_an_lf_framed_sender_ends_at_its_lf():
     """An LF before a new message ('<' or an octet count) ends the first frame there, as
-    it always did; lines without PRI wait for the sender to go quiet or close."""
+    it always did; lines without PRI continue the first message (they cannot be told from
+    a traceback's lines) until the sender goes quiet after an LF, or closes."""
     data = b'<14>one\n<14>two\n9 <14>three<14>four\n'
     for step in (len(data), 5, 1):
         assert pieces(data, step)[1] == [(b'<14>one', False), (b'<14>two', False),
                                          (b'<14>three', False), (b'<14>four', False)]
-    splitter, frames = pieces(b'plain line 1\nplain line 2\nplain', 4)
+    splitter, frames = pieces(b'plain line 1\nplain line 2\n', 4)
     assert frames == []
     assert splitter.is_mid_frame
-    assert splitter.take_waiting_line() == [(b'plain line 1', False), (b'plain line 2', False)]
-    assert splitter.take_rest() == (b'plain', False)
+    assert splitter.take_waiting_line() == [(b'plain line 1\nplain line 2', False)]
+    splitter, frames = pieces(b'plain line 1\nplain line 2\nplain', 4)
+    assert splitter.take_waiting_line() == []
+    assert splitter.take_rest() == (b'plain line 1\nplain line 2\nplain', False)
 
 
 def test_only_the_first_frames_max_size_bytes_decide():
