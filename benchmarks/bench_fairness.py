@@ -2,7 +2,8 @@
 """Is one loop pass shared fairly between connections? (issue 15)
 
 A real loghogd (this checkout, default settings): 8 connections (from a child process)
-flood refused frames (10 bytes each: a header and a payload that is not JSON) or valid
+flood refused frames (10 bytes each: a header and a payload that is not JSON; each
+connects again at once when the daemon closes it) or valid
 messages of ``[flood]`` for ``--seconds``; a good client of ``[app]`` sends one message
 every ``--interval-ms`` meanwhile, with acknowledgements.  Reported: the good client's
 delays (send to acknowledgement: median, p99, max), whether all of its messages were written, and how long
@@ -23,8 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.bench_rotation_daemon import percentile               # noqa: E402
-from loghog.wire import FLAG_ACK, HEADER, encode_message              # noqa: E402
+from benchmarks.good_client import acked_probes, percentile, summary  # noqa: E402,F401
+from loghog.wire import HEADER                                        # noqa: E402
 from tests.support import Daemon, frame, read_lines, wait_for        # noqa: E402
 
 FACILITIES = """
@@ -69,13 +70,21 @@ def _flood(port, valid, stop_at, flooders):
         return _flood_hosts(port, stop_at)
     blob = flood_blob(valid)
     selector = selectors.DefaultSelector()
-    socks = []
-    for _ in range(flooders):
-        sock = socket.create_connection(('127.0.0.1', port))
+
+    def connect():
+        # The daemon closes a peer after MALFORMED_IN_A_ROW malformed frames: a
+        # determined flooder connects again at once (and so does this one).
+        try:
+            sock = socket.create_connection(('127.0.0.1', port))
+        except OSError:
+            return   # the daemon stopped
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_WRITE, [0])
-        socks.append(sock)
-    while time.time() < stop_at:
+
+    for _ in range(flooders):
+        connect()
+    reconnects = 0
+    while time.time() < stop_at and selector.get_map():
         for key, _ in selector.select(0.1):
             offset = key.data
             try:
@@ -84,8 +93,11 @@ def _flood(port, valid, stop_at, flooders):
                 pass
             except OSError:
                 selector.unregister(key.fileobj)
-    for sock in socks:
-        sock.close()
+                key.fileobj.close()
+                reconnects += 1
+                connect()
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
 
 
 def start_flood(port, seconds, valid, flooders=FLOODERS):
@@ -96,46 +108,15 @@ def start_flood(port, seconds, valid, flooders=FLOODERS):
     return child
 
 
-def read_exactly(sock, size):
-    data = b''
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError('the daemon closed the connection')
-        data += chunk
-    return data
-
-
 def probe(daemon, seconds, interval_s):
-    """Send acknowledged probes one at a time for ``seconds``; return each one's delay
-    (send to acknowledgement: written and synced as its facility asks), in seconds."""
-    delays = []
-    stop = time.monotonic() + seconds
-    first = True
-    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=30) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while first or time.monotonic() < stop:
-            first = False
-            began = time.monotonic()
-            sock.sendall(encode_message('app', 'root', 1700000000, 0, 'probe',
-                                        'probe %d' % len(delays), flags=FLAG_ACK))
-            size, _ = HEADER.unpack(read_exactly(sock, HEADER.size))
-            read_exactly(sock, size)
-            delays.append(time.monotonic() - began)
-            time.sleep(interval_s)
-    return delays
+    """The good client (good_client.acked_probes): each probe's delay, send to ack."""
+    return acked_probes(daemon.tcp_port, seconds, interval_s)
 
 
 def written(daemon, sent, timeout_s=60):
     live = daemon.log_file('app')
     return len(wait_for(lambda: (lambda ls: ls if len(ls) >= sent else None)(read_lines(live)),
                         timeout_s, 0.1, 'every probe'))
-
-
-def summary(delays):
-    return {'median_ms': round(percentile(delays, 0.5) * 1000, 2),
-            'p99_ms': round(percentile(delays, 0.99) * 1000, 2),
-            'max_ms': round(max(delays) * 1000, 2)}
 
 
 def run(seconds, interval_s, base, valid, flooders=FLOODERS):

@@ -24,8 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.bench_rotation_daemon import line_delay, percentile   # noqa: E402
-from tests.support import Daemon, frame, read_lines, wait_for        # noqa: E402
+from benchmarks.good_client import StampedClient, summary   # noqa: E402
+from tests.support import Daemon, frame                       # noqa: E402
 
 FACILITIES = """
 [fleet]
@@ -56,35 +56,27 @@ def run(seconds, interval_s, base, same_host=False):
         counts = []
         flooder = threading.Thread(target=flood, args=(port, seconds, counts, same_host))
         flooder.start()
-        sent = 0
-        with socket.create_connection(('127.0.0.1', port)) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while flooder.is_alive():
-                sock.sendall(frame('app', 'probe %d %.6f' % (sent, time.time())))
-                sent += 1
-                time.sleep(interval_s)
+        client = StampedClient(port, interval_s).start()
         flooder.join()
-        live = daemon.log_file('app')
-        lines = wait_for(lambda: (lambda ls: ls if len(ls) >= sent else None)(read_lines(live)),
-                         120, 0.2, 'every probe')
+        sent = client.stop()
+        pairs = client.delays(daemon.log_file('app'))
         folder = daemon.logdir / 'fleet'
         files = len(os.listdir(folder)) if folder.exists() else 0
         began = time.monotonic()
         code = daemon.stop(60)
         stop_s = time.monotonic() - began
-    pairs = list(map(line_delay, lines))
     delays = [d for d, _ in pairs]
     first_sent = min(sent_at for _, sent_at in pairs)
     state = os.path.join(base, 'lib', 'rotation.json')
-    return {'flood_messages': counts[0], 'files': files, 'probes': sent,
-            'probes_written': len(lines), 'median_ms': round(percentile(delays, 0.5) * 1000, 2),
-            'p99_ms': round(percentile(delays, 0.99) * 1000, 2),
-            'max_ms': round(max(delays) * 1000, 2), 'sigterm_s': round(stop_s, 2),
-            'exit': code,
-            'worst_ms_at_s': [(round(d * 1000, 1), round(t - first_sent, 2))
-                              for d, t in sorted(pairs, reverse=True)[:3]],
-            'rotation_json_bytes': os.path.getsize(state)
-            if os.path.exists(state) else None}
+    result = {'flood_messages': counts[0], 'files': files, 'probes': sent,
+              'probes_written': len(pairs)}
+    result.update(summary(delays))
+    result.update({'sigterm_s': round(stop_s, 2), 'exit': code,
+                   'worst_ms_at_s': [(round(d * 1000, 1), round(t - first_sent, 2))
+                                     for d, t in sorted(pairs, reverse=True)[:3]],
+                   'rotation_json_bytes': os.path.getsize(state)
+                   if os.path.exists(state) else None})
+    return result
 
 
 def main():

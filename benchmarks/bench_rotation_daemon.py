@@ -31,20 +31,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.support import Daemon, frame, read_lines, wait_for   # noqa: E402
-
-
-def line_delay(line):
-    """receive time - send time of one of the client's lines, in seconds."""
-    stamp, _, rest = line.partition(' - ')
-    received = time.mktime(time.strptime(stamp[:19], '%Y-%m-%d %H:%M:%S')) + float(stamp[19:])
-    sent = float(rest.rsplit(' ', 1)[1])
-    return received - sent, sent
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+from benchmarks.good_client import StampedClient, summary    # noqa: E402
+from tests.support import Daemon, frame, wait_for             # noqa: E402
 
 
 def run(files, interval_s, after_s, base, max_hosts=True):
@@ -67,28 +55,22 @@ def run(files, interval_s, after_s, base, max_hosts=True):
         if boundary - time.time() < 4:
             boundary += 60
         time.sleep(max(0.0, boundary - 3 - time.time()))
-        stop = boundary + after_s
-        sent = 0
-        with socket.create_connection(('127.0.0.1', port)) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while time.time() < stop:
-                sock.sendall(frame('app', 'probe %d %.6f' % (sent, time.time())))
-                sent += 1
-                time.sleep(interval_s)
-        live = daemon.log_file('app')
-        wait_for(lambda: len(read_lines(live)) >= sent, 120, 0.2, 'every probe')
+        client = StampedClient(port, interval_s).start()
+        time.sleep(max(0.0, boundary + after_s - time.time()))
+        client.stop()
+        pairs = client.delays(daemon.log_file('app'), since=boundary - 2)
         backups = wait_for(lambda: (lambda n: n if n >= files else None)(
             sum(1 for name in os.listdir(folder) if '-root.log.' in name)), 600, 0.5,
             'every file rotated')
         code = daemon.stop(60)
-    pairs = [(d, s) for d, s in map(line_delay, read_lines(live)) if s >= boundary - 2]
     delays = [d for d, _ in pairs]
     worst = sorted(pairs, reverse=True)[:5]
-    return {'files': files, 'setup_s': round(setup_s, 1), 'probes': len(delays),
-            'median_ms': round(percentile(delays, 0.5) * 1000, 2),
-            'p99_ms': round(percentile(delays, 0.99) * 1000, 2),
-            'max_ms': round(max(delays) * 1000, 2), 'backups': backups, 'exit': code,
-            'worst_ms_at_s': [(round(d * 1000, 1), round(s - boundary, 2)) for d, s in worst]}
+    result = {'files': files, 'setup_s': round(setup_s, 1), 'probes': len(delays)}
+    result.update(summary(delays))
+    result.update({'backups': backups, 'exit': code,
+                   'worst_ms_at_s': [(round(d * 1000, 1), round(s - boundary, 2))
+                                     for d, s in worst]})
+    return result
 
 
 def main():

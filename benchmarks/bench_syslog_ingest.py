@@ -7,10 +7,21 @@ The same 100-byte bodies, 20,000 of them, go through:
 - loghog: protocol.FrameSplitter, then Server.ingest (decode the JSON, route, build the
   line, queue);
 
-in 256 KiB reads, with the queued lines dropped (no file is written). Prints the best of
-``--repeat`` runs of process CPU time per message for each.
+and, with ``--shapes``, the syslog path with other shapes real senders send:
 
-    .venv/bin/python benchmarks/bench_syslog_ingest.py [--messages 20000] [--repeat 5]
+- syslog-lf: the same RFC 5424 records ended by LF (rsyslog's default TCP framing);
+- syslog-nul: '<14>bench: body' ended by NUL (Python's SysLogHandler over TCP);
+- syslog-3164: '<14>Dec  5 02:40:00 benchhost bench[42]: body' ended by LF;
+- syslog-sev: RFC 5424 with the severity changing every message (info, warning, err);
+- syslog-hosts: RFC 5424 from 50 hosts in turn (a relay): a new shape every message;
+
+in 256 KiB reads, with the queued lines dropped (no file is written). Prints the best of
+``--repeat`` runs of process CPU time per message for each.  ``--reference`` parses every
+syslog message (SyslogReceiver(fast=False), SyslogFrameSplitter(fast=False)): the general
+path that the fast paths are compared with in tests/unit/test_syslog_fast.py.
+
+    .venv/bin/python benchmarks/bench_syslog_ingest.py [--messages 20000] [--repeat 5] \
+        [--shapes] [--reference]
 """
 
 import argparse
@@ -57,6 +68,28 @@ def syslog_stream(count):
     return b''.join(b'%d %s' % (len(r), r) for r in records)
 
 
+def delimited(records, delimiter):
+    return b''.join(record.encode() + delimiter for record in records)
+
+
+SHAPES = {
+    'syslog-lf': lambda count: delimited(
+        ('<14>1 2026-12-05T02:40:00.%06dZ benchhost bench - - - %s' % (i, BODY % i)
+         for i in range(count)), b'\n'),
+    'syslog-nul': lambda count: delimited(
+        ('<14>bench: %s' % (BODY % i) for i in range(count)), b'\x00'),
+    'syslog-3164': lambda count: delimited(
+        ('<14>Dec  5 02:40:%02d benchhost bench[42]: %s' % (i % 60, BODY % i)
+         for i in range(count)), b'\n'),
+    'syslog-sev': lambda count: delimited(
+        ('<%d>1 2026-12-05T02:40:00.%06dZ benchhost bench - - - %s'
+         % ((14, 12, 11)[i % 3], i, BODY % i) for i in range(count)), b'\n'),
+    'syslog-hosts': lambda count: delimited(
+        ('<14>1 2026-12-05T02:40:00.%06dZ host%d bench - - - %s' % (i, i % 50, BODY % i)
+         for i in range(count)), b'\n'),
+}
+
+
 def loghog_stream(count):
     return b''.join(encode_message('bench', 'root', 1700000000, i, 'benchhost', BODY % i)
                     for i in range(count))
@@ -79,23 +112,31 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--messages', type=int, default=20000)
     parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--shapes', action='store_true', help='also the other syslog shapes')
+    parser.add_argument('--reference', action='store_true',
+                        help='parse every syslog message (no fast paths)')
     args = parser.parse_args(argv)
+    fast = not args.reference
     with tempfile.TemporaryDirectory() as folder:
         server = make_server(folder)
-        receiver = SyslogReceiver(server, '')
+        receiver = SyslogReceiver(server, '', fast=fast)
+        syslog_splitter = lambda: SyslogFrameSplitter(server.max_message_size, fast=fast)
         paths = {
-            'syslog': (syslog_stream(args.messages),
-                       lambda: SyslogFrameSplitter(server.max_message_size), receiver.ingest),
+            'syslog': (syslog_stream(args.messages), syslog_splitter, receiver.ingest),
             'loghog': (loghog_stream(args.messages),
                        lambda: FrameSplitter(server.max_message_size), server.ingest),
         }
+        if args.shapes:
+            paths.update((name, (make(args.messages), syslog_splitter, receiver.ingest))
+                         for name, make in SHAPES.items())
         best = {name: min(run(server, data, make(), ingest) for _ in range(args.repeat))
                 for name, (data, make, ingest) in paths.items()}
         accepted = server.counters.accepted[('bench', 'root')]
-        assert accepted == 2 * args.messages * args.repeat, accepted
+        assert accepted == len(paths) * args.messages * args.repeat, accepted
     for name, seconds in best.items():
-        print('%-7s %.2f µs CPU per message (best of %d runs of %d)'
-              % (name, seconds / args.messages * 1e6, args.repeat, args.messages))
+        print('%-11s %.2f µs CPU per message (best of %d runs of %d)%s'
+              % (name, seconds / args.messages * 1e6, args.repeat, args.messages,
+                 ' [reference: no fast paths]' if args.reference and name != 'loghog' else ''))
 
 
 if __name__ == '__main__':

@@ -129,7 +129,8 @@ def output_files(path):
     """Return ``path`` and its rotated siblings (``path.*``), oldest first."""
     folder, name = os.path.split(path)
     try:
-        names = [n for n in os.listdir(folder or '.') if n == name or n.startswith(name + '.')]
+        names = [n for n in os.listdir(folder or '.') if (n == name or n.startswith(name + '.'))
+                 and not n.endswith('.seal')]   # sealing's sidecars (issue 19)
     except FileNotFoundError:
         return []
     paths = [os.path.join(folder, n) for n in names]

@@ -40,6 +40,7 @@ class Workload:
     idle_connections: int = 0
     note: str = ''
     syslog3164: bool = False   # syslog systems get RFC 3164 (BSD) records, not RFC 5424
+    sealed: bool = False       # loghogd seals the file (issue 19): chain and seals
 
     @property
     def lossy(self):
@@ -58,6 +59,8 @@ WORKLOADS = {w.name: w for w in [
              note='rsyslog has no signatures: it gets the same messages unsigned'),
     Workload('tcp8-zlib', 'tcp', 8, zlib=True,
              note='rsyslog has no per-message zlib: it gets the same messages plain'),
+    Workload('tcp8-sealed', 'tcp', 8, sealed=True,
+             note='loghogd seals the file (sealed = yes); rsyslog has no sealing: plain'),
     Workload('tls8', 'tls', 8),
     Workload('udp-paced-10k', 'udp', 1, rate=10_000),
     # One flat-out sender: a UDP sender never blocks, so on 2 cores a second one would

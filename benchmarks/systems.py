@@ -177,6 +177,8 @@ class Loghogd:
     def write_config(self, folder, workload, certs):
         """Write loghogd.conf and facilities.conf for one run; return the conf's path."""
         secret = 'secret = %s\n' % loadgen.SECRET if workload.signed else ''
+        if getattr(workload, 'sealed', False):
+            secret += 'sealed = yes\n'    # with the default [seal] interval (60 s)
         with open(os.path.join(folder, 'facilities.conf'), 'w') as handle:
             handle.write('[%s]\nrotate = daily\nbackup_count = 3\nflush_every = 1000\n%s'
                          % (loadgen.APP_ID, secret))
@@ -201,6 +203,9 @@ class Loghogd:
 
     def start(self, folder, workload, certs=None):
         conf = self.write_config(folder, workload, certs)
+        if getattr(workload, 'sealed', False):
+            subprocess.run([self.python, '-m', 'loghogd', 'seal-init', '-c', conf], cwd=REPO,
+                           env=self._env(), check=True, capture_output=True)
         listen = os.path.join(folder, 'run', 'listen.json')
         process = _spawn([self.python, '-m', 'loghogd', '--config', conf], folder, self._env())
         ports = _wait_for(lambda: _read_listen_file(listen), process, 'loghogd', folder)

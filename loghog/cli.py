@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from loghog import wire
+from loghog import signing, wire
 from loghog.acks import describe_rejections
 from loghog.sender import MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES, Sender
 from loghog.transport import make_ssl_context, open_connection
@@ -161,6 +161,10 @@ def build_parser():
     parser.add_argument('--secret', default=os.environ.get('LOGHOG_SECRET'),
                         help='sign messages with this secret (default: $LOGHOG_SECRET; '
                              'prefer the variable, arguments are visible in ps)')
+    parser.add_argument('--signature', choices=('auto', 'v1', 'v2'), default='auto',
+                        help='with --secret: auto signs v1, and v2 too when the daemon says it '
+                             'checks them; v2 always signs v2 only (UDP, --no-ack); v1 never '
+                             'v2 (default: auto)')
     parser.add_argument('--compress', action='store_true', help='zlib-compress each message')
     parser.add_argument('--hostname', default=socket.gethostname(),
                         help='host name written in the log (default: this host)')
@@ -186,6 +190,8 @@ def check_options(options):
         return f'--port {options.port} is not a port number (1-65535)'
     if not options.timeout > 0:
         return f'--timeout {options.timeout:g} must be a positive number of seconds'
+    if options.signature == 'v2' and not options.secret:
+        return '--signature v2 needs a secret (--secret or $LOGHOG_SECRET)'
     return None
 
 
@@ -226,7 +232,9 @@ def send_messages(options, ssl_context, messages, report=None):
                     max_bytes=MAX_BUFFER_BYTES, warn=_warn, where=where,
                     # The command says the rejections in its last line (exit status 65).
                     reports_rejections=False,
-                    make_notice=lambda module, text: encode(options, text, flags=flags))
+                    make_notice=lambda module, text: encode(options, text, flags=flags),
+                    signer_v2=signing.V2Signer(options.secret) if options.secret else None,
+                    signature=options.signature)
     count = 0
     try:
         for body in messages:
@@ -262,11 +270,17 @@ def encode(options, body, now_ns=None, flags=0):
     stamp, nsecs = divmod(now_ns, 10**9)
     body = utf8_text(body)
 
+    v2_only = getattr(options, 'signature', 'auto') == 'v2'
+
     def encode_body(module, stamp, nsecs, text):
         return wire.encode_message(options.app, module, stamp, nsecs, options.hostname, text,
-                                   options.secret, options.compress, flags)
+                                   None if v2_only else options.secret, options.compress, flags)
 
-    return wire.encode_within(encode_body, options.module, stamp, nsecs, body)
+    # A v2 signature's envelope goes in front of the payload: leave room for it.
+    room = signing.ENVELOPE_SIZE if options.secret and not getattr(
+        options, 'signature', 'auto') == 'v1' else 0
+    return wire.encode_within(encode_body, options.module, stamp, nsecs, body,
+                              wire.MAX_MESSAGE_BYTES - room)
 
 
 def utf8_text(text):

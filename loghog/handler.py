@@ -7,7 +7,7 @@ import socket
 import sys
 import time
 
-from loghog import wire
+from loghog import signing, wire
 from loghog.acks import HANDSHAKE_TIMEOUT_S
 from loghog.sender import (EMIT_WAIT_S, EXIT_TIMEOUT_S, MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES,
                            RETRY_MAX_S, RETRY_MIN_S, Sender)
@@ -47,6 +47,13 @@ class LoghogHandler(logging.Handler):
       UDP.  Turn it off (an explicit choice) for a daemon older than the extension: such a
       daemon never answers the session frame, and the handler keeps its records and says
       so on standard error rather than count them as delivered.
+    - ``signature`` (with a ``secret``): ``'auto'`` (the default) signs each message with
+      HMAC-MD5 as the original did, and also with a protocol v2 signature (HMAC-SHA256 over
+      the whole message, host name and fields included, a session, a number and the time;
+      README "The wire protocol") when the daemon's answer to the session frame says it
+      checks them; ``'v2'`` always signs v2 only (over UDP or without acknowledgements the
+      daemon cannot say; a daemon older than v2 rejects such frames, and the handler says
+      so on standard error); ``'v1'`` never signs v2.
     - ``max_buffer_bytes``: the buffer's bound in bytes (8 MiB).
     - ``emit_wait_s``, ``flush_timeout_s``, ``close_timeout_s``, ``retry_min_s``,
       ``retry_max_s``: the bounds below.
@@ -87,7 +94,7 @@ class LoghogHandler(logging.Handler):
                  max_buffer_size=MAX_BUFFER_FRAMES, print_debug=False, *, acknowledged=None,
                  max_buffer_bytes=MAX_BUFFER_BYTES, emit_wait_s=EMIT_WAIT_S,
                  flush_timeout_s=5.0, close_timeout_s=EXIT_TIMEOUT_S,
-                 retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S):
+                 retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S, signature='auto'):
         super().__init__()
         self.app_name = app_name
         self.host = host
@@ -103,8 +110,17 @@ class LoghogHandler(logging.Handler):
         # Frames are queued uncompressed and compressed by the sender thread: zlib lets go
         # of the GIL while it works, and in emit() that handed the GIL to the sender thread
         # and back for every record (28-38 µs per call measured, against 5 µs of work).
-        self._encoder = wire.MessageEncoder(app_name, self.hostname, secret, False,
+        self.signature = _choose_signature(signature, secret)
+        # With signature='v2' the frame carries no v1 signature inside: a v2 frame stripped
+        # of its envelope is then an unsigned message, refused where a secret is set.
+        self._encoder = wire.MessageEncoder(app_name, self.hostname,
+                                            None if self.signature == 'v2' else secret, False,
                                             wire.FLAG_ACK if self.acknowledged else 0)
+        # A frame whose payload may exceed the daemon's message size (the check is on the
+        # frame, header included: one comparison per record; ``encode_within`` checks
+        # exactly).  A v2 signature adds its envelope: records are cut to leave room.
+        self._max_payload = wire.MAX_MESSAGE_BYTES - (
+            signing.ENVELOPE_SIZE if secret and self.signature != 'v1' else 0)
         self._fields_cache = {}   # see record_fields
         if ssl_info:
             _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
@@ -116,7 +132,9 @@ class LoghogHandler(logging.Handler):
                               where=f'{self.transport}://{self.host}:{self.port}',
                               make_notice=self._make_notice, emit_wait_s=emit_wait_s,
                               handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
-                              exit_timeout_s=close_timeout_s)
+                              exit_timeout_s=close_timeout_s,
+                              signer_v2=signing.V2Signer(secret) if secret else None,
+                              signature=self.signature)
 
     @property
     def dropped(self):
@@ -148,10 +166,10 @@ class LoghogHandler(logging.Handler):
             fields = record_fields(record, self._fields_cache)
             frame = self._encoder.encode(record.name or 'root', int(record.created),
                                          int(record.msecs * 10**6), body, fields)
-            if len(frame) > MAX_FRAME_BYTES:
+            if len(frame) > self._max_payload:
                 frame = wire.encode_within(self._encoder.encode, record.name or 'root',
                                            int(record.created), int(record.msecs * 10**6),
-                                           body, fields=fields)
+                                           body, self._max_payload, fields=fields)
         except RecursionError:
             raise
         except Exception:
@@ -297,17 +315,20 @@ def _json_value(value):
 _encode_json = json.JSONEncoder(default=repr, allow_nan=False).encode
 
 
-# A frame whose payload may exceed the daemon's message size (the check is on the frame,
-# header included: one comparison per record; ``encode_within`` checks exactly).
-MAX_FRAME_BYTES = wire.MAX_MESSAGE_BYTES
-
-
 def _choose_transport(stream, ssl_info):
     if ssl_info and not stream:
         raise ValueError('TLS needs a stream: ssl_info cannot be used with stream=False')
     if ssl_info:
         return 'tls'
     return 'tcp' if stream else 'udp'
+
+
+def _choose_signature(signature, secret):
+    if signature not in ('auto', 'v1', 'v2'):
+        raise ValueError(f"signature must be 'auto', 'v1' or 'v2', not {signature!r}")
+    if signature == 'v2' and not secret:
+        raise ValueError("signature='v2' needs a secret")
+    return signature
 
 
 def _choose_acknowledged(acknowledged, transport):

@@ -37,6 +37,7 @@ from loghog.acks import (HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
                          describe_rejections, new_session_id, rejections)
 from loghog.buffer import FrameQueue
 from loghog.gaps import Gaps
+from loghog.signing import session_bytes
 from loghog.transport import CONNECT_TIMEOUT_S, SEND_TIMEOUT_S, ConnectionLost
 
 # One write of up to 64 KiB: large enough to amortize the syscall over hundreds of typical
@@ -147,6 +148,11 @@ class Sender:
       A written frame counts as delivered only once an ack covers it.
     - ``close()`` waits for delivery within its own bound (see there).
 
+    With ``signer_v2`` (a ``loghog.signing.V2Signer``) each frame is signed with a protocol
+    v2 signature as it is written, numbered in the session (a resend keeps its number and
+    gets a new time): ``signature='auto'`` when the daemon's answer to the session frame
+    says it checks them, ``'v2'`` always, ``'v1'`` never.
+
     In a child made by ``os.fork()`` the sender starts over empty: the parent's waiting
     frames stay with the parent (which still sends them), and the child gets its own lock,
     queue, session, connection and thread, started at its first ``put()``.  A child of
@@ -161,8 +167,16 @@ class Sender:
                  report=None, acknowledged=False, prepare=None, *, max_bytes=None,
                  warn=None, where='the daemon', make_notice=None, emit_wait_s=EMIT_WAIT_S,
                  handshake_timeout_s=HANDSHAKE_TIMEOUT_S, exit_timeout_s=EXIT_TIMEOUT_S,
-                 reports_rejections=True):
+                 reports_rejections=True, signer_v2=None, signature='auto'):
         self._connect = connect
+        # Protocol v2 signatures (issue 19, loghog/signing.py): each frame is signed as it is
+        # written, with its number in the session and the time of that write (a resend after
+        # a reconnect is signed again: same number, new time).  'auto': when the daemon's
+        # answer to the session frame says it checks them; 'v2': always (also over UDP and
+        # without acks, where the daemon cannot say); 'v1': never.
+        self._signer_v2 = signer_v2
+        self._signature = signature
+        self._signs_v2 = False
         # Applied to each frame on the sender thread as it leaves the queue (compression:
         # off the application's thread).  Must be idempotent: unsent frames are queued
         # again and taken a second time.
@@ -347,6 +361,8 @@ class Sender:
         self._unacked = Unacknowledged()
         self._gaps = Gaps()
         self._session_id = new_session_id()
+        self._signed_session = session_bytes(self._session_id)
+        self._next_signed_seq = 1         # without acks: the v2 number of the next frame
         self._in_flight = 0               # frames the thread took off the queue, being written
         self._in_flight_bytes = 0
         self._thread = None
@@ -606,7 +622,8 @@ class Sender:
         self._connection.set_timeout(self._io_timeout_s(SEND_TIMEOUT_S))
         lost = None
         try:
-            written = self._connection.send_frames(frames)
+            written = self._connection.send_frames(self._sign(frames) if self._signs_v2
+                                                   else frames)
         except ConnectionLost as error:
             written, lost = error.frames_sent, error
         acks = self._connection_acks
@@ -638,6 +655,20 @@ class Sender:
             return
         self._has_sent_on_connection = True
         self._has_just_written = are_new
+
+    def _sign(self, frames):
+        """``frames`` as v2 frames, numbered in the session: on an acknowledged connection
+        from the one after the last written on it (a resend keeps its number), else from
+        the sender's own count."""
+        acks = self._connection_acks
+        if acks is not None:
+            first = acks.written_through + 1
+        else:
+            first = self._next_signed_seq
+            self._next_signed_seq += len(frames)
+        time_ms = int(time.time() * 1000)
+        sign, session = self._signer_v2.sign_frame, self._signed_session
+        return [sign(frame, session, first + index, time_ms) for index, frame in enumerate(frames)]
 
     def _wait_for_acks(self):
         """Everything is written and frames await acks: wait until the daemon sends
@@ -716,6 +747,9 @@ class Sender:
                 return False
         self._connection = connection
         self._connection_acks = acks
+        self._signs_v2 = self._signer_v2 is not None and (
+            self._signature == 'v2'
+            or (self._signature == 'auto' and getattr(connection, 'signs_v2', False)))
         self._connected_at = time.monotonic()
         self._has_sent_on_connection = False
         with self._lock:

@@ -175,6 +175,7 @@ class StreamConnection:
         self.peer = format_address(sockaddr)
         self.timeout_s = SEND_TIMEOUT_S
         self.acks = []                # acks received and not yet taken by the owner
+        self.signs_v2 = False         # an ack said the daemon checks v2 signatures (issue 19)
         self.closed_because = None    # why the connection is over, once it is
         self._incoming = bytearray()  # the start of an ack not yet complete
 
@@ -284,6 +285,8 @@ class StreamConnection:
             if len(buffer) < end:
                 break
             self.acks.append(wire.parse_ack(flags, bytes(buffer[offset + wire.HEADER_SIZE:end])))
+            if flags & wire.FLAG_SIGNED_V2:
+                self.signs_v2 = True
             offset = end
         del buffer[:offset]
 

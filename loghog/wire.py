@@ -27,7 +27,11 @@ FLAG_ACK = 0x02
 # Extension: with FLAG_ACK, a frame that starts a session on the connection (see
 # make_session).  Its payload is not a log message.
 FLAG_SESSION = 0x04
-KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK | FLAG_SESSION
+# Extension (issue 19): the frame is signed with a protocol v2 signature, in an envelope
+# before its payload (loghog/signing.py).  Sent only to a daemon that said it checks them
+# (``"sign": 2`` in its answer to a session frame) or when the user asks for v2.
+FLAG_SIGNED_V2 = 0x08
+KNOWN_FLAGS = FLAG_ZLIB | FLAG_ACK | FLAG_SESSION | FLAG_SIGNED_V2
 
 SIGNED_FIELDS = ('app_id', 'module', 'stamp', 'nsecs', 'body')
 
@@ -191,17 +195,20 @@ def make_session(session_id, first_seq):
     return make_frame(payload, flags=FLAG_ACK | FLAG_SESSION)
 
 
-def make_ack(count, rejected=(), more_rejected=0):
+def make_ack(count, rejected=(), more_rejected=0, signs_v2=False):
     """The daemon's answer on an acknowledged connection: the first ``count`` frames are done.
 
     ``rejected`` lists ``[frame number, reason]`` pairs among them (1-based numbers).
+    ``signs_v2`` (the answer to a session frame): the daemon checks protocol v2 signatures
+    (loghog/signing.py), said by FLAG_SIGNED_V2 in the ack's header.
     """
     data = {'ack': count}
     if rejected:
         data['rejected'] = list(rejected)
     if more_rejected:
         data['more_rejected'] = more_rejected
-    return make_frame(json.dumps(data, separators=(',', ':')).encode('ascii'), flags=FLAG_ACK)
+    return make_frame(json.dumps(data, separators=(',', ':')).encode('ascii'),
+                      flags=FLAG_ACK | (FLAG_SIGNED_V2 if signs_v2 else 0))
 
 
 def parse_ack(flags, payload):

@@ -288,7 +288,9 @@ class AckState:
         self.seq = self.first_seq = first - 1
         if (self.acked == self.received - 1 and self.snapshot is None and not self.files
                 and not self.waits and not self.rejected and not self.more_rejected):
-            self.ready.append(make_ack(self.received))
+            # FLAG_SIGNED_V2 on this ack tells the client that this daemon checks v2
+            # signatures (issue 19; a client older than them ignores the bit).
+            self.ready.append(make_ack(self.received, signs_v2=True))
             self.acked = self.received
             self.acked_seq = self.seq
 

@@ -26,6 +26,7 @@ try:
     from .binding import bind_all, make_tls_context, write_listen_file
     from .config import load_config
     from .facilities import load_facilities, own_log_clashes
+    from . import seal_keys
     from .files import format_address
     from .loop import EventLoop
     from .compressor import Compressor
@@ -76,7 +77,8 @@ def build_parser():
         'and TLS, writes one file per application facility, rotates and compresses them.',
         epilog='loghogd status [-c FILE] [--run-dir DIR] [--json | --brief] shows what the '
         'running daemon is doing (see loghogd status --help); loghogd logs APP[:MODULE] ... '
-        'prints what it wrote (see loghogd logs --help).')
+        'prints what it wrote (see loghogd logs --help); loghogd seal-init [-c FILE] [--force] '
+        'creates the sealing key; loghogd verify --key KEYFILE PATH... checks sealed files.')
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='loghogd.conf (default: %s)' % DEFAULT_CONFIG)
     parser.add_argument('-F', '--facilities-config', dest='facilities_config', metavar='FILE',
@@ -136,6 +138,7 @@ def load(args):
         table = None
     if table is not None:
         errors += syslog_settings.check_default_app(config, table)
+        errors += seal_keys.check(config, table)
     if any(kind == 'tls' for kind, _, _ in config.listen_addresses()) or config.syslog.listen_tls:
         try:
             make_tls_context(config.server.pemfile, config.server.cacert)
@@ -185,6 +188,11 @@ def main(argv=None):
     if argv and argv[0] == 'logs':
         from . import logs
         return logs.main(argv[1:])
+    if argv and argv[0] == 'seal-init':
+        return seal_keys.init_main(argv[1:], DEFAULT_CONFIG)
+    if argv and argv[0] == 'verify':
+        from . import verify
+        return verify.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -194,7 +202,7 @@ def main(argv=None):
             print('loghogd: %s' % error, file=sys.stderr)
         return EX_CONFIG
     if args.check_config:
-        return EX_OK
+        return check_as_user(config)
     os.umask(daemon.UMASK)
     try:
         return start(config, table)
@@ -215,6 +223,31 @@ def main(argv=None):
         print('loghogd: internal error (a bug; the traceback is above and in the daemon\'s log)',
               file=sys.stderr)
         return EX_SOFTWARE
+
+
+def check_as_user(config):
+    """The end of --check-config: as root with a [main] user, read facilities.conf again
+    as that user, as the daemon will on SIGHUP (a file root can read and the user cannot
+    would pass root's check and then be refused by the reload).  Drops privileges for good:
+    the process exits next."""
+    name = config.main.user
+    if os.geteuid() != 0 or not name:
+        return EX_OK
+    try:
+        uid, gid = daemon.lookup_user(name)
+        if uid == 0:
+            return EX_OK
+        daemon.drop_privileges(name, uid, gid)
+        load_facilities(config.main.facilities_config)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print('loghogd: as user %s (the daemon reloads facilities.conf as it): %s'
+                  % (name, error), file=sys.stderr)
+        return EX_CONFIG
+    except OSError as exc:
+        print('loghogd: %s' % describe_os_error(exc), file=sys.stderr)
+        return EX_CONFIG
+    return EX_OK
 
 
 def start(config, table):
@@ -290,8 +323,9 @@ def run(config, table, bound, handlers):
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     # Rotation and compression: the compressor's thread reports back through loop.wake().
     compressor = Compressor(config.compressor.format, config.compressor.level, loop.wake)
+    sealer = start_sealing(config, table, writer, counters, server)
     rotator = Rotator(writer, table, config.main.logdir, config.main.workdir, compressor,
-                      counters)
+                      counters, sealer)
     for handler in own_logs:
         rotator.add_own_log(handler.baseFilename, config.log.when, config.log.backup_count,
                             handler, server.clock())
@@ -324,6 +358,27 @@ def _serve_receiver(config, main_server, bound, own_logs, channel, handoff):
     server.facilities_content = getattr(main_server, 'facilities_content', None)
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     return receiver.serve(server, channel, handoff, bound.tls_context)
+
+
+def start_sealing(config, table, writer, counters, server):
+    """The Sealer (a loop task) when the work folder has a key (it moves on every interval,
+    files to seal or not); None otherwise.  A reload that seals a facility without a key is refused (server.py's
+    table checks)."""
+    from .sealer import Sealer
+    try:
+        seal_key = seal_keys.load(seal_keys.key_path(config.main.workdir))
+    except ConfigError as exc:   # no facility is sealed (load() checked): nothing to seal
+        log.error('%s; not sealing', exc)
+        seal_key = None
+    if seal_key is None:
+        server.table_checks.append(lambda new: seal_keys.check_unsealed(config, new))
+        return None
+    server.table_checks.append(lambda new: seal_keys.check(config, new, seal_key))
+    sealer = Sealer(writer, table, config.main.logdir, seal_key, counters)
+    sealer.start(server.clock())
+    server.tasks.append(sealer)
+    server.reload_hooks.append(lambda: sealer.reload(server.table))
+    return sealer
 
 
 def _address(pair):

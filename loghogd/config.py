@@ -12,6 +12,17 @@ from .errors import ConfigError
 from .inifile import IniFile, Setting
 from .schedule import parse_rotate
 
+def _own_log_schedule(text):
+    """A ``rotate`` schedule for the daemon's own log: any but ``size``, which would never
+    rotate it (the own log has no max_size)."""
+    schedule = parse_rotate(text)
+    if schedule.is_size_only:
+        raise ValueError("'size' needs a max_size, which the daemon's own log does not have: "
+                         "use hourly, daily, weekly, monthly, yearly or a five-field cron "
+                         "expression")
+    return schedule
+
+
 SECTIONS = {
     'main': [
         Setting('logdir', conv.text, '/var/log/loghogd', 'Where application logs are written.'),
@@ -26,7 +37,8 @@ SECTIONS = {
         Setting('filename', conv.text, '', "The daemon's own log (default: <logdir>/loghogd.log; "
                                             "'-' for none)."),
         Setting('level', conv.log_level, 'INFO', 'DEBUG, INFO, WARNING or ERROR.'),
-        Setting('when', parse_rotate, 'daily', "When the daemon's own log rotates."),
+        Setting('when', _own_log_schedule, 'daily', "When the daemon's own log rotates "
+                "(any rotate value but size)."),
         Setting('backup_count', conv.integer_in(0, 100000), '14', "Rotated own logs to keep."),
     ],
     'compressor': [
@@ -52,6 +64,13 @@ SECTIONS = {
         Setting('max_connections', conv.integer_in(1, 1000000), '900',
                 'Stream connections at once; beyond it, the longest idle one with nothing '
                 'in flight makes room for a new one.'),
+        # No cap by default: clients behind one NAT address, and a pre-forking server's
+        # hundreds of workers, are one peer.  When the slots are full the address holding
+        # the most connections makes room first (slots.py), so one address cannot push
+        # out the others' connections whatever this says (issue 19).
+        Setting('max_connections_per_peer', conv.optional(conv.integer_in(1, 1000000)), '',
+                'Stream connections one IP address may hold; beyond it, its own longest '
+                'idle one makes room (empty: no cap).'),
         # A real client finishes its TLS handshake in milliseconds; a peer that opens
         # handshakes and never finishes them must not hold every slot (issue 15).
         Setting('max_handshakes', conv.integer_in(1, 1000000), '128',
@@ -63,6 +82,11 @@ SECTIONS = {
         # Idle connections are normal for a quiet application: don't cut them by default.
         Setting('idle_timeout', conv.optional(conv.positive_float), '',
                 'Close a connection silent for this many seconds (empty: never).'),
+        # Protocol v2 signatures carry the client's time: a captured frame is refused once
+        # it is older than this (issue 19).  NTP keeps clocks within a second; five minutes
+        # is the usual bound (Kerberos) and keeps the replay table small.
+        Setting('max_clock_skew', conv.positive_float, '300',
+                'Seconds a v2-signed message\'s time may differ from the daemon\'s clock.'),
         Setting('udp_receive_buffer', conv.size_bytes, '4M', 'SO_RCVBUF for UDP sockets.'),
         # msgspec (pip install 'loghog[fast]') or orjson, where installed, decode faster
         # (benchmarks/README.md); the standard library's decoder is always there, is the
@@ -91,6 +115,14 @@ SECTIONS = {
                 'textfile collector (a name ending in .prom; empty: off).'),
     ],
     'syslog': syslog_settings.SETTINGS,   # receiving syslog (issue 16)
+    'seal': [
+        # A minute: what an intruder can rewrite unnoticed is at most the last epoch (the
+        # key of an ended epoch is gone), and a seal a minute costs each sealed file about
+        # 150 bytes of its sidecar and two fsyncs.
+        Setting('interval', conv.integer_in(1, 86400), '60',
+                'Seconds per sealing epoch: every sealed file is sealed and the key moves on '
+                'this often (fixed by loghogd seal-init; see docs/security.md).'),
+    ],
 }
 
 PATH_KEYS = {('main', 'logdir'), ('main', 'workdir'), ('main', 'rundir'),

@@ -88,6 +88,20 @@ class IniFile:
             if match and section is not None:
                 self.key_lines.setdefault((section, match.group('key').strip()), number)
 
+    def close(self):
+        """Free what the parser holds (the values stay readable no more).
+
+        configparser's section proxies refer to themselves (their ``get*`` converters are
+        partials of their own methods) and to the parser: cycles that only Python's
+        cyclic garbage collector frees, 260,000 objects for 20,000 sections, and its
+        collections hold every thread for up to 0.4 s (issue 15: a reload on a thread).
+        Emptying the objects' attributes breaks the cycles, so reference counting frees
+        them at once."""
+        parser, self.parser = self.parser, None
+        for proxy in list(parser.values()):
+            vars(proxy).clear()
+        vars(parser).clear()
+
     def where(self, section, key=None):
         """Return 'file:line: [section] key' (as much of it as is known)."""
         line = self.key_lines.get((section, key)) if key else None

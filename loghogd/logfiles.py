@@ -11,6 +11,7 @@ know their receive time: the text line's first 26 characters, the JSON line's ``
 
 import bz2
 import datetime
+import errno
 import fnmatch
 import gzip
 import heapq
@@ -18,15 +19,27 @@ import json
 import lzma
 import os
 import queue
+import resource
+import stat
 import threading
+import zlib
 
 from .backups import COMPRESSED_SUFFIXES, parse_backup_name
+from .converters import safe_host
 from .errors import EX_USAGE
 from .lines import CONTINUATION
 
 EX_NOINPUT = 66   # sysexits.h: an input file does not exist or cannot be read
 EX_NOPERM = 77    # sysexits.h: permission denied
 CHUNK_BYTES = 1 << 20
+# A record is never longer than this (the daemon's longest line is max_message_size, at
+# most a few MiB once escaped): a file without line breaks (not the daemon's) is printed
+# in pieces of this size instead of being held whole in memory.
+MAX_RECORD_BYTES = 16 << 20
+# More files than this read at once (file_per_host: one per host, merged by time): no
+# read-ahead thread and smaller chunks for each, so memory stays bounded.
+MANY_FILES = 16
+SMALL_CHUNK_BYTES = 64 << 10
 # A backup's name gives the start of its period; the next one's, its end.  Lines are
 # stamped when their batch was read and rotation happens after it: a minute of slack
 # keeps a backup whose edge is near the window (it costs at most one more file read).
@@ -64,19 +77,25 @@ class Record:
 
     @property
     def data(self):
+        """The JSON object; {} for a line that is not one (cut short by a crash)."""
         if self._data is None:
-            try:
-                self._data = json.loads(self.raw)
-            except ValueError:
-                self._data = {}
+            self._data = _json_object(self.raw)
         return self._data
+
+
+def _json_object(raw):
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def record_key(raw):
     if raw[:10] == _JSON_HEAD:
         return raw[10:20] + b' ' + raw[21:36]
     if raw[:1] == b'{':
-        moment = str(json.loads(raw).get('time', ''))
+        moment = str(_json_object(raw).get('time', ''))
         return (moment[:10] + ' ' + moment[11:26]).encode()
     return raw[:26]
 
@@ -98,22 +117,29 @@ def split_records(data, final):
     return records, rest
 
 
-def read_records(path, chunk_filter=None):
+def read_records(path, chunk_filter=None, many=False):
     """The records of one file (compressed or not), oldest first.  ``chunk_filter(data,
     end)`` False skips a chunk's records unsplit (--grep on a chunk without a match: most of a
     search's time is then decompression).  A file deleted meanwhile (a backup replaced by
-    its compressed form) raises FileNotFoundError."""
+    its compressed form) raises FileNotFoundError; one that is not a regular file (a FIFO,
+    a symbolic link) raises NotARegularFile.  ``many``: one of many files read at once
+    (smaller chunks, no read-ahead thread)."""
     suffix = os.path.splitext(path)[1]
-    opener = _OPENERS.get(suffix, open)
-    with opener(path, 'rb') as stream:
+    compressed = suffix in COMPRESSED_SUFFIXES
+    chunk_bytes = SMALL_CHUNK_BYTES if many else CHUNK_BYTES
+    # A decompressor does not close the file it was given: both are closed here.
+    with open_regular(path) as file, (_OPENERS[suffix](file, 'rb') if compressed
+                                      else file) as stream:
         rest = b''
-        chunks = _read_ahead(stream) if suffix else iter(
-            lambda: stream.read(CHUNK_BYTES), None)
+        chunks = _read_ahead(stream) if compressed and not many else iter(
+            lambda: stream.read(chunk_bytes), None)
         try:
             while True:
                 chunk = next(chunks)
                 data = rest + chunk
                 cut = _last_record_start(data) if chunk else len(data)
+                if not cut and len(data) > MAX_RECORD_BYTES:
+                    cut = len(data)   # no line break in 16 MiB: not a line of ours
                 # No slice of the chunk unless it is split: a copy per MB is measurable here.
                 if cut and (chunk_filter is None or chunk_filter(data, cut)):
                     for raw in split_records(data[:cut], True)[0]:
@@ -122,8 +148,32 @@ def read_records(path, chunk_filter=None):
                 if not chunk:
                     return
         finally:
-            if suffix:
+            if hasattr(chunks, 'close'):
                 chunks.close()   # the read-ahead thread ends before the file is closed
+
+
+class NotARegularFile(OSError):
+    """A name in the log folder that is a FIFO, a device, a folder or a symbolic link:
+    never opened (a FIFO would block for ever, a link could point anywhere)."""
+
+
+def open_regular(path):
+    """``path`` opened for reading in binary, if it is a regular file (not followed when
+    it is a symbolic link, not blocking when it is a FIFO); else NotARegularFile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile(errno.ELOOP, 'a symbolic link, not read', path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, 'not a regular file, not read', path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _read_ahead(stream):
@@ -231,7 +281,16 @@ class LogFiles:
         if not (self.per_host and name.endswith('-' + own)):
             return False
         host = name[:-len(own) - 1]
-        return self.host_glob is None or fnmatch.fnmatchcase(host, self.host_glob)
+        return (self.host_glob is None or fnmatch.fnmatchcase(host, self.host_glob)
+                or self._is_file_of(host))
+
+    def _is_file_of(self, host_part):
+        """Whether ``host_part`` is what the daemon made of the host name --host gave
+        (its unsafe characters replaced, a long one shortened with a hash: converters.py)."""
+        glob = self.host_glob
+        if any(magic in glob for magic in '*?['):
+            return False
+        return safe_host(glob, max(len(host_part), 1)) == host_part
 
 
 def permission_error(path):
@@ -253,7 +312,7 @@ def in_window(backups, since, until):
     return kept
 
 
-def history(files, since, until, chunk_filter, opened, followers=None):
+def history(files, since, until, chunk_filter, opened, followers=None, warn=None):
     """Every record of ``files`` (a LogFiles) in time order; ``opened`` collects the paths
     read (the benchmark and the tests look at it).
 
@@ -261,11 +320,18 @@ def history(files, since, until, chunk_filter, opened, followers=None):
     files), the live files' records are the followers' first reads, and a backup that is
     the very file a follower holds (rotated since) is left to it: the history and what
     follows it meet without a gap or a repeat.
+
+    A file that cannot be read (corrupt or cut short when compressed, not a regular file)
+    is passed to ``warn(path, reason)`` (None: raised as a LogsError) and the others are
+    read: one bad backup never hides the rest.
     """
     streams = []
     listed = files.list()
     for base in followers or ():
         listed.setdefault(base, [])
+    many = len(listed) > MANY_FILES
+    if many:
+        _allow_descriptors(len(listed))
     for base, backups in sorted(listed.items()):
         backups = in_window(backups, since, until)
         live = None
@@ -275,36 +341,74 @@ def history(files, since, until, chunk_filter, opened, followers=None):
             backups = [entry for entry in backups if known is not None and entry[0] <= known]
             live = [Record(raw, record_key(raw)) for raw in follower.poll()] \
                 if follower is not None else []
-        streams.append(_file_set(files.folder, base, backups, chunk_filter, opened, live))
+        streams.append(_file_set(files.folder, base, backups, chunk_filter, opened, live,
+                                 warn or _raise, many))
     if len(streams) == 1:
         return streams[0]
     return heapq.merge(*streams, key=lambda record: record.key)
 
 
-def _file_set(folder, base, backups, chunk_filter, opened, live_records=None):
+# What a compressed file that is corrupt or cut short raises when read.
+UNREADABLE = (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, NotARegularFile)
+# Descriptors kept free for everything but the merged files (stdout, the config, Python).
+SPARE_DESCRIPTORS = 64
+
+
+def _raise(path, reason):
+    raise LogsError('%s: %s' % (path, reason), EX_NOINPUT)
+
+
+def _allow_descriptors(files):
+    """Raise this process's soft limit on open files (up to the hard limit) so that
+    ``files`` files can be open at once, merged by time; a LogsError when even the hard
+    limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = files + SPARE_DESCRIPTORS
+    if needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise LogsError('%d files to merge by time, more than this process may open (ulimit '
+                        '-n %d): choose some hosts with --host GLOB' % (files, hard), EX_USAGE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _file_set(folder, base, backups, chunk_filter, opened, live_records, warn, many):
     for _, path in backups:
         # Compressed meanwhile, or being compressed: the same lines under the other name.
         for candidate in _candidates(path):
             try:
                 opened.append(candidate)
-                yield from read_records(candidate, chunk_filter)
+                yield from read_records(candidate, chunk_filter, many)
                 break
             except FileNotFoundError:
                 opened.pop()
                 continue
             except PermissionError:
                 raise permission_error(candidate) from None
+            except UNREADABLE as exc:
+                warn(candidate, _reason(exc))
+                break
     if live_records is not None:
         yield from live_records
         return
     live = os.path.join(folder, base)
     try:
         opened.append(live)
-        yield from read_records(live, chunk_filter)
+        yield from read_records(live, chunk_filter, many)
     except FileNotFoundError:
         pass
     except PermissionError:
         raise permission_error(live) from None
+    except UNREADABLE as exc:
+        warn(live, _reason(exc))
+
+
+def _reason(exc):
+    if isinstance(exc, NotARegularFile):
+        return exc.strerror
+    if isinstance(exc, EOFError):
+        return 'cut short (%s); its records up to there were printed' % exc
+    return 'cannot be decompressed (%s); its records up to there were printed' % exc
 
 
 # -- following -------------------------------------------------------------------------------
@@ -332,8 +436,8 @@ class Follower:
 
     def _open(self, at_end):
         try:
-            stream = open(self.path, 'rb')
-        except FileNotFoundError:
+            stream = open_regular(self.path)
+        except (FileNotFoundError, NotARegularFile):
             self.stream = None
             self.known = self._newest(self.list_backups(), None)
             return
@@ -415,17 +519,20 @@ def _read_backup(path):
             continue
         except PermissionError:
             raise permission_error(candidate) from None
+        except UNREADABLE as exc:
+            _raise(candidate, _reason(exc))
     return []
 
 
 def _first_line_of(path):
     for candidate in _candidates(path):
         try:
-            with _OPENERS.get(os.path.splitext(candidate)[1], open)(candidate, 'rb') as stream:
-                return stream.readline().rstrip(b'\n')
+            for record in read_records(candidate, many=True):
+                return record.raw.split(b'\n', 1)[0]
+            return b''
         except FileNotFoundError:
             continue
-        except (OSError, EOFError, lzma.LZMAError):
+        except (OSError,) + UNREADABLE:
             return None   # a compressed file still being written: not the held one's twin
     return None
 

@@ -23,7 +23,7 @@ from collections import deque
 
 from .errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError
 from .facilities import module_path
-from .lines import CONTINUATION
+from .lines import CONTINUATION, escape_controls, format_body
 from .logfiles import (EX_NOINPUT, LogFiles, LogsError, Record, permission_error, history,
                        record_key, start_following)
 
@@ -65,8 +65,12 @@ def parse_time(text, now):
     match = _RELATIVE_RE.match(value)
     if match:
         sign, number, unit = match.group(1, 2, 3) if match.group(1) else ('-',) + match.group(4, 5)
-        delta = datetime.timedelta(seconds=float(number) * _UNITS_S[unit])
-        return now - delta if sign == '-' else now + delta
+        try:
+            delta = datetime.timedelta(seconds=float(number) * _UNITS_S[unit])
+            return now - delta if sign == '-' else now + delta
+        except OverflowError:
+            raise ValueError('%r is out of range: a time between the years 1 and 9999 is '
+                             'needed' % text) from None
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -78,8 +82,12 @@ def parse_time(text, now):
 
 
 def time_key(moment):
-    """The sortable bytes a record's time is compared as: 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    return moment.strftime('%Y-%m-%d %H:%M:%S.%f').encode()
+    """The sortable bytes a record's time is compared as: 'YYYY-MM-DD HH:MM:SS.ffffff'
+    (the year always four digits: strftime's %Y does not pad years before 1000)."""
+    return ('%04d-%02d-%02d %02d:%02d:%02d.%06d' % (
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond)).encode()
+
 
 # -- filters and output ----------------------------------------------------------------------
 
@@ -172,14 +180,19 @@ def render(record, mode, app, module):
     if not record.is_json:
         return record.raw
     data = record.data
-    moment = str(data.get('time', ''))
+    if not data:   # a line that is not JSON (cut short by a crash): shown, escaped
+        return escape_controls(record.raw.decode('utf-8', 'replace')).encode()
+    # The sender's values are escaped as the daemon escapes a text line's (lines.py): a
+    # JSON record can never print as two records, nor drive the reader's terminal.
+    moment = escape_controls(str(data.get('time', '')))
     level = data.get('level')
-    message = str(data.get('message', '')).split('\n')
-    text = '%s %s - %s - %s%s' % (moment[:10], moment[11:26], data.get('host', ''),
-                                  '%s - ' % level if level else '', message[0])
-    # A lone surrogate (JSON can hold one) is printed as its escape, never an error.
-    return ('\n'.join([text] + [CONTINUATION + line for line in message[1:]])).encode(
-        'utf-8', 'backslashreplace')
+    text = '%s %s - %s - %s%s' % (moment[:10], moment[11:26],
+                                  escape_controls(str(data.get('host', ''))),
+                                  '%s - ' % escape_controls(str(level)) if level else '',
+                                  format_body(str(data.get('message', ''))))
+    # A lone surrogate was escaped above; 'backslashreplace' is the last resort.
+    return text.encode('utf-8', 'backslashreplace')
+
 
 def follow(files, selection, write, is_reader_gone, sleep=time.sleep, stop=None,
            followers=None):
@@ -247,12 +260,12 @@ def build_parser():
 
 
 def main(argv, stdout=None, now=None, stop=None):
-    """Run ``loghogd logs``; return the exit status (0, 64 usage, 66 no input, 77 no
-    permission, 78 config).  ``stdout`` (a binary stream), ``now`` and ``stop`` are for
+    """Run ``loghogd logs``; return the exit status (0, 64 usage, 66 no input or a file
+    that could not be read through, 77 no permission, 78 config).  ``stdout`` (a binary stream), ``now`` and ``stop`` are for
     tests."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_time_values(argv))
     except SystemExit as exc:
         return EX_OK if exc.code == 0 else EX_USAGE
     out = stdout if stdout is not None else sys.stdout.buffer
@@ -271,6 +284,20 @@ def main(argv, stdout=None, now=None, stop=None):
         except (OSError, ValueError, AttributeError):
             pass
         return EX_OK
+
+
+def _join_time_values(argv):
+    """``argv`` with ``--since -1h`` made ``--since=-1h``: argparse would take a value that
+    starts with '-' for an option, and journalctl users write it that way."""
+    joined = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ('--since', '--until'):
+            value = next(args, None)
+            joined.append(arg if value is None else '%s=%s' % (arg, value))
+        else:
+            joined.append(arg)
+    return joined
 
 
 def run(args, out, now, stop):
@@ -302,6 +329,12 @@ def run(args, out, now, stop):
                      per_host=facility is None or facility.file_per_host)
     selection = Selection(since, until, level, args.grep, args.where, args.host)
     opened = []
+    unreadable = []
+
+    def warn(path, reason):
+        unreadable.append(path)
+        out.flush()   # what came before it is printed first
+        print('loghogd logs: %s: %s' % (path, reason), file=sys.stderr, flush=True)
 
     def write(record):
         out.write(render(record, args.output, app, stem) + b'\n')
@@ -309,9 +342,10 @@ def run(args, out, now, stop):
     followers = start_following(files) if args.follow else None
     try:
         records = (record for record in history(files, since, until, selection.chunk_filter(),
-                                                opened, followers) if selection.accepts(record))
+                                                opened, followers, warn)
+                   if selection.accepts(record))
         if args.lines is not None:
-            records = deque(records, maxlen=max(args.lines, 0))
+            records = deque(records, maxlen=min(max(args.lines, 0), sys.maxsize))
         for record in records:
             write(record)
         out.flush()
@@ -325,7 +359,7 @@ def run(args, out, now, stop):
     finally:
         for follower in (followers or {}).values():
             follower.close()
-    return EX_OK
+    return EX_NOINPUT if unreadable else EX_OK
 
 
 def _locate(config_path, app, module):

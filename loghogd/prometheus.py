@@ -16,6 +16,8 @@ METRICS = [
     ('loghogd_message_bytes_total', 'counter',
      'Bytes of accepted message payloads (as received), per app and facility.'),
     ('loghogd_rejected_total', 'counter', 'Messages rejected, per reason.'),
+    ('loghogd_refused_clients_total', 'counter',
+     'Messages refused by allowed_clients, per certificate name (the 10 most refused).'),
     ('loghogd_connections_open', 'gauge', 'Stream connections open now, per transport.'),
     ('loghogd_connections_accepted_total', 'counter',
      'Stream connections accepted since start, per transport.'),
@@ -40,6 +42,15 @@ METRICS = [
     ('loghogd_file_last_rotation_timestamp_seconds', 'gauge', 'Last rotation of each log file.'),
     ('loghogd_file_next_rotation_timestamp_seconds', 'gauge', 'Next scheduled rotation.'),
     ('loghogd_file_backups', 'gauge', 'Rotated files kept for each log file.'),
+    ('loghogd_seal_epoch', 'gauge',
+     'Epoch of the latest seal of each sealed file (anchor it off the machine with its chain).'),
+    ('loghogd_seal_chain_prefix', 'gauge',
+     'The first 48 bits of the chain hash of that seal, as a number (in hex: the first 12 '
+     'digits of the CHAIN loghogd status shows; a number, not a label, so that each seal '
+     'does not make a new series).'),
+    ('loghogd_seal_timestamp_seconds', 'gauge', 'When each sealed file was last sealed.'),
+    ('loghogd_seal_errors_total', 'counter',
+     'Seals or sealing keys that could not be written (verify will show those epochs missing).'),
     ('loghogd_compressor_waiting', 'gauge', 'Rotated files waiting to be compressed.'),
     ('loghogd_compressed_files_total', 'counter', 'Rotated files compressed since start.'),
     ('loghogd_compression_failures_total', 'counter', 'Rotated files that failed to compress.'),
@@ -84,6 +95,8 @@ def samples(snapshot):
         out['loghogd_message_bytes_total'].append((labels, row['bytes']))
     for row in snapshot['rejected']:
         out['loghogd_rejected_total'].append(({'reason': row['reason']}, row['messages']))
+    for row in snapshot.get('refused_clients', ()):
+        out['loghogd_refused_clients_total'].append(({'client': row['client']}, row['messages']))
     connections = snapshot['connections']
     for kind, count in connections['open'].items():
         out['loghogd_connections_open'].append(({'transport': kind}, count))
@@ -111,8 +124,22 @@ def samples(snapshot):
     out['loghogd_compressor_waiting'].append(({}, compressor.get('waiting')))
     out['loghogd_compressed_files_total'].append(({}, compressor.get('compressed')))
     out['loghogd_compression_failures_total'].append(({}, compressor.get('failed')))
+    _seal_samples(snapshot, out)
     _process_samples(snapshot, out)
     return out
+
+
+def _seal_samples(snapshot, out):
+    sealing = snapshot.get('tasks', {}).get('sealing')
+    if not sealing:
+        return
+    for entry in sealing.get('seals') or ():
+        labels = {'path': entry['path']}
+        out['loghogd_seal_epoch'].append((labels, entry['epoch']))
+        out['loghogd_seal_chain_prefix'].append(
+            (labels, int(entry['chain'][:12], 16) if entry['chain'] else None))
+        out['loghogd_seal_timestamp_seconds'].append((labels, entry['time']))
+    out['loghogd_seal_errors_total'].append(({}, snapshot['events'].get('seal_errors', 0)))
 
 
 def _file_samples(files, out):

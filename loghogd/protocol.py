@@ -12,6 +12,8 @@ import zlib
 
 from loghog.wire import FLAG_ACK, FLAG_ZLIB, HEADER, HEADER_SIZE, VERSION, Signer
 
+from .salvage import without_fields
+
 # Flags a message frame may carry (FLAG_SESSION marks a session frame, which is no message
 # and is handled before decoding, on acknowledged connections only).
 MESSAGE_FLAGS = FLAG_ZLIB | FLAG_ACK
@@ -352,7 +354,13 @@ def decode_fields(flags, payload, max_size, loads=fast_loads):
         else:
             data = loads(text)
     except (ValueError, RecursionError) as exc:
-        return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
+        data = without_fields(text)   # fields too deep or too big for the decoder: dropped
+        if data is None:
+            return Rejection(BAD_JSON, 'invalid JSON: %s' % str(exc)[:80])
+        fields = _rejection_for(data)
+        if fields.__class__ is tuple:
+            fields = fields[:7] + ('fields the decoder cannot take (%s)' % str(exc)[:60],)
+        return fields
     if data.__class__ is dict:
         try:
             version, app_id, module = data['version'], data['app_id'], data['module']

@@ -44,6 +44,7 @@ the whole file rewritten on a thread now and then).  A file the state does not k
 takes its period from its last modification time.
 """
 
+import collections
 import functools
 import heapq
 import itertools
@@ -54,6 +55,7 @@ import time
 from .backups import (COMPRESSED_SUFFIXES, backup_wall_time, format_stamp,
                       is_uncompressed_backup, parse_backup_name)
 from .rotation_state import RotationState
+from .sealing import SUFFIX as SEAL_SUFFIX
 from .writer import FILE_MODE
 
 log = logging.getLogger('loghogd.rotation')
@@ -170,8 +172,9 @@ class Rotator:
 
     name = 'rotation'
 
-    def __init__(self, writer, table, logdir, workdir, compressor, counters):
+    def __init__(self, writer, table, logdir, workdir, compressor, counters, sealer=None):
         self.writer = writer
+        self.sealer = sealer     # sealed files' sidecars follow them (sealer.py)
         self.table = table
         self.logdir = logdir
         self.state = RotationState(workdir)
@@ -185,6 +188,8 @@ class Rotator:
         # folder -> {base name: [wall times, oldest first]}.
         self._listed = {}
         self._dirty = set()      # paths whose state entry changed since the last save
+        self._reloading = collections.deque()   # paths the last reload has not looked at
+        self._reload_changed = 0
         self._last_now = None
         writer.rotation = self
 
@@ -220,8 +225,9 @@ class Rotator:
     # -- the task ---------------------------------------------------------------------------
 
     def next_deadline(self):
-        """0 while the state needs saving, else the nearest deadline (None: none)."""
-        if self._dirty:
+        """0 while the state needs saving or a reload is being applied, else the nearest
+        deadline (None: none)."""
+        if self._dirty or self._reloading:
             return 0.0
         wake = self._nearest()
         return None if wake == INF else wake
@@ -232,6 +238,10 @@ class Rotator:
         self._note_time(now)
         heap = self._heap
         began = time.perf_counter()
+        if self._reloading:
+            self._reload_slice(now, began, budget_s)
+            if self._reloading:
+                heap = ()        # the budget went on the reload: rotations next pass
         while heap and heap[0][0] <= now:
             wake, _, tracked = heapq.heappop(heap)
             if tracked.heap_at != wake or self.files.get(tracked.path) is not tracked:
@@ -290,44 +300,57 @@ class Rotator:
     # -- reload ------------------------------------------------------------------------------
 
     def reload(self, table, now):
-        """Apply ``table`` (after SIGHUP): new rotate/max_size/backup_count take effect now.
+        """Apply ``table`` (after SIGHUP): new rotate/max_size/backup_count take effect
+        from ``tick``'s next slices.
 
         A changed schedule ends the current period at its first deadline after the
         period began (at once, if that has passed); a lower max_size or backup_count
-        rotates or prunes at once: in ``tick``'s slices, not here (issue 15: a reload
-        that switched 2,000 files to hourly rotated them all in one pass).  Files whose
-        facility is gone are no longer tracked.
+        rotates or prunes at once.  Files whose facility is gone are no longer tracked.
+        Each file is looked at in ``tick``'s 5 ms slices, not here (issue 15: a reload
+        that switched 2,000 files to hourly computed their 2,000 deadlines, 0.4 s, in one
+        pass, and before that rotated them all in it).  A reload before the last one is
+        done starts again from the first file, with the newer table.
         """
         self._note_time(now)
         self.table = table
-        live = {id(log_file) for log_file in self.writer.files.values()}
-        changed = 0
-        for path, tracked in list(self.files.items()):
-            tracked.log_files = [f for f in tracked.log_files if id(f) in live]
-            if tracked.owner is None:
-                continue
-            app, facility_path = tracked.owner
-            facility = table.by_app.get(app, {}).get(facility_path)
-            if facility is None:
-                self._forget(tracked)
-                continue
-            policy = Policy.of(facility)
-            if policy == tracked.policy:
-                continue
-            changed_schedule = policy.schedule != tracked.policy.schedule
-            tracked.policy = policy
-            if changed_schedule:
-                tracked.deadline = policy.deadline_after(tracked.period_start)
-            changed += 1
-            if changed <= RELOAD_LOG_FILES:
-                log.info('%s: rotate = %s, max_size = %s, backup_count = %d from now on', path,
-                         policy.schedule.text, policy.max_size, policy.backup_count)
-            self._mirror(tracked)
-            self._recheck(tracked, now)
-            self._dirty.add(path)
-        if changed > RELOAD_LOG_FILES:
+        self._reloading = collections.deque(self.files)
+        self._reload_changed = 0
+
+    def _reload_slice(self, now, began, budget_s):
+        """Look at the files of the last reload for about ``budget_s`` from ``began``."""
+        queue = self._reloading
+        while queue:
+            tracked = self.files.get(queue.popleft())
+            if tracked is not None:
+                self._reload_file(tracked, now)
+            if time.perf_counter() - began >= budget_s:
+                return
+        if self._reload_changed > RELOAD_LOG_FILES:
             log.info('new rotate, max_size or backup_count for %d files (%d more than those '
-                     'above)', changed, changed - RELOAD_LOG_FILES)
+                     'above)', self._reload_changed, self._reload_changed - RELOAD_LOG_FILES)
+
+    def _reload_file(self, tracked, now):
+        if tracked.owner is None:
+            return
+        app, facility_path = tracked.owner
+        facility = self.table.by_app.get(app, {}).get(facility_path)
+        if facility is None:
+            self._forget(tracked)
+            return
+        policy = Policy.of(facility)
+        if policy == tracked.policy:
+            return
+        changed_schedule = policy.schedule != tracked.policy.schedule
+        tracked.policy = policy
+        if changed_schedule:
+            tracked.deadline = policy.deadline_after(tracked.period_start)
+        self._reload_changed += 1
+        if self._reload_changed <= RELOAD_LOG_FILES:
+            log.info('%s: rotate = %s, max_size = %s, backup_count = %d from now on',
+                     tracked.path, policy.schedule.text, policy.max_size, policy.backup_count)
+        self._mirror(tracked)
+        self._recheck(tracked, now)
+        self._dirty.add(tracked.path)
 
     def _recheck(self, tracked, now):
         """Have ``tick`` look at ``tracked`` (rotate, prune) at ``now``, in its slices."""
@@ -465,7 +488,11 @@ class Rotator:
             # the compressor reads the backup's data from the page cache either way.
             self.writer.release(log_file)
         if tracked.handler is None:
+            if self.sealer is not None:
+                self.sealer.before_rename(tracked.path)
             os.rename(tracked.path, backup)
+            if self.sealer is not None:
+                self.sealer.after_rename(tracked.path, backup)
         else:
             tracked.handler.acquire()   # no record of our own may land in the backup
             try:
@@ -493,7 +520,7 @@ class Rotator:
             job = self.compressing.pop(stem, None)
             if job is not None:
                 job.cancelled = True     # the worker stops; _compressed deletes a result
-            for suffix in ('',) + COMPRESSED_SUFFIXES:
+            for suffix in ('',) + COMPRESSED_SUFFIXES + (SEAL_SUFFIX,):
                 self._delete_backup(stem + suffix, tracked.policy.backup_count)
 
     def _delete_backup(self, path, backup_count):
@@ -626,7 +653,10 @@ class Rotator:
                                            self._first_period(path, policy, now))
 
     def _entries(self):
-        return {path: tracked.state_entry() for path, tracked in self.files.items()}
+        """(path, state entry) pairs of every file tracked now, made when consumed: on
+        the state's thread (rotation_state.py), not the loop (issue 15: 17 ms at 10,000)."""
+        files = list(self.files.values())
+        return ((tracked.path, tracked.state_entry()) for tracked in files)
 
     def _save_state(self):
         """Append the changed entries to the journal, or, once the journal has grown

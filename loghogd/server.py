@@ -9,16 +9,19 @@ import logging
 import signal
 import time
 
-from loghog.wire import FLAG_ACK
+from loghog.signing import split_envelope
+from loghog.wire import FLAG_ACK, FLAG_SIGNED_V2
 
 from . import protocol
 from .acknowledger import Acknowledger
 from .connections import READ, DatagramListener, StreamListener
-from .errors import ConfigError
-from .facilities import load_facilities
+from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
-from .protocol import Rejection, decode_fields, decode_session, verify_signature
+from .protocol import Rejection, decode_fields, verify_signature
+from .ratelimit import RATE_LIMITED, RateLimits, Throttle
+from .reloader import Reloader
+from .signature_v2 import ReplayGuard, check_signature_v2
 from .slots import Slots
 from .writer import OPEN_BUDGET_S
 from .stats import RateLimiter
@@ -43,6 +46,17 @@ PEER_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 PASS_BUDGET_S = 0.002
 # After EMFILE, stop accepting for this long.
 ACCEPT_PAUSE_S = 1.0
+# A stream peer that sends this many malformed frames in a row (not UTF-8, not JSON, bad
+# zlib: nothing a LogHog client of any version sends) is closed, the rest of that read
+# unread: a flooder of refusals then costs the loop about one turn (connections.TURN_S:
+# 100 refusals take 0.45 ms) per connection it makes, not its turn in every pass for
+# ever (issue 15).  Frames refused for what they say (an unknown app, a bad signature,
+# a protocol version or flag this daemon does not know, a size over max_message_size)
+# are a misconfigured client's: those reset the count, and such a client is never
+# closed (it would reconnect and resend).  An accepted message resets it too (counted
+# per read: a peer mixing garbage with messages in one read is no LogHog client).
+MALFORMED_IN_A_ROW = 100
+MALFORMED = frozenset((protocol.BAD_UTF8, protocol.BAD_JSON, protocol.BAD_ZLIB))
 
 
 def format_receive_time(now):
@@ -74,13 +88,17 @@ class Server:
         self.writer = writer
         self.counters = counters
         self.loop = loop
-        self.tasks = list(tasks)
+        # The reload of facilities.conf: parsed on a thread, applied as a task (issue 15).
+        self.reloader = Reloader(self)
+        self.tasks = [self.reloader] + list(tasks)
         self.reload_hooks = []
         # With receiver processes (receivers.py): called with each signal before it is
         # acted on, and at the start of shutdown (the receivers drain first).
         self.signal_hooks = []
         self.stop_hooks = []
         self.receivers = None     # the ReceiverPool, for status
+        # Functions of a new FacilityTable returning errors that refuse a reload.
+        self.table_checks = []
         self.clock = clock
         self.loads = loads
         self.max_message_size = config.server.max_message_size
@@ -89,7 +107,8 @@ class Server:
         # TLS connections whose TLS layer holds bytes beyond their last turn's read: the
         # selector cannot see them, so the next pass comes back for them.
         self.tls_pending = set()
-        self.connections = Slots(config.server.max_connections, config.server.max_handshakes)
+        self.connections = Slots(config.server.max_connections, config.server.max_handshakes,
+                                 config.server.max_connections_per_peer)
         # Acknowledgement state of every acknowledged connection, and the sessions.
         self.acknowledger = Acknowledger(counters)
         self.listeners = []
@@ -102,6 +121,11 @@ class Server:
         self.last_reload = None
         self.line_prefix = format_receive_time(self.now)
         self.limiter = RateLimiter()
+        self.client_check = ClientCheck()   # allowed_clients (issue 19)
+        self.replays = ReplayGuard(config.server.max_clock_skew)   # v2 signatures (issue 19)
+        self.rate_limits = RateLimits()     # rate_limit (issue 19): buckets, and the
+        self.throttle = Throttle()          # connections waiting for theirs
+        self.tasks.append(self.throttle)
         self._accept_paused_until = None
         self._listeners_paused = False
         self._slots_full = False     # nobody could make room for the last newcomer
@@ -289,38 +313,9 @@ class Server:
             log.info('status: %s', json.dumps(self.summary(), sort_keys=True))
 
     def reload(self):
-        """Re-read facilities.conf; keep the running table if the file is bad.  Reopen files."""
-        path = self.config.main.facilities_config
-        # A file byte for byte as the last one loaded gives the same table: not parsed
-        # again (20,000 facilities take seconds; a SIGHUP storm must not cost one each).
-        try:
-            with open(path, 'rb') as stream:
-                content = stream.read()
-        except OSError:
-            content = None
-        try:
-            if content is not None and content == getattr(self, 'facilities_content', None):
-                table = self.table
-            else:
-                table = load_facilities(path)   # may read a newer file: then parsed next time
-                self.facilities_content = content
-        except ConfigError as exc:
-            self.counters.count('reloads_failed')
-            self.last_reload = (self.clock(), False)
-            for error in exc.errors:
-                log.error('reload: %s', error)
-            log.error('reload: %s has errors; still using the facilities loaded before', path)
-        else:
-            self.writer.flush(self.clock())
-            self.table = table
-            self.writer.retarget(table)
-            self.counters.count('reloads')
-            self.loaded_at = self.clock()
-            self.last_reload = (self.loaded_at, True)
-            log.info('reloaded %s: %d facilities', path, len(table))
-        self.writer.reopen()
-        for hook in self.reload_hooks:
-            hook()
+        """SIGHUP: re-read facilities.conf on a thread and apply it in a later pass
+        (reloader.py); a bad file keeps the running table.  Files are reopened then."""
+        self.reloader.request()
 
     def summary(self):
         """A short dict of the main counters (for SIGUSR1 and status)."""
@@ -341,6 +336,8 @@ class Server:
         connections.add(connection)
         self.counters.count('connections_accepted')
         self.counters.connections_accepted[connection.kind] += 1
+        if connections.is_over_peer_cap(connection) and not self._make_room_in_peer(connection):
+            return
         while connections.is_full(connection.handshaking):
             victim = connections.victim(connection)
             if victim is None:
@@ -348,6 +345,25 @@ class Server:
                 self._update_accepting()
                 return
             self._evict(victim)
+
+    def _make_room_in_peer(self, connection):
+        """``connection``'s peer is over max_connections_per_peer: its own longest idle
+        connection makes room, or, if each has something in flight, the newcomer is
+        closed.  Returns False when the newcomer was closed."""
+        cap = self.connections.max_per_peer
+        victim = self.connections.own_victim(connection)
+        if victim is None:
+            self.counters.count('connections_refused_per_peer')
+            self.warn('peer_cap', 'closed a new connection from %s: its address holds '
+                      'max_connections_per_peer (%d), none idle', connection.peer, cap)
+            connection.close('over max_connections_per_peer')
+            return False
+        victim.drain_once()   # what it sent is read and written first, as in _evict
+        self.counters.count('connections_evicted_per_peer')
+        self.warn('peer_evicted', 'closed the longest idle connection from %s to make room '
+                  'for its newer one (max_connections_per_peer %d)', victim.peer, cap)
+        victim.close('longest idle of its address, over max_connections_per_peer')
+        return True
 
     def _evict(self, victim):
         if victim.handshaking:
@@ -365,6 +381,17 @@ class Server:
                       self.now - victim.last_activity, self.connections.max_connections)
             victim.close('longest idle, making room for a newcomer')
 
+    malformed_limit = MALFORMED_IN_A_ROW
+
+    def closing_malformed(self, connection):
+        """``connection`` sent MALFORMED_IN_A_ROW malformed frames in a row: close it,
+        counted (``connections_closed_malformed``) and logged (rate-limited)."""
+        self.counters.count('connections_closed_malformed')
+        self.warn('closed_malformed', 'closed the connection from %s after %d malformed '
+                  'frames in a row (not a LogHog client?)', connection.peer,
+                  connection.malformed_in_a_row)
+        connection.close('%d malformed frames in a row' % connection.malformed_in_a_row)
+
     def connection_active(self, connection):
         """``connection`` brought an accepted message: it is the last one to make room."""
         self.connections.touch(connection)
@@ -374,6 +401,7 @@ class Server:
 
     def remove_connection(self, connection):
         self.connections.remove(connection)
+        self.throttle.forget(connection)
         if connection.acks is not None:
             self.acknowledger.closed(connection)
         if self._slots_full and len(self.connections) < self.connections.max_connections:
@@ -422,6 +450,8 @@ class Server:
         take_frame = self.acknowledger.take_frame
         # The last message's app and module, facility, host, line head and file.
         last_app = last_module = last_host = facility = signer = log_file = append = None
+        refusal = None       # why ``source`` may not log to ``facility`` (allowed_clients)
+        bucket = overdrawn = None   # ``facility``'s rate_limit bucket; one this read overdrew
         head = None
         count = size = 0     # messages and bytes accepted for ``facility`` not yet counted
         accepted = 0         # messages accepted before those
@@ -443,9 +473,20 @@ class Server:
                         if resent.__class__ is Rejection:   # a malformed session frame
                             self.reject(resent, source, acks)
                         continue
-                fields = decode_fields(flags, payload, max_size, loads)
+                envelope = None
+                if flags & FLAG_SIGNED_V2:   # a v2 signature before the payload (issue 19)
+                    envelope = split_envelope(payload)
+                    if envelope is None:
+                        self.reject(Rejection(protocol.BAD_FIELDS, 'v2 frame shorter than its '
+                                              'signature envelope'), source, acks)
+                        continue
+                    fields = decode_fields(flags & ~FLAG_SIGNED_V2, envelope.body, max_size,
+                                           loads)
+                else:
+                    fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
-                    self.reject(fields, source, acks)
+                    if self.reject(fields, source, acks):
+                        break    # malformed frames only: closed after this (connections.py)
                     continue
                 app_id, module, stamp, nsecs, host, body, signature, sent_fields = fields
                 if module != last_module or app_id != last_app:
@@ -462,10 +503,21 @@ class Server:
                             count = size = 0
                         facility = found
                         signer = facility.signer if facility.secret is not None else None
+                        refusal = (None if facility.allowed_clients is None
+                                   else self.client_check.refusal(facility, source))
+                        bucket = (None if facility.rate_limit is None
+                                  else self.rate_limits.bucket(facility, self.now))
                         log_file = None
+                if refusal is not None:
+                    self.refuse_client(refusal, source, acks)
+                    continue
                 if signer is not None:
-                    rejection = verify_signature(signer, signature, app_id, module, stamp,
-                                                 nsecs, body)
+                    if envelope is None and facility.require_signature is None:
+                        rejection = verify_signature(signer, signature, app_id, module, stamp,
+                                                     nsecs, body)
+                    else:
+                        rejection = check_signature_v2(facility, flags, envelope, self.now,
+                                                       self.config.server.max_clock_skew)
                     if rejection is not None:
                         rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
                         self.reject(rejection, source, acks)
@@ -473,6 +525,18 @@ class Server:
                 if (acks is not None and acks.session_key is not None
                         and self.acknowledger.duplicate(acks)):
                     continue   # written before in its session (checked only now: acks.py)
+                if bucket is not None and bucket.tokens < 1 and not may_ack:
+                    self.rate_limited(facility, source)   # rate_limit: datagrams cannot wait
+                    continue
+                if envelope is not None and signer is not None:
+                    rejection = self.take_signed(envelope, source, acks)
+                    if rejection is not None:
+                        self.reject(rejection, source, acks)
+                        continue
+                if bucket is not None:   # a stream that overdraws waits (ratelimit.py)
+                    bucket.tokens -= 1
+                    if bucket.tokens < 0:
+                        overdrawn = bucket
                 if host != last_host:
                     last_host = host
                     head = prefix + (host if host.isprintable() else printable_host(host)) + ' - '
@@ -494,6 +558,8 @@ class Server:
         finally:
             if count:
                 self._count_accepted(facility, count, size)
+            if overdrawn is not None and may_ack:
+                self.throttle.pause(source, overdrawn, self.now)
         return accepted + count
 
     def _count_accepted(self, facility, count, size):
@@ -501,15 +567,49 @@ class Server:
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
 
+    def take_signed(self, envelope, source, acks):
+        """A v2-signed message about to be queued: None, or a ``replayed`` Rejection
+        (signature_v2.py).  The acknowledger decides for a resend that its session frame
+        numbers as the signature does."""
+        numbered = (acks is not None and acks.session_key is not None
+                    and acks.seq == envelope.seq and acks.session_key[1] == envelope.session.hex())
+        identity = getattr(source, 'identity', None) or (source.peer_host, None)
+        evicted = self.replays.evicted
+        rejection = self.replays.take(envelope, identity, numbered, self.now)
+        if self.replays.evicted > evicted:
+            self.counters.count('signed_sessions_evicted')
+        return rejection
+
+    def rate_limited(self, facility, source):
+        """A datagram past its app's rate_limit: refused, and counted as lost."""
+        self.counters.count('rate_limited_datagrams')
+        self.reject(Rejection(RATE_LIMITED, '[%s] is over its rate_limit (%s)'
+                              % (facility.section, facility.rate_limit.text)), source)
+
+    def refuse_client(self, refusal, source, acks=None):
+        """A message refused by its facility's allowed_clients (identity.py): counted by
+        reason and by certificate name too."""
+        self.counters.refuse_client(refusal.client)
+        self.reject(refusal, source, acks)
+
     def reject(self, rejection, source, acks=None):
-        self.counters.reject(rejection.reason, source.peer_host)
+        """Count and (rate-limited) log a refused frame of ``source``.  Returns True when
+        ``source`` (a stream connection) has now sent MALFORMED_IN_A_ROW malformed frames
+        in a row: the rest of its read is not looked at, and it is closed."""
+        reason = rejection.reason
+        self.counters.reject(reason, source.peer_host)
         if acks is not None:
-            acks.reject(rejection.reason)
-        allowed, suppressed = self.limiter.allow(rejection.reason, self.now)
+            acks.reject(reason)
+        allowed, suppressed = self.limiter.allow(reason, self.now)
         if allowed:
             more = ' (%d more like it were not logged)' % suppressed if suppressed else ''
             log.warning('rejected a message from %s: %s: %s%s', source.peer, rejection.reason,
                         rejection.detail, more)
+        in_a_row = getattr(source, 'malformed_in_a_row', None)   # stream connections only
+        if in_a_row is None:
+            return False
+        in_a_row = source.malformed_in_a_row = in_a_row + 1 if reason in MALFORMED else 0
+        return in_a_row >= self.malformed_limit
 
     # -- acknowledgements ------------------------------------------------------------------
 

@@ -15,6 +15,10 @@ class Counters:
 
     # Peers tracked for the rejection top list; beyond it new peers are not tracked.
     MAX_PEERS = 1000
+    # Certificate names tracked for client_not_allowed refusals (issue 19); any further
+    # name is counted under OTHER_CLIENTS: a CA may sign endless names.
+    MAX_CLIENTS = 1000
+    OTHER_CLIENTS = '(other)'
 
     def __init__(self):
         self.events = collections.Counter()
@@ -23,6 +27,7 @@ class Counters:
         self.rejected = collections.Counter()
         self.rejected_by_peer = collections.Counter()
         self.connections_accepted = collections.Counter()
+        self.refused_clients = collections.Counter()   # CN (or '(none)') -> refusals
 
     def count(self, name, amount=1):
         self.events[name] += amount
@@ -31,6 +36,14 @@ class Counters:
         self.rejected[reason] += 1
         if peer_host in self.rejected_by_peer or len(self.rejected_by_peer) < self.MAX_PEERS:
             self.rejected_by_peer[peer_host] += 1
+
+    def refuse_client(self, name):
+        """A message refused by ``allowed_clients``; ``name`` is the certificate's CN or
+        None (no certificate)."""
+        name = '(none)' if name is None else name
+        if name not in self.refused_clients and len(self.refused_clients) >= self.MAX_CLIENTS:
+            name = self.OTHER_CLIENTS
+        self.refused_clients[name] += 1
 
     def snapshot(self):
         """A JSON-ready copy of every counter."""
@@ -41,6 +54,7 @@ class Counters:
             'rejected': dict(self.rejected),
             'rejected_by_peer': dict(self.rejected_by_peer.most_common(10)),
             'connections_accepted': dict(self.connections_accepted),
+            'refused_clients': dict(self.refused_clients.most_common(10)),
         }
 
 

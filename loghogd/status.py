@@ -83,6 +83,8 @@ def build_snapshot(server, recent, now, process, udp_sockets, interval_s):
                      for reason, count in sorted(counters.rejected.items())],
         'rejected_by_peer': [{'peer': peer, 'messages': count}
                              for peer, count in counters.rejected_by_peer.most_common(TOP_PEERS)],
+        'refused_clients': [{'client': name, 'messages': count}
+                            for name, count in counters.refused_clients.most_common(TOP_PEERS)],
         'connections': _connections_part(server, gained),
         'udp': _udp_part(counters, gained, udp_sockets),
         'files': [_file_entry(log_file) for log_file in

@@ -231,6 +231,8 @@ LOSS_EVENTS = (
     ('internal_errors', 'internal errors'),
     ('sessions_untracked', 'sessions untracked (no duplicate suppression)'),
     ('sessions_evicted', 'sessions evicted'),
+    ('rate_limited_datagrams', 'datagrams refused over rate_limit'),
+    ('seal_errors', 'sealing errors'),
 )
 
 
@@ -262,7 +264,7 @@ def render_table(snapshot, now):
     """The whole human-readable status, sections separated by blank lines."""
     sections = [_head(snapshot, now), _losses(snapshot), _accepted(snapshot), _rejected(snapshot),
                 _syslog(snapshot), _connections(snapshot), _files(snapshot, now),
-                _tasks(snapshot, now)]
+                _seals(snapshot, now), _tasks(snapshot, now)]
     return '\n\n'.join('\n'.join(lines) for lines in sections if lines) + '\n'
 
 
@@ -326,6 +328,9 @@ def _rejected(snapshot):
     peers = [[p['peer'], count(p['messages'])] for p in snapshot['rejected_by_peer']]
     if peers:
         lines += [''] + format_table(['PEER', 'REJECTED'], peers)
+    clients = [[c['client'], count(c['messages'])] for c in snapshot.get('refused_clients', ())]
+    if clients:   # allowed_clients refusals by certificate name (issue 19)
+        lines += [''] + format_table(['CLIENT CERTIFICATE', 'REFUSED'], clients)
     return lines
 
 
@@ -392,6 +397,18 @@ def _files(snapshot, now):
     return lines
 
 
+def _seals(snapshot, now):
+    """The latest seal of each sealed file: what an operator notes off the machine to
+    anchor it (loghogd verify --anchor EPOCH:CHAIN)."""
+    seals = (snapshot['tasks'].get('sealing') or {}).get('seals')
+    if not seals:
+        return []
+    rows = [[s['path'], '-' if s['epoch'] is None else str(s['epoch']),
+             relative_time(s['time'], now), '-' if s['lines'] is None else count(s['lines']),
+             s['chain'] or '-'] for s in seals]
+    return format_table(['SEALED FILE', 'EPOCH', 'LAST SEAL', 'LINES', 'CHAIN'], rows)
+
+
 def _tasks(snapshot, now):
     """What other loop tasks report (rotation, compressor): 'name  key value, ...'."""
     lines = []
@@ -399,7 +416,7 @@ def _tasks(snapshot, now):
         if status:
             lines.append('%-11s %s' % (name, ', '.join(
                 '%s %s' % (key.replace('_', ' '), _task_value(key, value, now))
-                for key, value in status.items())))
+                for key, value in status.items() if not isinstance(value, list))))
     return lines
 
 

@@ -45,7 +45,7 @@ MAX_MSGID = 32
 # RFC 3164 says 32 characters of TAG; senders go beyond it (long program names).
 MAX_TAG = 64
 _TAG_CHARS = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./@'
-_TRAILING = b'\r\n\x00'
+TRAILING = b'\r\n\x00'
 # The digits of a valid PRI (0..191, leading zeros tolerated) -> its value: one look-up
 # instead of isdigit(), int() and a range check.
 _PRI_VALUES = {digits.encode(): pri for pri in range(192)
@@ -115,7 +115,7 @@ def parse_message(data, now):
     Returns a SyslogMessage, or a Rejection (reason EMPTY) for a message with nothing in
     it at all.  Never raises for any input.
     """
-    data = bytes(data).rstrip(_TRAILING)
+    data = bytes(data).rstrip(TRAILING)
     if not data:
         return Rejection(EMPTY, 'empty syslog message')
     pri = None
@@ -303,6 +303,14 @@ def _rfc3339_seconds(raw):
 
 def _parse_3164(pri, rest, now):
     """What follows the PRI in the BSD format (or the whole message when there was none)."""
+    timestamp, hostname, app_name, procid, after = _split_3164(rest, now)
+    message, replaced = _decode(after)
+    return SyslogMessage(pri, timestamp, hostname, app_name, procid, None, None, message,
+                         replaced, '3164' if timestamp is not None or app_name else 'bare')
+
+
+def _split_3164(rest, now):
+    """(timestamp, hostname, app_name, procid, the MSG bytes: the end of ``rest``)."""
     timestamp, after = _bsd_timestamp(rest, now)
     hostname = None
     if timestamp is not None:
@@ -324,9 +332,7 @@ def _parse_3164(pri, rest, now):
         else:
             app_name = tag.decode('ascii')
         after = body
-    message, replaced = _decode(after)
-    return SyslogMessage(pri, timestamp, hostname, app_name, procid, None, None, message,
-                         replaced, '3164' if timestamp is not None or app_name else 'bare')
+    return timestamp, hostname, app_name, procid, after
 
 
 def _tag_end(data):
@@ -418,11 +424,15 @@ SEVERITY_LEVELS = ('CRITICAL', 'CRITICAL', 'CRITICAL', 'ERROR', 'WARNING', 'INFO
 
 def json_fields(message, program):
     """The fields a JSON facility's line carries for ``message`` (jsonlines.format_json_line):
-    the level (from the severity) and logger (the program), then ``program``, ``pid``,
-    ``severity``, ``facility``, ``msgid`` and ``structured_data`` (as sent) when present."""
+    the level (from the severity) and logger (the program), then ``program``,
+    ``severity``, ``facility``, and when present ``syslog_time`` (the sender's time,
+    utc_rfc3339), ``pid``, ``msgid`` and ``structured_data`` (as sent)."""
     pri = message.pri
     fields = {'levelname': SEVERITY_LEVELS[pri & 7], 'name': program, 'program': program,
               'severity': SEVERITY_NAMES[pri & 7], 'facility': FACILITY_NAMES[pri >> 3]}
+    stamp = message.timestamp
+    if stamp is not None:
+        fields['syslog_time'] = utc_rfc3339(stamp)
     if message.procid is not None:
         fields['pid'] = message.procid
     if message.msgid is not None:
@@ -432,6 +442,12 @@ def json_fields(message, program):
     return fields
 
 
+def utc_rfc3339(stamp):
+    """Unix seconds as RFC 3339 in UTC with microseconds: '2026-12-05T03:14:15.926000Z'."""
+    seconds, micros = divmod(round(stamp * 1e6), 1000000)
+    return '%04d-%02d-%02dT%02d:%02d:%02d.%06dZ' % (time.gmtime(seconds)[:6] + (micros,))
+
+
 def line_text(message, program, heads=None):
     """What follows '<receive time> - <host> - ' in the file for ``message``:
 
@@ -439,10 +455,19 @@ def line_text(message, program, heads=None):
 
     ``program`` is the routed name ('-' when the message had none).  The PID, MSGID and
     STRUCTURED-DATA parts appear only when the message has them.  ``heads``, a dict the
-    caller keeps (and bounds), remembers the part before the SD and message, which
-    repeats from one message to the next.  The body is written as every record's is
+    caller keeps (and bounds), remembers the part before the SD and message (line_head),
+    which repeats from one message to the next.  The body is written as every record's is
     (lines.format_body): continuation lines marked, controls escaped.
     """
+    head = line_head(message, program, heads)
+    body = message.message
+    if message.structured_data is not None:
+        body = '%s %s' % (message.structured_data, body) if body else message.structured_data
+    return head + format_body(body)
+
+
+def line_head(message, program, heads=None):
+    """'PROGRAM[PID] FACILITY.SEVERITY[ MSGID]: ' of ``message``'s line (see line_text)."""
     key = (program, message.procid, message.pri, message.msgid)
     head = heads.get(key) if heads is not None else None
     if head is None:
@@ -453,7 +478,69 @@ def line_text(message, program, heads=None):
         head = escape_controls(head) + ': '
         if heads is not None:
             heads[key] = head
-    body = message.message
+    return head
+
+
+# -- the shape of the next messages ------------------------------------------------------------
+# Most senders send one shape of message after another: the same PRI and header, another
+# time and text.  A shape says which bytes a message shares with the one it was taken from;
+# the receiver (syslog_listeners.SyslogReceiver.ingest) checks them with a few comparisons
+# instead of parsing, and the tests compare that with parse_message on every shape.
+
+# How the TIMESTAMP between a shape's lead and header is checked.
+STAMP_5424 = 1   # '-', or longer than 19 bytes of which the first 19 pass valid_stamp
+STAMP_BSD = 2    # 15 bytes 'Mmm dd hh:mm:ss' that pass valid_bsd_stamp
+NO_STAMP = 0     # none: the header follows the lead
+
+
+def shape_of(data, message, now):
+    """(lead, stamp kind, header) of ``data``, which parse_message read as ``message``
+    (at ``now``), or None when the next messages cannot be checked so.
+
+    A message that starts with ``lead``, then a TIMESTAMP as the stamp kind says, then
+    ``header``, parses to the PRI and header fields ``message`` has, no STRUCTURED-DATA,
+    and as MSG the rest: trailing CR, LF and NUL dropped (and after the header of RFC
+    5424 a BOM), decoded as UTF-8 (replaced if it is not).
+    """
     if message.structured_data is not None:
-        body = '%s %s' % (message.structured_data, body) if body else message.structured_data
-    return head + format_body(body)
+        return None
+    if message.format == '5424':
+        # '<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG': what follows MSGID
+        # must be '- ' (SD absent, then the message).
+        parts = data.split(b' ', 6)
+        if len(parts) < 7 or parts[6][:2] != b'- ':
+            return None
+        return parts[0] + b' ', STAMP_5424, b' %s %s %s %s - ' % tuple(parts[2:6])
+    if message.format != '3164' or message.app_name is None or data[:1] != b'<':
+        return None
+    end = data.find(b'>', 1, 5)
+    if end < 2 or _PRI_VALUES.get(data[1:end]) != message.pri:
+        return None
+    rest = data[end + 1:].rstrip(TRAILING)
+    if rest[:1] in (b'1', b'2'):
+        return None   # a 5424 header that did not parse, or an RFC 3339 time
+    if message.timestamp is not None:
+        if rest[:3] not in MONTHS:
+            return None
+        kind, stamp_size = STAMP_BSD, 15
+    elif rest[:3] in MONTHS:
+        return None
+    else:
+        kind, stamp_size = NO_STAMP, 0
+    body = _split_3164(rest, now)[4]
+    header = rest[stamp_size:len(rest) - len(body)]
+    # The header must end where the tag's decision ends: with the space after it.
+    if header[-1:] != b' ':
+        return None
+    return data[:end + 1], kind, header
+
+
+def valid_stamp(raw):
+    """True when ``raw`` (19 bytes) is the 'YYYY-MM-DDTHH:MM:SS' that RFC 5424 TIMESTAMPs
+    start with (cached: it changes once a second)."""
+    return _rfc3339_seconds(raw) is not False
+
+
+def valid_bsd_stamp(raw, now):
+    """True when ``raw`` (15 bytes) is an RFC 3164 'Mmm dd hh:mm:ss' read at ``now``."""
+    return _bsd_stamp(raw, int(now // 3600)) is not None

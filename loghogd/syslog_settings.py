@@ -1,7 +1,7 @@
 """loghogd.conf's [syslog] section, declared once (see config.py), and its checks."""
 
 from . import converters as conv
-from .inifile import Setting
+from .inifile import IniFile, Setting
 
 # The standard ports where an address names none (RFC 5426/6587: 514; RFC 5425: 6514).
 DEFAULT_PORT = 514
@@ -61,9 +61,15 @@ def check_settings(ini, config):
 
 
 def check_default_app(config, table):
-    """Errors (sentences) when [syslog] default_app names no application of ``table``."""
+    """Errors (sentences) when [syslog] default_app names no application of ``table``:
+    loghogd.conf's file and line, and the facilities file that lacks the section."""
     app = config.syslog.default_app
     if app and table.lookup(app, '') is None:
-        return ['%s: [syslog] default_app = %s: %s has no [%s] section'
-                % (config.path, app, table.source, app)]
+        where = '%s: [syslog] default_app' % config.path
+        if config.path:
+            ini = IniFile(config.path).read()   # the line (Config keeps values only)
+            if not ini.errors:
+                where = ini.where('syslog', 'default_app')
+        return ['%s = %s: %s has no [%s] section'
+                % (where, app, config.main.facilities_config, app)]
     return []

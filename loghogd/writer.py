@@ -111,6 +111,8 @@ class LogFile:
         self.last_rotation = None
         self.next_rotation = None
         self.backups = None
+        # Sealed files (sealer.py): the FileSeal that chains every byte written.
+        self.chain = None
 
     def open(self):
         """Open (creating the folder and file as needed) for appending."""
@@ -125,6 +127,8 @@ class LogFile:
                 # A crash cut the last line short: never glue the next line onto it.
                 os.write(fd, b'\n')
                 self.size += 1
+            if self.chain is not None:
+                self.chain.catch_up(fd, self.size)   # e.g. that newline
         except OSError:
             os.close(fd)
             raise
@@ -230,6 +234,8 @@ class LogFile:
         self.unwritten = b''
         self.unwritten_lines = 0
         self._count_written(written, count, now)
+        if self.chain is not None:
+            self.chain.add(data)
         return count
 
     def _take_back(self, data, written):
@@ -248,6 +254,8 @@ class LogFile:
     def _keep_unwritten(self, data, written, now):
         """After a failed write: ``data[written:]`` stays for the next try."""
         count = data.count(b'\n', 0, written) if written else 0
+        if written and self.chain is not None:
+            self.chain.add(bytes(data[:written]))
         self.unwritten = bytearray(data[written:])
         self.unwritten_lines -= count
         self._count_written(written, count, now)
@@ -406,6 +414,8 @@ class Writer:
         self.rotation = None
         # fsyncs off the loop's thread, once start_syncer is called (the daemon does).
         self.syncer = None
+        # Sealing (sealer.Sealer sets itself here): hands a FileSeal to sealed files.
+        self.sealer = None
 
     def start_syncer(self, wake):
         """Run fsyncs on a thread from now on; ``wake()`` wakes the loop (thread-safe)."""
@@ -442,6 +452,8 @@ class Writer:
         log_file = LogFile(path, facility)
         log_file.key = key
         log_file.on_sync_error = self._sync_failed
+        if self.sealer is not None and facility.sealed:
+            log_file.chain = self.sealer.file_seal(path)
         if self.rotation is not None:
             log_file.rotate_at = 0.0
         self.files[key] = log_file
@@ -787,6 +799,8 @@ class Writer:
                 del self.files[key]
                 self.unsynced_files.discard(log_file)
                 self.release(log_file)
+                if self.rotation is not None:
+                    self.rotation.forget_file(log_file)
 
     def close(self, now):
         """Write what is queued (trying failing files once more), sync and close every

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from tests.support import WORKERS, Daemon
+from tests.support import WORKERS, Daemon, Loggers, free_port
 
 
 def python_description():
@@ -69,3 +69,29 @@ def daemon_factory(tmp_path, workers):
 @pytest.fixture
 def daemon(daemon_factory):
     return daemon_factory()
+
+
+@pytest.fixture
+def make_logger(request):
+    """``make(handler)``: a fresh logger with ``handler``, closed at the end of the test."""
+    loggers = Loggers(f'{request.module.__name__}.{request.node.name}')
+    yield loggers
+    loggers.close()
+
+
+@pytest.fixture
+def same_port(daemon_factory, request):
+    """``start()``: a new loghogd on the same loopback port each call (a restart), with the
+    test module's ``FACILITIES``; ``start.port`` is that port, ``start.made`` the daemons."""
+    port = free_port()
+    made = []
+
+    def start():
+        made.append(daemon_factory(request.module.FACILITIES,
+                                   server={'listen_ipv4': f'127.0.0.1:{port}'},
+                                   name=f'd{len(made)}'))
+        return made[-1]
+
+    start.port = port
+    start.made = made
+    return start

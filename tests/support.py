@@ -33,6 +33,27 @@ WORKERS = [1, 2]
 each_workers = pytest.mark.each_workers
 
 
+def free_port(host='127.0.0.1'):
+    """Return a loopback port that nothing listens on right now (for a process that must bind
+    it itself; prefer ``reserve_port`` when the test can hold the socket)."""
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def terminate(process, timeout=40):
+    """SIGTERM ``process`` and return its exit status; one that has not exited after
+    ``timeout`` seconds is killed and the test fails (subprocess.TimeoutExpired)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
 def make_certs(folder, *clients, domain=None):
     """A CA and a server certificate in ``folder`` (``loghog-ca.cert``, ``loghog-server.pem``,
     or ``<domain>-…``) and a ``<name>.pem`` per client, made by the project's own scripts."""

@@ -26,6 +26,9 @@ from loghogd.writer import Writer
 HERE = Path(__file__).resolve().parent
 CASES = sorted(HERE.glob('*.json'))
 LOGDIR = '/nonexistent/loghogd-cases'   # never opened: lines are only queued
+# The daemon's clock while it decodes the cases: v2 signatures carry the client's time,
+# which must be within max_clock_skew (5 minutes) of it.
+CASE_CLOCK = 1700000060.0
 
 
 def payload_of(item):
@@ -45,6 +48,8 @@ def payload_of(item):
         flags |= FLAG_ZLIB
         if item.get('truncate'):
             data = data[:-item['truncate']]
+    if 'envelope_hex' in item:   # a v2 signature's envelope goes before the payload
+        data = bytes.fromhex(item['envelope_hex']) + data
     return flags, data
 
 
@@ -78,7 +83,7 @@ class Harness:
         self.counters = Counters()
         self.writer = Writer(LOGDIR, self.counters)
         self.server = Server(config, table, self.writer, self.counters, None, BoundSockets(),
-                             loads=choose_loads(decoder))
+                             loads=choose_loads(decoder), clock=lambda: CASE_CLOCK)
         self.max_size = config.server.max_message_size
 
     def outcome(self, frame):

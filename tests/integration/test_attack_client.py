@@ -25,8 +25,8 @@ import pytest
 
 from loghog import LoghogHandler
 from tests.integration.attack.peers import Peer, Reader, ack, answer_handshake
-from tests.support import ROOT, Loggers, Stream, line_body, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import ROOT, Stream, free_port, line_body, read_lines, wait_for
+
 
 FACILITIES = """
 [app]
@@ -39,28 +39,6 @@ GAP_RE = re.compile(r'^\[loghog\] (\d+) records dropped by this process \(pid \d
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-@pytest.fixture
-def make_logger(request):
-    loggers = Loggers(f'attack.{request.node.name}')
-    yield loggers
-    loggers.close()
-
-
-@pytest.fixture
-def same_port(daemon_factory):
-    """``start()``: a new loghogd on the same loopback port each call (a restart)."""
-    port = free_port()
-    made = []
-
-    def start():
-        made.append(daemon_factory(FACILITIES, server={'listen_ipv4': f'127.0.0.1:{port}'},
-                                   name=f'd{len(made)}'))
-        return made[-1]
-
-    start.port = port
-    return start
-
 
 def bodies(*paths):
     return [line_body(line) for path in paths for line in read_lines(path)]

@@ -20,8 +20,8 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from tests.support import each_workers, ROOT, Loggers, line_body, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import (Loggers, ROOT, Stream, each_workers, free_port, line_body, read_lines,
+                           wait_for)
 
 pytestmark = each_workers
 
@@ -30,9 +30,6 @@ FACILITIES = """
 rotate = daily
 backup_count = 3
 """
-
-FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
-
 
 def numbers(path):
     """The message numbers in a daemon's log file, in file order."""
@@ -47,37 +44,13 @@ def count_lines(path):
         return 0
 
 
-class Stream:
-    """Logs ``msg <n>`` for n = 0, 1, 2, ... from a thread, about 20,000 a second, until
-    ``stop()``; ``count`` is how many were logged."""
-
-    def __init__(self, logger):
-        self.logger = logger
-        self.count = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='test-stream')
-        self._thread.start()
-
-    def _run(self):
-        while not self._stopping.is_set():
-            for _ in range(20):
-                self.logger.info('msg %d', self.count)
-                self.count += 1
-            time.sleep(0.001)
-
-    def stop(self):
-        self._stopping.set()
-        self._thread.join(10)
-        return self.count
-
-
 @pytest.fixture
 def acked_logger(request):
-    """``make(port)``: (handler, logger) with acknowledgements on, closed at the end."""
+    """``make(port)``: (handler, logger) with acknowledgements on and every other setting
+    at its default, closed at the end."""
     loggers = Loggers(f'client-acks.{request.node.name}')
 
     def make(port, **options):
-        options = {'max_buffer_size': 200_000, 'flush_timeout_s': 20, **FAST_RETRY, **options}
         handler = LoghogHandler('app', '127.0.0.1', port, **options)
         assert handler.acknowledged
         return handler, loggers(handler, logging.INFO)
@@ -276,5 +249,5 @@ def test_command_in_a_long_pipeline_says_rejections_on_the_way(daemon, monkeypat
     assert cli.main(['-a', 'nope', '-H', '127.0.0.1', '-p', str(daemon.tcp_port)]) == 65
     err = capsys.readouterr().err
     assert re.search(r'the daemon rejected [12] messages: unknown_app \([12]\)', err), err
-    assert err.endswith(f'rejected 2 of 2 messages: unknown_app (2)\n'), err
+    assert err.endswith('rejected 2 of 2 messages: unknown_app (2)\n'), err
     assert daemon.stop() == 0

@@ -18,9 +18,9 @@ import pytest
 
 from loghog import LoghogHandler
 from loghog.sender import EMIT_WAIT_S
-from tests.support import (ROOT, Loggers, line_body, make_certs, read_lines, wait_for,
+from tests.support import (ROOT, free_port, line_body, make_certs, read_lines, wait_for,
                            wait_for_lines)
-from tests.unit.test_client_fakes import free_port
+
 
 FACILITIES = """
 [my-first-app]
@@ -38,8 +38,6 @@ secret = s3cret
 """
 
 LINE_RE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} - (?P<host>[^ ]+) - (?P<body>.*)$')
-
-FAST_RETRY = {'retry_min_s': 0.1, 'retry_max_s': 0.5}
 
 
 @pytest.fixture
@@ -63,14 +61,6 @@ def fixed_port_daemon(daemon_factory):
 
     start.port = port
     return start
-
-
-@pytest.fixture
-def make_logger(request):
-    """``make(handler)``: a fresh logger with ``handler``, closed at the end of the test."""
-    loggers = Loggers(f'client.{request.node.name}')
-    yield loggers
-    loggers.close()
 
 
 def bodies(path):
@@ -188,7 +178,7 @@ def test_signed_and_compressed(loghogd, make_logger):
 
 
 def test_server_down_at_first_then_up(fixed_port_daemon, make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port)
     logger = make_logger(handler)
     for n in range(100):
         logger.info('early %d', n)
@@ -201,7 +191,7 @@ def test_server_down_at_first_then_up(fixed_port_daemon, make_logger):
 
 def test_server_restart_mid_stream(fixed_port_daemon, make_logger):
     loghogd = fixed_port_daemon()
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port)
     logger = make_logger(handler)
     for n in range(100):
         logger.info('before %d', n)
@@ -219,8 +209,7 @@ def test_server_restart_mid_stream(fixed_port_daemon, make_logger):
 
 
 def test_buffer_bound_drops_the_oldest_and_counts(fixed_port_daemon, make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, max_buffer_size=5,
-                            **FAST_RETRY)
+    handler = LoghogHandler('app', '127.0.0.1', fixed_port_daemon.port, max_buffer_size=5)
     logger = make_logger(handler)
     for n in range(20):
         logger.info('message %d', n)
@@ -349,7 +338,6 @@ def test_command_exit_status_when_the_daemon_is_down(loghogd):
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-
 
 
 @pytest.fixture(scope='module')

@@ -6,7 +6,6 @@ processes on loopback, and asserts what a user sees: the lines in the log file, 
 """
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -14,11 +13,9 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from loghog import LoghogHandler
-from tests.support import ROOT, Loggers, Stream, line_body, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import ROOT, Stream, line_body, read_lines, wait_for
+
 
 FACILITIES = """
 [app]
@@ -50,29 +47,6 @@ def numbered(path, word='msg'):
 
 def wait_for_count(path, count, timeout=30):
     wait_for(lambda: count_lines(path) >= count, timeout, message=f'{count} lines in {path}')
-
-
-@pytest.fixture
-def make_logger(request):
-    loggers = Loggers(f'delivery.{request.node.name}')
-    yield loggers
-    loggers.close()
-
-
-@pytest.fixture
-def same_port(daemon_factory):
-    """``start()``: a new loghogd on the same loopback port each call (a restart)."""
-    port = free_port()
-    made = []
-
-    def start():
-        made.append(daemon_factory(FACILITIES, server={'listen_ipv4': f'127.0.0.1:{port}'},
-                                   name=f'd{len(made)}'))
-        return made[-1]
-
-    start.port = port
-    start.made = made
-    return start
 
 
 def test_a_tight_loop_of_100000_records_delivers_100000(daemon, make_logger):

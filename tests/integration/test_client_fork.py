@@ -12,14 +12,13 @@ deliver on their way out.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tests.support import ROOT, line_body, make_certs, read_lines, wait_for
+from tests.support import ROOT, line_body, make_certs, read_lines, terminate, wait_for
 
 FACILITIES = """
 [app]
@@ -87,7 +86,7 @@ def test_the_sender_thread_imports_nothing(daemon_factory, pki, tmp_path):
     """Whatever the sender thread would import lazily is imported with loghog, on the
     application's thread: connect (getaddrinfo imports encodings.idna), send, acks,
     reconnect, compression, signatures, TLS, UDP, dropping, reporting."""
-    from tests.unit.test_client_fakes import free_port
+    from tests.support import free_port
     port, tls_port = free_port(), free_port()
     server = {'listen_ipv4': f'127.0.0.1:{port}', 'listen_ipv4_ssl': f'127.0.0.1:{tls_port}',
               'listen_ipv6_ssl': '', 'pemfile': str(pki / 'loghog-server.pem'),
@@ -232,13 +231,7 @@ def test_gunicorn_preload_forked_during_the_parents_first_connect(daemon, tmp_pa
         wait_for(lambda: len(read_lines(path)) >= 1 + workers * 50, timeout=60,
                  message='every worker\'s lines')
     finally:
-        arbiter.send_signal(signal.SIGTERM)
-        try:
-            status = arbiter.wait(30)
-        except subprocess.TimeoutExpired:
-            arbiter.kill()
-            arbiter.wait()
-            raise
+        status = terminate(arbiter, 30)
     assert status == 0, (tmp_path / 'gunicorn.out').read_text()
     bodies = [line_body(line) for line in read_lines(path)]
     assert bodies.count(f'parent {arbiter.pid}') == 1

@@ -9,13 +9,28 @@ about 4 s; and SIGTERM drained the flooders for the whole 10 s bound and more.
 The target is p99 < 50 ms (benchmarks/bench_fairness.py measures it); the bound here is
 looser for a loaded 2-core machine (p99 < 200 ms, median < 40 ms), far from what the old
 loop did (refused: one ack in 3.7 s; valid: median 95 ms, p99 194 ms).
+
+A peer that sends MALFORMED_IN_A_ROW malformed frames in a row is closed (the flooders
+here connect again at once); a client with a wrong app name is never closed.
 """
 
+import json
+import socket
 import time
 
 import pytest
 
 from benchmarks.bench_fairness import FACILITIES, percentile, probe, start_flood, written
+from loghog.wire import HEADER
+from loghogd.server import MALFORMED_IN_A_ROW
+from tests.support import frame, read_lines, wait_for
+
+
+def status_json(daemon):
+    try:
+        return json.loads((daemon.rundir / 'status.json').read_text())
+    except (OSError, ValueError):
+        return {}
 
 P99_BOUND_S = 0.2
 # The old loop's median under the valid flood was 95 ms (a pass read 8 x 256 KiB); a fair
@@ -47,3 +62,52 @@ def test_eight_flooding_connections_do_not_hold_up_a_good_client(daemon_factory,
     finally:
         child.terminate()
         child.join()
+
+
+def refused(count):
+    """``count`` frames no LogHog client ever sends: a payload that is not JSON."""
+    return (HEADER.pack(2, 0) + b'no') * count
+
+
+def closed_by_daemon(sock, timeout_s=10.0):
+    """Read until the daemon closes ``sock`` (True) or ``timeout_s`` passes (False)."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_peer_sending_only_malformed_frames_is_closed_counted_and_logged(daemon_factory):
+    """No LogHog client sends a frame that is not UTF-8 JSON: a peer that sends
+    MALFORMED_IN_A_ROW of them in a row is closed (a flooder of refusals must reconnect
+    to go on, and costs the loop a read each time), counted and logged."""
+    daemon = daemon_factory(FACILITIES)
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port)) as sock:
+        sock.sendall(refused(MALFORMED_IN_A_ROW + 10))
+        assert closed_by_daemon(sock)
+    wait_for(lambda: 'malformed frames in a row' in daemon.output(), 10,
+             message='the warning')
+    status = wait_for(lambda: (lambda s: s if s.get('events', {}).get(
+        'connections_closed_malformed') else None)(status_json(daemon)), 20,
+        message='the counter in status.json')
+    assert status['events']['connections_closed_malformed'] == 1
+
+
+def test_a_misconfigured_app_name_never_gets_its_connection_closed(daemon_factory):
+    """A client with a wrong app name has every message refused, in a row, for as long
+    as it runs: it is not closed (it would reconnect and resend for ever); its messages
+    are refused and counted, and a message it sends after is written."""
+    daemon = daemon_factory(FACILITIES)
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port)) as sock:
+        sock.sendall(b''.join(frame('no-such-app', 'x') for _ in range(MALFORMED_IN_A_ROW * 3)))
+        sock.sendall(frame('app', 'after the refused ones'))
+        wait_for(lambda: 'after the refused ones' in ''.join(read_lines(daemon.log_file('app'))),
+                 10, message='the sentinel')
+        sock.settimeout(0.0)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)     # still open: no EOF, nothing to read

@@ -6,7 +6,6 @@ line found exactly once in a format = json facility with its extra= fields."""
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from tests.support import ROOT, read_lines, wait_for
-from tests.unit.test_client_fakes import free_port
+from tests.support import ROOT, free_port, read_lines, terminate, wait_for
+
 
 RECIPES = (ROOT / 'docs' / 'recipes.md').read_text()
 REQUESTS = 300
@@ -78,13 +77,7 @@ def serve(folder, args, requests_path, daemon, server='gunicorn'):
                 daemon.start()
             get(port, requests_path % n, 'r-%d' % n)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        code = terminate(process, 40)
     assert code == 0, (folder / 'gunicorn.txt').read_text()
     log_file = daemon.log_file('shop')
 
@@ -192,13 +185,7 @@ def test_celery_recipe(tmp_path, shop_daemon, redis_port):
         send(2 * third, REQUESTS - 2 * third)
         wait_for(done(REQUESTS), 30, message='every task line')
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            exit_code = worker.wait(40)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-            raise
+        exit_code = terminate(worker, 40)
     assert exit_code == 0, (tmp_path / 'celery.txt').read_text()
     assert shop_daemon.stop() == 0
     records = [json.loads(line) for line in read_lines(log_file)]

@@ -260,3 +260,83 @@ def test_a_json_facility_writes_syslog_as_json_lines_with_its_fields(tmp_path):
     assert first['structured_data'] == '[req@32473 id="7" path="/a\\"b"]'
     assert second['host'] == 'web2' and second['severity'] == 'notice'
     assert second['message'] == 'two\nlines' and 'pid' not in second
+
+
+def published(daemon):
+    try:
+        return json.loads((daemon.rundir / 'status.json').read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_a_nul_framed_senders_message_ended_by_lf_comes_when_it_goes_quiet(tmp_path):
+    """Python's SysLogHandler ends its messages with NUL; a message from the same
+    connection that ends with an LF is written after a quiet second, not held until the
+    next byte or frame_timeout, and the connection stays open: status counts it under
+    its syslog listener, not under our protocol's tcp."""
+    daemon = start(tmp_path)
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')),
+                                      timeout=10) as sock:
+            sock.sendall(b'<14>pl: NUL-framed\x00')
+            wait_for_lines(daemon.log_file('plain'), 1)
+            sock.sendall(b'<14>pl: ended by LF\n')
+            lines = wait_for_lines(daemon.log_file('plain'), 2)
+            assert lines[1].endswith(' - pl user.info: ended by LF')
+            snapshot = wait_for(lambda: (lambda s: s if s and s['connections']['open'].get(
+                'syslog_tcp') == 1 else None)(published(daemon)), message='the open connection')
+            assert snapshot['connections']['open'].get('tcp', 0) == 0
+            assert snapshot['connections']['accepted']['syslog_tcp'] >= 1
+            sock.sendall(b'<14>pl: same connection\x00')
+            assert wait_for_lines(daemon.log_file('plain'), 3)[2].endswith(' - pl user.info: '
+                                                                           'same connection')
+        assert 'frame_timeout' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sysloghandlers_traceback_as_a_connections_first_message_is_one_record(tmp_path):
+    """Python's SysLogHandler over TCP ends its messages with NUL, and the first message
+    of its connection may be a traceback: one record with continuation lines."""
+    import logging
+    import logging.handlers
+    daemon = start(tmp_path)
+    handler = logging.handlers.SysLogHandler(address=('127.0.0.1', daemon.port('syslog_tcp')),
+                                             socktype=socket.SOCK_STREAM)
+    handler.ident = 'pl: '
+    logger = logging.getLogger('test_syslog.first_traceback')
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            logger.exception('first')
+        logger.error('second')
+        lines = wait_for(lambda: (lambda lines: lines if any('second' in l for l in lines)
+                                  else None)(read_lines(daemon.log_file('plain'))),
+                         message='the second message')
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        assert daemon.stop() == 0
+    assert lines[0].endswith(' - pl user.err: first')
+    assert lines[1] == '  | Traceback (most recent call last):'
+    assert lines[-2] == '  | ZeroDivisionError: division by zero'
+    assert lines[-1].endswith(' - pl user.err: second')
+    assert all(line.startswith('  | ') for line in lines[1:-1])
+
+
+def test_a_tls_senders_last_message_taken_at_close_keeps_its_certificate(tmp_path, pki):
+    """What a TLS sender with a client certificate left unended when it closed is taken at
+    the close, into its facility with a secret (the TLS socket no longer tells its peer's
+    certificate then: the handshake's is kept)."""
+    server = {'pemfile': str(pki['server']), 'cacert': str(pki['ca'])}
+    daemon = start(tmp_path, server=server, listen_tls='127.0.0.1:0')
+    try:
+        tls_send(daemon, pki, b'<14>sig: not ended by LF', with_cert=True)
+        lines = wait_for_lines(daemon.log_file('signed'), 1)
+        assert lines[0].endswith(' - sig user.info: not ended by LF')
+        assert 'internal error' not in daemon.output()
+    finally:
+        assert daemon.stop() == 0

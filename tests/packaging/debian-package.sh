@@ -218,6 +218,7 @@ expect /var/lib/loghogd "$(owner_of /var/lib/loghogd) $(mode_of /var/lib/loghogd
 expect /etc/loghogd/certs "$(owner_of /etc/loghogd/certs) $(mode_of /etc/loghogd/certs)" "root:loghog 750"
 expect "CA key" "$(owner_of /etc/loghogd/certs/loghog-ca.key) $(mode_of /etc/loghogd/certs/loghog-ca.key)" "root:root 600"
 expect "server pem" "$(owner_of /etc/loghogd/certs/loghog-server.pem) $(mode_of /etc/loghogd/certs/loghog-server.pem)" "root:loghog 640"
+expect "facilities.conf (secrets)" "$(owner_of /etc/loghogd/facilities.conf) $(mode_of /etc/loghogd/facilities.conf)" "root:loghog 640"
 openssl verify -x509_strict -CAfile /etc/loghogd/certs/loghog-ca.cert /etc/loghogd/certs/loghog-server.pem
 dpkg-query -W -f '${Conffiles}\n' loghogd | grep -q ' /etc/loghogd/facilities.conf ' || fail "facilities.conf is not a conffile"
 if command -v systemd-analyze >/dev/null; then

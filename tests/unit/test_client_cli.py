@@ -10,7 +10,8 @@ import pytest
 
 from loghog import wire
 from loghog.cli import main
-from tests.unit.test_client_fakes import DatagramServer, FrameServer, free_port, reserve_port
+from tests.support import free_port
+from tests.unit.test_client_fakes import DatagramServer, FrameServer, reserve_port
 
 
 @pytest.fixture

@@ -216,15 +216,6 @@ def reserve_port(host='127.0.0.1'):
     return sock
 
 
-def free_port(host='127.0.0.1'):
-    """Return a loopback port that nothing listens on right now (for a process that must bind
-    it itself; prefer ``reserve_port`` when the test can hold the socket)."""
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 def wait_until(predicate, timeout_s=5.0):
     """Poll ``predicate`` until it is true; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

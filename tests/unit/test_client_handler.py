@@ -221,7 +221,10 @@ def test_emit_waits_once_at_most_while_the_server_is_black_holed(black_hole, mak
         durations.append(time.perf_counter() - started)
     slowest, *others = sorted(durations, reverse=True)
     assert slowest < EMIT_WAIT_S + 2
-    assert max(others) < 0.05, f'second slowest emit took {max(others) * 1000:.1f} ms'
+    # No second wait (each would be EMIT_WAIT_S): bounds far below it, so that a loaded
+    # machine's scheduling stalls (56 ms seen at load average 8) do not fail the test.
+    assert max(others) < 1.0, f'second slowest emit took {max(others) * 1000:.1f} ms'
+    assert sum(others) < 2.0, f'the 499 other emits took {sum(others):.2f} s'
     assert handler.dropped == 400
     started = time.monotonic()
     handler.close()

@@ -222,3 +222,39 @@ def test_a_lone_surrogate_in_a_json_message_prints_as_its_escape(setup):
     write(folder / 'root.log', json_line(hours(1), 'bad \ud800 text'))
     code, out = run(setup, 'shop', '--grep', 'bad')
     assert code == 0 and out.endswith(' - web1 - bad \\ud800 text\n')
+
+
+# -- folders and files the daemon did not write (adversarial, issue 17 follow-up) -------------
+
+def test_a_symbolic_link_named_like_a_backup_is_named_not_followed(tmp_path, capsys):
+    folder = tmp_path / 'shop'
+    folder.mkdir()
+    secret = tmp_path / 'secret'
+    secret.write_text(text_line(NOW, 'SECRET'))
+    write(folder / 'root.log', text_line(NOW, 'live'))
+    os.symlink(secret, folder / ('root.log.' + stamp(NOW - datetime.timedelta(days=1))))
+    files = logfiles.LogFiles(str(folder), 'root')
+    warnings = []
+    records = [r.raw for r in logfiles.history(files, None, None, None, [],
+                                               warn=lambda path, why: warnings.append(why))]
+    assert records == [text_line(NOW, 'live').rstrip('\n').encode()]
+    assert warnings == ['a symbolic link, not read']
+
+
+def test_a_file_without_line_breaks_is_read_in_bounded_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(logfiles, 'MAX_RECORD_BYTES', 1000)
+    monkeypatch.setattr(logfiles, 'CHUNK_BYTES', 300)
+    path = tmp_path / 'root.log'
+    path.write_bytes(b'x' * 5000)
+    records = [r.raw for r in logfiles.read_records(str(path))]
+    assert b''.join(records) == b'x' * 5000
+    assert max(map(len, records)) <= 1000 + 300
+
+
+def test_since_and_until_take_a_value_that_starts_with_a_dash():
+    assert logs._join_time_values(['app', '--since', '-1h', '--until', '-5min', '-n', '3']) == \
+        ['app', '--since=-1h', '--until=-5min', '-n', '3']
+
+
+def test_time_keys_of_years_before_1000_sort_before_later_ones():
+    assert logs.time_key(datetime.datetime(999, 1, 1)) < logs.time_key(datetime.datetime(2026, 1, 1))

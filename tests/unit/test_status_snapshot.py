@@ -125,6 +125,8 @@ def test_snapshot_shows_a_failed_reload(server):
         stream.write('[broken\n')
     server.clock.now += 30
     server.reload()
+    server.reloader.close()               # the parse ends on its thread ...
+    server.reloader.tick(server.clock())  # ... and the loop applies its result
     config = publisher.snapshot(server.clock())['config']
     assert config['last_reload'] == {'at': server.clock(), 'ok': False}
     assert config['reloads_failed'] == 1
