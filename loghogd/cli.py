@@ -9,6 +9,7 @@ import errno
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 import traceback
 
@@ -255,6 +256,12 @@ def start(config, table):
 
     Order: pidfile check, folders, bind, log files, ownership; detach; serve.
     """
+    # A signal during the start-up work below (binding, detaching) is kept and handed to
+    # the loop once its handlers are in (run): a SIGTERM then is a clean stop, not
+    # Python's default death with the pidfile left behind.
+    early_signals = []
+    for signum in Server.SIGNALS:
+        signal.signal(signum, lambda signum, frame: early_signals.append(signum))
     detaching = config.main.daemon
     pidfile = daemon.PidFile(config.main.pidfile)
     pidfile.check()
@@ -288,12 +295,12 @@ def start(config, table):
         bound.close()
         raise
     try:
-        return run(config, table, bound, handlers)
+        return run(config, table, bound, handlers, early_signals)
     finally:
         pidfile.release()
 
 
-def run(config, table, bound, handlers):
+def run(config, table, bound, handlers, early_signals=()):
     """Serve on the sockets already bound until stopped.  Returns 0 after a clean stop."""
     counters = Counters()
     loop = EventLoop()
@@ -318,6 +325,8 @@ def run(config, table, bound, handlers):
     # Signal handlers first: a SIGTERM during the start-up work below (rotation's recovery
     # can take a while) stops the daemon cleanly once the loop runs, instead of killing it.
     server.start()
+    for signum in early_signals:
+        loop.record_signal(signum)
     server.tasks.append(StatusPublisher(server, config.main.rundir, config.stats.interval,
                                         config.stats.prometheus_file))
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])

@@ -70,6 +70,11 @@ class EventLoop:
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
 
+    def record_signal(self, signum):
+        """Record ``signum`` as if it had just arrived (one that came before the handlers
+        were installed: cli.start keeps them)."""
+        self._record_signal(signum, None)
+
     def _record_signal(self, signum, frame):
         """The handler: record the signal; the loop acts on it.  No I/O, no exceptions.
 
