@@ -259,8 +259,6 @@ def test_host_option_finds_hosts_whose_file_names_were_made_safe(folder):
     assert b'slash' in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason='FINDING A3-21: with orjson (json_decoder auto) a lone '
-                   'surrogate in the body or 1e400 in fields make the record a bad_json rejection')
 def test_orjson_takes_what_the_standard_library_takes(tmp_path):
     pytest.importorskip('orjson')
     daemon = Daemon(tmp_path, JSON_FACILITY, {'json_decoder': 'orjson'}).start()
