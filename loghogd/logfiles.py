@@ -460,11 +460,14 @@ class Follower:
                  if first_line is None or _first_line_of(path) != first_line]
         return max(walls) if walls else None
 
-    def poll(self):
-        """The whole records added since the last poll."""
+    def poll(self, look_for_rotation=True):
+        """The whole records added since the last poll; with ``look_for_rotation``, also
+        whether the name now points to a new file (follow() asks when the folder changed)."""
         raws = []
         if self.stream is not None:
             raws += self._read()
+        if not look_for_rotation:
+            return raws
         try:
             stat = os.stat(self.path)
             identity = (stat.st_dev, stat.st_ino)

@@ -32,6 +32,7 @@ __all__ = ['main', 'parse_time', 'Selection', 'render', 'follow', 'LogFiles', 'h
 
 DEFAULT_CONFIG = '/etc/loghogd/loghogd.conf'
 FOLLOW_INTERVAL_S = 0.2
+FULL_CHECK_S = 2.0
 _LEVELS = {'DEBUG': 10, 'INFO': 20, 'WARN': 30, 'WARNING': 30, 'ERROR': 40, 'CRITICAL': 50,
            'FATAL': 50}
 # A text line's level: the first word of the message when it is a level name (the
@@ -195,19 +196,36 @@ def render(record, mode, app, module):
 
 
 def follow(files, selection, write, is_reader_gone, sleep=time.sleep, stop=None,
-           followers=None):
+           followers=None, clock=time.monotonic):
     """Print what is added to ``files``' live files until ``stop()`` is true or the reader
     of the output is gone; new hosts' files are picked up as they appear.  ``followers``
-    are those ``history`` read the live files with (None: start at the files' ends)."""
+    are those ``history`` read the live files with (None: start at the files' ends).
+
+    Each pass reads what was appended through the open files; the folder is listed, and
+    each file looked at for a rotation, only when the folder changed (a rotation renames
+    and creates: the folder's mtime moves) or did in the last FULL_CHECK_S, and every
+    FULL_CHECK_S anyway: with 1,000 hosts' files, a pass was 1,000 stats and a listing
+    every 0.2 s (attack finding A3-25)."""
     if followers is None:
         followers = {base: files.follower(base) for base in files.list()}
+    folder_seen = _folder_mtime(files.folder)
+    checked_at = clock()
     try:
         while not (stop and stop()):
-            for base in files.list():
-                if base not in followers:
-                    followers[base] = files.follower(base, False)
+            now = clock()
+            folder_now = _folder_mtime(files.folder)
+            # A change within the same timestamp tick as the last one leaves the mtime
+            # as it was: a folder changed in the last FULL_CHECK_S is looked at each pass.
+            look = (folder_now != folder_seen or now - checked_at >= FULL_CHECK_S
+                    or folder_now is None
+                    or time.time_ns() - folder_now < FULL_CHECK_S * 1e9)
+            if look:
+                folder_seen, checked_at = folder_now, now
+                for base in files.list():
+                    if base not in followers:
+                        followers[base] = files.follower(base, False)
             for follower in followers.values():
-                for raw in follower.poll():
+                for raw in follower.poll(look):
                     record = Record(raw, record_key(raw))
                     if selection.accepts(record):
                         write(record)
@@ -217,6 +235,13 @@ def follow(files, selection, write, is_reader_gone, sleep=time.sleep, stop=None,
     finally:
         for follower in followers.values():
             follower.close()
+
+
+def _folder_mtime(folder):
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _reader_gone_check(stream):

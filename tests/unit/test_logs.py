@@ -7,6 +7,7 @@ import io
 import json
 import lzma
 import os
+import time
 
 import pytest
 
@@ -258,3 +259,28 @@ def test_since_and_until_take_a_value_that_starts_with_a_dash():
 
 def test_time_keys_of_years_before_1000_sort_before_later_ones():
     assert logs.time_key(datetime.datetime(999, 1, 1)) < logs.time_key(datetime.datetime(2026, 1, 1))
+
+
+def test_follow_does_not_list_the_folder_nor_stat_every_file_each_pass(tmp_path, monkeypatch):
+    """1,000 hosts' files: -f cost 45% of a core idle (a listing and 1,000 stats every 0.2 s).
+    Once the folder has been quiet for FULL_CHECK_S, a pass reads the open files only."""
+    folder = tmp_path / 'many'
+    folder.mkdir()
+    for n in range(50):
+        write(folder / ('h%02d-root.log' % n), text_line(NOW, 'x', host='h%02d' % n))
+    old = time.time() - 10
+    os.utime(folder, (old, old))
+    files = logfiles.LogFiles(str(folder), 'root')
+    followers = {base: files.follower(base) for base in files.list()}
+    calls = {'listdir': 0}
+    real_listdir = os.listdir
+
+    def counting_listdir(path):
+        calls['listdir'] += 1
+        return real_listdir(path)
+    monkeypatch.setattr(logfiles.os, 'listdir', counting_listdir)
+    passes = []
+    logs.follow(files, logs.Selection(), lambda r: None, lambda: False,
+                sleep=lambda _: passes.append(1), stop=lambda: len(passes) >= 10,
+                followers=followers, clock=lambda: len(passes) * 0.1)   # 0.1 s a pass
+    assert calls['listdir'] == 0   # 10 passes in 1 s of a quiet folder: no full check due
