@@ -45,10 +45,11 @@ duplicate lines.  What a session is and what moves it (issue 14):
   ``SESSIONS_FAIR_SHARE`` addresses flooding).
 """
 
-import bisect
 import collections
 
 from loghog.wire import make_ack
+
+from . import ranges
 
 # An ack lists at most this many rejected frames; the rest are counted in "more_rejected".
 MAX_REJECTED_LISTED = 100
@@ -87,27 +88,12 @@ class Session:
 
     def written(self, seq):
         """True if message number ``seq`` of this session was queued for writing."""
-        i = bisect.bisect_right(self.starts, seq) - 1
-        return i >= 0 and seq <= self.ends[i]
+        return ranges.contains(self.starts, self.ends, seq)
 
     def add(self, seq):
-        """Message number ``seq`` was queued for writing."""
-        starts, ends = self.starts, self.ends
-        i = bisect.bisect_right(starts, seq) - 1
-        if i >= 0 and seq <= ends[i]:
-            return
-        if i >= 0 and ends[i] == seq - 1:
-            ends[i] = seq
-            if i + 1 < len(starts) and starts[i + 1] == seq + 1:
-                ends[i] = ends[i + 1]
-                del starts[i + 1], ends[i + 1]
-        elif i + 1 < len(starts) and starts[i + 1] == seq + 1:
-            starts[i + 1] = seq
-        else:
-            starts.insert(i + 1, seq)
-            ends.insert(i + 1, seq)
-            if len(starts) > MAX_RANGES:
-                del starts[0], ends[0]
+        """Message number ``seq`` was queued for writing (the lowest range beyond
+        MAX_RANGES is forgotten: its resends would be written again, never lost)."""
+        ranges.add(self.starts, self.ends, seq, MAX_RANGES)
 
     def forget_after(self, position):
         """Numbers above ``position`` may not be written after all (lines lost)."""

@@ -35,9 +35,9 @@ which every number counts as seen.  A daemon restart forgets everything: frames 
 ``max_clock_skew`` could then be replayed once (docs/security.md).
 """
 
-import bisect
 import collections
 
+from . import ranges
 from .protocol import BAD_SIGNATURE, Rejection
 
 V2_REQUIRED = 'v2_signature_required'
@@ -87,29 +87,14 @@ class _Seen:
         self.newest_ms = None
 
     def has(self, seq):
-        if seq <= self.floor:
-            return True
-        i = bisect.bisect_right(self.starts, seq) - 1
-        return i >= 0 and seq <= self.ends[i]
+        return seq <= self.floor or ranges.contains(self.starts, self.ends, seq)
 
     def add(self, seq):
-        if self.has(seq):
+        if seq <= self.floor:
             return
-        starts, ends = self.starts, self.ends
-        i = bisect.bisect_right(starts, seq) - 1
-        if i >= 0 and ends[i] == seq - 1:
-            ends[i] = seq
-            if i + 1 < len(starts) and starts[i + 1] == seq + 1:
-                ends[i] = ends[i + 1]
-                del starts[i + 1], ends[i + 1]
-        elif i + 1 < len(starts) and starts[i + 1] == seq + 1:
-            starts[i + 1] = seq
-        else:
-            starts.insert(i + 1, seq)
-            ends.insert(i + 1, seq)
-            if len(starts) > MAX_RANGES:
-                self.floor = ends[0]
-                del starts[0], ends[0]
+        dropped = ranges.add(self.starts, self.ends, seq, MAX_RANGES)
+        if dropped is not None:
+            self.floor = dropped   # every number up to the dropped range counts as seen
 
 
 class ReplayGuard:
