@@ -74,7 +74,8 @@ NUMBERS = [
     ('docs/security.md', r'Listen backlog of (\d+)', (binding.LISTEN_BACKLOG,)),
     ('docs/security.md', r'(\d+) accepts and (\d+) datagrams per wake-up',
      (connections.ACCEPT_BATCH, connections.UDP_BATCH)),
-    ('docs/security.md', r'reads up to (\d+) datagrams per wake-up', (connections.UDP_BATCH,)),
+    ('docs/security.md', r'reads up to (\d+) datagrams per wake-up, and no more than a turn.s '
+     r'time \(([\d.]+) ms', (connections.UDP_BATCH, connections.TURN_S * 1000)),
     ('docs/security.md', r'and (\d+) descriptors for listeners and the rest',
      (binding.RESERVED_DESCRIPTORS,)),
     ('docs/security.md', r'2 × `max_open_files` \+ (\d+)', (binding.RESERVED_DESCRIPTORS,)),
