@@ -24,7 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.good_client import acked_probes, percentile, summary  # noqa: E402,F401
+from benchmarks.good_client import acked_probes, summary  # noqa: E402
 from loghog.wire import HEADER                                        # noqa: E402
 from tests.support import Daemon, frame, read_lines, wait_for        # noqa: E402
 

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.bench_fairness import probe, summary                   # noqa: E402
+from benchmarks.bench_fairness import probe                            # noqa: E402
+from benchmarks.good_client import summary                             # noqa: E402
 from tests.integration.attack.syslog_tools import start, start_flood   # noqa: E402
 
 FLOODS = {'none': None, 'udp_sd_unclaimed': 'syslog_udp', 'udp_big': 'syslog_udp',

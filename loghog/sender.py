@@ -387,7 +387,6 @@ class Sender:
         self._connection_acks = None      # ConnectionAcks while the connection is acknowledged
         self._last_problem = None
         self._has_warned = set()          # kinds of warnings given in the current episode
-        self._has_sent_on_connection = False
         self._has_just_written = False
         self._retry_delay_s = None
         self._unreported_rejections = collections.Counter()
@@ -653,7 +652,6 @@ class Sender:
         if lost is not None:
             self._lost(f'connection to {self._connection.peer} lost: {lost.cause}')
             return
-        self._has_sent_on_connection = True
         self._has_just_written = are_new
 
     def _sign(self, frames):
@@ -751,7 +749,6 @@ class Sender:
             self._signature == 'v2'
             or (self._signature == 'auto' and getattr(connection, 'signs_v2', False)))
         self._connected_at = time.monotonic()
-        self._has_sent_on_connection = False
         with self._lock:
             was_unreachable = self._is_unreachable
             self._is_unreachable = False

@@ -31,12 +31,9 @@ import struct
 from loghog.wire import FLAG_SIGNED_V2, HEADER, HEADER_SIZE
 
 LABEL = b'loghog-v2\n'
-SESSION_BYTES = 16
-MAC_BYTES = 32
 ENVELOPE = struct.Struct('>16sQq32s')
 ENVELOPE_SIZE = ENVELOPE.size          # 64
 _SIGNED_HEAD = struct.Struct('>I16sQq')
-SEQ_LIMIT = 1 << 64
 _TIME_MIN, _TIME_LIMIT = -(1 << 63), 1 << 63
 
 

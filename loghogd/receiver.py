@@ -21,7 +21,6 @@ import logging
 import os
 import resource
 import select
-import signal
 import socket
 
 from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
@@ -359,9 +358,3 @@ def _wait_for_final_acks(server, channel, reporter, acknowledger):
         select.select([channel.sock], [], [], 0.05)
         for message in channel.receive():
             acknowledger.deliver(message)
-
-
-def ignore_main_signals():
-    """In a new receiver, before its own handlers: the main process's are not ours."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_DFL)

@@ -60,7 +60,6 @@ STOP_RECEIVERS_S = 9.0
 # first receiver to wake took all 8 connections of tcp8 and did 90% of the work).  The
 # [syslog] listeners stay in the main process.
 RECEIVER_KINDS = ('udp',)
-HANDED_OFF_KINDS = ('tcp', 'tls')
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).

@@ -42,6 +42,19 @@ def free_port(host='127.0.0.1'):
         return probe.getsockname()[1]
 
 
+# README: on SIGTERM the daemon finishes its writes and exits within 10 s.
+SIGTERM_BOUND_S = 10.0
+
+
+def stop_within_bound(daemon, bound_s=SIGTERM_BOUND_S):
+    """SIGTERM ``daemon``; assert that it exits 0 within ``bound_s``; return the seconds."""
+    began = time.monotonic()
+    assert daemon.stop(timeout=30) == 0
+    elapsed = time.monotonic() - began
+    assert elapsed < bound_s, 'SIGTERM took %.1fs' % elapsed
+    return elapsed
+
+
 def terminate(process, timeout=40):
     """SIGTERM ``process`` and return its exit status; one that has not exited after
     ``timeout`` seconds is killed and the test fails (subprocess.TimeoutExpired)."""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from benchmarks.bench_fairness import percentile
+from benchmarks.good_client import percentile
 from loghog.wire import FLAG_ACK, HEADER, encode_message
 from tests.integration.attack.syslog_tools import send_tcp, start, start_flood, unread_bytes
 from tests.support import ROOT, read_lines, wait_for, wait_for_lines
@@ -299,32 +299,10 @@ def test_a_live_unix_socket_of_another_program_is_not_taken_over(tmp_path):
         assert owner.recv(100) == b'<14>pl: still the first owner'
 
 
-def test_first_sysloghandler_traceback_over_tcp_is_kept_whole(tmp_path):
-    import logging
-    import logging.handlers
-    daemon = start(tmp_path)
-    handler = logging.handlers.SysLogHandler(address=('127.0.0.1', daemon.port('syslog_tcp')),
-                                             socktype=socket.SOCK_STREAM)
-    handler.ident = 'pl: '
-    logger = logging.getLogger('test_attack_syslog.first_traceback')
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        try:
-            1 / 0
-        except ZeroDivisionError:
-            logger.exception('startup failed')
-        logger.error('sentinel')
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-    try:
-        lines = wait_for_sentinel(daemon)
-        assert lines[0].endswith('pl user.err: startup failed'), lines
-        assert lines[1:2] == ['  | Traceback (most recent call last):'], lines
-        assert 'syslog_unclaimed' not in daemon.output()
-    finally:
-        assert daemon.stop() == 0
+# A3-26 (a SysLogHandler traceback as a TCP connection's first message was split into
+# refused lines): test_syslog_daemon.py's
+# test_sysloghandlers_traceback_as_a_connections_first_message_is_one_record checks it, line
+# by line.
 
 
 def test_continuation_lines_starting_with_lt_stay_in_their_record(tmp_path):

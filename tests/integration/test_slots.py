@@ -15,10 +15,9 @@ import time
 import pytest
 
 from loghog.wire import HEADER
-from tests.support import frame, line_body, make_certs, read_lines, wait_for
+from tests.support import frame, line_body, make_certs, read_lines, stop_within_bound, wait_for
 
 # SIGTERM's bound: the drain (server.DRAIN_TIME_S, 8 s) plus the last writes and the exit.
-STOP_BOUND_S = 10.0
 
 
 def raise_own_descriptor_limit(needed):
@@ -63,14 +62,6 @@ def send_to_each(socks, data, timeout_s=10.0):
                 pass
     selector.close()
     return sent
-
-
-def stop_within_bound(daemon):
-    started = time.monotonic()
-    assert daemon.stop(timeout=30) == 0
-    elapsed = time.monotonic() - started
-    assert elapsed < STOP_BOUND_S, 'SIGTERM took %.1fs' % elapsed
-    return elapsed
 
 
 def seconds_to_serve(daemon, connect, body):

@@ -11,6 +11,8 @@ import stat
 
 import pytest
 
+from tests.integration.attack import syslog_tools
+from tests.integration.attack.syslog_tools import send_tcp
 from tests.support import Daemon, make_certs, read_lines, wait_for, wait_for_lines
 
 FACILITIES = """
@@ -28,15 +30,8 @@ syslog_programs = sig
 
 
 def start(tmp_path, facilities=FACILITIES, server=None, **syslog):
-    options = {'listen_tcp': '127.0.0.1:0', 'listen_udp': '127.0.0.1:0'}
-    options.update(syslog)
-    daemon = Daemon(tmp_path, facilities, server, sections={'syslog': options})
-    return daemon.start()
-
-
-def send_tcp(daemon, data):
-    with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')), timeout=10) as sock:
-        sock.sendall(data)
+    """attack/syslog_tools.start, with this module's facilities."""
+    return syslog_tools.start(tmp_path, facilities, server, **syslog)
 
 
 def test_sighup_reloads_the_claims(tmp_path):

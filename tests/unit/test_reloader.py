@@ -10,16 +10,9 @@ import time
 
 import pytest
 
-from loghogd.binding import bind_all
-from loghogd.config import load_config
-from loghogd.facilities import load_facilities
-from loghogd.loop import EventLoop
 from loghogd.reloader import parse
-from loghogd.server import Server
-from loghogd.stats import Counters
-from loghogd.writer import Writer
 
-from tests.unit.test_status_snapshot import Peer, message
+from tests.unit.test_status_snapshot import Peer, message, serving
 
 FACILITIES = '[app]\nrotate = daily\nbackup_count = 3\n'
 ADDED = FACILITIES + '\n[added]\nrotate = hourly\nbackup_count = 2\n'
@@ -27,24 +20,7 @@ ADDED = FACILITIES + '\n[added]\nrotate = hourly\nbackup_count = 2\n'
 
 @pytest.fixture
 def server(tmp_path):
-    (tmp_path / 'facilities.conf').write_text(FACILITIES)
-    (tmp_path / 'loghogd.conf').write_text(
-        '[main]\nlogdir = log\nworkdir = lib\nrundir = run\nfacilities_config = facilities.conf\n'
-        '[server]\nlisten_ipv4 = 127.0.0.1:0\nlisten_ipv6 =\n')
-    config = load_config(str(tmp_path / 'loghogd.conf'))
-    os.makedirs(config.main.rundir)
-    counters = Counters()
-    loop = EventLoop()
-    bound = bind_all(config)
-    server = Server(config, load_facilities(config.main.facilities_config),
-                    Writer(config.main.logdir, counters), counters, loop, bound)
-    yield server
-    reloader = getattr(server, 'reloader', None)
-    if reloader is not None:
-        reloader.close()
-    server.writer.close(server.clock())
-    loop.close()
-    bound.close()
+    yield from serving(tmp_path, FACILITIES)
 
 
 def write_facilities(server, text):

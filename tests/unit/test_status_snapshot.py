@@ -49,24 +49,31 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / 'facilities.conf').write_text(FACILITIES)
-    (tmp_path / 'loghogd.conf').write_text(
+def serving(folder, facilities, clock=None):
+    """A Server on loopback in ``folder`` with ``facilities`` (a generator for a fixture:
+    it yields the server, then closes what it made; a reload still running is waited for)."""
+    (folder / 'facilities.conf').write_text(facilities)
+    (folder / 'loghogd.conf').write_text(
         '[main]\nlogdir = log\nworkdir = lib\nrundir = run\nfacilities_config = facilities.conf\n'
         '[server]\nlisten_ipv4 = 127.0.0.1:0\nlisten_ipv6 =\n')
-    config = load_config(str(tmp_path / 'loghogd.conf'))
+    config = load_config(str(folder / 'loghogd.conf'))
     os.makedirs(config.main.rundir)
     counters = Counters()
     loop = EventLoop()
     bound = bind_all(config)
+    options = {} if clock is None else {'clock': clock}
     server = Server(config, load_facilities(config.main.facilities_config),
-                    Writer(config.main.logdir, counters), counters, loop, bound,
-                    clock=Clock(1_700_000_000.0))
+                    Writer(config.main.logdir, counters), counters, loop, bound, **options)
     yield server
+    server.reloader.close()
     server.writer.close(server.clock())
     loop.close()
     bound.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    yield from serving(tmp_path, FACILITIES, Clock(1_700_000_000.0))
 
 
 def message(app='app', module='root', body='hello'):

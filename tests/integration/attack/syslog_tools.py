@@ -42,13 +42,13 @@ syslog_programs = fl
 """
 
 
-def start(tmp_path, facilities=FACILITIES, level='INFO', **syslog):
+def start(tmp_path, facilities=FACILITIES, server=None, level='INFO', **syslog):
     """A loghogd with syslog over TCP and UDP on 127.0.0.1 (ports chosen at run time) and
-    otherwise default settings."""
+    otherwise default settings (``server``: [server] keys)."""
     options = {'listen_tcp': '127.0.0.1:0', 'listen_udp': '127.0.0.1:0'}
     options.update(syslog)
-    return Daemon(tmp_path, facilities, sections={'syslog': options,
-                                                  'log': {'level': level}}).start()
+    return Daemon(tmp_path, facilities, server, sections={'syslog': options,
+                                                          'log': {'level': level}}).start()
 
 
 def send_tcp(daemon, data, kind='syslog_tcp'):
