@@ -332,3 +332,23 @@ def test_awkward_values_decode_as_with_the_standard_library(text, loads):
                 '"hostname": "h", "body": "b", ' + where % text + '}').encode()
         assert (repr(protocol.decode_fields(0, data, MAX, loads))
                 == repr(protocol.decode_fields(0, data, MAX))), where % text[:40]
+
+
+def test_auto_never_takes_orjson_and_named_orjson_leaves_its_refusals_to_the_stdlib(monkeypatch):
+    """README json_decoder: auto is msgspec or the standard library (orjson turns integers
+    beyond 64 bits into floats); orjson, when named, leaves what it refuses to the stdlib."""
+    import sys
+    import types
+    fake = types.ModuleType('orjson')
+
+    def refusing_loads(text):
+        if '\\ud800' in text:
+            raise ValueError('lone surrogate')   # as orjson does
+        return json.loads(text)
+    fake.loads = refusing_loads
+    monkeypatch.setitem(sys.modules, 'orjson', fake)
+    monkeypatch.setitem(sys.modules, 'msgspec', None)    # not installed
+    assert protocol.choose_loads('auto') is protocol.fast_loads
+    loads = protocol.choose_loads('orjson')
+    assert loads('{"a": "\\ud800"}') == {'a': '\ud800'}
+    assert loads('{"a": 1}') == {'a': 1}
