@@ -3,6 +3,7 @@ time (port 0, read back from <rundir>/listen.json), stopped by PID with the exit
 """
 
 import bz2
+import contextlib
 import gzip
 import json
 import logging
@@ -195,6 +196,27 @@ class Daemon:
 
     def signal(self, signum):
         os.kill(self.proc.pid, signum)
+
+    def processes(self):
+        """The daemon's pid and its children's (the receivers of ``[server] workers``)."""
+        pids = [self.proc.pid]
+        for task in Path('/proc/%d/task' % self.proc.pid).iterdir():
+            children = (task / 'children').read_text().split()
+            pids.extend(int(pid) for pid in children)
+        return pids
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """SIGSTOP the daemon and its receivers (the kernel queues, then drops), SIGCONT
+        them on leaving."""
+        pids = self.processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
     def reload(self, facilities=None, timeout=10.0):
         """Write new facilities (optional), SIGHUP, and wait until the daemon logged the reload."""
