@@ -27,7 +27,7 @@ from .connections import (DATAGRAM_OWED_MAX_S, FIRST_READ_SIZE, READ, RECV_SIZE,
 from .errors import StartupError, describe_os_error
 from .files import format_address
 from .jsonlines import format_json_line
-from .lines import format_body
+from .lines import ALL_PRINTABLE, PRINTABLE_ASCII, format_body
 from .protocol import Rejection
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
@@ -207,6 +207,7 @@ class SyslogReceiver:
         peer_host = source.peer_host
         heads = self.heads
         fast = self.fast
+        all_printable = ALL_PRINTABLE.startswith
         if len(heads) > 4096:   # senders choose programs and pids freely
             heads.clear()
         received = cut = replaced = count = size = parsed = 0
@@ -280,8 +281,14 @@ class SyslogReceiver:
                             start = stamp_end + header_size
                             if kind == STAMP_5424 and data.startswith(BOM, start):
                                 start += 3
+                            body = data[start:].rstrip(TRAILING)
+                            if all_printable(body.translate(PRINTABLE_ASCII)):
+                                append(shape_head + body.decode('ascii') + '\n')
+                                count += 1
+                                size += len(data)
+                                continue
                             try:
-                                text = data[start:].rstrip(TRAILING).decode('utf-8')
+                                text = body.decode('utf-8')
                             except UnicodeDecodeError:
                                 pass   # parsed below: replaced and counted
                             else:

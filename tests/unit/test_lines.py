@@ -6,7 +6,8 @@ import unicodedata
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from loghogd.lines import CONTINUATION, escape_controls, format_body
+from loghogd.lines import (ALL_PRINTABLE, CONTINUATION, PRINTABLE_ASCII, escape_controls,
+                           format_body)
 
 FORGED = ('hello\n2026-12-05 03:14:15.926535 - db1.example.com - ERROR - root password '
           'changed by admin')
@@ -114,3 +115,33 @@ def test_property_printable_lines_are_kept_one_per_line(lines):
     body = '\n'.join(lines).rstrip('\r\n')
     result = format_body(body).split('\n')
     assert result[0] + ''.join('\n' + part[len(CONTINUATION):] for part in result[1:]) == body
+
+
+def printable_ascii_by_table(data):
+    return ALL_PRINTABLE.startswith(data.translate(PRINTABLE_ASCII))
+
+
+def printable_ascii_by_python(data):
+    return data.isascii() and data.decode('ascii').isprintable()
+
+
+def test_the_syslog_paths_byte_table_agrees_with_isprintable_on_every_byte():
+    """The syslog shapes' path takes a body as it is when the table says printable ASCII:
+    exactly when str.isprintable() would (so format_body would not change it)."""
+    for code in range(256):
+        for data in (bytes([code]), b'abc' + bytes([code]), bytes([code]) + b'xyz'):
+            assert printable_ascii_by_table(data) == printable_ascii_by_python(data), data
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda text: text.encode('utf-8', 'surrogatepass')))
+def test_the_byte_table_agrees_with_isprintable_on_any_bytes(data):
+    assert printable_ascii_by_table(data) == printable_ascii_by_python(data)
+    if printable_ascii_by_table(data):
+        assert format_body(data.decode('ascii')) == data.decode('ascii')
+
+
+def test_a_body_longer_than_the_table_is_left_to_isprintable():
+    data = b'x' * (len(ALL_PRINTABLE) + 1)
+    assert not printable_ascii_by_table(data)   # the caller's slow path decides: still printable
+    assert format_body(data.decode()) == data.decode()
