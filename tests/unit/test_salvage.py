@@ -25,7 +25,9 @@ def test_fields_the_decoder_cannot_take_cost_only_the_fields(fields_text):
     decoded = protocol.decode_fields(0, payload(fields_text), 1 << 20)
     assert decoded.__class__ is tuple, decoded
     assert decoded[5] == 'kept'
-    assert decoded[7].startswith('fields the decoder cannot take')
+    # Python 3.13's C scanner takes 5,000 levels (no RecursionError): the fields are then
+    # dropped for their depth, the body kept all the same.
+    assert decoded[7].startswith(('fields the decoder cannot take', 'fields nested deeper'))
 
 
 @pytest.mark.parametrize('text', [

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -174,6 +175,12 @@ def test_status_subcommand_exits_3_with_a_clear_message_when_nothing_runs(tmp_pa
 def live_loghogd_pid():
     """A live process whose command line says loghogd, as the daemon's does."""
     proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', 'loghogd'])
+    # Until the child has exec'd, its command line is pytest's (Python 3.13's Popen returns
+    # sooner: the test saw "has gone" there).
+    cmdline = pathlib.Path('/proc/%d/cmdline' % proc.pid)
+    deadline = time.monotonic() + 10
+    while b'loghogd' not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield proc.pid
     proc.kill()
     proc.wait()
