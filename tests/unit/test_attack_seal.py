@@ -1,0 +1,185 @@
+"""Attacks on sealed files (issue 19), the way an intruder with the daemon's account, or a
+careless operator or a failing machine, would try them: each test names what a user would
+see.  The daemon's side runs on a real Writer and Sealer with numbers for the clock
+(tests/unit/test_sealing_daemon.Rig); the verifier is ``loghogd verify`` itself."""
+
+import contextlib
+import gzip
+import io
+import logging
+import lzma
+import os
+import shutil
+
+import pytest
+
+from loghogd import seal_keys, sealing, verify
+from tests.unit.test_sealing_daemon import INTERVAL, Rig, _history_with_rotation
+
+PER_HOST = '[app]\nrotate = daily\nbackup_count = 3\nsealed = yes\nfile_per_host = yes\n'
+INF = float('inf')
+
+
+def run_verify(rig, *args):
+    """``loghogd verify --key <the rig's verification key> ARGS...``: (exit status, stdout)."""
+    key_file = rig.tmp / 'verification.key'
+    key_file.write_text(sealing.format_verification_key(rig.keys.k0, rig.keys.t0,
+                                                        rig.keys.interval))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = verify.main(['--key', str(key_file)] + [str(a) for a in args])
+    return code, out.getvalue()
+
+
+def seals_of(sidecar):
+    with open(sidecar, 'rb') as stream:
+        return [sealing.parse_record(line, False) for line in stream if line.startswith(b's ')]
+
+
+def write_hosts(rig, hosts):
+    facility = rig.table.lookup('app', 'root')
+    for host in hosts:
+        rig.writer.add(facility, host, 'a line from %s\n' % host)
+    rig.writer.flush(rig.now)
+
+
+# -- the daemon's side: failures that must not look like tampering --------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-1: a key that cannot be written makes the sealer seal the same epoch on every loop pass')
+def test_a_sealing_key_that_cannot_be_written_seals_each_epoch_once(tmp_path, caplog):
+    """A4-1: the work folder's disk fails (here: the folder is gone) while the log folder's
+    works.  Before the fix the round was over but the key stayed at the sealed epoch, so
+    the sealer's deadline stayed in the past: every loop pass sealed the same epoch again
+    (a seal and two fdatasyncs per file, an error line per pass) and verify then called the
+    clean file tampered ("a seal of epoch 0 after one of epoch 0: seals out of order")."""
+    rig = Rig(tmp_path)
+    rig.write('one')
+    shutil.rmtree(rig.workdir)
+    rig.next_epoch()
+    assert rig.sealer.next_deadline() > rig.now, 'the sealer would run on every loop pass'
+    for pass_ in range(3):       # the loop comes back before the next epoch ends
+        rig.sealer.tick(rig.now + 0.001 * pass_)
+    rig.write('two')
+    rig.next_epoch()
+    assert [(s.first_epoch, s.last_epoch) for s in seals_of(rig.live + '.seal')] == [(0, 0),
+                                                                                   (1, 1)]
+    assert 'cannot write the next sealing key' in caplog.text
+    code, out = rig.verify()
+    assert code == 0, out
+    os.mkdir(rig.workdir)            # the disk is back: the next round writes the key
+    rig.next_epoch()
+    assert seal_keys.load(seal_keys.key_path(rig.workdir)).epoch == 3
+    assert rig.verify()[0] == 0
+
+
+@pytest.mark.xfail(strict=True, reason='A4-2: SIGKILL in the middle of a seal round leaves a gap verify calls tampering')
+def test_a_daemon_killed_in_the_middle_of_a_seal_round_verifies_intact_after_restart(
+        tmp_path, caplog):
+    """A4-2: a seal round goes in slices of 5 ms; SIGKILL after some files got the seal of
+    epoch 1 and before the others did.  At restart the key (still of epoch 1 on disk) was
+    moved on past epoch 1, so the files not sealed yet never got epoch 1: verify reported
+    "epochs 1 to 1 were never sealed ...: lines were cut and the file went on" for a
+    crash."""
+    rig = Rig(tmp_path, PER_HOST)
+    write_hosts(rig, ['host0', 'host1', 'host2'])
+    rig.next_epoch()                          # epoch 0 sealed in every file
+    write_hosts(rig, ['host0', 'host1', 'host2'])
+    rig.now += INTERVAL
+    rig.sealer.tick(rig.now, budget_s=0.0)    # one file of three sealed, then the SIGKILL
+    assert rig.sealer.next_deadline() == 0.0  # (the round was not over)
+    rig.start()                               # the restart
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0 and out.count('OK ') == 3, out
+    assert 'will report epochs' not in caplog.text
+
+
+# -- verify: files it must not skip ---------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-3: verify skips a second form of a backup')
+def test_a_forged_copy_of_a_backup_in_another_compression_is_not_skipped(tmp_path):
+    """A4-3: ``root.log.<stamp>.gz`` (or an uncompressed ``root.log.<stamp>``) planted
+    beside the real ``root.log.<stamp>.xz``: verify checked one form of the backup and
+    silently skipped the other, and said OK, exit 0, while readers of the folder (zless,
+    grep, ``loghogd logs``, which picks one compressed form) could read the forged one.
+    A compression under way leaves two forms for a moment: both hold the same bytes."""
+    rig, _ = _history_with_rotation(tmp_path)
+    backup = rig.live + '.2026-12-05-00-00-00-000000'
+    with open(backup, 'rb') as stream:
+        data = stream.read()
+    with lzma.open(backup + '.xz', 'wb') as stream:
+        stream.write(data)
+    assert run_verify(rig, os.path.dirname(rig.live))[0] == 0   # a compression under way
+    os.unlink(backup)
+    with gzip.open(backup + '.gz', 'wb') as stream:
+        stream.write(data.replace(b'line 7 ', b'FORGED '))
+    code, out = run_verify(rig, os.path.dirname(rig.live))
+    assert code == 1 and 'BROKEN %s.gz:1: ' % backup in out, out
+    os.unlink(backup + '.gz')
+    with open(backup, 'wb') as stream:
+        stream.write(data.replace(b'line 8 ', b'FORGED '))
+    code, out = run_verify(rig, os.path.dirname(rig.live))
+    assert code == 1 and 'BROKEN %s:1: ' % backup in out, out
+
+
+# -- verify --anchor --------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-4: --anchor E: matches any chain')
+def test_an_anchor_without_enough_hash_digits_is_a_usage_error(tmp_path):
+    """A4-4: ``--anchor 5:`` (the hash lost in a copy and paste) matched any chain: a
+    history cut back and rebuilt passed its anchor.  loghogd status shows 16 hex digits,
+    the Prometheus file 12; fewer is refused."""
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    seal = seals_of(rig.live + '.seal')[-1]
+    for anchor in ('%d:' % seal.last_epoch, '%d:%s' % (seal.last_epoch, seal.chain_hash.hex()[:3])):
+        code, out = run_verify(rig, '--anchor', anchor, rig.live)
+        assert code == 64 and '--anchor' in out, (anchor, out)
+    anchor = '%d:%s' % (seal.last_epoch, seal.chain_hash.hex()[:12])
+    assert run_verify(rig, '--anchor', anchor, rig.live)[0] == 0
+
+
+@pytest.mark.xfail(strict=True, reason='A4-5: --anchor is required of every history given')
+def test_an_anchor_with_a_folder_of_several_histories_is_not_a_false_alarm(tmp_path):
+    """A4-5: docs/security.md shows ``verify --anchor E:H /var/log/loghogd/shop``; the
+    anchor (one file's seal, from loghogd status) was required of every history in the
+    folder, so a folder with two (file_per_host, a sub-facility) reported the other one
+    BROKEN ("differs from the anchored one"), exit 1, on an untouched folder.  It now asks
+    for the files of the anchored history."""
+    rig = Rig(tmp_path, PER_HOST)
+    write_hosts(rig, ['host0', 'host1'])
+    rig.next_epoch()
+    status = rig.sealer.status(rig.now)['seals'][0]
+    anchor = '%d:%s' % (status['epoch'], status['chain'])
+    folder = os.path.dirname(status['path'])
+    code, out = run_verify(rig, '--anchor', anchor, folder)
+    assert code == 64 and 'one history' in out and 'BROKEN' not in out, out
+    code, out = run_verify(rig, '--anchor', anchor, status['path'])
+    assert code == 0, out
+
+
+# -- verify: what a history is bound to -------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-6: a seal binds the file name, not its app folder')
+def test_a_history_copied_into_another_apps_folder_is_found(tmp_path):
+    """A4-6: every sealed file of every app is sealed with the same key under its name in
+    its folder (``root.log``): an intruder with no key at all can replace the history of
+    app ``bank`` by a copy of app ``shop``'s, and ``verify log/bank`` says OK, exit 0.
+    Fix: seal the name with its app folder (``bank/root.log``) in sealer.py, and have
+    verify take the folder name as the app (or an --app option for copies kept elsewhere)."""
+    rig = Rig(tmp_path, '[shop]\nrotate = daily\nbackup_count = 3\nsealed = yes\n'
+                        '[bank]\nrotate = daily\nbackup_count = 3\nsealed = yes\n')
+    for app in ('shop', 'bank'):
+        rig.writer.add(rig.table.lookup(app, 'root'), 'h', 'a line of %s\n' % app)
+    rig.writer.flush(rig.now)
+    rig.next_epoch()
+    rig.stop()
+    shop, bank = (os.path.join(rig.logdir, app) for app in ('shop', 'bank'))
+    assert run_verify(rig, bank)[0] == 0
+    for name in os.listdir(bank):
+        os.unlink(os.path.join(bank, name))
+    for name in os.listdir(shop):
+        shutil.copy(os.path.join(shop, name), bank)
+    code, out = run_verify(rig, bank)
+    assert code == 1, out
