@@ -221,6 +221,7 @@ class Sealer:
         # A seal round under way: (first epoch, last epoch, time µs, the key's next
         # epoch, FileSeals still to seal).
         self._round = None
+        self._key_failing = False    # the key file could not be written (logged once)
         writer.sealer = self
 
     def start(self, now):
@@ -290,14 +291,20 @@ class Sealer:
                 return
         del key
         self._round = None
+        self.counters.count('seals', len(self.files))
         try:
             self.key.advance(following)
         except OSError as exc:
             self.counters.count('seal_errors')
-            log.error('cannot write the next sealing key to %s: %s (the old key stays until '
-                      'it can)', self.key.path, exc.strerror or exc)
+            if not self._key_failing:
+                self._key_failing = True
+                log.error('cannot write the next sealing key to %s: %s (sealing goes on '
+                          'with the key in memory; the file keeps the key of an earlier '
+                          'epoch until it can be written)', self.key.path, exc.strerror or exc)
             return
-        self.counters.count('seals', len(self.files))
+        if self._key_failing:
+            self._key_failing = False
+            log.warning('the sealing key %s is written again', self.key.path)
 
     def close(self):
         """At exit (after the Writer wrote and synced everything): finish a seal round

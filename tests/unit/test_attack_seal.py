@@ -45,7 +45,6 @@ def write_hosts(rig, hosts):
 
 # -- the daemon's side: failures that must not look like tampering --------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-1: a key that cannot be written makes the sealer seal the same epoch on every loop pass')
 def test_a_sealing_key_that_cannot_be_written_seals_each_epoch_once(tmp_path, caplog):
     """A4-1: the work folder's disk fails (here: the folder is gone) while the log folder's
     works.  Before the fix the round was over but the key stayed at the sealed epoch, so
