@@ -228,13 +228,17 @@ class Sealer:
         """Load every sealed file's sidecar, chain what a crash left unsealed, and seal
         the epochs missed while the daemon was down."""
         self._discover()
-        sealed = [f.last_seal.last_epoch for f in self.files.values() if f.last_seal]
-        if sealed and max(sealed) >= self.key.epoch:
+        # The epochs every file (that goes on from the key's epoch) has sealed already.
+        done = [f.last_seal.last_epoch for f in self.files.values()
+                if f.last_seal and f.last_seal.last_epoch >= self.key.epoch - 1]
+        if done and min(done) >= self.key.epoch:
             # Stopped after sealing and before the key moved on: those epochs are sealed.
+            # (Stopped in the middle of a round, some files sealed and some not: the key
+            # stays, the next round seals those that are behind: tick.)
             log.warning('the sealing key is at epoch %d but seals up to %d exist: moving '
-                        'the key on', self.key.epoch, max(sealed))
+                        'the key on', self.key.epoch, min(done))
             try:
-                self.key.advance(max(sealed) + 1)
+                self.key.advance(min(done) + 1)
             except OSError as exc:
                 self.counters.count('seal_errors')
                 log.error('cannot write the sealing key %s: %s', self.key.path,
@@ -286,7 +290,14 @@ class Sealer:
         key = bytes(self.key.key)
         began = time.perf_counter()
         while waiting:
-            waiting.pop().seal(key, first, last, time_us)
+            file_seal = waiting.pop()
+            done = file_seal.last_seal.last_epoch if file_seal.last_seal else -1
+            if done < first:
+                file_seal.seal(key, first, last, time_us)
+            elif done < last:
+                # Sealed through ``done`` in a round a crash cut short (attack finding
+                # A4-2): its seals go on from there, with that epoch's key.
+                file_seal.seal(sealing.key_at(key, first, done + 1), done + 1, last, time_us)
             if waiting and time.perf_counter() - began >= budget_s:
                 return
         del key

@@ -71,7 +71,6 @@ def test_a_sealing_key_that_cannot_be_written_seals_each_epoch_once(tmp_path, ca
     assert rig.verify()[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason='A4-2: SIGKILL in the middle of a seal round leaves a gap verify calls tampering')
 def test_a_daemon_killed_in_the_middle_of_a_seal_round_verifies_intact_after_restart(
         tmp_path, caplog):
     """A4-2: a seal round goes in slices of 5 ms; SIGKILL after some files got the seal of
