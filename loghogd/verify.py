@@ -13,6 +13,7 @@ never "intact"); 66 a file could not be read (permissions); 64 usage.
 
 import argparse
 import bz2
+import copy
 import gzip
 import hashlib
 import lzma
@@ -82,6 +83,12 @@ class History:
         self.sealed_files = 0
         self.notes = []
         self.unsealed_tail = None       # (path, first line, last line) after the last seal
+
+    def trial(self):
+        """A copy to check another form of the same file with (its notes are dropped)."""
+        trial = copy.copy(self)
+        trial.notes = []
+        return trial
 
     def check_file(self, path, name, stream, sidecar_lines, is_last):
         """Check one file (``stream``: its uncompressed bytes; ``sidecar_lines``: its
@@ -269,8 +276,21 @@ def _history_of(path):
     folder, name = os.path.split(os.path.abspath(path))
     parsed = parse_backup_name(name)
     if parsed is None:
-        return (folder, name), (1, '')
-    return (folder, parsed[0]), (0, parsed[1].isoformat())
+        return (folder, name), (1, '', name)
+    # Every form of a backup (compressed or not) is kept: each is checked (check_history).
+    return (folder, parsed[0]), (0, parsed[1].isoformat(), name)
+
+
+def _forms(files):
+    """``files`` (a history, oldest first) as lists of the forms of one file: a backup
+    present compressed and not (a compression under way, or a copy planted beside it)."""
+    groups = []
+    for path in files:
+        if groups and _strip_compression(groups[-1][0]) == _strip_compression(path):
+            groups[-1].append(path)
+        else:
+            groups.append([path])
+    return groups
 
 
 def check_history(files, keys, anchor=None, out=None):
@@ -280,22 +300,28 @@ def check_history(files, keys, anchor=None, out=None):
     name = _name_of(files[-1])
     not_sealed = []
     status = EX_INTACT
+    groups = _forms(files)
+    path = files[0]
     try:
-        for index, path in enumerate(files):
+        for index, forms in enumerate(groups):
+            path = forms[0]
             sidecar = _strip_compression(path) + sealing.SUFFIX
-            try:
-                sidecar_stream = open(sidecar, 'rb')
-            except FileNotFoundError:
+            if not os.path.exists(sidecar):
                 if history.last is not None:
                     raise Broken(path, None, 'its seal file %s is missing, but %s before it is '
                                  'sealed' % (sidecar, history.last_path)) from None
-                not_sealed.append(path)
+                not_sealed.extend(forms)
                 continue
-            if not_sealed and not_sealed[-1] == files[index - 1]:
+            if not_sealed and not_sealed[-1] in groups[index - 1]:
                 history.notes.append('%s: the files before it were not sealed' % path)
-            opener = _OPENERS.get(os.path.splitext(path)[1], open)
-            with sidecar_stream, opener(path, 'rb') as stream:
-                history.check_file(path, name, stream, sidecar_stream, index == len(files) - 1)
+            # Each form must hold what the seals say: a reader may pick any of them
+            # (attack finding A4-3); the state goes on from the last.
+            for number, path in enumerate(forms):
+                target = history if number == len(forms) - 1 else history.trial()
+                opener = _OPENERS.get(os.path.splitext(path)[1], open)
+                with open(sidecar, 'rb') as sidecar_stream, opener(path, 'rb') as stream:
+                    target.check_file(path, name, stream, sidecar_stream,
+                                      index == len(groups) - 1)
             history.sealed_files += 1
     except Broken as exc:
         print('BROKEN %s' % exc, file=out)

@@ -94,7 +94,6 @@ def test_a_daemon_killed_in_the_middle_of_a_seal_round_verifies_intact_after_res
 
 # -- verify: files it must not skip ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-3: verify skips a second form of a backup')
 def test_a_forged_copy_of_a_backup_in_another_compression_is_not_skipped(tmp_path):
     """A4-3: ``root.log.<stamp>.gz`` (or an uncompressed ``root.log.<stamp>``) planted
     beside the real ``root.log.<stamp>.xz``: verify checked one form of the backup and
