@@ -30,6 +30,8 @@ EX_NOT_SEALED = 2
 EX_USAGE = 64
 EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
+# The fewest hex digits of a chain hash --anchor takes: the Prometheus file's 48 bits.
+MIN_ANCHOR_DIGITS = 12
 # The longest sidecar record: a seal is about 190 bytes, a start record holds a file name.
 MAX_RECORD_BYTES = 4096
 _OPENERS = {'.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
@@ -393,9 +395,14 @@ def main(argv=None):
         epoch, _, prefix = args.anchor.partition(':')
         try:
             anchor = (int(epoch), prefix.lower())
+            # A short prefix matches chains by chance, an empty one every chain (attack
+            # finding A4-4): at least the 12 digits the Prometheus file gives.
+            if not MIN_ANCHOR_DIGITS <= len(prefix) <= 64:
+                raise ValueError(prefix)
             bytes.fromhex(prefix if len(prefix) % 2 == 0 else prefix + '0')
         except ValueError:
-            print('loghogd verify: --anchor EPOCH:HASH (as loghogd status shows it)',
+            print('loghogd verify: --anchor EPOCH:HASH, with at least %d hex digits of the '
+                  'chain hash (as loghogd status shows it)' % MIN_ANCHOR_DIGITS,
                   file=sys.stderr)
             return EX_USAGE
     missing = [path for path in args.paths if not os.path.exists(path)]
@@ -406,6 +413,15 @@ def main(argv=None):
     if not found:
         print('loghogd verify: no log files in %s' % ', '.join(args.paths), file=sys.stderr)
         return EX_NOT_SEALED
+    if anchor is not None and len(found) > 1:
+        # An anchor is the seal of one file's history (loghogd status shows one per
+        # file): required of every history in a folder, it failed the others (A4-5).
+        names = [os.path.join(*key) for key in sorted(found)]
+        print('loghogd verify: --anchor is the seal of one history, and %s hold %d (%s): '
+              'give the files of the one it was noted for, such as %s*'
+              % (', '.join(args.paths), len(names), ', '.join(names[:3])
+                 + (', ...' if len(names) > 3 else ''), names[0]), file=sys.stderr)
+        return EX_USAGE
     statuses = [check_history(files, keys, anchor) for _, files in sorted(found.items())]
     for status in (EX_BROKEN, EX_NOINPUT, EX_NOT_SEALED):
         if status in statuses:

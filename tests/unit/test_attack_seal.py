@@ -121,7 +121,6 @@ def test_a_forged_copy_of_a_backup_in_another_compression_is_not_skipped(tmp_pat
 
 # -- verify --anchor --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-4: --anchor E: matches any chain')
 def test_an_anchor_without_enough_hash_digits_is_a_usage_error(tmp_path):
     """A4-4: ``--anchor 5:`` (the hash lost in a copy and paste) matched any chain: a
     history cut back and rebuilt passed its anchor.  loghogd status shows 16 hex digits,
@@ -137,7 +136,6 @@ def test_an_anchor_without_enough_hash_digits_is_a_usage_error(tmp_path):
     assert run_verify(rig, '--anchor', anchor, rig.live)[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason='A4-5: --anchor is required of every history given')
 def test_an_anchor_with_a_folder_of_several_histories_is_not_a_false_alarm(tmp_path):
     """A4-5: docs/security.md shows ``verify --anchor E:H /var/log/loghogd/shop``; the
     anchor (one file's seal, from loghogd status) was required of every history in the
