@@ -178,3 +178,29 @@ def test_a_history_copied_into_another_apps_folder_is_found(tmp_path):
         shutil.copy(os.path.join(shop, name), bank)
     code, out = run_verify(rig, bank)
     assert code == 1, out
+
+
+@pytest.mark.xfail(strict=True, reason='A4-7: after seal-init --force the daemon waits for the old key\'s epoch number')
+def test_a_new_key_from_seal_init_force_seals_at_its_first_epoch(tmp_path, caplog):
+    """A4-7: ``seal-init --force`` (docs: "starts a new key"), files sealed with the old
+    key left in place.  At start the daemon took the old key's seals (epoch 50 here) for
+    this key's and moved the new key on to epoch 51: nothing was sealed until the new
+    key's epoch 51 came, as long as the old key had run (a year of seals, a year without).
+    The seals of another key are now told by their time, which does not fit this key's
+    epochs."""
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch(50)
+    rig.stop()
+    rig.now += 5
+    text = seal_keys.create(rig.workdir, INTERVAL, rig.now, force=True)
+    rig.keys = verify.Keys(*sealing.parse_verification_key(text))
+    rig.start()
+    assert rig.sealer.key.epoch == 0
+    rig.write('two')
+    rig.next_epoch()
+    last = seals_of(rig.live + '.seal')[-1]
+    assert (last.first_epoch, last.last_epoch, last.lines) == (0, 0, 2)
+    assert 'made with another key' in caplog.text
+    code, out = rig.verify()        # the old seals do not follow the new key's: reported
+    assert code == 1 and 'BROKEN' in out, out
