@@ -228,6 +228,17 @@ class Sealer:
         """Load every sealed file's sidecar, chain what a crash left unsealed, and seal
         the epochs missed while the daemon was down."""
         self._discover()
+        for file_seal in self.files.values():
+            seal = file_seal.last_seal
+            if seal is not None and self.key.epoch_of(seal.time_us / 1e6) != seal.last_epoch + 1:
+                # Its time is not right after its epoch for this key: made with another
+                # key (seal-init --force).  Its epoch number means nothing here: taken for
+                # this key's, it moved the key on that far, and nothing was sealed until
+                # then (attack finding A4-7).
+                log.warning('the seals of %s were made with another key (loghogd seal-init '
+                            '--force): verify them with that key\'s verification key; this '
+                            'key seals it from epoch %d on', file_seal.path, self.key.epoch)
+                file_seal.last_seal = None
         # The epochs every file (that goes on from the key's epoch) has sealed already.
         done = [f.last_seal.last_epoch for f in self.files.values()
                 if f.last_seal and f.last_seal.last_epoch >= self.key.epoch - 1]

@@ -180,7 +180,6 @@ def test_a_history_copied_into_another_apps_folder_is_found(tmp_path):
     assert code == 1, out
 
 
-@pytest.mark.xfail(strict=True, reason='A4-7: after seal-init --force the daemon waits for the old key\'s epoch number')
 def test_a_new_key_from_seal_init_force_seals_at_its_first_epoch(tmp_path, caplog):
     """A4-7: ``seal-init --force`` (docs: "starts a new key"), files sealed with the old
     key left in place.  At start the daemon took the old key's seals (epoch 50 here) for
