@@ -203,3 +203,46 @@ def test_a_new_key_from_seal_init_force_seals_at_its_first_epoch(tmp_path, caplo
     assert 'made with another key' in caplog.text
     code, out = rig.verify()        # the old seals do not follow the new key's: reported
     assert code == 1 and 'BROKEN' in out, out
+
+
+# -- verify: files that are not files -------------------------------------------------------
+
+def verify_in_a_process(rig, *paths):
+    """``python -m loghogd verify`` in a child process, killed after 10 s (a hang)."""
+    import subprocess
+    import sys
+    from tests.support import ROOT
+    key_file = rig.tmp / 'verification.key'
+    key_file.write_text(sealing.format_verification_key(rig.keys.k0, rig.keys.t0,
+                                                        rig.keys.interval))
+    try:
+        result = subprocess.run([sys.executable, '-m', 'loghogd', 'verify', '--key',
+                                 str(key_file)] + [str(p) for p in paths], cwd=str(ROOT),
+                                capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail('loghogd verify hangs on %s' % (paths,))
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason='A4-10: verify hangs on a FIFO in place of a seal file')
+@pytest.mark.parametrize('what', ['sidecar', 'backup'])
+def test_a_fifo_in_place_of_a_seal_file_or_backup_is_reported_not_waited_for(tmp_path, what):
+    """A4-10: an intruder with the daemon's account replaces ``root.log.seal`` with a FIFO
+    (or plants one named like a backup, which the operator's ``root.log*`` passes):
+    ``loghogd verify`` blocked for ever in open(), printing nothing, so the cron job that
+    runs it never reports the tampering it hides.  Expected: BROKEN naming the file."""
+    rig, sidecars = _history_with_rotation(tmp_path)
+    folder = os.path.dirname(rig.live)
+    if what == 'sidecar':
+        target = sidecars[0]
+        os.unlink(target)
+        os.mkfifo(target)
+        paths = [folder]
+    else:
+        target = rig.live + '.2026-12-06-00-00-00-000000'
+        os.mkfifo(target)
+        shutil.copy(sidecars[0], target + '.seal')
+        paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                       if n.startswith('root.log') and not n.endswith('.seal'))
+    code, out = verify_in_a_process(rig, *paths)
+    assert code == 1 and 'BROKEN %s' % target in out and 'not a regular file' in out, out
