@@ -13,11 +13,13 @@ never "intact"); 66 a file could not be read (permissions); 64 usage.
 
 import argparse
 import bz2
+import contextlib
 import copy
 import gzip
 import hashlib
 import lzma
 import os
+import stat
 import sys
 import time
 
@@ -190,6 +192,22 @@ class History:
         self.seal, self.seal_path = seal, path
 
 
+def _open_regular(path):
+    """``path`` open for reading (binary); raises Broken for what is not a regular file:
+    a FIFO put in the place of a log or seal file blocked verify for ever, and a device
+    never ends (attack finding A4-10)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Broken(path, None, 'not a regular file (a FIFO, device or socket was put in '
+                         'its place)')
+        os.set_blocking(fd, True)
+        return open(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _bounded_lines(stream):
     """The lines of ``stream``, none longer than MAX_RECORD_BYTES (a longer one comes in
     pieces, which do not parse): memory stays bounded whatever a sidecar holds."""
@@ -266,8 +284,8 @@ def histories(paths):
 
 def _is_log(path):
     name = os.path.basename(path)
-    if not os.path.isfile(path):
-        return False
+    if os.path.isdir(path):
+        return False    # a FIFO or device named like a log is checked, and refused
     if name.endswith('.log'):
         return True
     parsed = parse_backup_name(name)
@@ -320,8 +338,12 @@ def check_history(files, keys, anchor=None, out=None):
             # (attack finding A4-3); the state goes on from the last.
             for number, path in enumerate(forms):
                 target = history if number == len(forms) - 1 else history.trial()
-                opener = _OPENERS.get(os.path.splitext(path)[1], open)
-                with open(sidecar, 'rb') as sidecar_stream, opener(path, 'rb') as stream:
+                opener = _OPENERS.get(os.path.splitext(path)[1])
+                with contextlib.ExitStack() as files_open:
+                    sidecar_stream = files_open.enter_context(_open_regular(sidecar))
+                    stream = files_open.enter_context(_open_regular(path))
+                    if opener is not None:
+                        stream = files_open.enter_context(opener(stream, 'rb'))
                     target.check_file(path, name, stream, sidecar_stream,
                                       index == len(groups) - 1)
             history.sealed_files += 1

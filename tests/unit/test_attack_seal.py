@@ -224,7 +224,6 @@ def verify_in_a_process(rig, *paths):
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason='A4-10: verify hangs on a FIFO in place of a seal file')
 @pytest.mark.parametrize('what', ['sidecar', 'backup'])
 def test_a_fifo_in_place_of_a_seal_file_or_backup_is_reported_not_waited_for(tmp_path, what):
     """A4-10: an intruder with the daemon's account replaces ``root.log.seal`` with a FIFO
