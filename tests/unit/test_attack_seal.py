@@ -245,3 +245,54 @@ def test_a_fifo_in_place_of_a_seal_file_or_backup_is_reported_not_waited_for(tmp
                        if n.startswith('root.log') and not n.endswith('.seal'))
     code, out = verify_in_a_process(rig, *paths)
     assert code == 1 and 'BROKEN %s' % target in out and 'not a regular file' in out, out
+
+
+# -- verify: many histories -------------------------------------------------------------------
+
+def sealed_host_files(folder, hosts, epoch, keys):
+    """One file per host, each sealed at ``epoch`` and ``epoch + 1`` (as every file of a
+    file_per_host facility is, every epoch), written with the sealing module directly."""
+    os.makedirs(folder)
+    key = sealing.key_at(keys.k0, 0, epoch)
+    for host in range(hosts):
+        name = 'h%d-root.log' % host
+        data = b'a line of host %d\n' % host
+        chain = sealing.Chain()
+        chain.add(data)
+        chain.close_chunk()
+        records = [sealing.encode_start(sealing.GENESIS, 0, name)] + chain.take_records()
+        for number, seal_key in enumerate((key, sealing.evolve(key))):
+            made = int(sealing.epoch_end(epoch + number, keys.t0, keys.interval) * 1e6) + 1
+            records.append(sealing.make_seal(seal_key, name, epoch + number, epoch + number,
+                                             chain.lines, chain.size, made, chain.last))
+        with open(os.path.join(folder, name), 'wb') as stream:
+            stream.write(data)
+        with open(os.path.join(folder, name + sealing.SUFFIX), 'wb') as stream:
+            stream.write(b''.join(records))
+
+
+@pytest.mark.xfail(strict=True, reason='A4-11: verify derives the key from k0 again for '
+                                       'every history')
+def test_verifying_many_histories_derives_the_keys_once(tmp_path):
+    """A4-11: each epoch's key is derived from k_0 forward, one SHA-256 an epoch; verify
+    kept only the last key derived, so each history whose seals begin before the previous
+    history's end started again from k_0: with 60-s epochs a year of key history costs
+    about half a million SHA-256 (0.3 s) per history, five minutes for a thousand host
+    files that keep a week of backups each, where the seals themselves take seconds.
+    Measured as a ratio on the same machine: twenty histories against one."""
+    import time
+    epoch = 300000                       # 300,000 one-second epochs: 3.5 days
+    t0 = int(time.time()) - epoch - 10
+    keys = verify.Keys(sealing.new_key(), t0, 1)
+    rig = type('R', (), {'tmp': tmp_path, 'keys': keys})
+    sealed_host_files(str(tmp_path / 'one'), 1, epoch, keys)
+    sealed_host_files(str(tmp_path / 'many'), 20, epoch, keys)
+    began = time.perf_counter()
+    code, out = run_verify(rig, tmp_path / 'one')
+    one_s = time.perf_counter() - began
+    assert code == 0, out
+    began = time.perf_counter()
+    code, out = run_verify(rig, tmp_path / 'many')
+    many_s = time.perf_counter() - began
+    assert code == 0 and out.count('OK ') == 20, out
+    assert many_s < 4 * one_s, 'one history %.2f s, twenty %.2f s' % (one_s, many_s)
