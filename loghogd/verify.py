@@ -32,6 +32,8 @@ EX_NOT_SEALED = 2
 EX_USAGE = 64
 EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
+# Keys.at keeps every this-many-th epoch's key.
+KEY_CHECKPOINT = 1024
 # The fewest hex digits of a chain hash --anchor takes: the Prometheus file's 48 bits.
 MIN_ANCHOR_DIGITS = 12
 # The longest sidecar record: a seal is about 190 bytes, a start record holds a file name.
@@ -52,18 +54,29 @@ class Broken(Exception):
 
 
 class Keys:
-    """The key of any epoch, derived forward from k0 (kept: derivation only goes forward)."""
+    """The key of any epoch, derived forward from k0 (kept: derivation only goes forward).
+
+    Every KEY_CHECKPOINT-th key derived is kept, so that going back (the next history
+    begins before the last one ended) starts from the nearest one below, not from k0: one
+    SHA-256 an epoch, half a million for a year of 60-s epochs, per history (attack
+    finding A4-11).  32 bytes per checkpoint: 4 KiB for a year."""
 
     def __init__(self, k0, t0, interval):
         self.k0, self.t0, self.interval = k0, t0, interval
         self._epoch, self._key = 0, k0
+        self._checkpoints = {0: k0}
 
     def at(self, epoch):
         if epoch < self._epoch:
-            self._epoch, self._key = 0, self.k0
-        self._key = sealing.key_at(self._key, self._epoch, epoch)
-        self._epoch = epoch
-        return self._key
+            self._epoch = epoch - epoch % KEY_CHECKPOINT
+            self._key = self._checkpoints[self._epoch]
+        key = self._key
+        for number in range(self._epoch + 1, epoch + 1):
+            key = sealing.evolve(key)
+            if not number % KEY_CHECKPOINT:
+                self._checkpoints[number] = key
+        self._key, self._epoch = key, epoch
+        return key
 
     def epoch_of(self, moment):
         return sealing.epoch_of(moment, self.t0, self.interval)
