@@ -302,3 +302,34 @@ def test_keys_asked_in_any_order_are_the_documented_derivation():
     keys = verify.Keys(sealing.new_key(), 0, 60)
     for epoch in (5000, 3, 2047, 1024, 1023, 7000, 6999, 0, 4096, 4097):
         assert keys.at(epoch) == sealing.key_at(keys.k0, 0, epoch), epoch
+
+
+# -- a crash in the middle of a rotation ------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-12: a crash between the renames of a rotation '
+                                       'looks like tampering')
+@pytest.mark.parametrize('renamed', ['the log file', 'the log file and its seal file'])
+def test_a_crash_in_the_middle_of_a_rotation_is_not_tampering(tmp_path, renamed, caplog):
+    """A4-12: rotation renames the log file, then its seal file, then starts the new
+    file's seal file from the backup's last hash.  SIGKILL (or a power cut before the
+    folder reached the disk) between those steps: at restart the daemon started the new
+    file's chain afresh (no seal file) or went on with the backup's seal file as the live
+    file's ("holds 0 bytes, but its seal chain covers N: cut short outside loghogd"), and
+    verify called the history tampered."""
+    rig = Rig(tmp_path)
+    rig.write('one', 'two')
+    rig.next_epoch()
+    rig.write('three')
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)
+    backup = rig.live + '.2026-12-05-00-00-00-000000'
+    rig.sealer.before_rename(rig.live)
+    os.rename(rig.live, backup)
+    if renamed == 'the log file and its seal file':
+        os.rename(rig.live + '.seal', backup + '.seal')
+    rig.start()                       # the crash, and the restart
+    rig.write('four')
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0 and '2 files' in out, out
+    assert 'cut short outside loghogd' not in caplog.text
