@@ -25,6 +25,7 @@ import os
 import time
 
 from . import sealing
+from .backups import backups_of, format_stamp
 
 log = logging.getLogger('loghogd.sealer')
 
@@ -76,8 +77,12 @@ class FileSeal:
                 os.replace(self.sidecar, damaged)
             except OSError as error:
                 log.error('cannot move %s: %s', self.sidecar, error.strerror or error)
+        state = self._finish_rotation(state)
         if state is None:
             self.start(sealing.GENESIS, adopting=True)
+        elif state.name is None:      # the chain goes on from the newest backup's
+            self.start(state.last)
+            self.last_seal = state.seal
         else:
             self.name = state.name
             self.chain = sealing.Chain(state.last, state.lines, state.size)
@@ -90,6 +95,54 @@ class FileSeal:
             self.catch_up(fd, os.fstat(fd).st_size, at_start=True)
         finally:
             os.close(fd)
+
+    def _finish_rotation(self, state):
+        """A rotation renames the log file, then its sidecar, then starts the new file's
+        sidecar (Sealer.after_rename).  Cut between those steps by a crash (SIGKILL, or a
+        power cut before the folder reached the disk), it left an empty or missing log
+        file with the backup's sidecar, or with none: finish it, so that the chain goes
+        on from the backup instead of breaking (attack finding A4-12).  Returns the
+        SidecarState to go on from (one whose ``name`` is None: a new sidecar after it),
+        or ``state``."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        if state is not None and size >= state.size:
+            return state
+        if state is None and size:
+            return None                  # lines with no sidecar: not a rotation's doing
+        backup = _newest_backup(self.path)
+        if backup is None:
+            return state
+        if state is None:
+            try:
+                with open(backup + sealing.SUFFIX, 'rb') as stream:
+                    previous = sealing.read_sidecar_state(stream)
+            except (OSError, ValueError):
+                return None
+            log.warning('%s: a rotation was cut short (a crash) before its new seal file '
+                        'was started: its chain goes on from %s', self.path,
+                        os.path.basename(backup))
+            previous.name = None
+            return previous
+        if os.path.lexists(backup + sealing.SUFFIX):
+            return state                 # the live file was cut: catch_up reports it
+        try:
+            if os.stat(backup).st_size < state.size:
+                return state             # not the file this sidecar describes
+        except FileNotFoundError:
+            pass                         # compressed since: verify checks it
+        try:
+            os.rename(self.sidecar, backup + sealing.SUFFIX)
+        except OSError as exc:
+            log.error('cannot rename %s with its backup %s: %s', self.sidecar, backup,
+                      exc.strerror or exc)
+            return state
+        log.warning('%s: a rotation was cut short (a crash) before its seal file was renamed '
+                    'with it: renamed now', backup)
+        state.name = None
+        return state
 
     def start(self, prev, adopting=False):
         """A new sidecar: its chain begins at ``prev``."""
@@ -426,6 +479,17 @@ class Sealer:
                         self.file_seal(path)
                         found.add(path)
         return found | {f.path for f in self.writer.files.values() if f.chain is not None}
+
+
+def _newest_backup(path):
+    """The newest backup of ``path`` as rotation named it (without a compression suffix),
+    or None."""
+    folder, base = os.path.split(path)
+    try:
+        walls = backups_of(base, os.listdir(folder))
+    except OSError:
+        return None
+    return os.path.join(folder, '%s.%s' % (base, format_stamp(max(walls)))) if walls else None
 
 
 def _cut_partial_record(sidecar):

@@ -306,8 +306,6 @@ def test_keys_asked_in_any_order_are_the_documented_derivation():
 
 # -- a crash in the middle of a rotation ------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-12: a crash between the renames of a rotation '
-                                       'looks like tampering')
 @pytest.mark.parametrize('renamed', ['the log file', 'the log file and its seal file'])
 def test_a_crash_in_the_middle_of_a_rotation_is_not_tampering(tmp_path, renamed, caplog):
     """A4-12: rotation renames the log file, then its seal file, then starts the new
