@@ -331,3 +331,31 @@ def test_a_crash_in_the_middle_of_a_rotation_is_not_tampering(tmp_path, renamed,
     code, out = rig.verify()
     assert code == 0 and '2 files' in out, out
     assert 'cut short outside loghogd' not in caplog.text
+
+
+# -- the clock --------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-13: a clock set back behind the key stops sealing '
+                                       'silently')
+def test_a_clock_set_back_behind_the_key_is_logged_with_when_sealing_resumes(tmp_path, caplog):
+    """A4-13: the clock ran an hour ahead (a bad NTP server, a typo in ``date -s``) and was
+    set right: the daemon had sealed up to the wrong time and moved the key on (it cannot
+    go back), so it made no seal for an hour, and said nothing: the lines of that hour
+    stayed unsealed, changeable by an intruder, with no trace in the daemon's log.  Now
+    it logs once, with when sealing resumes (``loghogd status`` shows it too)."""
+    caplog.set_level(logging.INFO)
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.now += 3600                           # the clock an hour ahead
+    rig.sealer.tick(rig.now, INF)
+    rig.now -= 3600 - 5                       # set right
+    rig.write('two')
+    for _ in range(3):
+        rig.sealer.tick(rig.now, INF)
+        rig.now += 1
+    assert caplog.text.count('behind the sealing key') == 1, caplog.text
+    assert 'no seal until' in caplog.text
+    rig.now += 3600
+    rig.sealer.tick(rig.now, INF)
+    assert seals_of(rig.live + '.seal')[-1].lines == 2
+    assert rig.verify()[0] == 0
