@@ -275,6 +275,7 @@ class Sealer:
         # epoch, FileSeals still to seal).
         self._round = None
         self._key_failing = False    # the key file could not be written (logged once)
+        self._clock_behind = False   # the clock is behind the key's epoch (logged once)
         writer.sealer = self
 
     def start(self, now):
@@ -345,7 +346,16 @@ class Sealer:
         if self._round is None:
             current = self.key.epoch_of(now)
             if current <= self.key.epoch:
+                if current < self.key.epoch and not self._clock_behind:
+                    # The key cannot go back: nothing is sealed until the clock is past
+                    # its epoch again, and that must not go unsaid (attack finding A4-13).
+                    self._clock_behind = True
+                    log.error('the clock (%s) is behind the sealing key, which is at epoch %d '
+                              '(it begins at %s): no seal until then; was the clock set '
+                              'back, or had it run ahead?', _format_time(now), self.key.epoch,
+                              _format_time(self.key.epoch_end(self.key.epoch - 1)))
                 return
+            self._clock_behind = False
             # One time for the whole round: right after the last epoch sealed, whatever
             # passes the round takes (verify checks the time against the epochs).
             self._round = (self.key.epoch, current - 1, int(now * 1e6), current,
@@ -519,6 +529,10 @@ def _sync_file(path):
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _format_time(moment):
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(moment))
 
 
 def _now_us():

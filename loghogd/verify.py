@@ -175,7 +175,8 @@ class History:
                          % seal.last_epoch)
         moment = seal.time_us / 1e6
         if moment > self.latest:
-            raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future'
+            raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future '
+                         '(forged, or the clock of the machine that made it ran ahead)'
                          % (seal.last_epoch, _format_time(moment)))
         if self.keys.epoch_of(moment) != seal.last_epoch + 1:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, which is not '
