@@ -357,3 +357,42 @@ def test_a_clock_set_back_behind_the_key_is_logged_with_when_sealing_resumes(tmp
     rig.sealer.tick(rig.now, INF)
     assert seals_of(rig.live + '.seal')[-1].lines == 2
     assert rig.verify()[0] == 0
+
+
+# -- verify: the files given ------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-14: the documented root.log* glob passes the seal '
+                                       'files, each reported not sealed')
+def test_the_documented_glob_of_a_history_verifies_intact(tmp_path):
+    """A4-14: docs/security.md: ``loghogd verify --key vkey.txt /var/log/loghogd/shop/root.log*``.
+    The shell's glob passes the seal files too, and verify took each for a log file of its
+    own: "NOT SEALED root.log.seal: it has no seal file", exit 2, on an intact history."""
+    import glob
+    rig, _ = _history_with_rotation(tmp_path)
+    given = sorted(glob.glob(rig.live + '*'))
+    assert any(path.endswith('.seal') for path in given)
+    code, out = run_verify(rig, *given)
+    assert code == 0 and 'OK ' in out and '2 files' in out and 'NOT SEALED' not in out, out
+    seal = seals_of(rig.live + '.seal')[-1]
+    code, out = run_verify(rig, '--anchor', '%d:%s' % (seal.last_epoch,
+                                                       seal.chain_hash.hex()[:16]), *given)
+    assert code == 0, out
+
+
+@pytest.mark.xfail(strict=True, reason='A4-15: a deleted live file whose seal file is left '
+                                       'verifies intact')
+def test_a_deleted_log_file_whose_seal_file_is_left_is_found(tmp_path):
+    """A4-15: ``rm root.log`` (the live file, every line of it sealed): verify said "OK
+    ... 1 files; sealed through epoch 0", exit 0, though ``root.log.seal`` is right there
+    saying the file held sealed lines.  The daemon never deletes a log file without its
+    seal file (pruning deletes the seal file last: one left by a crash while pruning the
+    oldest backup is a note)."""
+    rig, sidecars = _history_with_rotation(tmp_path)
+    folder = os.path.dirname(rig.live)
+    os.unlink(rig.live)
+    code, out = run_verify(rig, folder)
+    assert code == 1 and 'BROKEN %s: ' % rig.live in out and 'deleted' in out, out
+    rig, sidecars = _history_with_rotation(tmp_path / 'pruned')
+    os.unlink(sidecars[0][:-len('.seal')])   # the oldest backup pruned, a crash, its seal file left
+    code, out = run_verify(rig, os.path.dirname(rig.live))
+    assert code == 0 and 'note: ' in out, out
