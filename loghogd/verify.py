@@ -17,6 +17,7 @@ import contextlib
 import copy
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import stat
@@ -206,6 +207,12 @@ class History:
         self.seal, self.seal_path = seal, path
 
 
+def _chains_lines(sidecar):
+    """True when the seal file ``sidecar`` has a chunk record (its file had lines)."""
+    with _open_regular(sidecar) as stream:
+        return any(line[:2] in (b'c ', b'r ') for line in _bounded_lines(stream))
+
+
 def _open_regular(path):
     """``path`` open for reading (binary); raises Broken for what is not a regular file:
     a FIFO put in the place of a log or seal file blocked verify for ever, and a device
@@ -281,25 +288,42 @@ def _format_time(moment):
 
 def histories(paths):
     """{(folder, live name): [paths, oldest first, the live file last]} for ``paths``
-    (files and folders).  Sidecars and other files in folders are left out."""
+    (files and folders).  Other files in folders are left out; seal files are not log
+    files (a shell glob such as ``root.log*`` gives them: attack finding A4-14), but one
+    whose log file is gone in every form puts that file's path in its history, where
+    check_history reports it deleted (A4-15)."""
     found = {}
+    sidecars = []
     for given in paths:
         if os.path.isdir(given):   # an app folder, or the log folder with app folders
             names = [os.path.join(folder, n) for folder, _, files in sorted(os.walk(given))
                      for n in sorted(files)]
+            sidecars.extend(n for n in names if n.endswith(sealing.SUFFIX))
             names = [n for n in names if _is_log(n)]
+        elif given.endswith(sealing.SUFFIX):
+            sidecars.append(given)
+            continue
         else:
             names = [given]
         for path in names:
             key, order = _history_of(path)
             found.setdefault(key, {})[order] = path
+    for sidecar in sidecars:
+        stem = sidecar[:-len(sealing.SUFFIX)]
+        if _is_log_name(os.path.basename(stem)) and not any(
+                os.path.lexists(stem + suffix) for suffix in ('',) + COMPRESSED_SUFFIXES):
+            key, order = _history_of(stem)
+            found.setdefault(key, {}).setdefault(order, stem)
     return {key: [files[order] for order in sorted(files)] for key, files in found.items()}
 
 
 def _is_log(path):
-    name = os.path.basename(path)
     if os.path.isdir(path):
         return False    # a FIFO or device named like a log is checked, and refused
+    return _is_log_name(os.path.basename(path))
+
+
+def _is_log_name(name):
     if name.endswith('.log'):
         return True
     parsed = parse_backup_name(name)
@@ -340,6 +364,15 @@ def check_history(files, keys, anchor=None, out=None):
         for index, forms in enumerate(groups):
             path = forms[0]
             sidecar = _strip_compression(path) + sealing.SUFFIX
+            missing = not os.path.lexists(path)   # only its seal file is left (histories)
+            if missing and index == 0 and len(groups) > 1:
+                # Pruning deletes the seal file last: a crash in between leaves it.
+                history.notes.append('%s is gone, its seal file is left (pruned, and a '
+                                     'crash came before its seal file went?)' % path)
+                continue
+            if missing and _chains_lines(sidecar):
+                raise Broken(path, None, 'the file is gone, but its seal file %s is here: the '
+                             'file was deleted' % sidecar)
             if not os.path.exists(sidecar):
                 if history.last is not None:
                     raise Broken(path, None, 'its seal file %s is missing, but %s before it is '
@@ -355,8 +388,11 @@ def check_history(files, keys, anchor=None, out=None):
                 opener = _OPENERS.get(os.path.splitext(path)[1])
                 with contextlib.ExitStack() as files_open:
                     sidecar_stream = files_open.enter_context(_open_regular(sidecar))
-                    stream = files_open.enter_context(_open_regular(path))
-                    if opener is not None:
+                    if missing:      # a file with no line yet (rotation makes it at once)
+                        stream = io.BytesIO()
+                    else:
+                        stream = files_open.enter_context(_open_regular(path))
+                    if opener is not None and not missing:
                         stream = files_open.enter_context(opener(stream, 'rb'))
                     target.check_file(path, name, stream, sidecar_stream,
                                       index == len(groups) - 1)
