@@ -393,3 +393,30 @@ def test_a_deleted_log_file_whose_seal_file_is_left_is_found(tmp_path):
     os.unlink(sidecars[0][:-len('.seal')])   # the oldest backup pruned, a crash, its seal file left
     code, out = run_verify(rig, os.path.dirname(rig.live))
     assert code == 0 and 'note: ' in out, out
+
+
+# -- the verification key ---------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-17: a garbage verification key is a traceback, '
+                                       'a wrong one says the seals are forged')
+def test_a_garbage_or_wrong_verification_key_says_so(tmp_path):
+    """A4-17: a verification key with a 400-digit t0 or interval (a paste gone wrong) made
+    verify die with ``OverflowError: int too large to convert to float`` and a traceback
+    (exit 1, the status of tampering); a valid key of another machine, or the one from
+    before ``seal-init --force``, made it call the seals forged ("its time or epoch is
+    forged", "not made with that epoch's key: forged"), never hinting at the key."""
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    text = sealing.format_verification_key(rig.keys.k0, rig.keys.t0, rig.keys.interval)
+    prefix, key, t0, interval = text.split(':')
+    for garbage in ((prefix, key, '9' * 400, interval), (prefix, key, t0, '9' * 400)):
+        (tmp_path / 'garbage.key').write_text(':'.join(garbage))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = verify.main(['--key', str(tmp_path / 'garbage.key'), rig.live])
+        assert code == 64 and 'garbage.key' in out.getvalue(), out.getvalue()
+    for other in ((prefix, sealing.new_key().hex(), t0, interval), (prefix, key, '0', '1')):
+        rig.keys = verify.Keys(*sealing.parse_verification_key(':'.join(other)))
+        code, out = run_verify(rig, rig.live)
+        assert code == 1 and 'not the verification key' in out, out
