@@ -87,8 +87,9 @@ def load(path):
         if len(key) != sealing.KEY_BYTES:
             raise ValueError('the key is not %d bytes' % sealing.KEY_BYTES)
         epoch, t0, interval = int(fields['epoch']), int(fields['t0']), int(fields['interval'])
-        if epoch < 0 or interval < 1:
-            raise ValueError('epoch or interval out of range')
+        if not 0 <= epoch <= sealing.MAX_T0:
+            raise ValueError('epoch out of range')
+        sealing.check_key_times(t0, interval)
     except (ValueError, KeyError) as exc:
         raise ConfigError('%s: a damaged sealing key (%s): make a new one with loghogd '
                           'seal-init --force' % (path, exc)) from None

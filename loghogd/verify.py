@@ -179,13 +179,17 @@ class History:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future '
                          '(forged, or the clock of the machine that made it ran ahead)'
                          % (seal.last_epoch, _format_time(moment)))
+        # The first seal of a history failing is what the wrong key looks like, too: an
+        # operator must not read "forged" alone then (attack finding A4-17).
+        hint = (' (or the key given is not the verification key these files were sealed '
+                'with)' if self.seal is None else '')
         if self.keys.epoch_of(moment) != seal.last_epoch + 1:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, which is not '
-                         'right after that epoch: its time or epoch is forged'
-                         % (seal.last_epoch, _format_time(moment)))
+                         'right after that epoch: its time or epoch is forged%s'
+                         % (seal.last_epoch, _format_time(moment), hint))
         if not sealing.check_seal_mac(self.keys.at(seal.first_epoch), _name_of(path), seal):
             raise Broken(*where, 'the seal of epoch %d was not made with that epoch\'s key: '
-                         'forged (with a later key?) or altered' % seal.first_epoch)
+                         'forged (with a later key?) or altered%s' % (seal.first_epoch, hint))
         previous = self.seal
         if previous is not None and seal.first_epoch != previous.last_epoch + 1:
             if seal.first_epoch > previous.last_epoch + 1:
