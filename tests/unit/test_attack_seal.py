@@ -418,3 +418,32 @@ def test_a_garbage_or_wrong_verification_key_says_so(tmp_path):
         rig.keys = verify.Keys(*sealing.parse_verification_key(':'.join(other)))
         code, out = run_verify(rig, rig.live)
         assert code == 1 and 'not the verification key' in out, out
+
+
+# -- seal files a crash left empty ------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-19: an empty seal file stops the daemon from starting')
+def test_a_seal_file_left_empty_by_a_crash_does_not_stop_the_daemon(tmp_path):
+    """A4-19: the new file's seal file is created at rotation and written and fdatasynced
+    at once; a power cut in between leaves it empty (ext4's delayed allocation), and a
+    crash while its first record was written leaves a cut record the daemon cuts off,
+    also empty.  At start the daemon died with a traceback (``TypeError: object supporting
+    the buffer API required``, from sealing.Chain with no previous hash): nothing logged
+    at all until someone deleted the file by hand.  Now an empty seal file is no seal
+    file, and the chain goes on from the backup's."""
+    rig = Rig(tmp_path)
+    rig.write('one', 'two')
+    rig.next_epoch()
+    for log_file in list(rig.writer.files.values()):
+        rig.writer.release(log_file)
+    backup = rig.live + '.2026-12-05-00-00-00-000000'
+    rig.sealer.before_rename(rig.live)
+    os.rename(rig.live, backup)
+    rig.sealer.after_rename(rig.live, backup)
+    open(rig.live, 'wb').close()              # rotation's new, empty file
+    open(rig.live + '.seal', 'wb').close()    # the power cut: its seal file empty
+    rig.start()
+    rig.write('three')
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 0 and '2 files' in out, out
