@@ -66,6 +66,13 @@ class FileSeal:
             _cut_partial_record(self.sidecar)
             with open(self.sidecar, 'rb') as stream:
                 state = sealing.read_sidecar_state(stream)
+            if state.name is None:
+                # Empty: a crash while it was created (or its first record cut off by
+                # _cut_partial_record).  It is no seal file: taken for one, its missing
+                # hash stopped the daemon from starting (attack finding A4-19).
+                log.warning('%s is empty (a crash while it was created): started again',
+                            self.sidecar)
+                state = None
         except FileNotFoundError:
             pass
         except ValueError as exc:

@@ -422,7 +422,6 @@ def test_a_garbage_or_wrong_verification_key_says_so(tmp_path):
 
 # -- seal files a crash left empty ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-19: an empty seal file stops the daemon from starting')
 def test_a_seal_file_left_empty_by_a_crash_does_not_stop_the_daemon(tmp_path):
     """A4-19: the new file's seal file is created at rotation and written and fdatasynced
     at once; a power cut in between leaves it empty (ext4's delayed allocation), and a
