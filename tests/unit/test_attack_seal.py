@@ -446,3 +446,32 @@ def test_a_seal_file_left_empty_by_a_crash_does_not_stop_the_daemon(tmp_path):
     rig.next_epoch()
     code, out = rig.verify()
     assert code == 0 and '2 files' in out, out
+
+
+# -- a seal file damaged or deleted, and the daemon restarted ---------------------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-18: the daemon seals afresh what an intruder edited, '
+                                       'and verify says OK')
+def test_lines_edited_with_the_seal_file_damaged_or_deleted_are_not_laundered(tmp_path):
+    """A4-18: an intruder edits a sealed live file that has no backup yet (every host file
+    of a file_per_host facility, every facility on its first day) and damages its seal
+    file; at the next start the daemon moved it to ``root.log.seal.damaged`` ("loghogd
+    verify will report the break", its log said) and sealed the edited lines afresh;
+    verify ignored the ``.damaged`` file and said OK, exit 0, not even a note.  Deleting
+    the seal file instead leaves no trace but the daemon's log: verify now notes the lines
+    the daemon adopted when it started the seal file."""
+    rig = Rig(tmp_path)
+    rig.write('one', 'two')
+    rig.next_epoch()
+    rig.stop()
+    with open(rig.live + '.seal', 'r+b') as stream:
+        stream.write(b'garbage')
+    with open(rig.live, 'wb') as stream:
+        stream.write(b'ONE\ntwo\n')
+    rig.start()
+    rig.next_epoch()
+    code, out = rig.verify()
+    assert code == 1 and 'BROKEN %s: ' % rig.live in out and '.damaged' in out, out
+    os.unlink(rig.live + '.seal.damaged')     # the intruder tidies up: the deletion case
+    code, out = rig.verify()
+    assert code == 0 and 'lines 1-2 were in the file when its seal file was started' in out, out
