@@ -33,6 +33,8 @@ EX_NOT_SEALED = 2
 EX_USAGE = 64
 EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
+# The daemon keeps a seal file it found damaged under this name (sealer.py).
+DAMAGED_SUFFIX = '.damaged'
 # Keys.at keeps every this-many-th epoch's key.
 KEY_CHECKPOINT = 1024
 # The fewest hex digits of a chain hash --anchor takes: the Prometheus file's 48 bits.
@@ -125,6 +127,7 @@ class History:
             self.notes.append('%s: the history begins here (older files were pruned, or '
                               'not given)' % path)
         last, lines, size = start.prev, 0, 0
+        adopted = start.prev == sealing.GENESIS    # until a record says otherwise
         for number, raw in enumerate(records, 2):
             try:
                 record = sealing.parse_record(raw, False)
@@ -136,11 +139,17 @@ class History:
                 last = self._check_chunk(path, stream, record, last, lines)
                 lines += record.n_lines
                 size += record.n_bytes
+                adopted = adopted and record.recovered
+                if adopted:
+                    # Lines chained as found in the file when its seal file was started
+                    # (sealed = yes turned on, or the seal file lost or deleted: A4-18).
+                    self._note_adopted(path, lines, start.time_us)
                 if self.unsealed_tail is None:
                     self.unsealed_tail = (path, record.first_line)
             else:
                 self._check_seal(path, record, last, lines, size)
                 self.unsealed_tail = None
+                adopted = False
         rest, rest_lines = _drain(stream)
         if rest:
             if not is_last:
@@ -152,6 +161,15 @@ class History:
             self.notes.append('%s: line %d and what follows it are chained but not sealed yet '
                               '(written after the last seal)' % self.unsealed_tail)
         self.last, self.last_path = last, path
+
+    def _note_adopted(self, path, lines, time_us):
+        note = ('%s: lines 1-%d were in the file when its seal file was started (%s): '
+                'sealed as found then, not as written (sealed = yes turned on, or its seal '
+                'file was lost or deleted)' % (path, lines, _format_time(time_us / 1e6)))
+        if self.notes and self.notes[-1].startswith('%s: lines 1-' % path):
+            self.notes[-1] = note
+        else:
+            self.notes.append(note)
 
     def _check_chunk(self, path, stream, chunk, last, lines):
         if chunk.first_line != lines + 1:
@@ -307,6 +325,8 @@ def histories(paths):
         elif given.endswith(sealing.SUFFIX):
             sidecars.append(given)
             continue
+        elif given.endswith(sealing.SUFFIX + DAMAGED_SUFFIX):
+            continue     # check_history finds it beside its log file
         else:
             names = [given]
         for path in names:
@@ -377,6 +397,13 @@ def check_history(files, keys, anchor=None, out=None):
             if missing and _chains_lines(sidecar):
                 raise Broken(path, None, 'the file is gone, but its seal file %s is here: the '
                              'file was deleted' % sidecar)
+            if os.path.lexists(sidecar + DAMAGED_SUFFIX):
+                # The daemon found the seal file damaged at start and sealed the file
+                # afresh, lines and all: what the old one covered cannot be checked
+                # any more (attack finding A4-18).
+                raise Broken(path, None, 'the daemon found its seal file damaged (kept as %s) '
+                             'and sealed the file afresh: its lines before that cannot be '
+                             'checked' % (sidecar + DAMAGED_SUFFIX))
             if not os.path.exists(sidecar):
                 if history.last is not None:
                     raise Broken(path, None, 'its seal file %s is missing, but %s before it is '

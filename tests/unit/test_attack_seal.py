@@ -450,8 +450,6 @@ def test_a_seal_file_left_empty_by_a_crash_does_not_stop_the_daemon(tmp_path):
 
 # -- a seal file damaged or deleted, and the daemon restarted ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-18: the daemon seals afresh what an intruder edited, '
-                                       'and verify says OK')
 def test_lines_edited_with_the_seal_file_damaged_or_deleted_are_not_laundered(tmp_path):
     """A4-18: an intruder edits a sealed live file that has no backup yet (every host file
     of a file_per_host facility, every facility on its first day) and damages its seal
