@@ -389,8 +389,10 @@ def check_history(files, keys, anchor=None, out=None):
             path = forms[0]
             sidecar = _strip_compression(path) + sealing.SUFFIX
             missing = not os.path.lexists(path)   # only its seal file is left (histories)
-            if missing and index == 0 and len(groups) > 1:
-                # Pruning deletes the seal file last: a crash in between leaves it.
+            if missing and index < len(groups) - 1 and all(
+                    not os.path.lexists(older[0]) for older in groups[:index]):
+                # Pruning deletes the seal file last: a crash in between (or a seal file
+                # it could not delete) leaves it, before the oldest file still there.
                 history.notes.append('%s is gone, its seal file is left (pruned, and a '
                                      'crash came before its seal file went?)' % path)
                 continue
