@@ -102,3 +102,60 @@ def test_a_session_used_for_another_facility_does_not_make_a_clients_messages_re
                      + v2_frame('strict', 's3cret', bytes(16), 1, 'sentinel'))
     wait_for(lambda: 'sentinel' in bodies(daemon.log_file('strict')), 10, message='sentinel')
     assert bodies(daemon.log_file('strict')) == ['the victim writes', 'sentinel']
+
+
+def rejected(daemon):
+    import json
+    try:
+        status = json.loads((daemon.rundir / 'status.json').read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {r['reason']: r['messages'] for r in status['rejected']}
+
+
+def test_unsigned_and_stale_frames_are_refused_over_udp_where_v2_is_required(daemon_factory):
+    """No finding: over our UDP port, a facility with ``require_signature = v2`` refuses an
+    unsigned frame and a v2 frame signed just past ``max_clock_skew`` (300 s: 302 s ago),
+    and takes one signed just within it (295 s ago)."""
+    daemon = daemon_factory(STRICT, sections={'stats': {'interval': '0.2'}})
+    session = bytes.fromhex('0f' * 16)
+    now_ms = int(time.time() * 1000)
+    unsigned = wire.MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'unsigned',
+                                                            None)
+    frame = wire.MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'stale', None)
+    stale = V2Signer('s3cret').sign_frame(frame, session, 1, now_ms - 302000)
+    frame = wire.MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'in time', None)
+    in_time = V2Signer('s3cret').sign_frame(frame, session, 2, now_ms - 295000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for datagram in (unsigned, stale, in_time, v2_frame('strict', 's3cret', session, 3,
+                                                             'sentinel')):
+            sock.sendto(datagram, ('127.0.0.1', daemon.udp_port))
+    wait_for(lambda: 'sentinel' in bodies(daemon.log_file('strict')), 10, message='sentinel')
+    assert bodies(daemon.log_file('strict')) == ['in time', 'sentinel']
+    wait_for(lambda: sum(rejected(daemon).values()) == 2, 10, message='the refusals')
+    assert rejected(daemon) == {'v2_signature_required': 1, 'clock_skew': 1}
+
+
+def test_max_connections_per_peer_caps_an_ipv6_address_too(daemon_factory):
+    """No finding: the per-address cap holds on an IPv6 listener (the default listens on
+    [::1] too), and the IPv4 and IPv6 loopback addresses are two peers (listeners are
+    IPV6_V6ONLY: no IPv4-mapped address counts as a third)."""
+    daemon = daemon_factory(server={'max_connections_per_peer': '3',
+                                    'listen_ipv6': '[::1]:0'})
+    ports = {host: port for host, port in daemon.addresses['tcp']}
+    assert set(ports) == {'127.0.0.1', '::1'}, daemon.addresses
+    v4 = socket.create_connection(('127.0.0.1', ports['127.0.0.1']), timeout=10)
+    v6 = [socket.create_connection(('::1', ports['::1']), timeout=10) for _ in range(5)]
+    try:
+        from tests.support import frame
+        v6[-1].sendall(frame('app', 'newest over ipv6'))
+        v4.sendall(frame('app', 'over ipv4'))
+        wait_for(lambda: {'newest over ipv6', 'over ipv4'} <= set(bodies(daemon.log_file('app'))),
+                 10, message='both lines')
+        for sock in v6[:2]:         # the two oldest of ::1 made room for its newer ones
+            sock.settimeout(10)
+            assert sock.recv(100) == b''
+    finally:
+        for sock in v6 + [v4]:
+            sock.close()
+    assert daemon.stop() == 0
