@@ -289,6 +289,7 @@ class Sealer:
         """Load every sealed file's sidecar, chain what a crash left unsealed, and seal
         the epochs missed while the daemon was down."""
         self._discover()
+        current = self.key.epoch_of(now)
         for file_seal in self.files.values():
             seal = file_seal.last_seal
             if seal is not None and self.key.epoch_of(seal.time_us / 1e6) != seal.last_epoch + 1:
@@ -299,6 +300,15 @@ class Sealer:
                 log.warning('the seals of %s were made with another key (loghogd seal-init '
                             '--force): verify them with that key\'s verification key; this '
                             'key seals it from epoch %d on', file_seal.path, self.key.epoch)
+                file_seal.last_seal = None
+            elif seal is not None and seal.last_epoch >= max(current, self.key.epoch + 1):
+                # A seal of an epoch that has not ended (nor the key's) was not made here:
+                # taken, it moved the key on that far, 10**12 rounds of SHA-256 for a
+                # forged record, and the daemon never started (attack finding A4-20).
+                log.error('%s: its last seal claims epoch %d, which has not ended (the key '
+                          'is at %d): not taken (forged? loghogd verify will say)',
+                          file_seal.sidecar, seal.last_epoch, self.key.epoch)
+                self.counters.count('seal_errors')
                 file_seal.last_seal = None
         # The epochs every file (that goes on from the key's epoch) has sealed already.
         done = [f.last_seal.last_epoch for f in self.files.values()
@@ -322,7 +332,6 @@ class Sealer:
                             'verify will report epochs %d to %d as missing', file_seal.path,
                             seal.last_epoch, self.key.epoch, seal.last_epoch + 1,
                             self.key.epoch - 1)
-        current = self.key.epoch_of(now)
         if current > self.key.epoch + 1:
             log.info('sealing epochs %d to %d, missed while loghogd was not running',
                      self.key.epoch, current - 1)
@@ -373,12 +382,13 @@ class Sealer:
         while waiting:
             file_seal = waiting.pop()
             done = file_seal.last_seal.last_epoch if file_seal.last_seal else -1
-            if done < first:
-                file_seal.seal(key, first, last, time_us)
-            elif done < last:
+            if first <= done < last:
                 # Sealed through ``done`` in a round a crash cut short (attack finding
                 # A4-2): its seals go on from there, with that epoch's key.
                 file_seal.seal(sealing.key_at(key, first, done + 1), done + 1, last, time_us)
+            elif done != last:   # (sealed through ``last`` already: that round's end)
+                # A last seal beyond ``last`` was not made here (A4-20): sealed all the same.
+                file_seal.seal(key, first, last, time_us)
             if waiting and time.perf_counter() - began >= budget_s:
                 return
         del key
