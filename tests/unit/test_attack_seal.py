@@ -473,3 +473,35 @@ def test_lines_edited_with_the_seal_file_damaged_or_deleted_are_not_laundered(tm
     os.unlink(rig.live + '.seal.damaged')     # the intruder tidies up: the deletion case
     code, out = rig.verify()
     assert code == 0 and 'lines 1-2 were in the file when its seal file was started' in out, out
+
+
+@pytest.mark.xfail(strict=True, reason='A4-21: a FIFO in place of a seal file blocks the '
+                                       'daemon\'s loop at the next seal')
+def test_a_fifo_in_place_of_a_seal_file_does_not_block_the_daemon(tmp_path, caplog):
+    """A4-21: ``root.log.seal`` replaced by a FIFO (the daemon's account can): at the next
+    seal the daemon opened it for writing, which blocks until someone opens it for
+    reading: the loop stopped, every client with it.  Now the seal fails, counted and
+    logged, and the daemon goes on."""
+    import signal
+
+    class Hung(Exception):
+        """Not an OSError, which the sealer catches."""
+
+    def hung(signum, frame):
+        raise Hung('the sealer blocked')
+
+    rig = Rig(tmp_path)
+    rig.write('one')
+    rig.next_epoch()
+    os.unlink(rig.live + '.seal')
+    os.mkfifo(rig.live + '.seal')
+    rig.write('two')
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(3)
+    try:
+        rig.next_epoch()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert rig.counters.events['seal_errors'] >= 1
+    assert 'cannot seal' in caplog.text
