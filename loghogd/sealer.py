@@ -20,8 +20,10 @@ chained then, with a warning.  Rotation (rotation.py) calls ``before_rename`` an
 and the new file's chain starts from the old file's last hash.
 """
 
+import errno
 import logging
 import os
+import stat
 import time
 
 from . import sealing
@@ -222,9 +224,14 @@ class FileSeal:
                         + ([seal] if seal else []))
         if not data:
             return
+        # O_NONBLOCK: a FIFO put in its place would block the loop in open() until someone
+        # reads it (attack finding A4-21); anything but a regular file is refused.
         fd = os.open(self.sidecar, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                     | os.O_NOFOLLOW, SIDECAR_MODE)
+                     | os.O_NOFOLLOW | os.O_NONBLOCK, SIDECAR_MODE)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, 'not a regular file')
+            os.set_blocking(fd, True)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -475,8 +475,6 @@ def test_lines_edited_with_the_seal_file_damaged_or_deleted_are_not_laundered(tm
     assert code == 0 and 'lines 1-2 were in the file when its seal file was started' in out, out
 
 
-@pytest.mark.xfail(strict=True, reason='A4-21: a FIFO in place of a seal file blocks the '
-                                       'daemon\'s loop at the next seal')
 def test_a_fifo_in_place_of_a_seal_file_does_not_block_the_daemon(tmp_path, caplog):
     """A4-21: ``root.log.seal`` replaced by a FIFO (the daemon's account can): at the next
     seal the daemon opened it for writing, which blocks until someone opens it for
