@@ -47,16 +47,20 @@ class SealKey:
         return sealing.epoch_end(self.epoch if epoch is None else epoch, self.t0, self.interval)
 
     def advance(self, epoch):
-        """Move on to the key of ``epoch``: write it (atomically, fsynced, the folder too),
-        then wipe the old one from memory.  Raises OSError (the key stays as it was)."""
+        """Move on to the key of ``epoch``: wipe the old one from memory, then write the new
+        one (atomically, fsynced, the folder too).  Raises OSError when the file cannot be
+        written: the key has moved on in memory all the same, since the seals of the epochs
+        before it are made (staying behind would make them again, on every loop pass:
+        attack finding A4-1), and the file keeps an older key until the next advance
+        writes it (a restart with that file moves on past the epochs sealed: sealer.py)."""
         if epoch <= self.epoch:
             return
         new = bytearray(sealing.key_at(bytes(self.key), self.epoch, epoch))
-        write_atomically(self.path, encode(epoch, new, self.t0, self.interval), FILE_MODE,
-                         durable=True)
         old = self.key
         self.key, self.epoch = new, epoch
         old[:] = bytes(len(old))   # best effort: Python may hold copies (see docs/security.md)
+        write_atomically(self.path, encode(epoch, new, self.t0, self.interval), FILE_MODE,
+                         durable=True)
 
 
 def encode(epoch, key, t0, interval):
@@ -83,8 +87,9 @@ def load(path):
         if len(key) != sealing.KEY_BYTES:
             raise ValueError('the key is not %d bytes' % sealing.KEY_BYTES)
         epoch, t0, interval = int(fields['epoch']), int(fields['t0']), int(fields['interval'])
-        if epoch < 0 or interval < 1:
-            raise ValueError('epoch or interval out of range')
+        if not 0 <= epoch <= sealing.MAX_T0:
+            raise ValueError('epoch out of range')
+        sealing.check_key_times(t0, interval)
     except (ValueError, KeyError) as exc:
         raise ConfigError('%s: a damaged sealing key (%s): make a new one with loghogd '
                           'seal-init --force' % (path, exc)) from None

@@ -20,11 +20,14 @@ chained then, with a warning.  Rotation (rotation.py) calls ``before_rename`` an
 and the new file's chain starts from the old file's last hash.
 """
 
+import errno
 import logging
 import os
+import stat
 import time
 
 from . import sealing
+from .backups import backups_of, format_stamp
 
 log = logging.getLogger('loghogd.sealer')
 
@@ -65,6 +68,13 @@ class FileSeal:
             _cut_partial_record(self.sidecar)
             with open(self.sidecar, 'rb') as stream:
                 state = sealing.read_sidecar_state(stream)
+            if state.name is None:
+                # Empty: a crash while it was created (or its first record cut off by
+                # _cut_partial_record).  It is no seal file: taken for one, its missing
+                # hash stopped the daemon from starting (attack finding A4-19).
+                log.warning('%s is empty (a crash while it was created): started again',
+                            self.sidecar)
+                state = None
         except FileNotFoundError:
             pass
         except ValueError as exc:
@@ -76,8 +86,12 @@ class FileSeal:
                 os.replace(self.sidecar, damaged)
             except OSError as error:
                 log.error('cannot move %s: %s', self.sidecar, error.strerror or error)
+        state = self._finish_rotation(state)
         if state is None:
             self.start(sealing.GENESIS, adopting=True)
+        elif state.name is None:      # the chain goes on from the newest backup's
+            self.start(state.last)
+            self.last_seal = state.seal
         else:
             self.name = state.name
             self.chain = sealing.Chain(state.last, state.lines, state.size)
@@ -90,6 +104,54 @@ class FileSeal:
             self.catch_up(fd, os.fstat(fd).st_size, at_start=True)
         finally:
             os.close(fd)
+
+    def _finish_rotation(self, state):
+        """A rotation renames the log file, then its sidecar, then starts the new file's
+        sidecar (Sealer.after_rename).  Cut between those steps by a crash (SIGKILL, or a
+        power cut before the folder reached the disk), it left an empty or missing log
+        file with the backup's sidecar, or with none: finish it, so that the chain goes
+        on from the backup instead of breaking (attack finding A4-12).  Returns the
+        SidecarState to go on from (one whose ``name`` is None: a new sidecar after it),
+        or ``state``."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        if state is not None and size >= state.size:
+            return state
+        if state is None and size:
+            return None                  # lines with no sidecar: not a rotation's doing
+        backup = _newest_backup(self.path)
+        if backup is None:
+            return state
+        if state is None:
+            try:
+                with open(backup + sealing.SUFFIX, 'rb') as stream:
+                    previous = sealing.read_sidecar_state(stream)
+            except (OSError, ValueError):
+                return None
+            log.warning('%s: a rotation was cut short (a crash) before its new seal file '
+                        'was started: its chain goes on from %s', self.path,
+                        os.path.basename(backup))
+            previous.name = None
+            return previous
+        if os.path.lexists(backup + sealing.SUFFIX):
+            return state                 # the live file was cut: catch_up reports it
+        try:
+            if os.stat(backup).st_size < state.size:
+                return state             # not the file this sidecar describes
+        except FileNotFoundError:
+            pass                         # compressed since: verify checks it
+        try:
+            os.rename(self.sidecar, backup + sealing.SUFFIX)
+        except OSError as exc:
+            log.error('cannot rename %s with its backup %s: %s', self.sidecar, backup,
+                      exc.strerror or exc)
+            return state
+        log.warning('%s: a rotation was cut short (a crash) before its seal file was renamed '
+                    'with it: renamed now', backup)
+        state.name = None
+        return state
 
     def start(self, prev, adopting=False):
         """A new sidecar: its chain begins at ``prev``."""
@@ -162,9 +224,14 @@ class FileSeal:
                         + ([seal] if seal else []))
         if not data:
             return
+        # O_NONBLOCK: a FIFO put in its place would block the loop in open() until someone
+        # reads it (attack finding A4-21); anything but a regular file is refused.
         fd = os.open(self.sidecar, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                     | os.O_NOFOLLOW, SIDECAR_MODE)
+                     | os.O_NOFOLLOW | os.O_NONBLOCK, SIDECAR_MODE)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, 'not a regular file')
+            os.set_blocking(fd, True)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -221,19 +288,46 @@ class Sealer:
         # A seal round under way: (first epoch, last epoch, time µs, the key's next
         # epoch, FileSeals still to seal).
         self._round = None
+        self._key_failing = False    # the key file could not be written (logged once)
+        self._clock_behind = False   # the clock is behind the key's epoch (logged once)
         writer.sealer = self
 
     def start(self, now):
         """Load every sealed file's sidecar, chain what a crash left unsealed, and seal
         the epochs missed while the daemon was down."""
         self._discover()
-        sealed = [f.last_seal.last_epoch for f in self.files.values() if f.last_seal]
-        if sealed and max(sealed) >= self.key.epoch:
+        current = self.key.epoch_of(now)
+        for file_seal in self.files.values():
+            seal = file_seal.last_seal
+            if seal is not None and self.key.epoch_of(seal.time_us / 1e6) != seal.last_epoch + 1:
+                # Its time is not right after its epoch for this key: made with another
+                # key (seal-init --force).  Its epoch number means nothing here: taken for
+                # this key's, it moved the key on that far, and nothing was sealed until
+                # then (attack finding A4-7).
+                log.warning('the seals of %s were made with another key (loghogd seal-init '
+                            '--force): verify them with that key\'s verification key; this '
+                            'key seals it from epoch %d on', file_seal.path, self.key.epoch)
+                file_seal.last_seal = None
+            elif seal is not None and seal.last_epoch >= max(current, self.key.epoch + 1):
+                # A seal of an epoch that has not ended (nor the key's) was not made here:
+                # taken, it moved the key on that far, 10**12 rounds of SHA-256 for a
+                # forged record, and the daemon never started (attack finding A4-20).
+                log.error('%s: its last seal claims epoch %d, which has not ended (the key '
+                          'is at %d): not taken (forged? loghogd verify will say)',
+                          file_seal.sidecar, seal.last_epoch, self.key.epoch)
+                self.counters.count('seal_errors')
+                file_seal.last_seal = None
+        # The epochs every file (that goes on from the key's epoch) has sealed already.
+        done = [f.last_seal.last_epoch for f in self.files.values()
+                if f.last_seal and f.last_seal.last_epoch >= self.key.epoch - 1]
+        if done and min(done) >= self.key.epoch:
             # Stopped after sealing and before the key moved on: those epochs are sealed.
+            # (Stopped in the middle of a round, some files sealed and some not: the key
+            # stays, the next round seals those that are behind: tick.)
             log.warning('the sealing key is at epoch %d but seals up to %d exist: moving '
-                        'the key on', self.key.epoch, max(sealed))
+                        'the key on', self.key.epoch, min(done))
             try:
-                self.key.advance(max(sealed) + 1)
+                self.key.advance(min(done) + 1)
             except OSError as exc:
                 self.counters.count('seal_errors')
                 log.error('cannot write the sealing key %s: %s', self.key.path,
@@ -245,7 +339,6 @@ class Sealer:
                             'verify will report epochs %d to %d as missing', file_seal.path,
                             seal.last_epoch, self.key.epoch, seal.last_epoch + 1,
                             self.key.epoch - 1)
-        current = self.key.epoch_of(now)
         if current > self.key.epoch + 1:
             log.info('sealing epochs %d to %d, missed while loghogd was not running',
                      self.key.epoch, current - 1)
@@ -276,7 +369,16 @@ class Sealer:
         if self._round is None:
             current = self.key.epoch_of(now)
             if current <= self.key.epoch:
+                if current < self.key.epoch and not self._clock_behind:
+                    # The key cannot go back: nothing is sealed until the clock is past
+                    # its epoch again, and that must not go unsaid (attack finding A4-13).
+                    self._clock_behind = True
+                    log.error('the clock (%s) is behind the sealing key, which is at epoch %d '
+                              '(it begins at %s): no seal until then; was the clock set '
+                              'back, or had it run ahead?', _format_time(now), self.key.epoch,
+                              _format_time(self.key.epoch_end(self.key.epoch - 1)))
                 return
+            self._clock_behind = False
             # One time for the whole round: right after the last epoch sealed, whatever
             # passes the round takes (verify checks the time against the epochs).
             self._round = (self.key.epoch, current - 1, int(now * 1e6), current,
@@ -285,19 +387,33 @@ class Sealer:
         key = bytes(self.key.key)
         began = time.perf_counter()
         while waiting:
-            waiting.pop().seal(key, first, last, time_us)
+            file_seal = waiting.pop()
+            done = file_seal.last_seal.last_epoch if file_seal.last_seal else -1
+            if first <= done < last:
+                # Sealed through ``done`` in a round a crash cut short (attack finding
+                # A4-2): its seals go on from there, with that epoch's key.
+                file_seal.seal(sealing.key_at(key, first, done + 1), done + 1, last, time_us)
+            elif done != last:   # (sealed through ``last`` already: that round's end)
+                # A last seal beyond ``last`` was not made here (A4-20): sealed all the same.
+                file_seal.seal(key, first, last, time_us)
             if waiting and time.perf_counter() - began >= budget_s:
                 return
         del key
         self._round = None
+        self.counters.count('seals', len(self.files))
         try:
             self.key.advance(following)
         except OSError as exc:
             self.counters.count('seal_errors')
-            log.error('cannot write the next sealing key to %s: %s (the old key stays until '
-                      'it can)', self.key.path, exc.strerror or exc)
+            if not self._key_failing:
+                self._key_failing = True
+                log.error('cannot write the next sealing key to %s: %s (sealing goes on '
+                          'with the key in memory; the file keeps the key of an earlier '
+                          'epoch until it can be written)', self.key.path, exc.strerror or exc)
             return
-        self.counters.count('seals', len(self.files))
+        if self._key_failing:
+            self._key_failing = False
+            log.warning('the sealing key %s is written again', self.key.path)
 
     def close(self):
         """At exit (after the Writer wrote and synced everything): finish a seal round
@@ -399,6 +515,17 @@ class Sealer:
         return found | {f.path for f in self.writer.files.values() if f.chain is not None}
 
 
+def _newest_backup(path):
+    """The newest backup of ``path`` as rotation named it (without a compression suffix),
+    or None."""
+    folder, base = os.path.split(path)
+    try:
+        walls = backups_of(base, os.listdir(folder))
+    except OSError:
+        return None
+    return os.path.join(folder, '%s.%s' % (base, format_stamp(max(walls)))) if walls else None
+
+
 def _cut_partial_record(sidecar):
     """A crash while appending may leave a record cut short at the end of ``sidecar``:
     cut it off, so that the next record does not land glued to it."""
@@ -426,6 +553,10 @@ def _sync_file(path):
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _format_time(moment):
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(moment))
 
 
 def _now_us():

@@ -102,9 +102,25 @@ def parse_verification_key(text):
     if len(key) != KEY_BYTES:
         raise ValueError('the key must be %d bytes (%d hex digits)' % (KEY_BYTES, 2 * KEY_BYTES))
     t0, interval = int(parts[2]), int(parts[3])
+    check_key_times(t0, interval)
+    return key, t0, interval
+
+
+# Bounds of what a key's t0 and interval can be (a 400-digit t0 made verify die with an
+# OverflowError: attack finding A4-17).  Epoch 0 begins within 3,000 years of 1970.
+MAX_T0 = 10 ** 11
+MAX_INTERVAL = 10 ** 9
+
+
+def check_key_times(t0, interval):
+    """Raise ValueError unless ``t0`` is a Unix time and ``interval`` a number of seconds
+    a key can have."""
     if interval < 1:
         raise ValueError('the interval must be at least 1 second')
-    return key, t0, interval
+    if interval > MAX_INTERVAL:
+        raise ValueError('the interval must be at most %d seconds' % MAX_INTERVAL)
+    if abs(t0) > MAX_T0:
+        raise ValueError('t0 is not a Unix time')
 
 
 # -- the chain ------------------------------------------------------------------------------

@@ -13,10 +13,14 @@ never "intact"); 66 a file could not be read (permissions); 64 usage.
 
 import argparse
 import bz2
+import contextlib
+import copy
 import gzip
 import hashlib
+import io
 import lzma
 import os
+import stat
 import sys
 import time
 
@@ -29,6 +33,12 @@ EX_NOT_SEALED = 2
 EX_USAGE = 64
 EX_NOINPUT = 66      # a file could not be read (permissions): not checked
 READ_BYTES = 1 << 20
+# The daemon keeps a seal file it found damaged under this name (sealer.py).
+DAMAGED_SUFFIX = '.damaged'
+# Keys.at keeps every this-many-th epoch's key.
+KEY_CHECKPOINT = 1024
+# The fewest hex digits of a chain hash --anchor takes: the Prometheus file's 48 bits.
+MIN_ANCHOR_DIGITS = 12
 # The longest sidecar record: a seal is about 190 bytes, a start record holds a file name.
 MAX_RECORD_BYTES = 4096
 _OPENERS = {'.xz': lzma.open, '.gz': gzip.open, '.bz2': bz2.open}
@@ -47,18 +57,29 @@ class Broken(Exception):
 
 
 class Keys:
-    """The key of any epoch, derived forward from k0 (kept: derivation only goes forward)."""
+    """The key of any epoch, derived forward from k0 (kept: derivation only goes forward).
+
+    Every KEY_CHECKPOINT-th key derived is kept, so that going back (the next history
+    begins before the last one ended) starts from the nearest one below, not from k0: one
+    SHA-256 an epoch, half a million for a year of 60-s epochs, per history (attack
+    finding A4-11).  32 bytes per checkpoint: 4 KiB for a year."""
 
     def __init__(self, k0, t0, interval):
         self.k0, self.t0, self.interval = k0, t0, interval
         self._epoch, self._key = 0, k0
+        self._checkpoints = {0: k0}
 
     def at(self, epoch):
         if epoch < self._epoch:
-            self._epoch, self._key = 0, self.k0
-        self._key = sealing.key_at(self._key, self._epoch, epoch)
-        self._epoch = epoch
-        return self._key
+            self._epoch = epoch - epoch % KEY_CHECKPOINT
+            self._key = self._checkpoints[self._epoch]
+        key = self._key
+        for number in range(self._epoch + 1, epoch + 1):
+            key = sealing.evolve(key)
+            if not number % KEY_CHECKPOINT:
+                self._checkpoints[number] = key
+        self._key, self._epoch = key, epoch
+        return key
 
     def epoch_of(self, moment):
         return sealing.epoch_of(moment, self.t0, self.interval)
@@ -83,6 +104,12 @@ class History:
         self.notes = []
         self.unsealed_tail = None       # (path, first line, last line) after the last seal
 
+    def trial(self):
+        """A copy to check another form of the same file with (its notes are dropped)."""
+        trial = copy.copy(self)
+        trial.notes = []
+        return trial
+
     def check_file(self, path, name, stream, sidecar_lines, is_last):
         """Check one file (``stream``: its uncompressed bytes; ``sidecar_lines``: its
         sidecar, bytes lines) whose history is called ``name``.  Raises Broken."""
@@ -100,6 +127,7 @@ class History:
             self.notes.append('%s: the history begins here (older files were pruned, or '
                               'not given)' % path)
         last, lines, size = start.prev, 0, 0
+        adopted = start.prev == sealing.GENESIS    # until a record says otherwise
         for number, raw in enumerate(records, 2):
             try:
                 record = sealing.parse_record(raw, False)
@@ -111,11 +139,17 @@ class History:
                 last = self._check_chunk(path, stream, record, last, lines)
                 lines += record.n_lines
                 size += record.n_bytes
+                adopted = adopted and record.recovered
+                if adopted:
+                    # Lines chained as found in the file when its seal file was started
+                    # (sealed = yes turned on, or the seal file lost or deleted: A4-18).
+                    self._note_adopted(path, lines, start.time_us)
                 if self.unsealed_tail is None:
                     self.unsealed_tail = (path, record.first_line)
             else:
                 self._check_seal(path, record, last, lines, size)
                 self.unsealed_tail = None
+                adopted = False
         rest, rest_lines = _drain(stream)
         if rest:
             if not is_last:
@@ -127,6 +161,15 @@ class History:
             self.notes.append('%s: line %d and what follows it are chained but not sealed yet '
                               '(written after the last seal)' % self.unsealed_tail)
         self.last, self.last_path = last, path
+
+    def _note_adopted(self, path, lines, time_us):
+        note = ('%s: lines 1-%d were in the file when its seal file was started (%s): '
+                'sealed as found then, not as written (sealed = yes turned on, or its seal '
+                'file was lost or deleted)' % (path, lines, _format_time(time_us / 1e6)))
+        if self.notes and self.notes[-1].startswith('%s: lines 1-' % path):
+            self.notes[-1] = note
+        else:
+            self.notes.append(note)
 
     def _check_chunk(self, path, stream, chunk, last, lines):
         if chunk.first_line != lines + 1:
@@ -151,15 +194,20 @@ class History:
                          % seal.last_epoch)
         moment = seal.time_us / 1e6
         if moment > self.latest:
-            raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future'
+            raise Broken(*where, 'the seal of epoch %d says it was made at %s, in the future '
+                         '(forged, or the clock of the machine that made it ran ahead)'
                          % (seal.last_epoch, _format_time(moment)))
+        # The first seal of a history failing is what the wrong key looks like, too: an
+        # operator must not read "forged" alone then (attack finding A4-17).
+        hint = (' (or the key given is not the verification key these files were sealed '
+                'with)' if self.seal is None else '')
         if self.keys.epoch_of(moment) != seal.last_epoch + 1:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, which is not '
-                         'right after that epoch: its time or epoch is forged'
-                         % (seal.last_epoch, _format_time(moment)))
+                         'right after that epoch: its time or epoch is forged%s'
+                         % (seal.last_epoch, _format_time(moment), hint))
         if not sealing.check_seal_mac(self.keys.at(seal.first_epoch), _name_of(path), seal):
             raise Broken(*where, 'the seal of epoch %d was not made with that epoch\'s key: '
-                         'forged (with a later key?) or altered' % seal.first_epoch)
+                         'forged (with a later key?) or altered%s' % (seal.first_epoch, hint))
         previous = self.seal
         if previous is not None and seal.first_epoch != previous.last_epoch + 1:
             if seal.first_epoch > previous.last_epoch + 1:
@@ -179,6 +227,28 @@ class History:
                              % (self.anchor[0], self.anchor[1]))
             self.anchor_seen = True
         self.seal, self.seal_path = seal, path
+
+
+def _chains_lines(sidecar):
+    """True when the seal file ``sidecar`` has a chunk record (its file had lines)."""
+    with _open_regular(sidecar) as stream:
+        return any(line[:2] in (b'c ', b'r ') for line in _bounded_lines(stream))
+
+
+def _open_regular(path):
+    """``path`` open for reading (binary); raises Broken for what is not a regular file:
+    a FIFO put in the place of a log or seal file blocked verify for ever, and a device
+    never ends (attack finding A4-10)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Broken(path, None, 'not a regular file (a FIFO, device or socket was put in '
+                         'its place)')
+        os.set_blocking(fd, True)
+        return open(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _bounded_lines(stream):
@@ -240,25 +310,44 @@ def _format_time(moment):
 
 def histories(paths):
     """{(folder, live name): [paths, oldest first, the live file last]} for ``paths``
-    (files and folders).  Sidecars and other files in folders are left out."""
+    (files and folders).  Other files in folders are left out; seal files are not log
+    files (a shell glob such as ``root.log*`` gives them: attack finding A4-14), but one
+    whose log file is gone in every form puts that file's path in its history, where
+    check_history reports it deleted (A4-15)."""
     found = {}
+    sidecars = []
     for given in paths:
         if os.path.isdir(given):   # an app folder, or the log folder with app folders
             names = [os.path.join(folder, n) for folder, _, files in sorted(os.walk(given))
                      for n in sorted(files)]
+            sidecars.extend(n for n in names if n.endswith(sealing.SUFFIX))
             names = [n for n in names if _is_log(n)]
+        elif given.endswith(sealing.SUFFIX):
+            sidecars.append(given)
+            continue
+        elif given.endswith(sealing.SUFFIX + DAMAGED_SUFFIX):
+            continue     # check_history finds it beside its log file
         else:
             names = [given]
         for path in names:
             key, order = _history_of(path)
             found.setdefault(key, {})[order] = path
+    for sidecar in sidecars:
+        stem = sidecar[:-len(sealing.SUFFIX)]
+        if _is_log_name(os.path.basename(stem)) and not any(
+                os.path.lexists(stem + suffix) for suffix in ('',) + COMPRESSED_SUFFIXES):
+            key, order = _history_of(stem)
+            found.setdefault(key, {}).setdefault(order, stem)
     return {key: [files[order] for order in sorted(files)] for key, files in found.items()}
 
 
 def _is_log(path):
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        return False
+    if os.path.isdir(path):
+        return False    # a FIFO or device named like a log is checked, and refused
+    return _is_log_name(os.path.basename(path))
+
+
+def _is_log_name(name):
     if name.endswith('.log'):
         return True
     parsed = parse_backup_name(name)
@@ -269,8 +358,21 @@ def _history_of(path):
     folder, name = os.path.split(os.path.abspath(path))
     parsed = parse_backup_name(name)
     if parsed is None:
-        return (folder, name), (1, '')
-    return (folder, parsed[0]), (0, parsed[1].isoformat())
+        return (folder, name), (1, '', name)
+    # Every form of a backup (compressed or not) is kept: each is checked (check_history).
+    return (folder, parsed[0]), (0, parsed[1].isoformat(), name)
+
+
+def _forms(files):
+    """``files`` (a history, oldest first) as lists of the forms of one file: a backup
+    present compressed and not (a compression under way, or a copy planted beside it)."""
+    groups = []
+    for path in files:
+        if groups and _strip_compression(groups[-1][0]) == _strip_compression(path):
+            groups[-1].append(path)
+        else:
+            groups.append([path])
+    return groups
 
 
 def check_history(files, keys, anchor=None, out=None):
@@ -280,22 +382,53 @@ def check_history(files, keys, anchor=None, out=None):
     name = _name_of(files[-1])
     not_sealed = []
     status = EX_INTACT
+    groups = _forms(files)
+    path = files[0]
     try:
-        for index, path in enumerate(files):
+        for index, forms in enumerate(groups):
+            path = forms[0]
             sidecar = _strip_compression(path) + sealing.SUFFIX
-            try:
-                sidecar_stream = open(sidecar, 'rb')
-            except FileNotFoundError:
+            missing = not os.path.lexists(path)   # only its seal file is left (histories)
+            if missing and index < len(groups) - 1 and all(
+                    not os.path.lexists(older[0]) for older in groups[:index]):
+                # Pruning deletes the seal file last: a crash in between (or a seal file
+                # it could not delete) leaves it, before the oldest file still there.
+                history.notes.append('%s is gone, its seal file is left (pruned, and a '
+                                     'crash came before its seal file went?)' % path)
+                continue
+            if missing and _chains_lines(sidecar):
+                raise Broken(path, None, 'the file is gone, but its seal file %s is here: the '
+                             'file was deleted' % sidecar)
+            if os.path.lexists(sidecar + DAMAGED_SUFFIX):
+                # The daemon found the seal file damaged at start and sealed the file
+                # afresh, lines and all: what the old one covered cannot be checked
+                # any more (attack finding A4-18).
+                raise Broken(path, None, 'the daemon found its seal file damaged (kept as %s) '
+                             'and sealed the file afresh: its lines before that cannot be '
+                             'checked' % (sidecar + DAMAGED_SUFFIX))
+            if not os.path.exists(sidecar):
                 if history.last is not None:
                     raise Broken(path, None, 'its seal file %s is missing, but %s before it is '
                                  'sealed' % (sidecar, history.last_path)) from None
-                not_sealed.append(path)
+                not_sealed.extend(forms)
                 continue
-            if not_sealed and not_sealed[-1] == files[index - 1]:
+            if not_sealed and not_sealed[-1] in groups[index - 1]:
                 history.notes.append('%s: the files before it were not sealed' % path)
-            opener = _OPENERS.get(os.path.splitext(path)[1], open)
-            with sidecar_stream, opener(path, 'rb') as stream:
-                history.check_file(path, name, stream, sidecar_stream, index == len(files) - 1)
+            # Each form must hold what the seals say: a reader may pick any of them
+            # (attack finding A4-3); the state goes on from the last.
+            for number, path in enumerate(forms):
+                target = history if number == len(forms) - 1 else history.trial()
+                opener = _OPENERS.get(os.path.splitext(path)[1])
+                with contextlib.ExitStack() as files_open:
+                    sidecar_stream = files_open.enter_context(_open_regular(sidecar))
+                    if missing:      # a file with no line yet (rotation makes it at once)
+                        stream = io.BytesIO()
+                    else:
+                        stream = files_open.enter_context(_open_regular(path))
+                    if opener is not None and not missing:
+                        stream = files_open.enter_context(opener(stream, 'rb'))
+                    target.check_file(path, name, stream, sidecar_stream,
+                                      index == len(groups) - 1)
             history.sealed_files += 1
     except Broken as exc:
         print('BROKEN %s' % exc, file=out)
@@ -367,9 +500,14 @@ def main(argv=None):
         epoch, _, prefix = args.anchor.partition(':')
         try:
             anchor = (int(epoch), prefix.lower())
+            # A short prefix matches chains by chance, an empty one every chain (attack
+            # finding A4-4): at least the 12 digits the Prometheus file gives.
+            if not MIN_ANCHOR_DIGITS <= len(prefix) <= 64:
+                raise ValueError(prefix)
             bytes.fromhex(prefix if len(prefix) % 2 == 0 else prefix + '0')
         except ValueError:
-            print('loghogd verify: --anchor EPOCH:HASH (as loghogd status shows it)',
+            print('loghogd verify: --anchor EPOCH:HASH, with at least %d hex digits of the '
+                  'chain hash (as loghogd status shows it)' % MIN_ANCHOR_DIGITS,
                   file=sys.stderr)
             return EX_USAGE
     missing = [path for path in args.paths if not os.path.exists(path)]
@@ -380,6 +518,15 @@ def main(argv=None):
     if not found:
         print('loghogd verify: no log files in %s' % ', '.join(args.paths), file=sys.stderr)
         return EX_NOT_SEALED
+    if anchor is not None and len(found) > 1:
+        # An anchor is the seal of one file's history (loghogd status shows one per
+        # file): required of every history in a folder, it failed the others (A4-5).
+        names = [os.path.join(*key) for key in sorted(found)]
+        print('loghogd verify: --anchor is the seal of one history, and %s hold %d (%s): '
+              'give the files of the one it was noted for, such as %s*'
+              % (', '.join(args.paths), len(names), ', '.join(names[:3])
+                 + (', ...' if len(names) > 3 else ''), names[0]), file=sys.stderr)
+        return EX_USAGE
     statuses = [check_history(files, keys, anchor) for _, files in sorted(found.items())]
     for status in (EX_BROKEN, EX_NOINPUT, EX_NOT_SEALED):
         if status in statuses:
