@@ -29,6 +29,7 @@ from .files import format_address
 from .jsonlines import format_json_line
 from .lines import ALL_PRINTABLE, PRINTABLE_ASCII, format_body
 from .protocol import Rejection
+from .signature_v2 import V2_REQUIRED
 from .server import printable_host
 from .syslog_framing import SyslogFrameSplitter
 from .syslog_parse import (BOM, STAMP_5424, STAMP_BSD, TRAILING, json_fields, line_head,
@@ -312,6 +313,13 @@ class SyslogReceiver:
                     if found is None:
                         server.reject(Rejection(UNCLAIMED, 'no facility claims syslog program '
                                                 '%r' % program[:100]), source)
+                        continue
+                    if found.require_signature is not None:
+                        # Syslog carries no signature (A4-8): not even over TLS.
+                        server.reject(Rejection(V2_REQUIRED, '[%s] has require_signature = '
+                                                '%s: syslog carries no signature'
+                                                % (found.section, found.require_signature)),
+                                      source)
                         continue
                     if found.secret is not None and not source.has_client_cert:
                         server.reject(Rejection(NEEDS_CLIENT_CERT, '[%s] has a secret: its '

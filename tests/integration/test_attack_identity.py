@@ -46,15 +46,12 @@ def pki(tmp_path_factory):
             'client': base / 'web1.pem'}
 
 
-@pytest.mark.xfail(strict=True, reason='A4-8: syslog over TLS is written to a facility that '
-                                       'requires v2 signatures')
 def test_unsigned_syslog_over_tls_is_refused_where_v2_signatures_are_required(tmp_path, pki):
     """A4-8: README: "require_signature = v2 refuses v1 and unsigned messages";
     docs/security.md: a v2 signature covers every byte, host name included.  Syslog
     carries no signature, yet any certificate of the CA (allowed_clients unset, the
-    default) writes unsigned lines, under any HOSTNAME, into such a facility that claims a
-    syslog program.  Fix (syslog_listeners.py, where ``found.secret`` is checked): refuse
-    a facility with ``require_signature`` as ``v2_signature_required``."""
+    default) wrote unsigned lines, under any HOSTNAME, into such a facility that claims a
+    syslog program.  Now refused as ``v2_signature_required`` (syslog_listeners.py)."""
     server = {'pemfile': str(pki['server']), 'cacert': str(pki['ca'])}
     daemon = syslog_tools.start(tmp_path, STRICT, server, listen_tls='127.0.0.1:0')
     try:
