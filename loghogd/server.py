@@ -529,7 +529,7 @@ class Server:
                     self.rate_limited(facility, source)   # rate_limit: datagrams cannot wait
                     continue
                 if envelope is not None and signer is not None:
-                    rejection = self.take_signed(envelope, source, acks)
+                    rejection = self.take_signed(envelope, source, acks, facility)
                     if rejection is not None:
                         self.reject(rejection, source, acks)
                         continue
@@ -567,15 +567,16 @@ class Server:
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
 
-    def take_signed(self, envelope, source, acks):
+    def take_signed(self, envelope, source, acks, facility):
         """A v2-signed message about to be queued: None, or a ``replayed`` Rejection
-        (signature_v2.py).  The acknowledger decides for a resend that its session frame
-        numbers as the signature does."""
+        (signature_v2.py); sessions are remembered per ``facility``'s secret.  The
+        acknowledger decides for a resend that its session frame numbers as the
+        signature does."""
         numbered = (acks is not None and acks.session_key is not None
                     and acks.seq == envelope.seq and acks.session_key[1] == envelope.session.hex())
         identity = getattr(source, 'identity', None) or (source.peer_host, None)
         evicted = self.replays.evicted
-        rejection = self.replays.take(envelope, identity, numbered, self.now)
+        rejection = self.replays.take(envelope, identity, numbered, self.now, facility.secret)
         if self.replays.evicted > evicted:
             self.counters.count('signed_sessions_evicted')
         return rejection

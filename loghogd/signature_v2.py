@@ -103,13 +103,13 @@ class ReplayGuard:
     def __init__(self, max_skew_s, limit=MAX_SESSIONS):
         self.max_skew_ms = max_skew_s * 1000.0
         self.limit = limit
-        self.sessions = collections.OrderedDict()   # session bytes -> _Seen, LRU first
+        self.sessions = collections.OrderedDict()   # (scope, session) -> _Seen, LRU first
         self.evicted = 0     # sessions forgotten while still inside the clock window
 
     def __len__(self):
         return len(self.sessions)
 
-    def take(self, envelope, owner, numbered_by_acks, now_s):
+    def take(self, envelope, owner, numbered_by_acks, now_s, scope=None):
         """Decide on a message that passed every other check and will be queued for
         writing if this returns None; remember it.  Returns a ``replayed`` Rejection when
         its (session, seq) was queued before (see the module's doc for the rule).
@@ -117,23 +117,26 @@ class ReplayGuard:
         ``owner`` is the peer (its ``identity``); ``numbered_by_acks`` is true when the
         message came on an acknowledged connection whose session frame names this session
         and places the message at its signed number (the acknowledger already skipped it
-        if it had been written).
+        if it had been written).  ``scope`` is the secret the signature was checked with:
+        a session's numbers are remembered per secret, so that a client of another
+        application, which signs with its own secret, cannot use up the numbers of a
+        session it saw (attack finding A4-9: its victim's messages were then refused).
         """
-        session = envelope.session
-        seen = self.sessions.get(session)
+        key = (scope, envelope.session)
+        seen = self.sessions.get(key)
         if seen is None:
-            seen = self._create(session, owner, now_s)
+            seen = self._create(key, owner, now_s)
         else:
-            self.sessions.move_to_end(session)
+            self.sessions.move_to_end(key)
             if seen.has(envelope.seq) and not (numbered_by_acks and seen.owner == owner):
                 return Rejection(REPLAYED, 'session %s message %d was written before'
-                                 % (session.hex()[:12], envelope.seq))
+                                 % (envelope.session.hex()[:12], envelope.seq))
         seen.add(envelope.seq)
         if seen.newest_ms is None or envelope.time_ms > seen.newest_ms:
             seen.newest_ms = envelope.time_ms
         return None
 
-    def _create(self, session, owner, now_s):
+    def _create(self, key, owner, now_s):
         sessions = self.sessions
         now_ms = now_s * 1000.0
         # A couple of expired sessions go each time one is made: the table shrinks as fast
@@ -148,5 +151,5 @@ class ReplayGuard:
         if len(sessions) >= self.limit:
             sessions.popitem(last=False)
             self.evicted += 1
-        seen = sessions[session] = _Seen(owner)
+        seen = sessions[key] = _Seen(owner)
         return seen

@@ -76,17 +76,15 @@ def v2_frame(app, secret, session, seq, body):
     return V2Signer(secret).sign_frame(frame, session, seq, int(time.time() * 1000))
 
 
-@pytest.mark.xfail(strict=True, reason="A4-9: v2 replay memory is keyed by session alone, "
-                                       "across facilities and secrets")
 def test_a_session_used_for_another_facility_does_not_make_a_clients_messages_replays(
         daemon_factory):
-    """A4-9: the daemon remembers which (session, number) of v2 messages it wrote, keyed by
+    """A4-9: the daemon remembered which (session, number) of v2 messages it wrote, keyed by
     the session alone, whatever the facility and secret.  A client of app ``other`` (it
     knows only other's secret) that saw a victim's session id (sent in clear in the session
     frame on plain TCP, and the numbers count from 1) signs frames for its own app with that
     session and the next numbers: the victim's messages to ``strict`` are then refused as
-    ``replayed``.  Fix: key the memory by the facility's secret (its rate_key, or the signer)
-    and the session: server.take_signed would pass the facility (server.py)."""
+    ``replayed``.  Now the memory is keyed by the facility's secret and the session
+    (signature_v2.ReplayGuard, server.take_signed)."""
     daemon = daemon_factory(STRICT)
     victim_session = bytes.fromhex('00112233445566778899aabbccddeeff')
     with socket.create_connection(('127.0.0.1', daemon.tcp_port)) as sock:

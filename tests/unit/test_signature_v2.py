@@ -150,7 +150,7 @@ def test_old_numbers_fold_into_a_floor_that_still_refuses_them():
     guard = ReplayGuard(300)
     for seq in range(1, 2 * MAX_RANGES + 10, 2):   # every other number: one range each
         assert guard.take(envelope_of(seq=seq), A, False, NOW) is None
-    seen = guard.sessions[SESSION]
+    seen = guard.sessions[(None, SESSION)]
     assert len(seen.starts) == MAX_RANGES
     assert guard.take(envelope_of(seq=1), A, False, NOW).reason == REPLAYED
     assert guard.take(envelope_of(seq=3), B, False, NOW).reason == REPLAYED
@@ -199,3 +199,13 @@ def test_every_new_rejection_reason_has_a_wire_case():
         for key in ('expect', 'expect_datagram'):
             reasons |= {o['reject'] for o in case.get(key, []) if 'reject' in o}
     assert set(signature_v2.REASONS) | {CLIENT_NOT_ALLOWED} <= reasons
+
+
+def test_a_sessions_numbers_are_remembered_per_secret():
+    """A4-9: numbers signed with one secret do not use up another secret's: a client of
+    another application cannot make a session it saw refuse its owner's messages."""
+    guard = ReplayGuard(300)
+    assert guard.take(envelope_of(seq=1), B, False, NOW, 'other-secret') is None
+    assert guard.take(envelope_of(seq=1), A, False, NOW, 's3cret') is None
+    assert guard.take(envelope_of(seq=1), B, False, NOW, 's3cret').reason == REPLAYED
+    assert guard.take(envelope_of(seq=1), A, False, NOW, 'other-secret').reason == REPLAYED
