@@ -49,7 +49,8 @@ class FileSeal:
     def __init__(self, path, counters):
         self.path = path
         self.sidecar = path + sealing.SUFFIX
-        self.name = os.path.basename(path)
+        self.name = sealing.history_name(os.path.basename(os.path.dirname(path)),
+                                         os.path.basename(path))
         self.counters = counters
         self.chain = sealing.Chain()
         self.last_seal = None

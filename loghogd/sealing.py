@@ -23,7 +23,7 @@ for an earlier epoch.  The operator keeps k_0, t0 and I off the machine (the
 Seals.  Once epoch b has ended, every sealed file gets a seal record: epochs [a, b] (a is
 the first epoch not sealed yet: a == b, unless the daemon was down or late), the file's
 line and byte count, the time, the chain hash, and HMAC-SHA256 under k_a over all of them
-and the file's name.  Then the key moves on to k_(b+1).  Seals of one history must cover
+and the history's name (the application's folder and the live file's name: ``history_name``).  Then the key moves on to k_(b+1).  Seals of one history must cover
 consecutive epochs with no gap, and each must have been made after its last epoch ended.
 
 The sidecar ``<file>.seal`` is text, one record per line::
@@ -191,6 +191,13 @@ class Chain:
 
 
 # -- records --------------------------------------------------------------------------------
+
+def history_name(app, live_name):
+    """The name a history is sealed under: its application's folder and its live file's
+    name (``shop/root.log``), so that a history copied into another application's folder
+    does not verify there (attack finding A4-6: all applications share one key)."""
+    return '%s/%s' % (app, live_name)
+
 
 def encode_start(prev, time_us, name):
     return b'%s %d %s %d %s\n' % (MAGIC, VERSION, prev.hex().encode(), time_us, name.encode())

@@ -103,6 +103,7 @@ class History:
         self.sealed_files = 0
         self.notes = []
         self.unsealed_tail = None       # (path, first line, last line) after the last seal
+        self.name = None                # what the history is sealed under (check_file's)
 
     def trial(self):
         """A copy to check another form of the same file with (its notes are dropped)."""
@@ -118,8 +119,11 @@ class History:
             start = sealing.parse_record(next(records, b''), True)
         except ValueError as exc:
             raise Broken(path + sealing.SUFFIX, 1, str(exc)) from None
+        self.name = name
         if start.name != name:
-            raise Broken(path, None, 'its seal file belongs to %r, not %r' % (start.name, name))
+            raise Broken(path, None, 'its seal file belongs to %r, not %r (a history of '
+                         'another application or file put in its place; for copies kept '
+                         'outside the application\'s folder, give --app)' % (start.name, name))
         if self.last is not None and start.prev != self.last:
             raise Broken(path, 1, 'does not continue the chain of %s: a file between them is '
                          'missing, or one of them was replaced' % self.last_path)
@@ -205,7 +209,7 @@ class History:
             raise Broken(*where, 'the seal of epoch %d says it was made at %s, which is not '
                          'right after that epoch: its time or epoch is forged%s'
                          % (seal.last_epoch, _format_time(moment), hint))
-        if not sealing.check_seal_mac(self.keys.at(seal.first_epoch), _name_of(path), seal):
+        if not sealing.check_seal_mac(self.keys.at(seal.first_epoch), self.name, seal):
             raise Broken(*where, 'the seal of epoch %d was not made with that epoch\'s key: '
                          'forged (with a later key?) or altered%s' % (seal.first_epoch, hint))
         previous = self.seal
@@ -261,12 +265,14 @@ def _bounded_lines(stream):
         yield line
 
 
-def _name_of(path):
-    """The name the daemon seals a file under: the live file's name."""
+def _name_of(path, app=None):
+    """The name the daemon seals a file's history under: its application (``app``, else
+    the folder the file is in) and the live file's name (sealing.history_name)."""
     name = os.path.basename(path)
     stem = _strip_compression(name)
     parsed = parse_backup_name(stem)
-    return parsed[0] if parsed else stem
+    folder = app or os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return sealing.history_name(folder, parsed[0] if parsed else stem)
 
 
 def _strip_compression(path):
@@ -375,11 +381,12 @@ def _forms(files):
     return groups
 
 
-def check_history(files, keys, anchor=None, out=None):
-    """Check one history; return its exit status, printing what was found."""
+def check_history(files, keys, anchor=None, out=None, app=None):
+    """Check one history (of application ``app``, else of the folder its files are in);
+    return its exit status, printing what was found."""
     out = out or sys.stdout
     history = History(keys, anchor)
-    name = _name_of(files[-1])
+    name = _name_of(files[-1], app)
     not_sealed = []
     status = EX_INTACT
     groups = _forms(files)
@@ -477,6 +484,9 @@ def build_parser():
     parser.add_argument('--anchor', metavar='EPOCH:HASH',
                         help='a seal noted off the machine earlier (loghogd status shows the '
                         'latest): the history must contain it, so cutting the end shows')
+    parser.add_argument('--app', metavar='NAME',
+                        help='the application the files belong to, for copies kept outside '
+                        'its folder (default: the name of the folder each file is in)')
     parser.add_argument('paths', nargs='+', metavar='PATH',
                         help='log files, or folders (one per application)')
     return parser
@@ -527,7 +537,8 @@ def main(argv=None):
               % (', '.join(args.paths), len(names), ', '.join(names[:3])
                  + (', ...' if len(names) > 3 else ''), names[0]), file=sys.stderr)
         return EX_USAGE
-    statuses = [check_history(files, keys, anchor) for _, files in sorted(found.items())]
+    statuses = [check_history(files, keys, anchor, app=args.app)
+                for _, files in sorted(found.items())]
     for status in (EX_BROKEN, EX_NOINPUT, EX_NOT_SEALED):
         if status in statuses:
             return status

@@ -24,7 +24,7 @@ def test_a_seal_from_the_far_future_in_a_seal_file_does_not_hang_the_start(tmp_p
         epoch = 10 ** 12
         made = int(key.epoch_end(epoch) * 1e6) + 1
         with open(folder / 'root.log.seal', 'ab') as stream:
-            stream.write(sealing.make_seal(bytes(32), 'root.log', last.last_epoch + 1, epoch,
+            stream.write(sealing.make_seal(bytes(32), 'app/root.log', last.last_epoch + 1, epoch,
                                            last.lines, last.size, made, last.chain_hash))
         daemon.start()
         send_lines(daemon.tcp_port, 3, 2)

@@ -202,9 +202,10 @@ def attacker_key(base):
     return seal_keys.load(str(base / 'lib' / 'seal.key'))
 
 
-def forge_sidecar(live, stolen, start_prev, name='root.log'):
+def forge_sidecar(live, stolen, start_prev, name=None):
     """Rebuild ``live``'s sidecar from its (edited) content with the stolen key: a valid
     chain and a seal of the stolen key's epoch, made at a time right after it."""
+    name = name or sealing.history_name(live.parent.name, live.name)
     chain = sealing.Chain(start_prev)
     chain.add(live.read_bytes())
     chain.close_chunk()
@@ -238,7 +239,7 @@ def test_cutting_back_to_an_older_seal_and_sealing_with_the_current_key_is_found
     chain.add(forged_line)
     chain.close_chunk()
     time_us = int(stolen.epoch_end() * 1e6) + 1
-    seal = sealing.make_seal(bytes(stolen.key), 'root.log', stolen.epoch, stolen.epoch,
+    seal = sealing.make_seal(bytes(stolen.key), sealing.history_name(folder.name, 'root.log'), stolen.epoch, stolen.epoch,
                              chain.lines, chain.size, time_us, chain.last)
     sidecar.write_bytes(b''.join(records[:seal_at + 1]) + b''.join(chain.take_records()) + seal)
     live.write_bytes(live.read_bytes()[:older.size] + forged_line)
@@ -264,12 +265,12 @@ def test_a_seal_whose_time_is_not_its_epoch_is_found(copy):
     last = sealing.parse_record(records[-1], False)
     stolen = attacker_key(base)
     early = int((stolen.epoch_end(last.first_epoch - 2)) * 1e6)
-    records[-1] = sealing.make_seal(bytes(stolen.key), 'root.log', stolen.epoch, stolen.epoch,
+    records[-1] = sealing.make_seal(bytes(stolen.key), sealing.history_name(folder.name, 'root.log'), stolen.epoch, stolen.epoch,
                                     last.lines, last.size, early, last.chain_hash)
     sidecar.write_bytes(b''.join(records))
     assert_broken(base, folder, folder / 'root.log', live_lines, 'not right after that epoch')
     # The right time, but the epoch claimed is the old one: the key gives it away.
-    records[-1] = sealing.make_seal(bytes(stolen.key), 'root.log', last.first_epoch,
+    records[-1] = sealing.make_seal(bytes(stolen.key), sealing.history_name(folder.name, 'root.log'), last.first_epoch,
                                     last.last_epoch, last.lines, last.size, last.time_us,
                                     last.chain_hash)
     sidecar.write_bytes(b''.join(records))

@@ -156,13 +156,12 @@ def test_an_anchor_with_a_folder_of_several_histories_is_not_a_false_alarm(tmp_p
 
 # -- verify: what a history is bound to -------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-6: a seal binds the file name, not its app folder')
 def test_a_history_copied_into_another_apps_folder_is_found(tmp_path):
-    """A4-6: every sealed file of every app is sealed with the same key under its name in
-    its folder (``root.log``): an intruder with no key at all can replace the history of
-    app ``bank`` by a copy of app ``shop``'s, and ``verify log/bank`` says OK, exit 0.
-    Fix: seal the name with its app folder (``bank/root.log``) in sealer.py, and have
-    verify take the folder name as the app (or an --app option for copies kept elsewhere)."""
+    """A4-6: every sealed file of every app was sealed with the same key under its name in
+    its folder (``root.log``): an intruder with no key at all could replace the history of
+    app ``bank`` by a copy of app ``shop``'s, and ``verify log/bank`` said OK, exit 0.
+    Now a history is sealed under its app folder and name (``bank/root.log``); verify takes
+    the folder's name as the app, or ``--app`` for copies kept elsewhere."""
     rig = Rig(tmp_path, '[shop]\nrotate = daily\nbackup_count = 3\nsealed = yes\n'
                         '[bank]\nrotate = daily\nbackup_count = 3\nsealed = yes\n')
     for app in ('shop', 'bank'):
@@ -178,6 +177,13 @@ def test_a_history_copied_into_another_apps_folder_is_found(tmp_path):
         shutil.copy(os.path.join(shop, name), bank)
     code, out = run_verify(rig, bank)
     assert code == 1, out
+    assert "belongs to 'shop/root.log', not 'bank/root.log'" in out
+    # A copy of shop's history kept elsewhere verifies with --app shop, not as bank's.
+    archive = os.path.join(str(tmp_path), 'archive')
+    shutil.copytree(shop, archive)
+    assert run_verify(rig, archive, '--app', 'shop')[0] == 0
+    assert run_verify(rig, archive, '--app', 'bank')[0] == 1
+    assert run_verify(rig, archive)[0] == 1   # 'archive' is no application of its seals
 
 
 def test_a_new_key_from_seal_init_force_seals_at_its_first_epoch(tmp_path, caplog):
@@ -260,10 +266,11 @@ def sealed_host_files(folder, hosts, epoch, keys):
         chain = sealing.Chain()
         chain.add(data)
         chain.close_chunk()
-        records = [sealing.encode_start(sealing.GENESIS, 0, name)] + chain.take_records()
+        sealed_as = sealing.history_name(os.path.basename(folder), name)
+        records = [sealing.encode_start(sealing.GENESIS, 0, sealed_as)] + chain.take_records()
         for number, seal_key in enumerate((key, sealing.evolve(key))):
             made = int(sealing.epoch_end(epoch + number, keys.t0, keys.interval) * 1e6) + 1
-            records.append(sealing.make_seal(seal_key, name, epoch + number, epoch + number,
+            records.append(sealing.make_seal(seal_key, sealed_as, epoch + number, epoch + number,
                                              chain.lines, chain.size, made, chain.last))
         with open(os.path.join(folder, name), 'wb') as stream:
             stream.write(data)

@@ -418,6 +418,11 @@ def test_a_crash_after_sealing_before_the_key_moved_on_is_not_a_gap(tmp_path, ca
     assert code == 0, out
 
 
+def sealed_name(rig):
+    """What the daemon seals the rig's live file under (its app folder and name)."""
+    return sealing.history_name(os.path.basename(os.path.dirname(rig.live)), 'root.log')
+
+
 def test_a_seal_from_the_far_future_is_refused_at_once(tmp_path):
     """Its epoch would also make deriving the key take for ever."""
     rig = Rig(tmp_path)
@@ -428,7 +433,7 @@ def test_a_seal_from_the_far_future_is_refused_at_once(tmp_path):
     records = open(sidecar, 'rb').read().splitlines(keepends=True)
     last = sealing.parse_record(records[-1], False)
     epoch = 10 ** 12
-    records.append(sealing.make_seal(bytes(32), 'root.log', last.last_epoch + 1, epoch, 1, 4,
+    records.append(sealing.make_seal(bytes(32), sealed_name(rig), last.last_epoch + 1, epoch, 1, 4,
                                      int(sealing.epoch_end(epoch, T0, INTERVAL) * 1e6) + 1,
                                      last.chain_hash))
     with open(sidecar, 'wb') as stream:
