@@ -13,7 +13,9 @@ Only k_n, the key of epoch n, is ever on the machine: k_0 (with t0 and the inter
 printed once by seal-init for the operator to keep elsewhere (sealing.py).
 """
 
+import errno
 import os
+import stat
 
 from . import sealing
 from .errors import ConfigError
@@ -22,6 +24,8 @@ from .files import write_atomically
 FILE_NAME = 'seal.key'
 FILE_MODE = 0o600
 _MAGIC = 'loghog-seal-key 1'
+# A key file is about 200 bytes: more is not one (and is not read into memory).
+MAX_KEY_FILE_BYTES = 4096
 
 
 def key_path(workdir):
@@ -72,12 +76,18 @@ def load(path):
     """The SealKey in ``path``, or None when there is none.  Raises ConfigError for a file
     that is there but unreadable or malformed."""
     try:
-        with open(path, 'rb') as stream:
-            text = stream.read().decode('ascii')
+        # Without blocking, and a regular file only: a FIFO put in its place would stop
+        # the start for ever (as A4-21's seal files); a key is some 200 bytes.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, 'rb') as stream:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, 'not a regular file')
+            text = stream.read(MAX_KEY_FILE_BYTES).decode('ascii')
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError('%s: cannot read the sealing key: %s' % (path, exc)) from None
+        raise ConfigError('%s: cannot read the sealing key: %s'
+                          % (path, getattr(exc, 'strerror', None) or exc)) from None
     lines = text.splitlines()
     try:
         if not lines or lines[0] != _MAGIC:

@@ -10,10 +10,12 @@ import logging
 import lzma
 import os
 import shutil
+import time
 
 import pytest
 
 from loghogd import seal_keys, sealing, verify
+from loghogd.errors import ConfigError
 from tests.unit.test_sealing_daemon import INTERVAL, Rig, _history_with_rotation
 
 PER_HOST = '[app]\nrotate = daily\nbackup_count = 3\nsealed = yes\nfile_per_host = yes\n'
@@ -510,3 +512,14 @@ def test_a_fifo_in_place_of_a_seal_file_does_not_block_the_daemon(tmp_path, capl
         signal.signal(signal.SIGALRM, previous)
     assert rig.counters.events['seal_errors'] >= 1
     assert 'cannot seal' in caplog.text
+
+
+def test_a_fifo_in_place_of_the_sealing_key_is_refused_not_waited_for(tmp_path):
+    """The daemon's start read seal.key with a blocking open: a FIFO put in its place (by
+    the daemon's account) stopped the start for ever.  Now a clear configuration error."""
+    path = str(tmp_path / 'seal.key')
+    os.mkfifo(path)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match='not a regular file'):
+        seal_keys.load(path)
+    assert time.monotonic() - started < 5
