@@ -1,0 +1,158 @@
+"""Attacks on the receiver processes of issue 18 ([server] workers = 2, everything else
+default): what the main process does when a receiver routes with another table than its
+own, dies or exits in an unexpected way, or sends what no receiver sends.
+
+Each finding is a test marked xfail(strict=True) with its id (A4-wN): it fails today for
+the reason it names and passes once that is fixed.  The other tests check promises of the
+receivers that no test checked before.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+from tests.integration.test_receivers import receiver_pids
+from tests.support import frame, line_body, read_lines, wait_for
+
+WORKERS_2 = {'workers': '2'}
+APP = """
+[app]
+rotate = daily
+backup_count = 3
+"""
+# Enough facilities that parsing them takes a while (about 0.1-0.3 s here): the window in
+# which one process has reloaded and another has not is then wider than a loop pass.
+FILLER = ''.join('[filler%d]\nrotate = daily\nbackup_count = 1\n\n' % n for n in range(3000))
+
+
+def main_logged(daemon, text):
+    """Whether the main process itself (not a receiver) logged ``text``."""
+    return ('[%d] ' % daemon.pid) in ''.join(
+        line for line in daemon.output().splitlines(True) if text in line)
+
+
+def logged_by(daemon, pid, text):
+    return any(('[%d] ' % pid) in line and text in line
+               for line in daemon.output().splitlines())
+
+
+@contextlib.contextmanager
+def stopped(pids):
+    """SIGSTOP ``pids``; SIGCONT them on leaving (never left stopped)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def within(condition, timeout_s):
+    """Whether ``condition()`` became true within ``timeout_s`` (no failure if not)."""
+    try:
+        wait_for(condition, timeout_s)
+    except AssertionError:
+        return False
+    return True
+
+
+def reload_with_receivers_stopped(daemon, receivers, facilities):
+    """Write ``facilities`` and SIGHUP the main process while ``receivers`` are stopped
+    (not scheduled, as on a loaded machine); leave them stopped until the main process has
+    logged its reload, or for at most 3 s (a daemon that waits for its receivers before it
+    says it reloaded logs only once they run again)."""
+    daemon.facilities_path.write_text(facilities)
+    daemon.signal(signal.SIGHUP)
+    within(lambda: main_logged(daemon, 'reloaded'), 3.0)
+
+
+def two_receivers(daemon):
+    return wait_for(lambda: (lambda pids: pids if len(pids) == 2 else None)(
+        receiver_pids(daemon)), message='two receivers')
+
+
+def lines_under(daemon, app):
+    """Every line of every file of ``app`` (any host)."""
+    folder = daemon.logdir / app
+    if not folder.exists():
+        return []
+    return [line for path in sorted(folder.iterdir()) for line in read_lines(path)]
+
+
+def bodies_under(daemon, app):
+    return [line_body(line) for line in lines_under(daemon, app)]
+
+
+def wait_written_or_dead(daemon, app, bodies, timeout=15):
+    """Wait until every one of ``bodies`` is in ``app``'s files or the daemon exited."""
+    wait_for(lambda: daemon.proc.poll() is not None
+             or set(bodies) <= set(bodies_under(daemon, app)), timeout,
+             message='%s in %s' % (bodies, app))
+
+
+def send_on_new_connection(daemon, data):
+    """Send ``data`` on a new connection; False if the daemon is gone (refused)."""
+    try:
+        with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10) as sock:
+            sock.sendall(data)
+    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return False
+    return True
+
+
+# -- A4-w1: a reload that changes file_per_host kills the main process ----------------------
+
+@pytest.mark.xfail(strict=True, reason='A4-w1: a line a receiver routed with the table before '
+                   'a reload that turned file_per_host on reaches the main process with no '
+                   'host (key[2] None); Writer.queue_for -> safe_host(None) raises TypeError '
+                   'in ReceiverPool.read, outside any guard: the daemon exits')
+def test_a_reload_turning_on_file_per_host_while_receivers_route_old_lines_keeps_the_daemon_up(
+        daemon_factory):
+    daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
+    receivers = two_receivers(daemon)
+    with stopped(receivers):
+        # A receiver that has not taken the SIGHUP yet (stopped here: on a loaded machine,
+        # not scheduled) holds a line it will route with the table it has.
+        send_on_new_connection(daemon, frame('app', 'before the reload', host='h1'))
+        reload_with_receivers_stopped(daemon, receivers, APP + 'file_per_host = yes\n' + FILLER)
+    wait_for(lambda: daemon.proc.poll() is not None or 'before the reload' in
+             bodies_under(daemon, 'app'), 15, message='the line routed before the reload')
+    send_on_new_connection(daemon, frame('app', 'sentinel', host='h2'))
+    wait_written_or_dead(daemon, 'app', ['sentinel'])
+    assert daemon.proc.poll() is None, daemon.output()[-3000:]
+    assert daemon.stop() == 0
+
+
+# -- A4-w2: a message to an app the reload added, sent once the reload is logged, is refused --
+
+@pytest.mark.xfail(strict=True, reason='A4-w2: the main process logs "reloaded" after its own '
+                   'parse; the receivers got a SIGHUP and reload on their own thread, later: '
+                   'a message to the added app that reaches a receiver first is refused as '
+                   'unknown_app')
+def test_a_message_to_an_app_the_reload_added_sent_once_the_reload_is_logged_is_written(
+        daemon_factory):
+    daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
+    receivers = two_receivers(daemon)
+    with stopped(receivers):
+        reload_with_receivers_stopped(daemon, receivers, APP + FILLER + '[added]\n'
+                                      'rotate = daily\nbackup_count = 1\n')
+    wait_for(lambda: main_logged(daemon, 'reloaded'), 30, message='the reload to be logged')
+    # The reload is logged: the client sends to the new app at once (one connection to
+    # each receiver, in turn).
+    assert send_on_new_connection(daemon, frame('added', 'first'))
+    assert send_on_new_connection(daemon, frame('added', 'second'))
+    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
+             or 'unknown_app' in daemon.output(), 15, message='the two messages')
+    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
+        daemon.output()[-2000:]
+    assert daemon.stop() == 0
