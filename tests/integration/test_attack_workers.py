@@ -156,3 +156,44 @@ def test_a_message_to_an_app_the_reload_added_sent_once_the_reload_is_logged_is_
     assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
         daemon.output()[-2000:]
     assert daemon.stop() == 0
+
+
+# -- A4-w3: a receiver restarted during a reload keeps the old table for good --------------
+
+def is_zombie(pid):
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as handle:
+            return handle.read().rsplit(b')', 1)[1].split()[0] == b'Z'
+    except OSError:
+        return True
+
+
+@pytest.mark.xfail(strict=True, reason='A4-w3: a receiver that died is started again '
+                   '(ReceiverPool.spawn) with the table the main process has at that moment; '
+                   'when that is during a reload (SIGHUP passed on, parse not applied yet), the '
+                   'new receiver never gets the SIGHUP and routes with the old table until the '
+                   'next reload: the added app is refused on it')
+def test_a_receiver_restarted_during_a_reload_routes_with_the_reloaded_table(daemon_factory):
+    daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
+    first, second = two_receivers(daemon)
+    # A receiver that ran a second is started again at once when it dies.
+    began = time.monotonic()
+    wait_for(lambda: time.monotonic() - began > 1.2, message='a second of uptime')
+    with stopped([daemon.pid]):
+        daemon.facilities_path.write_text(APP + FILLER + '[added]\nrotate = daily\n'
+                                          'backup_count = 1\n')
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: is_zombie(first), message='the receiver to die')
+        daemon.signal(signal.SIGHUP)
+    wait_for(lambda: main_logged(daemon, 'reloaded') and logged_by(daemon, second, 'reloaded'),
+             30, message='the main process and the surviving receiver to reload')
+    wait_for(lambda: len(receiver_pids(daemon)) == 2 and first not in receiver_pids(daemon),
+             message='the new receiver')
+    # Two connections: one to each receiver, in turn.
+    assert send_on_new_connection(daemon, frame('added', 'first'))
+    assert send_on_new_connection(daemon, frame('added', 'second'))
+    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
+             or 'unknown_app' in daemon.output(), 15, message='the two messages')
+    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
+        daemon.output()[-2000:]
+    assert daemon.stop() == 0
