@@ -9,6 +9,7 @@ receivers that no test checked before.
 
 import contextlib
 import ctypes
+import marshal
 import os
 import signal
 import socket
@@ -237,4 +238,80 @@ def test_a_receiver_stopped_by_its_own_sigterm_is_started_again_and_udp_is_read(
              message='the receiver to exit')
     assert udp_written(daemon, 'udp after', 4), daemon.output()[-2000:]
     assert slot_pid(daemon, 0) != first
+    assert daemon.stop() == 0
+
+
+# -- A4-w5: a receiver can make the main process exit ----------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_PIDFD_GETFD = 438     # Linux 5.6 and later, the same number on every architecture
+
+
+def take_fd(pid, fd):
+    """A copy of ``pid``'s descriptor ``fd`` in this process (pidfd_getfd(2)): what code
+    running in that process could use."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if copy < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        return copy
+    finally:
+        os.close(pidfd)
+
+
+def channel_of(daemon, pid):
+    """Receiver ``pid``'s end of its channel to the main process: its Unix stream socket
+    whose other end the main process made (SO_PEERCRED)."""
+    for name in os.listdir('/proc/%d/fd' % pid):
+        if not os.readlink('/proc/%d/fd/%s' % (pid, name)).startswith('socket:'):
+            continue
+        sock = socket.socket(fileno=take_fd(pid, int(name)))
+        if sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
+            cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            if struct.unpack('3i', cred)[0] == daemon.pid:
+                return sock
+        sock.close()
+    raise AssertionError('no channel found in receiver %d' % pid)
+
+
+def send_as_receiver(daemon, pid, data):
+    """Write ``data`` on receiver ``pid``'s channel, the receiver stopped meanwhile (so that
+    nothing of its own comes between)."""
+    with stopped([pid]):
+        with channel_of(daemon, pid) as sock:
+            sock.sendall(data)
+
+
+def channel_message(message):
+    payload = marshal.dumps(message)
+    return struct.pack('!I', len(payload)) + payload
+
+
+def sentinel_written(daemon):
+    """Two sentinels on new connections (one to each receiver, in turn): True once one is
+    written, False if the daemon exited first."""
+    bodies = ['sentinel %d' % n for n in range(2)]
+    for body in bodies:
+        send_on_new_connection(daemon, frame('app', body))
+    wait_for(lambda: daemon.proc.poll() is not None
+             or set(bodies) & set(bodies_under(daemon, 'app')), 15, message='a sentinel')
+    return daemon.proc.poll() is None
+
+
+@pytest.mark.xfail(strict=True, reason='A4-w5: the main process takes what a receiver sends '
+                   'on its channel as it comes (Channel.receive: marshal.loads; '
+                   'ReceiverPool.read/_apply_stats: getattr(counters, name)) in its loop, '
+                   'without a guard: a message no receiver sends raises, and the daemon exits')
+@pytest.mark.parametrize('message', [
+    struct.pack('!I', 4) + b'\xff\xfe\xfd\xfc',                    # not marshal data
+    channel_message(('stats', {'__class__': {'x': 1}}, {})),       # a counter it has not
+], ids=['not-marshal', 'stats-of-no-counter'])
+def test_what_no_receiver_sends_on_its_channel_costs_that_receiver_not_the_daemon(
+        daemon_factory, message):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    first, _ = two_receivers(daemon)
+    send_as_receiver(daemon, first, message)
+    assert sentinel_written(daemon), daemon.output()[-2000:]
     assert daemon.stop() == 0
