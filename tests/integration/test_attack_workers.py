@@ -315,3 +315,31 @@ def test_what_no_receiver_sends_on_its_channel_costs_that_receiver_not_the_daemo
     send_as_receiver(daemon, first, message)
     assert sentinel_written(daemon), daemon.output()[-2000:]
     assert daemon.stop() == 0
+
+
+PER_HOST = APP + """
+[perhost]
+rotate = daily
+backup_count = 3
+file_per_host = yes
+"""
+
+
+def test_lines_a_receiver_sends_for_no_facility_or_a_path_like_host_stay_in_the_log_folder(
+        daemon_factory, tmp_path):
+    daemon = daemon_factory(PER_HOST, server=WORKERS_2)
+    first, _ = two_receivers(daemon)
+    before = set(os.listdir(tmp_path))
+    send_as_receiver(daemon, first, channel_message(('batch', {
+        ('nope', 'root', None): ['for no facility\n'],
+        ('../../../..', 'root', None): ['for a path\n'],
+        ('perhost', 'root', '../../../../escaped'): ['path-like host\n'],
+        ('perhost', 'root', '/tmp/absolute'): ['absolute host\n'],
+    }, [])))
+    assert sentinel_written(daemon), daemon.output()[-2000:]
+    wait_for(lambda: len(lines_under(daemon, 'perhost')) == 2, message='the perhost lines')
+    names = sorted(os.listdir(daemon.logdir / 'perhost'))
+    assert names == ['_.._.._.._escaped-root.log', '_tmp_absolute-root.log']
+    assert sorted(os.listdir(daemon.logdir)) == ['app', 'perhost']
+    assert set(os.listdir(tmp_path)) == before
+    assert daemon.stop() == 0
