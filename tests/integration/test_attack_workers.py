@@ -343,3 +343,34 @@ def test_lines_a_receiver_sends_for_no_facility_or_a_path_like_host_stay_in_the_
     assert sorted(os.listdir(daemon.logdir)) == ['app', 'perhost']
     assert set(os.listdir(tmp_path)) == before
     assert daemon.stop() == 0
+
+
+def rss_kb(pid):
+    with open('/proc/%d/status' % pid) as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    raise AssertionError('no VmRSS for %d' % pid)
+
+
+@pytest.mark.xfail(strict=True, reason='A4-w6: Channel.receive keeps what a receiver sends '
+                   'until a message is whole, whatever length its 4-byte header says (up to '
+                   '4 GiB): a receiver makes the main process hold as much memory as it sends')
+def test_a_receiver_cannot_make_the_main_process_hold_what_it_sends(daemon_factory):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    first, _ = two_receivers(daemon)
+    assert sentinel_written(daemon)
+    before_kb = rss_kb(daemon.pid)
+    chunk = bytes(1024 * 1024)
+    with stopped([first]):
+        with channel_of(daemon, first) as sock:
+            sock.settimeout(10)
+            try:
+                sock.sendall(struct.pack('!I', 0xfffffff0))
+                for _ in range(96):    # 96 MiB of a message said to be 4 GiB long
+                    sock.sendall(chunk)
+            except OSError:
+                pass     # the main process closed the channel: it refused the message
+        grown_mb = (rss_kb(daemon.pid) - before_kb) / 1024
+    assert daemon.proc.poll() is None
+    assert grown_mb < 32, 'the main process grew by %.0f MB' % grown_mb
