@@ -374,3 +374,54 @@ def test_a_receiver_cannot_make_the_main_process_hold_what_it_sends(daemon_facto
         grown_mb = (rss_kb(daemon.pid) - before_kb) / 1024
     assert daemon.proc.poll() is None
     assert grown_mb < 32, 'the main process grew by %.0f MB' % grown_mb
+
+
+# -- A4-w7: a receiver started again holds the main process's log files open ----------------
+
+def open_paths(pid):
+    paths = []
+    for name in os.listdir('/proc/%d/fd' % pid):
+        try:
+            paths.append(os.readlink('/proc/%d/fd/%s' % (pid, name)))
+        except OSError:
+            pass
+    return paths
+
+
+def has_own_loop(pid):
+    """Whether receiver ``pid`` made its own loop (the socketpairs it makes itself, after
+    it left the main process's): a Unix socket whose peer is ``pid`` itself."""
+    for name in os.listdir('/proc/%d/fd' % pid):
+        try:
+            if not os.readlink('/proc/%d/fd/%s' % (pid, name)).startswith('socket:'):
+                continue
+            sock = socket.socket(fileno=take_fd(pid, int(name)))
+        except OSError:
+            continue
+        with sock:
+            if sock.family == socket.AF_UNIX:
+                cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                if struct.unpack('3i', cred)[0] == pid:
+                    return True
+    return False
+
+
+@pytest.mark.xfail(strict=True, reason='A4-w7: a receiver started again is forked from the '
+                   'running main process and closes only the listeners, channels and loop '
+                   '(ReceiverPool._leave_main_process): it keeps every log file the writer has '
+                   'open (and the syslog connections), so a rotated and deleted file keeps its '
+                   'disk space while it runs')
+def test_a_receiver_started_again_holds_no_log_file_open(daemon_factory):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    first, second = two_receivers(daemon)
+    assert sentinel_written(daemon)
+    log_file = str(daemon.log_file('app'))
+    assert log_file in open_paths(daemon.pid)     # the writer holds it open
+    os.kill(first, signal.SIGKILL)
+    new, = wait_for(lambda: (lambda pids: pids if len(pids) == 1 else None)(
+        [pid for pid in receiver_pids(daemon) if pid not in (first, second)]),
+        message='the new receiver')
+    wait_for(lambda: has_own_loop(new), message='the new receiver to run its own loop')
+    logdir = str(daemon.logdir) + os.sep
+    assert [path for path in open_paths(new) if path.startswith(logdir)] == []
+    assert daemon.stop() == 0
