@@ -448,3 +448,49 @@ def test_max_connections_per_peer_is_what_one_address_holds_with_two_receivers(d
         readable, _, _ = select.select([older], [], [], 2.0)
         assert readable and older.recv(100) == b''
     assert daemon.stop() == 0
+
+
+# -- promises that hold: restarts are rate-limited, logged, and leak nothing -----------------
+
+def start_times(daemon, slot):
+    """When receiver ``slot`` was started, as the main process logged it (seconds)."""
+    marker = 'receiver %d started (pid ' % slot
+    times = []
+    for line in daemon.output().splitlines():
+        if marker in line:
+            stamp = time.strptime(line[:19], '%Y-%m-%d %H:%M:%S')
+            times.append(time.mktime(stamp) + int(line[20:23]) / 1000)
+    return times
+
+
+def children_of(pid):
+    with open('/proc/%d/task/%d/children' % (pid, pid)) as children:
+        return [int(child) for child in children.read().split()]
+
+
+def test_a_storm_of_receiver_kills_is_rate_limited_logged_and_leaks_nothing(daemon_factory):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    two_receivers(daemon)
+    assert sentinel_written(daemon)
+    descriptors = len(os.listdir('/proc/%d/fd' % daemon.pid))
+    killed = []
+    for _ in range(3):
+        pids = wait_for(lambda: (lambda pids: pids if len(pids) == 2 and not set(pids) & set(
+            killed) else None)(receiver_pids(daemon)), message='two new receivers')
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed += pids
+    wait_for(lambda: len([pid for pid in children_of(daemon.pid) if pid not in killed]) == 2,
+             message='two receivers after the storm')
+    # Every death logged, every receiver reaped (no zombie), no descriptor left behind.
+    assert daemon.output().count('exited unexpectedly (killed by SIGKILL)') == 6
+    assert not set(children_of(daemon.pid)) & set(killed)
+    wait_for(lambda: len(os.listdir('/proc/%d/fd' % daemon.pid)) == descriptors,
+             message='the descriptors of the main process back to %d' % descriptors)
+    # At most one start a second per slot, however fast they die.
+    for slot in (0, 1):
+        starts = start_times(daemon, slot)
+        assert len(starts) == 4
+        assert min(b - a for a, b in zip(starts, starts[1:])) > 0.9, starts
+    assert sentinel_written(daemon)
+    assert daemon.stop() == 0
