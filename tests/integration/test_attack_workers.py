@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -493,4 +494,38 @@ def test_a_storm_of_receiver_kills_is_rate_limited_logged_and_leaks_nothing(daem
         assert len(starts) == 4
         assert min(b - a for a, b in zip(starts, starts[1:])) > 0.9, starts
     assert sentinel_written(daemon)
+    assert daemon.stop() == 0
+
+
+def test_a_flood_on_one_receiver_does_not_hold_up_the_client_of_the_other(daemon_factory):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    two_receivers(daemon)
+    flood = b''.join(frame('app', 'flood %d' % n) for n in range(20000))
+    stop = threading.Event()
+
+    def send_flood(sock):
+        try:
+            while not stop.is_set():
+                sock.sendall(flood)
+        except OSError:
+            pass
+
+    flooder = socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=30)
+    thread = threading.Thread(target=send_flood, args=(flooder,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(read_lines(daemon.log_file('app'))) > 50000, 30,
+                 message='the flood to be written')
+        # The next connection goes to the other receiver; its line waits behind the
+        # flood's lines in the main process only, not behind the flooder's receiver.
+        began = time.monotonic()
+        assert send_on_new_connection(daemon, frame('app', 'quiet client'))
+        wait_for(lambda: 'quiet client' in ''.join(read_lines(daemon.log_file('app'))[-200000:]),
+                 10, interval=0.01, message="the quiet client's line")
+        waited = time.monotonic() - began
+    finally:
+        stop.set()
+        flooder.close()
+        thread.join(30)
+    assert waited < 2.0, 'the quiet client waited %.2fs' % waited
     assert daemon.stop() == 0
