@@ -9,6 +9,7 @@ receivers that no test checked before.
 
 import contextlib
 import ctypes
+import logging
 import marshal
 import os
 import select
@@ -20,8 +21,10 @@ import time
 
 import pytest
 
+from loghog import LoghogHandler
+from tests.integration.test_client_delivery import numbered, wait_for_count
 from tests.integration.test_receivers import receiver_pids
-from tests.support import frame, line_body, read_lines, wait_for
+from tests.support import Stream, frame, line_body, read_lines, wait_for
 
 WORKERS_2 = {'workers': '2'}
 APP = """
@@ -528,4 +531,30 @@ def test_a_flood_on_one_receiver_does_not_hold_up_the_client_of_the_other(daemon
         flooder.close()
         thread.join(30)
     assert waited < 2.0, 'the quiet client waited %.2fs' % waited
+    assert daemon.stop() == 0
+
+
+def test_receivers_killed_while_the_main_process_is_stopped_cost_an_acknowledging_client_nothing(
+        daemon_factory, make_logger):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    receivers = two_receivers(daemon)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    stream = Stream(make_logger(handler, logging.INFO), rate=1000)
+    try:
+        wait_for_count(daemon.log_file('app'), 300)
+        with stopped([daemon.pid]):
+            # Batches the main process has not read yet, acks it has not sent: the
+            # receivers die with them.
+            wait_for(lambda: stream.count > len(numbered(daemon.log_file('app'))) + 100,
+                     message='messages sent while the main process is stopped')
+            for pid in receivers:
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: all(is_zombie(pid) for pid in receivers), message='both dead')
+        wait_for(lambda: not set(receivers) & set(receiver_pids(daemon))
+                 and len(receiver_pids(daemon)) == 2, message='two new receivers')
+        wait_for_count(daemon.log_file('app'), len(numbered(daemon.log_file('app'))) + 300)
+    finally:
+        total = stream.stop()
+    assert handler.flush()
+    assert numbered(daemon.log_file('app')) == list(range(total))
     assert daemon.stop() == 0
