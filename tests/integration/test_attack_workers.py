@@ -558,3 +558,29 @@ def test_receivers_killed_while_the_main_process_is_stopped_cost_an_acknowledgin
     assert handler.flush()
     assert numbered(daemon.log_file('app')) == list(range(total))
     assert daemon.stop() == 0
+
+
+# -- A4-w9: a syslog TCP connection kills the receiver it is handed to ----------------------
+
+SYSLOG_APP = APP + 'syslog_programs = myprog\n'
+
+
+@pytest.mark.xfail(strict=True, reason="A4-w9: ReceiverPool.attach wraps every listener of "
+                   "the server in a HandOffListener, the [syslog] stream listeners too (they "
+                   "are in server.listeners by then): a syslog TCP connection is handed to a "
+                   "receiver, whose HandOffReader knows only 'tcp' and 'tls' (KeyError "
+                   "'syslog_tcp'): the receiver dies with its connections, the line is lost")
+def test_a_syslog_tcp_line_with_two_receivers_is_written_by_the_main_process(daemon_factory):
+    daemon = daemon_factory(SYSLOG_APP, server=WORKERS_2,
+                            sections={'syslog': {'listen_tcp': '127.0.0.1:0'}})
+    receivers = two_receivers(daemon)
+    for n in range(2):     # (were it handed off: once to each receiver)
+        with socket.create_connection(('127.0.0.1', daemon.port('syslog_tcp')),
+                                      timeout=10) as sock:
+            sock.sendall(b'<13>Dec  5 08:00:00 web1 myprog: syslog line %d\n' % n)
+    wait_for(lambda: len(lines_under(daemon, 'app')) == 2
+             or 'exited unexpectedly' in daemon.output(), 15, message='the syslog lines')
+    assert sorted(body.rsplit(' ', 1)[-1] for body in bodies_under(daemon, 'app')) == \
+        ['0', '1'], daemon.output()[-2000:]
+    assert receiver_pids(daemon) == receivers
+    assert daemon.stop() == 0
