@@ -584,3 +584,23 @@ def test_a_syslog_tcp_line_with_two_receivers_is_written_by_the_main_process(dae
         ['0', '1'], daemon.output()[-2000:]
     assert receiver_pids(daemon) == receivers
     assert daemon.stop() == 0
+
+
+def test_datagrams_sent_while_the_udp_receiver_is_dead_are_read_by_the_next_one_in_order(
+        daemon_factory):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    two_receivers(daemon)
+    assert udp_written(daemon, 'udp before', 10)
+    reader = slot_pid(daemon, 0)      # the receiver that reads UDP
+    os.kill(reader, signal.SIGKILL)
+    wait_for(lambda: is_zombie(reader) or reader not in receiver_pids(daemon),
+             message='the UDP reader to die')
+    # Until the next one starts (a second at most) the kernel keeps them.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for n in range(200):
+            sock.sendto(frame('app', 'udp %d' % n), ('127.0.0.1', daemon.udp_port))
+    wait_for(lambda: 'udp 199' in bodies_under(daemon, 'app'), message='the datagrams')
+    assert [body for body in bodies_under(daemon, 'app') if body.startswith('udp ')
+            and body != 'udp before'] == ['udp %d' % n for n in range(200)]
+    assert slot_pid(daemon, 0) != reader
+    assert daemon.stop() == 0
