@@ -24,6 +24,9 @@ import time
 import pytest
 
 from loghog import LoghogHandler
+from loghog.signing import V2Signer
+from loghog.wire import FLAG_ACK, MessageEncoder, make_session
+from tests.integration.test_acks import AckReader
 from tests.integration.test_client_delivery import numbered, wait_for_count
 from tests.integration.test_receivers import receiver_pids
 from tests.support import Stream, frame, line_body, read_lines, wait_for
@@ -681,4 +684,50 @@ def test_the_sigusr1_summary_counts_the_connections_the_receivers_hold(daemon_fa
     summary = json.loads(line.split('status: ', 1)[1])
     assert summary['accepted'] == 2
     assert summary['connections'] == 2, line
+    assert daemon.stop() == 0
+
+
+# -- A4-w12: a v2 resend that lands on the same receiver is refused as a replay -------------
+
+SIGNED = """
+[strict]
+rotate = daily
+backup_count = 3
+secret = s3cret
+require_signature = v2
+"""
+SESSION = bytes.fromhex('00112233445566778899aabbccddeeff')
+
+
+def signed_ack_frame(body, seq):
+    """A v2-signed message asking for acks, as our client sends it (signed now)."""
+    frame_v1 = MessageEncoder('strict', 'web1', flags=FLAG_ACK).encode('root', 1700000000, 0,
+                                                                        body)
+    return V2Signer('s3cret').sign_frame(frame_v1, SESSION, seq, int(time.time() * 1000))
+
+
+@pytest.mark.xfail(strict=True, reason='A4-w12: in a receiver, ForwardedAcks.session_key is '
+                   "None, so Server.ingest skips the acknowledger's duplicate check (the main "
+                   'process makes it later) and take_signed never sees the resend as numbered: '
+                   "the receiver's ReplayGuard, which saw the original, refuses a resend as "
+                   '`replayed` where one process skips it silently (docs/security.md: "a '
+                   'resend is not a replay"); one the daemon lost and rewound would be lost')
+def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_refused(
+        daemon_factory):
+    daemon = daemon_factory(SIGNED, server=WORKERS_2)
+    two_receivers(daemon)
+    session = make_session(SESSION.hex(), 1)
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10) as first:
+        first.sendall(session + b''.join(signed_ack_frame('m%d' % n, n) for n in (1, 2, 3)))
+        wait_for(lambda: bodies_under(daemon, 'strict') == ['m1', 'm2', 'm3'],
+                 message='the first three')
+    # The connection was cut before the acks reached the client.  Another client connects
+    # meanwhile (to the other receiver, in turn): the client's new connection lands on the
+    # receiver that had its first one; it sends its unacknowledged messages again.
+    assert send_on_new_connection(daemon, b'')
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10) as second:
+        second.sendall(session + b''.join(signed_ack_frame('m%d' % n, n) for n in (1, 2, 3, 4)))
+        acks = AckReader(second).until(5)
+    assert [r for a in acks for r in a.get('rejected', [])] == []
+    assert bodies_under(daemon, 'strict') == ['m1', 'm2', 'm3', 'm4']
     assert daemon.stop() == 0
