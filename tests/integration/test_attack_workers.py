@@ -29,7 +29,8 @@ from loghog.wire import FLAG_ACK, MessageEncoder, make_session
 from tests.integration.test_acks import AckReader
 from tests.integration.test_client_delivery import numbered, wait_for_count
 from tests.integration.test_receivers import receiver_pids
-from tests.support import Stream, frame, line_body, read_lines, wait_for
+from tests.integration.test_rotation_clock import LIBFAKETIME, ClockedDaemon
+from tests.support import Stream, file_history, frame, line_body, read_lines, wait_for
 
 WORKERS_2 = {'workers': '2'}
 APP = """
@@ -731,3 +732,51 @@ def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_
     assert [r for a in acks for r in a.get('rejected', [])] == []
     assert bodies_under(daemon, 'strict') == ['m1', 'm2', 'm3', 'm4']
     assert daemon.stop() == 0
+
+
+# -- A4-w13: lines received before a rotation land in the next period's file ---------------
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason='libfaketime is not installed')
+@pytest.mark.xfail(strict=True, reason="A4-w13: a receiver stamps a line when it reads it and "
+                   'hands it over in a batch up to BATCH_DELAY_S (0.5 ms) later; the main '
+                   'process writes it with its own clock (Writer.flush(self.now)), so a line '
+                   'stamped just before a rotation\'s deadline is written after the rotation, '
+                   'into the next period\'s file (docs/rotation.md: "each line lands in the '
+                   'file of the period it was received in"; one process writes a line with '
+                   'the time it was stamped with)')
+def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_path):
+    daemon = ClockedDaemon(tmp_path, APP, '2024-05-15 23:59:57', server=WORKERS_2)
+    daemon.start()
+    stop = threading.Event()
+
+    def stream(sock):
+        with sock:
+            n = 0
+            while not stop.is_set():   # a dense stream: lines on both sides of midnight
+                sock.sendall(frame('app', 'message %06d' % n))
+                n += 1
+                time.sleep(0.0002)
+
+    # Two streams, one to each receiver.
+    threads = [threading.Thread(target=stream, daemon=True, args=(
+        socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10),))
+        for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    folder = daemon.logdir / 'app'
+    try:
+        wait_for(lambda: any(line >= '2024-05-16 00:00:00.1'
+                             for line in read_lines(folder / 'root.log')), 15,
+                 message='lines after midnight')
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert daemon.stop() == 0
+    lines = file_history(folder)
+    # The backup, compressed or not yet (the stop does not wait for the compressor).
+    assert {name.split('.xz')[0] for name, _ in lines} == {
+        'root.log.2024-05-15-00-00-00-000000', 'live'}
+    early = [line for name, line in lines if name == 'live' and line < '2024-05-16']
+    assert early == [], '%d lines of the 15th in the file of the 16th: %s' % (
+        len(early), early[:3])
