@@ -628,8 +628,9 @@ def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     two_receivers(daemon)
     full = slot_pid(daemon, 0)
-    # Every descriptor number below its limit is taken: as after max_connections plus the
-    # log files a receiver started again inherits (A4-w7), under a default ulimit of 1024.
+    # Every descriptor number below its limit is taken: as with a hard limit below what
+    # max_connections needs (the daemon's start-up warning says "beyond that, accepting
+    # pauses"), or with the log files a receiver started again inherits (A4-w7).
     limit = lowest_free_fd(full)
     _, hard = resource.prlimit(full, resource.RLIMIT_NOFILE)
     resource.prlimit(full, resource.RLIMIT_NOFILE, (limit, hard))
