@@ -43,15 +43,15 @@ backup_count = 3
 FILLER = ''.join('[filler%d]\nrotate = daily\nbackup_count = 1\n\n' % n for n in range(3000))
 
 
-def main_logged(daemon, text):
-    """Whether the main process itself (not a receiver) logged ``text``."""
-    return ('[%d] ' % daemon.pid) in ''.join(
-        line for line in daemon.output().splitlines(True) if text in line)
-
-
 def logged_by(daemon, pid, text):
+    """Whether process ``pid`` of ``daemon`` logged ``text`` (lines say '<logger>[pid]')."""
     return any(('[%d] ' % pid) in line and text in line
                for line in daemon.output().splitlines())
+
+
+def main_logged(daemon, text):
+    """Whether the main process itself (not a receiver) logged ``text``."""
+    return logged_by(daemon, daemon.pid, text)
 
 
 @contextlib.contextmanager
@@ -78,8 +78,8 @@ def within(condition, timeout_s):
     return True
 
 
-def reload_with_receivers_stopped(daemon, receivers, facilities):
-    """Write ``facilities`` and SIGHUP the main process while ``receivers`` are stopped
+def reload_with_receivers_stopped(daemon, facilities):
+    """Write ``facilities`` and SIGHUP the main process while the receivers are stopped
     (not scheduled, as on a loaded machine); leave them stopped until the main process has
     logged its reload, or for at most 3 s (a daemon that waits for its receivers before it
     says it reloaded logs only once they run again)."""
@@ -136,7 +136,7 @@ def test_a_reload_turning_on_file_per_host_while_receivers_route_old_lines_keeps
         # A receiver that has not taken the SIGHUP yet (stopped here: on a loaded machine,
         # not scheduled) holds a line it will route with the table it has.
         send_on_new_connection(daemon, frame('app', 'before the reload', host='h1'))
-        reload_with_receivers_stopped(daemon, receivers, APP + 'file_per_host = yes\n' + FILLER)
+        reload_with_receivers_stopped(daemon, APP + 'file_per_host = yes\n' + FILLER)
     wait_for(lambda: daemon.proc.poll() is not None or 'before the reload' in
              bodies_under(daemon, 'app'), 15, message='the line routed before the reload')
     send_on_new_connection(daemon, frame('app', 'sentinel', host='h2'))
@@ -156,7 +156,7 @@ def test_a_message_to_an_app_the_reload_added_sent_once_the_reload_is_logged_is_
     daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
     receivers = two_receivers(daemon)
     with stopped(receivers):
-        reload_with_receivers_stopped(daemon, receivers, APP + FILLER + '[added]\n'
+        reload_with_receivers_stopped(daemon, APP + FILLER + '[added]\n'
                                       'rotate = daily\nbackup_count = 1\n')
     wait_for(lambda: main_logged(daemon, 'reloaded'), 30, message='the reload to be logged')
     # The reload is logged: the client sends to the new app at once (one connection to
@@ -795,7 +795,7 @@ def test_every_process_routes_with_the_table_the_main_process_reloaded(daemon_fa
     receivers = two_receivers(daemon)
     added = APP + FILLER + '[added]\nrotate = daily\nbackup_count = 1\n'
     with stopped(receivers):
-        reload_with_receivers_stopped(daemon, receivers, added)
+        reload_with_receivers_stopped(daemon, added)
         # The administrator goes on editing (saved half-way, no SIGHUP), before the
         # receivers were scheduled again.
         daemon.facilities_path.write_text(added + '[half-written]\nrotate = dai')
