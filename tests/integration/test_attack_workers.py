@@ -31,7 +31,8 @@ from tests.integration.test_acks import AckReader
 from tests.integration.test_client_delivery import numbered, wait_for_count
 from tests.integration.test_receivers import receiver_pids
 from tests.integration.test_rotation_clock import LIBFAKETIME, ClockedDaemon
-from tests.support import Stream, file_history, frame, line_body, read_lines, wait_for
+from tests.support import (Stream, file_history, frame, line_body, make_certs, read_lines,
+                           wait_for)
 
 WORKERS_2 = {'workers': '2'}
 APP = """
@@ -811,4 +812,53 @@ def test_every_process_routes_with_the_table_the_main_process_reloaded(daemon_fa
              or 'unknown_app' in daemon.output(), 15, message='the two messages')
     assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
         daemon.output()[-2000:]
+    assert daemon.stop() == 0
+
+
+def held_by_receivers(daemon, receivers, port, peer_ports):
+    """Whether the daemon's ends of the loopback connections from ``peer_ports`` to
+    ``port`` are all open in ``receivers`` (/proc/net/tcp: their inodes)."""
+    wanted = {'0100007F:%04X' % peer for peer in peer_ports}
+    inodes = set()
+    with open('/proc/net/tcp') as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == '0100007F:%04X' % port and fields[2] in wanted:
+                inodes.add('socket:[%s]' % fields[9])
+    held = {path for pid in receivers for path in open_paths(pid)}
+    return len(inodes) == len(wanted) and inodes <= held
+
+
+def test_receivers_killed_mid_handshake_cost_a_tls_client_nothing(daemon_factory, tmp_path,
+                                                                   make_logger):
+    pki = make_certs(tmp_path / 'pki', 'web1')
+    daemon = daemon_factory(APP, server=dict(
+        WORKERS_2, listen_ipv4_ssl='127.0.0.1:0', pemfile=str(pki / 'loghog-server.pem'),
+        cacert=str(pki / 'loghog-ca.cert')))
+    receivers = two_receivers(daemon)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tls_port, ssl_info={
+        'pemfile': str(pki / 'web1.pem'), 'cacert': str(pki / 'loghog-ca.cert')})
+    stream = Stream(make_logger(handler, logging.INFO), rate=1000)
+    stalled = []
+    try:
+        wait_for_count(daemon.log_file('app'), 200)
+        # Handshakes in progress in both receivers (peers that connect and say nothing yet)
+        # when they die, beside the client's established connection.
+        stalled = [socket.create_connection(('127.0.0.1', daemon.tls_port), timeout=10)
+                   for _ in range(4)]
+        wait_for(lambda: held_by_receivers(daemon, receivers, daemon.tls_port,
+                                           [sock.getsockname()[1] for sock in stalled]),
+                 message='the handshakes handed to the receivers')
+        for pid in receivers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not set(receivers) & set(receiver_pids(daemon))
+                 and len(receiver_pids(daemon)) == 2, message='two new receivers')
+        wait_for_count(daemon.log_file('app'), len(numbered(daemon.log_file('app'))) + 200)
+    finally:
+        total = stream.stop()
+        for sock in stalled:
+            sock.close()
+    assert handler.flush()
+    assert numbered(daemon.log_file('app')) == list(range(total))
+    assert 'exited unexpectedly (killed by SIGKILL)' in daemon.output()
     assert daemon.stop() == 0
