@@ -308,10 +308,11 @@ class HandOffReader:
     def on_event(self, mask):
         taken = take_handed_off(self.sock)
         for sock, kind, address in taken:
-            if self.server.stopping:
-                sock.close()
+            listener = self.listeners.get(kind)
+            if self.server.stopping or listener is None:
+                sock.close()   # (no other kind is handed off: receivers.HANDED_OFF)
             else:
-                self.listeners[kind]._open(sock, address)
+                listener._open(sock, address)
         if not taken:
             try:
                 alive = self.sock.recv(1, socket.MSG_PEEK) != b''

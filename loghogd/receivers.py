@@ -60,6 +60,8 @@ STOP_RECEIVERS_S = 9.0
 # first receiver to wake took all 8 connections of tcp8 and did 90% of the work).  The
 # [syslog] listeners stay in the main process.
 RECEIVER_KINDS = ('udp',)
+# The listeners whose connections are handed to receivers.
+HANDED_OFF = ('tcp', 'tls')
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
@@ -171,7 +173,10 @@ class ReceiverPool:
         server.stop_hooks.append(self.stop)
         server.tasks.append(self)
         server.receivers = self
-        server.listeners = [HandOffListener(self, listener) for listener in server.listeners]
+        # Our protocol's TCP and TLS listeners hand off; the [syslog] ones stay in this
+        # process (a syslog connection handed to a receiver killed it: A4-w9).
+        server.listeners = [HandOffListener(self, listener) if listener.kind in HANDED_OFF
+                            else listener for listener in server.listeners]
         for slot in range(self.workers):
             self.spawn(slot)
 
@@ -310,7 +315,9 @@ class ReceiverPool:
         for proxy in list(receiver.proxies.values()):
             self.connection_closed(receiver, proxy)
         self._reap(receiver)
-        if not self.stopping and not receiver.done:
+        if not self.stopping:
+            # Whatever it said before (a receiver that got a SIGTERM of its own says it is
+            # done, and was never started again: A4-w4), only the pool stops receivers.
             log.error('receiver %d (pid %d) exited unexpectedly (%s); starting a new one',
                       receiver.slot, receiver.pid, receiver.exit_status
                       if receiver.reaped else 'status not known yet')

@@ -236,11 +236,6 @@ def udp_written(daemon, body, timeout_s):
     return True
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w4: a receiver that gets a SIGTERM of its own (an '
-                   'admin, a kill by name) drains and says "done" like a stopping one; the main '
-                   'process then takes its exit for a planned one (ReceiverPool._exited: '
-                   'receiver.done) and neither logs it nor starts it again: with the first '
-                   'one, nothing reads UDP any more')
 def test_a_receiver_stopped_by_its_own_sigterm_is_started_again_and_udp_is_read(
         daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
@@ -576,11 +571,6 @@ def test_receivers_killed_while_the_main_process_is_stopped_cost_an_acknowledgin
 SYSLOG_APP = APP + 'syslog_programs = myprog\n'
 
 
-@pytest.mark.xfail(strict=True, reason="A4-w9: ReceiverPool.attach wraps every listener of "
-                   "the server in a HandOffListener, the [syslog] stream listeners too (they "
-                   "are in server.listeners by then): a syslog TCP connection is handed to a "
-                   "receiver, whose HandOffReader knows only 'tcp' and 'tls' (KeyError "
-                   "'syslog_tcp'): the receiver dies with its connections, the line is lost")
 def test_a_syslog_tcp_line_with_two_receivers_is_written_by_the_main_process(daemon_factory):
     daemon = daemon_factory(SYSLOG_APP, server=WORKERS_2,
                             sections={'syslog': {'listen_tcp': '127.0.0.1:0'}})
