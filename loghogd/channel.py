@@ -18,6 +18,24 @@ import struct
 
 LENGTH = struct.Struct('!I')
 READ_BYTES = 1024 * 1024
+# Reads per ``receive`` call at most: a peer that sends without pause cannot keep the
+# reader in one call (the loop comes back: the socket stays readable).
+READS_PER_CALL = 4
+# The largest message a receiver sends (a batch is cut at BATCH_BYTES: receiver.py), and
+# the largest the main process takes: beyond it the sender is broken (attack finding
+# A4-w6: a 4-byte header asking for 4 GiB made the main process hold what came).
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+def max_message_bytes(max_message_size):
+    """What the main process takes in one message: a batch, plus the line that began it
+    (``max_message_size`` bytes of a message, escaped in a line: up to 6 characters a
+    byte, and 4 bytes a character) and marshal's framing."""
+    return BATCH_BYTES + 32 * max_message_size + 1024 * 1024
+
+
+class ChannelError(Exception):
+    """The other end sent what the channel does not carry."""
 # A receiver's socket buffer towards the main process: a few batches in flight.
 BUFFER_BYTES = 4 * 1024 * 1024
 
@@ -112,10 +130,12 @@ class Channel:
         while not self.flush():
             select.select([], [self.sock], [], 1.0)
 
-    def receive(self):
-        """The messages that arrived whole since the last call."""
+    def receive(self, max_bytes=None):
+        """The messages that arrived whole since the last call.  Raises ChannelError for a
+        message over ``max_bytes`` or one that is not marshal data (what is before it is
+        lost then: the caller gives up on the other end)."""
         incoming = self.incoming
-        while True:
+        for _ in range(READS_PER_CALL):
             try:
                 data = self.sock.recv(READ_BYTES)
             except (BlockingIOError, InterruptedError):
@@ -133,9 +153,14 @@ class Channel:
         end = len(incoming)
         while end - offset >= 4:
             size = LENGTH.unpack_from(incoming, offset)[0]
+            if max_bytes is not None and size > max_bytes:
+                raise ChannelError('a message of %d bytes (at most %d)' % (size, max_bytes))
             if end - offset - 4 < size:
                 break
-            messages.append(marshal.loads(incoming[offset + 4:offset + 4 + size]))
+            try:
+                messages.append(marshal.loads(incoming[offset + 4:offset + 4 + size]))
+            except (ValueError, EOFError, TypeError) as exc:
+                raise ChannelError('not a message: %s' % exc) from None
             offset += 4 + size
         if offset:
             del incoming[:offset]

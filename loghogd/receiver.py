@@ -25,7 +25,7 @@ import socket
 
 from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
 
-from .channel import take_handed_off
+from .channel import BATCH_BYTES, take_handed_off
 from .connections import StreamListener
 from .protocol import Rejection
 
@@ -42,6 +42,44 @@ BATCH_STATS_S = 0.02
 # At shutdown, after its last batch: how long a receiver waits for the acks of what it
 # sent (the main process writes and fsyncs it first).
 FINAL_ACKS_S = 1.0
+
+
+# A batch is cut into messages of about this many characters of text (a character is
+# at most 4 bytes in marshal's UTF-8): the main process takes no message over
+# channel.max_message_bytes (attack finding A4-w6).
+BATCH_CHARS = BATCH_BYTES // 4
+
+
+def cut_batch(lines, events):
+    """('batch', lines, events) messages for ``lines`` ({key: [line]}) and ``events`` (in
+    order), each of about BATCH_CHARS characters at most (one line more than that is a
+    message of its own).  One message when it fits: the common case costs a sum."""
+    size = sum(sum(map(len, pending)) for pending in lines.values())
+    size += sum(len(event[3]) for event in events if event[0] == 'line')
+    if size <= BATCH_CHARS:
+        return [('batch', lines, events)]
+    batches = []
+    part, part_size = {}, 0
+    for key, pending in lines.items():
+        for line in pending:
+            if part_size + len(line) > BATCH_CHARS and part_size:
+                batches.append(('batch', part, []))
+                part, part_size = {}, 0
+            part.setdefault(key, []).append(line)
+            part_size += len(line)
+    if part:
+        batches.append(('batch', part, []))
+    part, part_size = [], 0
+    for event in events:
+        length = len(event[3]) if event[0] == 'line' else 0
+        if part_size + length > BATCH_CHARS and part_size:
+            batches.append(('batch', {}, part))
+            part, part_size = [], 0
+        part.append(event)
+        part_size += length
+    if part:
+        batches.append(('batch', {}, part))
+    return batches
 
 
 class ForwardedFile:
@@ -92,7 +130,8 @@ class ForwardingWriter:
         self.batch_started_at = None
         if self.reporter is not None and self.reporter.is_due_with_batch(now):
             self.reporter.report(flush=False)   # the counters of these lines come first
-        self.channel.send_blocking(('batch', lines, events))
+        for batch in cut_batch(lines, events):
+            self.channel.send_blocking(batch)
         return 0
 
     finish = None     # set by ``serve``: after the last batch, wait for its acks

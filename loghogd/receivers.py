@@ -35,7 +35,7 @@ from loghog.wire import FLAG_SESSION
 
 from . import protocol
 from .binding import BoundSockets
-from .channel import Channel, channel_pair, hand_off, handoff_pair
+from .channel import Channel, channel_pair, hand_off, handoff_pair, max_message_bytes
 from .connections import StreamListener
 from .protocol import Rejection
 
@@ -62,6 +62,13 @@ STOP_RECEIVERS_S = 9.0
 RECEIVER_KINDS = ('udp',)
 # The listeners whose connections are handed to receivers.
 HANDED_OFF = ('tcp', 'tls')
+# What a receiver's reports hold (receiver.StatsReporter): the counters (Counters
+# attributes, str keys, int values) and its figures with their types; anything else is
+# a broken receiver.
+REPORTED_COUNTERS = frozenset(('events', 'accepted', 'accepted_bytes', 'rejected',
+                               'rejected_by_peer', 'connections_accepted'))
+REPORTED_FIGURES = {'pid': (int,), 'connections': (int,), 'open': (dict,), 'messages': (int,),
+                    'cpu_s': (int, float), 'max_rss_kb': (int,)}
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
@@ -117,6 +124,21 @@ class RemoteConnection:
         self.receiver.pool.connection_closed(self.receiver, self)
 
 
+class BrokenReceiver(Exception):
+    """A receiver sent what no receiver sends."""
+
+
+def _host(facility, key):
+    """The host of a receiver's line key for ``facility`` in this process's table: a line
+    a receiver routed with the table before a reload that turned file_per_host on has no
+    host (its facility had one file): it goes to the "unknown" host's file rather than
+    stop the daemon (attack finding A4-w1)."""
+    host = key[2]
+    if host is None and facility.file_per_host:
+        return ''
+    return host
+
+
 class Receiver:
     """One receiver process as the main process knows it."""
 
@@ -159,6 +181,7 @@ class ReceiverPool:
         self.stopping = False
         self._by_key = {}
         self._table = None
+        self.max_message_bytes = None   # set by attach (channel.max_message_bytes)
         self._next_slot = 0
         self.waiting = collections.deque()   # accepted connections no receiver took yet
         self._listeners_open = True
@@ -169,6 +192,7 @@ class ReceiverPool:
 
     def attach(self, server):
         self.server = server
+        self.max_message_bytes = max_message_bytes(server.max_message_size)
         server.signal_hooks.append(self.on_signal)
         server.stop_hooks.append(self.stop)
         server.tasks.append(self)
@@ -264,7 +288,7 @@ class ReceiverPool:
         deadline = time.monotonic() + STOP_RECEIVERS_S
         while (any(not r.exited for r in self.receivers.values())
                and time.monotonic() < deadline):
-            server.run_once()
+            server.run_once(max_wait_s=deadline - time.monotonic())
         for receiver in self.receivers.values():
             if not receiver.exited:
                 log.warning('receiver %d (pid %d) did not stop in %gs: killed', receiver.slot,
@@ -399,21 +423,54 @@ class ReceiverPool:
     # -- what receivers send -------------------------------------------------------------
 
     def read(self, receiver):
-        for message in receiver.channel.receive():
-            kind = message[0]
-            if kind == 'batch':
-                self._apply_lines(message[1])
-                if message[2]:
-                    self._apply_events(receiver, message[2])
-            elif kind == 'stats':
-                self._apply_stats(receiver, message[1], message[2])
-            elif kind == 'done':
-                receiver.done = True
+        """Take what ``receiver`` sent.  A receiver runs our code, but it is the process
+        that parses what peers send: what no receiver sends (not marshal data, a message
+        too big, a value of the wrong shape, a counter it does not keep) costs that
+        receiver, killed and started again, never the main process (attack findings
+        A4-w5, A4-w6)."""
+        try:
+            for message in receiver.channel.receive(self.max_message_bytes):
+                self._take(receiver, message)
+        except Exception as exc:
+            self._broken(receiver, exc)
+            return
         if receiver.channel.eof:
             self._exited(receiver)
 
+    def _take(self, receiver, message):
+        if message.__class__ is not tuple or not message:
+            raise BrokenReceiver('not a message: %s' % type(message).__name__)
+        kind = message[0]
+        if kind == 'batch' and len(message) == 3:
+            lines, events = message[1], message[2]
+            if lines.__class__ is not dict or events.__class__ is not list:
+                raise BrokenReceiver('a batch of the wrong shape')
+            self._apply_lines(lines)
+            if events:
+                self._apply_events(receiver, events)
+        elif kind == 'stats' and len(message) == 3:
+            self._apply_stats(receiver, message[1], message[2])
+        elif kind == 'done' and len(message) == 1:
+            receiver.done = True
+        else:
+            raise BrokenReceiver('an unknown message %r' % (str(kind)[:40],))
+
+    def _broken(self, receiver, exc):
+        log.error('receiver %d (pid %d) sent what no receiver sends (%s): killed, starting '
+                  'a new one', receiver.slot, receiver.pid, str(exc)[:200] or
+                  type(exc).__name__)
+        try:
+            os.kill(receiver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._exited(receiver)
+
     def _facility(self, key):
         """The facility named by a receiver's line key (app, name, host), or None."""
+        if (key.__class__ is not tuple or len(key) != 3 or key[0].__class__ is not str
+                or key[1].__class__ is not str or not (key[2] is None
+                                                       or key[2].__class__ is str)):
+            raise BrokenReceiver('a line key of the wrong shape')
         table = self.server.table
         if table is not self._table:
             self._by_key = {facility.key: facility for facility in table}
@@ -424,10 +481,12 @@ class ReceiverPool:
         queue_for = self.server.writer.queue_for
         for key, batch in lines.items():
             facility = self._facility(key)
+            if batch.__class__ is not list or not all(line.__class__ is str for line in batch):
+                raise BrokenReceiver('lines that are not text')
             if facility is None:
                 self._routed_to_removed(key, len(batch))
                 continue
-            queue_for(facility, key[2]).pending.extend(batch)
+            queue_for(facility, _host(facility, key)).pending.extend(batch)
 
     def _routed_to_removed(self, key, count):
         """Lines a receiver routed with the table before a reload, to a facility the new
@@ -468,7 +527,9 @@ class ReceiverPool:
                 if acks.session_key is not None and acknowledger.duplicate(acks):
                     server.counters.accepted[facility.key] -= 1   # counted by the receiver
                     continue
-                log_file = queue_for(facility, key[2])
+                if event[3].__class__ is not str:
+                    raise BrokenReceiver('a line that is not text')
+                log_file = queue_for(facility, _host(facility, key))
                 log_file.pending.append(event[3])
                 acks.files.add(log_file)
                 if acks.session_key is not None:
@@ -493,6 +554,18 @@ class ReceiverPool:
 
     def _apply_stats(self, receiver, counts, figures):
         """Add what ``receiver``'s counters gained since its last report."""
+        if counts.__class__ is not dict or figures.__class__ is not dict or not all(
+                name in REPORTED_COUNTERS and values.__class__ is dict
+                and all(key.__class__ is str and value.__class__ is int
+                        for key, value in values.items())
+                for name, values in counts.items()):
+            raise BrokenReceiver('counters it does not keep')
+        if not all(key in REPORTED_FIGURES and value.__class__ in REPORTED_FIGURES[key]
+                   for key, value in figures.items()):
+            raise BrokenReceiver('figures it does not keep')
+        if not all(kind.__class__ is str and count.__class__ is int
+                   for kind, count in figures.get('open', {}).items()):
+            raise BrokenReceiver('figures it does not keep')
         counters = self.server.counters
         last = receiver.last_counts
         for name, values in counts.items():

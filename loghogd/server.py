@@ -173,6 +173,10 @@ class Server:
 
     def shutdown(self):
         """Stop accepting, read what clients already sent, write and fsync everything."""
+        # One bound for the whole drain, the receivers' included (stop hooks: with
+        # [server] workers they take up to receivers.STOP_RECEIVERS_S, while this process
+        # goes on reading its own connections): SIGTERM took 8 s more than that (A4-w15).
+        stop_draining_at = self.clock() + DRAIN_TIME_S
         for hook in self.stop_hooks:
             hook()
         for listener in self.listeners:
@@ -185,7 +189,6 @@ class Server:
         # Written read by read, so that memory never holds every drained line and the
         # time bound covers the writing too: a read of lines for thousands of new files
         # costs seconds (issue 14: the init script's SIGKILL comes at 30 s).
-        stop_draining_at = self.clock() + DRAIN_TIME_S
         # What each peer had sent when we stopped (our receive queue, and what its send
         # buffer can still hold), not what it keeps sending; read in turns, so that the
         # peers that are done are read to the end while flooders use up the time bound
@@ -222,9 +225,13 @@ class Server:
 
     # -- one iteration -------------------------------------------------------------------
 
-    def run_once(self):
-        """Wait for input or the nearest deadline, process it, write it, act on signals."""
-        self.loop.run_once(self._timeout(), self._read_clock, PASS_BUDGET_S)
+    def run_once(self, max_wait_s=None):
+        """Wait for input or the nearest deadline (at most ``max_wait_s``), process it,
+        write it, act on signals."""
+        timeout = self._timeout()
+        if max_wait_s is not None:
+            timeout = min(timeout, max(0.0, max_wait_s))
+        self.loop.run_once(timeout, self._read_clock, PASS_BUDGET_S)
         if self.tls_pending:
             pending, self.tls_pending = self.tls_pending, set()
             for connection in pending:

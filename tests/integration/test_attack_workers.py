@@ -127,10 +127,6 @@ def send_on_new_connection(daemon, data):
 
 # -- A4-w1: a reload that changes file_per_host kills the main process ----------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-w1: a line a receiver routed with the table before '
-                   'a reload that turned file_per_host on reaches the main process with no '
-                   'host (key[2] None); Writer.queue_for -> safe_host(None) raises TypeError '
-                   'in ReceiverPool.read, outside any guard: the daemon exits')
 def test_a_reload_turning_on_file_per_host_while_receivers_route_old_lines_keeps_the_daemon_up(
         daemon_factory):
     daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
@@ -311,10 +307,6 @@ def sentinel_written(daemon):
     return daemon.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w5: the main process takes what a receiver sends '
-                   'on its channel as it comes (Channel.receive: marshal.loads; '
-                   'ReceiverPool.read/_apply_stats: getattr(counters, name)) in its loop, '
-                   'without a guard: a message no receiver sends raises, and the daemon exits')
 @pytest.mark.parametrize('message', [
     struct.pack('!I', 4) + b'\xff\xfe\xfd\xfc',                    # not marshal data
     channel_message(('stats', {'__class__': {'x': 1}}, {})),       # a counter it has not
@@ -364,9 +356,6 @@ def rss_kb(pid):
     raise AssertionError('no VmRSS for %d' % pid)
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w6: Channel.receive keeps what a receiver sends '
-                   'until a message is whole, whatever length its 4-byte header says (up to '
-                   '4 GiB): a receiver makes the main process hold as much memory as it sends')
 def test_a_receiver_cannot_make_the_main_process_hold_what_it_sends(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     first, _ = two_receivers(daemon)

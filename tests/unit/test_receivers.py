@@ -123,3 +123,44 @@ def test_a_channel_carries_any_line_a_message_can_make():
     assert received == [('batch', lines, [('line', 1, ('app', 'root', 'h'), 'y\n')])]
     sender.close()
     assert reader.receive() == [] and reader.eof
+
+
+def test_a_batch_is_cut_into_messages_the_main_process_takes_in_order():
+    """A4-w6: a receiver's batch is cut at BATCH_CHARS characters of text per message (the
+    main process refuses a message over channel.max_message_bytes), lines of each file and
+    events in their order; a batch that fits stays one message."""
+    from loghogd.receiver import BATCH_CHARS, cut_batch
+    small = {('app', 'root', None): ['a\n', 'b\n']}
+    assert cut_batch(small, []) == [('batch', small, [])]
+    line = 'x' * (BATCH_CHARS // 3) + '\n'
+    lines = {('app', 'root', None): [line] * 5 + ['last\n'],
+             ('app', 'db', None): ['y' * (BATCH_CHARS + 10) + '\n']}
+    events = [('line', 7, ('app', 'root', None), line)] * 4 + [('frame', 7)]
+    batches = cut_batch(lines, events)
+    assert len(batches) > 3
+    for _, part, part_events in batches:
+        size = sum(len(text) for pending in part.values() for text in pending)
+        size += sum(len(event[3]) for event in part_events if event[0] == 'line')
+        assert size <= BATCH_CHARS or (len(part) == 1 and len(next(iter(part.values()))) == 1)
+    joined = {}
+    for _, part, _ in batches:
+        for key, pending in part.items():
+            joined.setdefault(key, []).extend(pending)
+    assert joined == lines
+    assert [e for _, _, part_events in batches for e in part_events] == events
+
+
+def test_the_main_end_of_a_channel_refuses_a_message_over_its_bound_and_garbage():
+    import socket
+    import struct
+    from loghogd.channel import Channel, ChannelError
+    for data in (struct.pack('!I', 1 << 31) + b'x' * 100, struct.pack('!I', 4) + b'\xff\xfe\xfd\xfc'):
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        try:
+            theirs.sendall(data)
+            with pytest.raises(ChannelError):
+                Channel(ours).receive(max_bytes=1 << 20)
+        finally:
+            ours.close()
+            theirs.close()
