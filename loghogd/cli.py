@@ -365,6 +365,7 @@ def _serve_receiver(config, main_server, bound, own_logs, channel, handoff):
     server = Server(config, main_server.table, receiver.ForwardingWriter(channel), Counters(),
                     EventLoop(), bound, loads=main_server.loads)
     server.facilities_content = getattr(main_server, 'facilities_content', None)
+    server.reloader.last_content = main_server.reloader.last_content
     server.reload_hooks.append(lambda: [h.reopenIfNeeded() for h in own_logs])
     return receiver.serve(server, channel, handoff, bound.tls_context)
 

@@ -275,9 +275,10 @@ def _parse_section_name(ini, section):
     return app, path
 
 
-def load_facilities(path):
-    """Read facilities.conf and return a FacilityTable, or raise ConfigError with every mistake."""
-    ini = IniFile(path).read()
+def load_facilities(path, data=None):
+    """Read facilities.conf (or parse ``data``, its bytes read before) and return a
+    FacilityTable, or raise ConfigError with every mistake."""
+    ini = IniFile(path).read(data)
     try:
         return _build_table(ini, path)
     finally:

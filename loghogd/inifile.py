@@ -46,11 +46,15 @@ class IniFile:
         self.section_lines = {}
         self.key_lines = {}
 
-    def read(self):
-        """Read and parse the file; record OS and syntax errors in ``errors``."""
+    def read(self, data=None):
+        """Read and parse the file (or ``data``, its bytes as read before); record OS and
+        syntax errors in ``errors``."""
         try:
-            with open(self.path, encoding='utf-8') as stream:
-                content = stream.read()
+            if data is not None:
+                content = data.decode('utf-8')
+            else:
+                with open(self.path, encoding='utf-8') as stream:
+                    content = stream.read()
         except OSError as exc:
             self.errors.append('%s: cannot read: %s' % (self.path, exc.strerror or exc))
             return self

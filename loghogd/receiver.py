@@ -28,6 +28,7 @@ from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
 from .channel import BATCH_BYTES, take_handed_off
 from .connections import StreamListener
 from .protocol import Rejection
+from .reloader import Reloader, parse_content
 
 log = logging.getLogger('loghogd.receiver')
 
@@ -326,12 +327,54 @@ class ChannelReader:
         for message in self.channel.receive():
             if message[0] == 'stop':
                 self.server.stopping = True     # the main process's SIGTERM (or SIGINT)
+            elif message[0] == 'reload':
+                self.server.reloader.take(message[1], message[2])
             else:
                 self.acknowledger.deliver(message)
         if self.channel.eof:
             # The main process is gone (or done with us): nothing can be written any more.
             self.server.loop.unregister(self.channel.sock)
             self.server.stopping = True
+
+
+class ChannelReloader(Reloader):
+    """Reloads in a receiver: the main process sends the bytes of facilities.conf it
+    loaded, with their generation (receivers.py); they are parsed on a thread as the main
+    process's are, the table swapped in a later pass, and the main process told which
+    generation this receiver routes with.  A SIGHUP of its own changes nothing: the main
+    process's table is the one."""
+
+    def __init__(self, server, channel, last_content):
+        super().__init__(server, parse=self._parse_given)
+        self.channel = channel
+        self.last_content = last_content   # the table it was forked with
+        self.given = None      # (generation, content): the latest the main process sent
+        self.parsing = None    # the generation of the parse under way
+
+    def take(self, generation, content):
+        self.given = (generation, content)
+        self.request()
+
+    def request(self):
+        if self.given is not None:
+            super().request()
+
+    def _parse_given(self, config, last_content):
+        self.parsing, content = self.given
+        if content == last_content:
+            return content, None, []
+        return parse_content(config, content)
+
+    def announce(self, sentence, content):
+        log.debug('%s (from the main process)', sentence)
+
+    def _apply(self, content, table, errors):
+        generation = self.parsing
+        try:
+            super()._apply(content, table, errors)
+        finally:
+            self.channel.send(('reloaded', generation, not errors))
+            self.channel.flush()
 
 
 class HandOffReader:
@@ -373,6 +416,9 @@ def serve(server, channel, handoff=None, tls_context=None):
     process; then (``ForwardingWriter.close``) the receiver says it is done and waits up to
     FINAL_ACKS_S for the acks of what it sent, before the connections close."""
     writer = server.writer
+    reloader = ChannelReloader(server, channel, server.reloader.last_content)
+    server.tasks[server.tasks.index(server.reloader)] = reloader
+    server.reloader = reloader
     acknowledger = ForwardingAcknowledger(writer)
     server.acknowledger = acknowledger
     reader = ChannelReader(server, channel, acknowledger)

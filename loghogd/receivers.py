@@ -18,10 +18,14 @@ replays their acknowledged connections' frames into the one ``Acknowledger``
 across receivers and sends the acks back once the lines are written and synced.
 
 A receiver that dies is logged and started again (at most once a second per slot); its
-connections are gone, so their clients resend what was not acknowledged.  SIGHUP is
-passed to every receiver before the main process reloads (each reloads before it reads
-again); SIGTERM stops the receivers first (they drain their peers into the writer), then
-the main process writes, syncs and stops.
+connections are gone, so their clients resend what was not acknowledged.  SIGHUP is the
+main process's: it reads and parses facilities.conf, applies it, then sends the very bytes
+it loaded to every receiver (a generation number with them); each parses them on a thread,
+swaps its table and says so; "reloaded" is logged once every receiver routes with the new
+table, so that a message sent after that line is routed with it (attack findings A4-w2,
+A4-w3, A4-w14: receivers read the file at their own time on a SIGHUP passed on, and one
+started during a parse never got it).  SIGTERM stops the receivers first (they drain
+their peers into the writer), then the main process writes, syncs and stops.
 """
 
 import collections
@@ -42,6 +46,10 @@ from .protocol import Rejection
 log = logging.getLogger('loghogd.receivers')
 
 RESTART_INTERVAL_S = 1.0
+# A receiver that has not applied a reload this long after the main process sent it is
+# started again (with the new table: it is forked from the main process).  Parsing 20,000
+# facilities took a receiver 1.5-3 s.
+RELOAD_CONFIRM_S = 30.0
 # A receiver whose channel closed is exiting: its status is awaited this long (for the log
 # line), then collected later (``tick``).
 REAP_PATIENCE_S = 0.1
@@ -153,6 +161,7 @@ class Receiver:
         self.exited = False     # channel closed
         self.reaped = False
         self.stats = {}         # its last figures (pid, connections, messages, CPU)
+        self.generation = 0     # the generation of the table it routes with (reloads)
         self.last_counts = {}   # its counters as last reported (cumulative)
 
     def on_event(self, mask):
@@ -182,6 +191,11 @@ class ReceiverPool:
         self._by_key = {}
         self._table = None
         self.max_message_bytes = None   # set by attach (channel.max_message_bytes)
+        # Reloads: the generation of the main process's table (one more per new table it
+        # applied), and the "reloaded" line waiting for every receiver: (sentence,
+        # generation, when receivers that have not answered are started again).
+        self.generation = 0
+        self._announcing = None
         self._next_slot = 0
         self.waiting = collections.deque()   # accepted connections no receiver took yet
         self._listeners_open = True
@@ -193,7 +207,7 @@ class ReceiverPool:
     def attach(self, server):
         self.server = server
         self.max_message_bytes = max_message_bytes(server.max_message_size)
-        server.signal_hooks.append(self.on_signal)
+        server.reloader.announce = self.announce_reload
         server.stop_hooks.append(self.stop)
         server.tasks.append(self)
         server.receivers = self
@@ -228,6 +242,7 @@ class ReceiverPool:
         receiver_end.close()
         receiver_handoff.close()
         receiver = Receiver(self, slot, pid, Channel(main_end), main_handoff)
+        receiver.generation = self.generation   # forked with the main process's table
         receiver.started_at = self.server.clock()
         self.receivers[slot] = receiver
         self.server.loop.register(main_end, 1, receiver.on_event)   # EVENT_READ
@@ -258,18 +273,45 @@ class ReceiverPool:
         bound.tls_context = self.bound.tls_context
         return bound
 
-    def on_signal(self, signum):
-        """The main process took ``signum``: a reload goes to every receiver first."""
-        if signum == signal.SIGHUP and not self.server.stopping:
-            self._signal_all(signal.SIGHUP)
+    # -- reload: the main process's table, sent to every receiver ----------------------------
 
-    def _signal_all(self, signum):
-        for receiver in self.receivers.values():
-            if not receiver.exited:
-                try:
-                    os.kill(receiver.pid, signum)
-                except ProcessLookupError:
-                    pass
+    def announce_reload(self, sentence, content):
+        """The main process applied a reload (Reloader.announce): send a new table's bytes
+        to every receiver, and log ``sentence`` once they all route with it."""
+        if content is not None:
+            self.generation += 1
+            for receiver in self.receivers.values():
+                if not receiver.exited:
+                    receiver.channel.send(('reload', self.generation, content))
+                    receiver.channel.flush()
+        if self._announcing is not None:
+            log.info('%s', self._announcing[0])   # the one before: superseded, said now
+        self._announcing = (sentence, self.generation,
+                            self.server.clock() + RELOAD_CONFIRM_S)
+        self._check_announcement()
+
+    def _check_announcement(self):
+        if self._announcing is None:
+            return
+        sentence, generation, _ = self._announcing
+        if all(r.generation >= generation for r in self.receivers.values() if not r.exited):
+            self._announcing = None
+            log.info('%s', sentence)
+
+    def _reloaded(self, receiver, generation, applied):
+        if applied.__class__ is not bool or generation.__class__ is not int:
+            raise BrokenReceiver('a reload answer of the wrong shape')
+        if not applied:
+            log.error('receiver %d (pid %d) could not apply the reloaded facilities: '
+                      'starting a new one (it starts with them)', receiver.slot, receiver.pid)
+            self._kill(receiver)
+            return
+        receiver.generation = max(receiver.generation, min(generation, self.generation))
+        self._check_announcement()
+
+    def _kill(self, receiver):
+        self._kill(receiver)
+        self._check_announcement()
 
     def stop(self):
         """SIGTERM: receivers are told to stop (on their channel: one "received SIGTERM"
@@ -303,6 +345,8 @@ class ReceiverPool:
 
     def next_deadline(self):
         pending = [] if self.stopping else list(self.restart_at.values())
+        if self._announcing is not None:
+            pending.append(self._announcing[2])
         pending += [0.0 for r in self.receivers.values() if r.channel.outgoing and not r.exited]
         if any(r.exited and not r.reaped for r in self.receivers.values()):
             pending.append(self._reap_at)
@@ -312,6 +356,15 @@ class ReceiverPool:
 
     def tick(self, now):
         self._reap_at = now + REAP_PATIENCE_S
+        if self._announcing is not None and now >= self._announcing[2]:
+            generation = self._announcing[1]
+            for receiver in list(self.receivers.values()):
+                if not receiver.exited and receiver.generation < generation:
+                    log.warning('receiver %d (pid %d) did not take the reloaded facilities '
+                                'in %gs: starting a new one', receiver.slot, receiver.pid,
+                                RELOAD_CONFIRM_S)
+                    self._kill(receiver)
+            self._check_announcement()
         if self.waiting and now >= self._retry_at:
             self._hand_off_waiting()
             self._retry_at = now + WAITING_RETRY_S
@@ -348,6 +401,7 @@ class ReceiverPool:
             now = self.server.clock()
             self.restart_at[receiver.slot] = max(now, getattr(receiver, 'started_at', 0.0)
                                                  + RESTART_INTERVAL_S)
+        self._check_announcement()   # it no longer holds a reload's line back
 
     def _reap(self, receiver, block=False, patience_s=REAP_PATIENCE_S):
         """Collect ``receiver``'s exit status: at once, within ``patience_s`` (its
@@ -452,6 +506,8 @@ class ReceiverPool:
             self._apply_stats(receiver, message[1], message[2])
         elif kind == 'done' and len(message) == 1:
             receiver.done = True
+        elif kind == 'reloaded' and len(message) == 3:
+            self._reloaded(receiver, message[1], message[2])
         else:
             raise BrokenReceiver('an unknown message %r' % (str(kind)[:40],))
 

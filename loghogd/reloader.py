@@ -40,13 +40,21 @@ def parse(config, last_content):
     try:
         with open(path, 'rb') as stream:
             content = stream.read()
-    except OSError:
-        content = None     # load_facilities says why, naming the file
-    if content is not None and content == last_content:
+    except OSError as exc:
+        return None, None, ['%s: cannot read: %s' % (path, exc.strerror or exc)]
+    if content == last_content:
         return content, None, []
+    return parse_content(config, content)
+
+
+def parse_content(config, content):
+    """(content, table, errors) for the bytes ``content`` of facilities.conf (None: the
+    file could not be read; load_facilities says why).  The table is exactly what
+    ``content`` says: receivers parse the very bytes the main process loaded (attack
+    finding A4-w14: each process read the file at its own time)."""
+    path = config.main.facilities_config
     try:
-        # May read a newer file than ``content``: then that one is parsed next time.
-        table = load_facilities(path)
+        table = load_facilities(path, content)
     except ConfigError as exc:
         return content, None, list(exc.errors)
     errors = own_log_clashes(table, config.main.logdir, config.log.filename)
@@ -148,10 +156,17 @@ class Reloader:
             server.counters.count('reloads')
             server.loaded_at = server.clock()
             server.last_reload = (server.loaded_at, True)
-            log.info('reloaded %s: %d facilities', path, len(server.table))
+            self.announce('reloaded %s: %d facilities' % (path, len(server.table)),
+                          content if table is not None else None)
         server.writer.reopen()
         for hook in server.reload_hooks:
             hook()
+
+    def announce(self, sentence, content):
+        """Log a reload that worked (``content``: the bytes of a new table, or None when
+        the file had not changed).  With receivers the pool logs it once they all route
+        with that table (receivers.py)."""
+        log.info('%s', sentence)
 
     def close(self):
         """Wait for a running parse (tests; the daemon's stop does not wait for one)."""

@@ -146,10 +146,6 @@ def test_a_reload_turning_on_file_per_host_while_receivers_route_old_lines_keeps
 
 # -- A4-w2: a message to an app the reload added, sent once the reload is logged, is refused --
 
-@pytest.mark.xfail(strict=True, reason='A4-w2: the main process logs "reloaded" after its own '
-                   'parse; the receivers got a SIGHUP and reload on their own thread, later: '
-                   'a message to the added app that reaches a receiver first is refused as '
-                   'unknown_app')
 def test_a_message_to_an_app_the_reload_added_sent_once_the_reload_is_logged_is_written(
         daemon_factory):
     daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
@@ -179,11 +175,6 @@ def is_zombie(pid):
         return True
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w3: a receiver that died is started again '
-                   '(ReceiverPool.spawn) with the table the main process has at that moment; '
-                   'when that is during a reload (SIGHUP passed on, parse not applied yet), the '
-                   'new receiver never gets the SIGHUP and routes with the old table until the '
-                   'next reload: the added app is refused on it')
 def test_a_receiver_restarted_during_a_reload_routes_with_the_reloaded_table(daemon_factory):
     daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
     first, second = two_receivers(daemon)
@@ -783,11 +774,6 @@ def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_p
 
 # -- A4-w14: the receivers and the main process each read facilities.conf, at their own time --
 
-@pytest.mark.xfail(strict=True, reason='A4-w14: each process parses facilities.conf itself when '
-                   'its own SIGHUP comes: a file edited again between the main process\'s read '
-                   'and a receiver\'s (here: a typo, saved without a SIGHUP) leaves the receivers '
-                   'on another table than the one the main process logged as reloaded, until '
-                   'the next SIGHUP; the added app is refused')
 def test_every_process_routes_with_the_table_the_main_process_reloaded(daemon_factory):
     daemon = daemon_factory(APP + FILLER, server=WORKERS_2)
     receivers = two_receivers(daemon)
