@@ -263,6 +263,21 @@ class ReceiverPool:
         for sock, _, _ in self.waiting:
             sock.close()
         self.waiting.clear()
+        # What the running main process holds open that a receiver has no use for: its
+        # log files (a rotated, deleted file kept its disk space while the receiver ran)
+        # and its own connections ([syslog]: their peers missed the close) (A4-w7).
+        for log_file in list(self.server.writer.files.values()):
+            if getattr(log_file, 'fd', None) is not None:
+                try:
+                    os.close(log_file.fd)
+                except OSError:
+                    pass
+                log_file.fd = None
+        for connection in list(self.server.connections):
+            try:
+                connection.sock.close()
+            except OSError:
+                pass
         self.server.loop.close()
 
     def bound_for(self, slot):

@@ -326,8 +326,11 @@ class Server:
 
     def summary(self):
         """A short dict of the main counters (for SIGUSR1 and status)."""
+        connections = len(self.connections)
+        if self.receivers is not None:   # the clients' connections are theirs (A4-w11)
+            connections += sum(self.receivers.open_connections().values())
         return {
-            'connections': len(self.connections),
+            'connections': connections,
             'accepted': sum(self.counters.accepted.values()),
             'rejected': sum(self.counters.rejected.values()),
             'files': len(self.writer.files),

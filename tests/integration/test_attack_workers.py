@@ -397,11 +397,6 @@ def has_own_loop(pid):
     return False
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w7: a receiver started again is forked from the '
-                   'running main process and closes only the listeners, channels and loop '
-                   '(ReceiverPool._leave_main_process): it keeps every log file the writer has '
-                   'open (and the syslog connections), so a rotated and deleted file keeps its '
-                   'disk space while it runs')
 def test_a_receiver_started_again_holds_no_log_file_open(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     first, second = two_receivers(daemon)
@@ -638,10 +633,6 @@ def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
 
 # -- A4-w11: SIGUSR1's summary counts no connection of the receivers -------------------------
 
-@pytest.mark.xfail(strict=True, reason="A4-w11: Server.summary (SIGUSR1) counts the main "
-                   "process's own connections (len(self.connections)), which with receivers "
-                   "hold none: it says 0 while the receivers hold the clients' connections "
-                   "(`loghogd status` adds up receivers.open_connections(); summary does not)")
 def test_the_sigusr1_summary_counts_the_connections_the_receivers_hold(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     two_receivers(daemon)
