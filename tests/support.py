@@ -205,18 +205,10 @@ class Daemon:
             pids.extend(int(pid) for pid in children)
         return pids
 
-    @contextlib.contextmanager
     def stopped(self):
         """SIGSTOP the daemon and its receivers (the kernel queues, then drops), SIGCONT
         them on leaving."""
-        pids = self.processes()
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
+        return stopped(self.processes())
 
     def reload(self, facilities=None, timeout=10.0):
         """Write new facilities (optional), SIGHUP, and wait until the daemon logged the reload."""
@@ -365,3 +357,18 @@ class Stream:
         self._stopping.set()
         self._thread.join(30)
         return self.count
+
+
+@contextlib.contextmanager
+def stopped(pids):
+    """SIGSTOP ``pids``; SIGCONT them on leaving (never left stopped)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass

@@ -8,7 +8,6 @@ receivers that no test checked before.
 """
 
 import calendar
-import contextlib
 import ctypes
 import errno
 import json
@@ -33,7 +32,7 @@ from tests.integration.test_client_delivery import numbered, wait_for_count
 from tests.integration.test_receivers import receiver_pids
 from tests.integration.test_rotation_clock import LIBFAKETIME, ClockedDaemon
 from tests.support import (Stream, file_history, frame, line_body, make_certs, read_lines,
-                           wait_for)
+                           stopped, wait_for)
 
 WORKERS_2 = {'workers': '2'}
 APP = """
@@ -55,21 +54,6 @@ def logged_by(daemon, pid, text):
 def main_logged(daemon, text):
     """Whether the main process itself (not a receiver) logged ``text``."""
     return logged_by(daemon, daemon.pid, text)
-
-
-@contextlib.contextmanager
-def stopped(pids):
-    """SIGSTOP ``pids``; SIGCONT them on leaving (never left stopped)."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def within(condition, timeout_s):
