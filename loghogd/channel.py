@@ -60,11 +60,13 @@ def hand_off(sock, connection, kind, address):
 
 
 def take_handed_off(sock, budget=64):
-    """[(socket, kind, address)] handed over ``sock`` (at most ``budget``)."""
+    """[(socket, kind, address)] handed over ``sock`` (at most ``budget``); the socket is
+    None for a connection whose descriptor the kernel could not give (this process is out
+    of descriptors: it closed the connection, MSG_CTRUNC), so that the caller says so."""
     taken = []
     for _ in range(budget):
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+            data, fds, flags, _ = socket.recv_fds(sock, 4096, 1)
         except (BlockingIOError, InterruptedError):
             break
         if not data:
@@ -72,6 +74,8 @@ def take_handed_off(sock, budget=64):
         kind, address = marshal.loads(data)
         for fd in fds:
             taken.append((socket.socket(fileno=fd), kind, address))
+        if not fds and flags & socket.MSG_CTRUNC:
+            taken.append((None, kind, address))
     return taken
 
 

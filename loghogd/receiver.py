@@ -27,6 +27,7 @@ from loghog.wire import FLAG_SESSION, KNOWN_FLAGS
 
 from .channel import BATCH_BYTES, take_handed_off
 from .connections import StreamListener
+from .files import format_address
 from .protocol import Rejection
 from .reloader import Reloader, parse_content
 
@@ -391,7 +392,15 @@ class HandOffReader:
         taken = take_handed_off(self.sock)
         for sock, kind, address in taken:
             listener = self.listeners.get(kind)
-            if self.server.stopping or listener is None:
+            if sock is None:
+                # Out of descriptors: the kernel closed it (attack finding A4-w10: the
+                # client sees a reset and resends what was not acknowledged).
+                self.server.counters.count('connections_lost_handoff')
+                self.server.warn('handoff_lost', 'a %s connection from %s was lost: this '
+                                 'receiver (pid %d) is out of file descriptors (raise the '
+                                 'limit, or lower max_connections)', kind,
+                                 format_address(*address[:2]), os.getpid())
+            elif self.server.stopping or listener is None:
                 sock.close()   # (no other kind is handed off: receivers.HANDED_OFF)
             else:
                 listener._open(sock, address)
