@@ -55,6 +55,17 @@ def main_logged(daemon, text):
     """Whether the main process itself (not a receiver) logged ``text``."""
     return logged_by(daemon, daemon.pid, text)
 
+def assert_each_receiver_routes_to_the_added_app(daemon):
+    """Two connections, one to each receiver in turn, each with a message to the app the
+    reload added: both are written (none refused as unknown_app)."""
+    assert send_on_new_connection(daemon, frame('added', 'first'))
+    assert send_on_new_connection(daemon, frame('added', 'second'))
+    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
+             or 'unknown_app' in daemon.output(), 15, message='the two messages')
+    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
+        daemon.output()[-2000:]
+
+
 
 def within(condition, timeout_s):
     """Whether ``condition()`` became true within ``timeout_s`` (no failure if not)."""
@@ -140,12 +151,7 @@ def test_a_message_to_an_app_the_reload_added_sent_once_the_reload_is_logged_is_
     wait_for(lambda: main_logged(daemon, 'reloaded'), 30, message='the reload to be logged')
     # The reload is logged: the client sends to the new app at once (one connection to
     # each receiver, in turn).
-    assert send_on_new_connection(daemon, frame('added', 'first'))
-    assert send_on_new_connection(daemon, frame('added', 'second'))
-    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
-             or 'unknown_app' in daemon.output(), 15, message='the two messages')
-    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
-        daemon.output()[-2000:]
+    assert_each_receiver_routes_to_the_added_app(daemon)
     assert daemon.stop() == 0
 
 
@@ -175,13 +181,7 @@ def test_a_receiver_restarted_during_a_reload_routes_with_the_reloaded_table(dae
              30, message='the main process and the surviving receiver to reload')
     wait_for(lambda: len(receiver_pids(daemon)) == 2 and first not in receiver_pids(daemon),
              message='the new receiver')
-    # Two connections: one to each receiver, in turn.
-    assert send_on_new_connection(daemon, frame('added', 'first'))
-    assert send_on_new_connection(daemon, frame('added', 'second'))
-    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
-             or 'unknown_app' in daemon.output(), 15, message='the two messages')
-    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
-        daemon.output()[-2000:]
+    assert_each_receiver_routes_to_the_added_app(daemon)
     assert daemon.stop() == 0
 
 
@@ -777,12 +777,7 @@ def test_every_process_routes_with_the_table_the_main_process_reloaded(daemon_fa
     wait_for(lambda: main_logged(daemon, 'reloaded'), 30, message='the reload to be logged')
     wait_for(lambda: all(logged_by(daemon, pid, 'reload') for pid in receivers), 30,
              message='the receivers to read the file')
-    assert send_on_new_connection(daemon, frame('added', 'first'))
-    assert send_on_new_connection(daemon, frame('added', 'second'))
-    wait_for(lambda: set(bodies_under(daemon, 'added')) == {'first', 'second'}
-             or 'unknown_app' in daemon.output(), 15, message='the two messages')
-    assert sorted(bodies_under(daemon, 'added')) == ['first', 'second'], \
-        daemon.output()[-2000:]
+    assert_each_receiver_routes_to_the_added_app(daemon)
     assert daemon.stop() == 0
 
 
