@@ -18,7 +18,7 @@ from .connections import READ, DatagramListener, StreamListener
 from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
-from .protocol import Rejection, decode_fields, verify_signature
+from .protocol import Rejection, StructDecoder, decode_fields, verify_signature
 from .ratelimit import RATE_LIMITED, RateLimits, Throttle
 from .reloader import Reloader
 from .signature_v2 import ReplayGuard, check_signature_v2
@@ -452,6 +452,7 @@ class Server:
         """
         max_size = self.max_message_size
         loads = self.loads
+        lazy_fields = loads.lazy_fields if loads.__class__ is StructDecoder else None
         lookup = self.table.lookup
         queue_for = self.writer.queue_for
         prefix = self.line_prefix
@@ -492,6 +493,13 @@ class Server:
                         continue
                     fields = decode_fields(flags & ~FLAG_SIGNED_V2, envelope.body, max_size,
                                            loads)
+                elif lazy_fields is not None and not flags & ~FLAG_ACK:
+                    # decode_fields' msgspec path, inline, with the sender's fields left
+                    # undecoded until a JSON line asks for them (protocol.StructDecoder);
+                    # what it refuses goes the standard library's way, as it would.
+                    fields = lazy_fields(payload)
+                    if fields is None:
+                        fields = decode_fields(flags, payload, max_size, loads)
                 else:
                     fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
@@ -556,8 +564,12 @@ class Server:
                     log_file = queue_for(facility, host)
                     append = log_file.pending.append
                 if facility.format == 'text':
-                    append(head + format_body(body) + '\n')   # one record, one line (lines.py)
+                    # One record, one line (lines.py); a printable body is as it is.
+                    append(head + (body if body.isprintable() else format_body(body)) + '\n')
                 else:
+                    if sent_fields is not None and sent_fields.__class__ is not dict \
+                            and sent_fields.__class__ is not str:
+                        sent_fields = self._resolve_fields(sent_fields, flags, payload)
                     append(format_json_line(self.now, host, app_id, module, body, sent_fields))
                 if acks is not None:
                     acks.files.add(log_file)
@@ -571,6 +583,16 @@ class Server:
             if overdrawn is not None and may_ack:
                 self.throttle.pause(source, overdrawn, self.now)
         return accepted + count
+
+    def _resolve_fields(self, raw, flags, payload):
+        """A JSON line's fields, left undecoded by StructDecoder.lazy_fields: what the
+        full decode gives (decode_fields), the same dict, or its reason for dropping them."""
+        fields = self.loads.resolve(raw)
+        if fields is None:
+            decided = decode_fields(flags, payload, self.max_message_size, self.loads)
+            fields = (decided[7] if decided.__class__ is tuple
+                      else 'fields the decoder cannot take')
+        return fields
 
     def _count_accepted(self, facility, count, size):
         key = facility.key
