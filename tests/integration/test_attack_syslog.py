@@ -269,13 +269,14 @@ def test_sighup_during_a_syslog_stream_loses_nothing(tmp_path):
         sender = threading.Thread(target=send)
         sender.start()
         reloads = 0
-        while sender.is_alive() and reloads < 20:
+        # At least three: on an idle machine the kernel's buffers can take the whole
+        # stream before a first check of the sender (CI saw 0 reloads: a test of nothing).
+        while reloads < 3 or (sender.is_alive() and reloads < 20):
             daemon.reload()
             reloads += 1
         sender.join()
         sock.close()
         lines = [line for line in wait_for_sentinel(daemon) if 'n=' in line]
-        assert reloads >= 1
         assert len(lines) == len(set(lines)) == count
     finally:
         assert daemon.stop() == 0
