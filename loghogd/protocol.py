@@ -259,6 +259,17 @@ def installed_decoders():
     return names
 
 
+def _checked(m, fields):
+    """The fields tuple of a message msgspec decoded (``m``) with ``fields``, or None when
+    a value is out of the protocol's bounds (the standard library's path says which)."""
+    stamp, nsecs, hostname, module = m.stamp, m.nsecs, m.hostname, m.module
+    if (m.version != VERSION or not _INT_MIN <= stamp < _INT_LIMIT
+            or not _INT_MIN <= nsecs < _INT_LIMIT
+            or len(hostname) > MAX_HOSTNAME_CHARS or len(module) > MAX_MODULE_CHARS):
+        return None
+    return m.app_id, module, stamp, nsecs, hostname, m.body, m.signature, fields
+
+
 # Fields longer than this are decoded in full (lazy_fields): what the standard library
 # refuses in them (an integer of more than 4,300 digits: the message is refused) or cannot
 # take (nesting near its recursion limit: salvage.py) needs thousands of bytes, and the
@@ -283,51 +294,35 @@ class StructDecoder:
     def __init__(self):
         import msgspec
 
-        # Unknown keys are refused, not skipped: msgspec skips any number, where the
-        # standard library refuses integers of more than 4300 digits.
-        class WireMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-            version: int
-            app_id: str
-            module: str
-            stamp: int
-            nsecs: int
-            hostname: str
-            body: str
-            signature: typing.Optional[str] = None
-            fields: typing.Any = None
+        def wire_message(fields_type):
+            # Unknown keys are refused, not skipped: msgspec skips any number, where the
+            # standard library refuses integers of more than 4300 digits.
+            class WireMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+                version: int
+                app_id: str
+                module: str
+                stamp: int
+                nsecs: int
+                hostname: str
+                body: str
+                signature: typing.Optional[str] = None
+                fields: fields_type = None
+            return WireMessage
 
-        self.decode = msgspec.json.Decoder(WireMessage).decode
-        # ValidationError is a DecodeError; deep nesting raises RecursionError.
-        self.errors = (msgspec.DecodeError, RecursionError)
-
+        self.decode = msgspec.json.Decoder(wire_message(typing.Any)).decode
         # The same message with ``fields`` left as its JSON text (checked to be JSON, not
         # decoded): a text line never holds the fields, and LoghogHandler sends them with
         # every record (bench_decoders.py: 2.7 µs a message with them, 1.4 without).
-        class LazyWireMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-            version: int
-            app_id: str
-            module: str
-            stamp: int
-            nsecs: int
-            hostname: str
-            body: str
-            signature: typing.Optional[str] = None
-            fields: msgspec.Raw = None
-
-        self.decode_lazy = msgspec.json.Decoder(LazyWireMessage).decode
+        self.decode_lazy = msgspec.json.Decoder(wire_message(msgspec.Raw)).decode
         self.decode_any = msgspec.json.decode
-        self.raw_type = msgspec.Raw
+        # ValidationError is a DecodeError; deep nesting raises RecursionError.
+        self.errors = (msgspec.DecodeError, RecursionError)
 
     def fields(self, payload):
         """The fields tuple of ``decode_fields`` for a well-formed message, else None."""
         try:
             m = self.decode(payload)
         except self.errors:
-            return None
-        stamp, nsecs, hostname, module = m.stamp, m.nsecs, m.hostname, m.module
-        if (m.version != VERSION or not _INT_MIN <= stamp < _INT_LIMIT
-                or not _INT_MIN <= nsecs < _INT_LIMIT
-                or len(hostname) > MAX_HOSTNAME_CHARS or len(module) > MAX_MODULE_CHARS):
             return None
         fields = m.fields
         if fields is not None:
@@ -336,7 +331,7 @@ class StructDecoder:
                 # Dropped (nested too deep, say): whether the standard library could
                 # decode it at all depends on the stack's depth (about 1000 levels).
                 return None
-        return m.app_id, module, stamp, nsecs, hostname, m.body, m.signature, fields
+        return _checked(m, fields)
 
     def lazy_fields(self, payload):
         """``fields`` with the 8th value left as a ``msgspec.Raw`` (None: no fields): for a
@@ -350,15 +345,10 @@ class StructDecoder:
             m = self.decode_lazy(payload)
         except self.errors:
             return None
-        stamp, nsecs, hostname, module = m.stamp, m.nsecs, m.hostname, m.module
-        if (m.version != VERSION or not _INT_MIN <= stamp < _INT_LIMIT
-                or not _INT_MIN <= nsecs < _INT_LIMIT
-                or len(hostname) > MAX_HOSTNAME_CHARS or len(module) > MAX_MODULE_CHARS):
-            return None
         fields = m.fields
         if fields is not None and len(fields) > LAZY_FIELDS_BYTES:
             return None
-        return m.app_id, module, stamp, nsecs, hostname, m.body, m.signature, fields
+        return _checked(m, fields)
 
     def resolve(self, raw):
         """The fields dict ``fields`` would have given for a message whose ``lazy_fields``

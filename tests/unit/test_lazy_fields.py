@@ -19,6 +19,7 @@ from loghogd.protocol import FrameSplitter
 from loghogd.server import Server
 from loghogd.stats import Counters
 from loghogd.writer import Writer
+from tests.unit.test_protocol import json_values
 
 msgspec = pytest.importorskip('msgspec')
 
@@ -30,12 +31,6 @@ AWKWARD = ['9' * 4300, '9' * 4301, '-' + '9' * 4301, '1e400', 'NaN', '"\\ud800"'
            '"caf\u00e9"', '"\\u00e9"', '[' * 990 + ']' * 990, '[' * 2000 + ']' * 2000,
            '{"a": 1, "a": 2}', '{"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {}}}}}}}}}',
            '[1, 2,]', '{"a" 1}', '"\\x"', '01', '1 2', '[]', '"text"', 'null', 'true']
-json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-10**50, 10**50),
-              st.floats(), st.text(max_size=8), st.sampled_from(['\ud800', '\udfff\ud800'])),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=4), inner, max_size=4)),
-    max_leaves=20)
 
 
 def payloads_with(fields_text):
