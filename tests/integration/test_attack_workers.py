@@ -586,11 +586,19 @@ def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
 
 
 def test_a_connection_lost_by_a_receiver_out_of_descriptors_is_logged(daemon_factory):
-    """What A4-w10 still costs is visible: the receiver logs the lost connection (and
-    counts it, connections_lost_handoff)."""
-    daemon = daemon_factory(APP, server=WORKERS_2)
+    """What A4-w10 still costs is visible: the receiver logs the lost connection, and
+    `loghogd status` counts it (connections_lost_handoff, README)."""
+    daemon = daemon_factory(APP, server=WORKERS_2, sections={'stats': {'interval': '0.2'}})
     four_clients_with_the_first_receiver_out_of_descriptors(daemon)
     wait_for(lambda: 'out of file descriptors' in daemon.output(), 10, message='the loss logged')
+
+    def counted():
+        try:
+            status = json.loads((daemon.rundir / 'status.json').read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return status['events'].get('connections_lost_handoff', 0) >= 1
+    wait_for(counted, 10, message='the loss counted in status')
     assert daemon.stop() == 0
 
 
