@@ -89,7 +89,10 @@ class LogFile:
         self.written_seq = 0       # messages written since the file object was made
         self.synced_seq = 0        # ... of which these are known to be fsynced
         self.sync_wanted = 0       # ... and these must be before an ack (flush_every)
-        self.syncing = False       # an fsync of it runs on the syncer thread
+        # fsyncs of it running on the syncer thread: a count, not a flag (A5-1): a
+        # rotation or reopen hands over a second descriptor while one is syncing, and the
+        # first one's end must not make an inline fsync vouch for the second's lines.
+        self.syncing = 0
         self.sync_again = False    # ... and another is wanted once that one is done
         # An inline fsync (close) made while the thread's ran covered this many: known
         # synced only once the thread's succeeds too (see sync).
@@ -339,7 +342,7 @@ class Syncer:
         """One thread: run the fsyncs of its queue, one facility after another (a flood
         of new files in one facility must not keep another application's fsync, and so
         its ack, waiting behind all of theirs: issue 15); a file's in order."""
-        by_facility = collections.OrderedDict()   # id(facility) -> deque of jobs
+        by_facility = collections.OrderedDict()   # (app, path) -> deque of jobs
         stopping = False
         while True:
             if not by_facility:
@@ -374,10 +377,18 @@ class Syncer:
 
     @staticmethod
     def _take(job, by_facility):
-        """File ``job`` under its facility; return True for the stop marker (None)."""
+        """File ``job`` under its facility; return True for the stop marker (None).
+
+        The facility by its name (app, path), never by the object: a reload gives a file
+        a new facility object, and its fsyncs queued under the old one and the new must
+        still end in order (A5-1: a result raises ``synced_seq`` over every line before
+        it, so a later descriptor's fsync ending first acknowledged lines of an earlier
+        one, a rotated file, before they were on disk)."""
         if job is None:
             return True
-        by_facility.setdefault(id(job[0].facility), collections.deque()).append(job)
+        facility = job[0].facility
+        by_facility.setdefault((facility.app, facility.path),
+                               collections.deque()).append(job)
         return False
 
 
@@ -661,7 +672,7 @@ class Writer:
         written so far, then closes ``fd``."""
         log_file.unsynced = 0
         log_file.unsynced_since = None
-        log_file.syncing = True
+        log_file.syncing += 1
         self.syncer.submit(log_file, fd, log_file.written_seq)
 
     def _sync_failed(self, log_file, exc):
@@ -716,13 +727,15 @@ class Writer:
     def _take_synced(self):
         """Account for the fsyncs the syncer finished: acks may go out, or lines be lost."""
         for log_file, seq, error in self.syncer.take_done():
-            log_file.syncing = False
+            log_file.syncing -= 1
             if error is not None:
                 self._sync_failed(log_file, error)
             else:
                 self._sync_worked(log_file)
-            if log_file.synced_inline:
-                # Whether it failed or not (failed: those lines count as lost, above).
+            if log_file.synced_inline and not log_file.syncing:
+                # Once every fsync that ran beside it is done (each may be the one to
+                # take the error both descriptors share), whether they failed or not
+                # (failed: those lines count as lost, above).
                 seq = max(seq, log_file.synced_inline)
                 log_file.synced_inline = 0
             # After a failure too: those lines are reported lost (never acknowledged,

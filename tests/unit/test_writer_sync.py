@@ -317,3 +317,108 @@ def test_a_file_closed_for_the_cap_is_fsynced_by_the_syncer_not_the_loop(threade
         os.fstat(fd)                              # the thread closed it
     gate.release(5)                               # the closing fsyncs of close()
     writer.close(2.0)
+
+
+# -- A5-1: a file's fsyncs end in order, whatever happens to its facility ------------------
+
+class RecordedSync(GatedSync):
+    """A gated fdatasync that also records the descriptors whose fdatasync has returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.returned = []
+
+    def __call__(self, fd):
+        super().__call__(fd)
+        self.returned.append(fd)
+
+
+def test_a_files_fsyncs_end_in_order_when_a_reload_gives_it_a_new_facility_object(
+        threaded, monkeypatch):
+    """A5-1: the syncer took a file's fsyncs one facility object after another, and every
+    reload (SIGHUP) makes new facility objects.  Descriptors of a file released by
+    rotations and reopens, queued under the old object, and one under the new came back
+    out of order: the new one's result raised ``synced_seq`` over lines only a later old
+    one covers, and their ack went out before the fsync of the inode they are in (a
+    rotated backup left empty on the disk after a crash, with acked lines)."""
+    gate = RecordedSync()
+    monkeypatch.setattr(writer_module.os, 'fdatasync', gate)
+    writer = threaded()
+    before = Facility(flush_every=1)
+    add(writer, before, AckState(), 'a')
+    writer.flush(1.0)                    # fsync A (a duplicate) starts and is held
+    assert gate.entered.acquire(timeout=10)
+    log_file = writer.files[('app', (), None)]
+    mine = AckState()
+    for n, text in enumerate(['b1', 'b2', 'c']):     # B1, B2, B3: reopens, rotations
+        add(writer, before, mine if text == 'c' else AckState(), text)
+        writer.flush(1.1 + n / 10)
+        c_fd = log_file.fd
+        writer.release(log_file)
+    gate.release()                       # A ends; the thread takes B1, B2, B3 and runs B1
+    assert gate.entered.acquire(timeout=10)
+    after = Facility(flush_every=1)      # a reload: same app and file, a new object
+    writer.retarget(type('Table', (), {'by_app': {'app': {(): after}}})())
+    assert log_file.facility is after
+    add(writer, after, AckState(), 'd')
+    writer.flush(1.5)
+    writer.release(log_file)             # C, the descriptor of 'd'
+    for n in range(1, 6):                # B1, B2, B3, C end, one at a time
+        while len(gate.returned) < n:
+            writer.woken.wait(0.01)
+        wait_synced(writer, 2.0 + n)
+        if mine.take_due():
+            assert c_fd in gate.returned, (
+                "'c' acknowledged before the fsync of its descriptor ended (ended: %s, "
+                "c's: %s)" % (gate.returned, c_fd))
+            break
+        gate.release()
+        if n < 4:
+            assert gate.entered.acquire(timeout=10)
+    else:
+        pytest.fail("'c' was never acknowledged")
+
+
+class ThreadHeld(RecordedSync):
+    """The syncer thread's fdatasync waits for the gate; the loop's returns at once."""
+
+    def __call__(self, fd):
+        if not threading.current_thread().name.startswith('loghogd-syncer'):
+            self.calls.append(fd)
+            return
+        super().__call__(fd)
+
+
+def test_an_inline_fsync_never_vouches_for_an_earlier_descriptor_still_syncing(
+        threaded, monkeypatch):
+    """A5-1: ``syncing`` was a flag, cleared by the first result while a second
+    descriptor of the file (handed over by a rotation or reopen) was still being synced;
+    an inline fsync of the new descriptor then (the syncer full, or out of descriptors)
+    raised ``synced_seq`` over the older descriptor's lines, and acked them unsynced."""
+    gate = ThreadHeld()
+    monkeypatch.setattr(writer_module.os, 'fdatasync', gate)
+    writer = threaded()
+    facility = Facility(flush_every=1)
+    add(writer, facility, AckState(), 'a')
+    writer.flush(1.0)                    # A, a duplicate, held
+    assert gate.entered.acquire(timeout=10)
+    log_file = writer.files[('app', (), None)]
+    mine = AckState()
+    add(writer, facility, mine, 'b')
+    writer.flush(1.1)
+    b_fd = log_file.fd
+    writer.release(log_file)             # a rotation: B, the descriptor of 'b'
+    gate.release()                       # A ends; B starts and is held
+    assert gate.entered.acquire(timeout=10)
+    wait_synced(writer, 1.2)
+    assert mine.take_due() == []
+    writer.max_open_files = 1            # the syncer is full: the next fsync runs inline
+    add(writer, facility, AckState(), 'c')
+    writer.flush(1.3)
+    assert gate.calls                    # it did
+    assert mine.take_due() == [], "'b' acknowledged while its descriptor's fsync runs"
+    gate.release()
+    while b_fd not in gate.returned:
+        writer.woken.wait(0.01)
+    wait_synced(writer, 1.4)
+    assert len(mine.take_due()) == 1
