@@ -650,7 +650,16 @@ class Sender:
                 acks.written_through += written
             self._progress.notify_all()
         if lost is not None:
-            self._lost(f'connection to {self._connection.peer} lost: {lost.cause}')
+            # A daemon that stopped acknowledged what it wrote, then closed: the frames it
+            # never read make the kernel reset the connection under this write.  Its last
+            # ack is still readable (the kernel keeps received bytes after a reset): take
+            # it, or those messages are written again to a daemon that has no memory of
+            # them (A5-2: a line twice across a graceful restart).
+            peer = self._connection.peer
+            self._connection.receive(0)
+            self._take_acks()
+            if self._connection is not None:   # not already dropped for a bad ack
+                self._lost(f'connection to {peer} lost: {lost.cause}')
             return
         self._has_just_written = are_new
 

@@ -1068,9 +1068,6 @@ def test_fork_while_the_sender_reconnects(same_port, tmp_path):
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=False, reason='A5-2, open: the last clean-clone CI run of the third '
-                   'session of 2026-12-05 saw one line of 3,254 written twice across the '
-                   'graceful restarts (it passed in every run before); see the closing note')
 def test_graceful_restarts_in_a_busy_stream_write_no_line_twice(same_port, make_logger):
     """SIGTERM (the init script's restart) in the middle of a 3,000 records/s stream, twice:
     the daemon acknowledges what it wrote before it exits, so, as documented (duplicates

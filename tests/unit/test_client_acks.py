@@ -4,6 +4,7 @@ The real daemon's side of the story (crash, restart, cut connections) is in
 tests/integration/test_client_acks.py.
 """
 
+import socket
 import threading
 import time
 
@@ -13,7 +14,7 @@ from loghog import LoghogHandler, wire
 from loghog.acks import (ConnectionAcks, Unacknowledged, describe_rejections, rejections)
 from loghog.buffer import FrameQueue
 from tests.support import Loggers
-from tests.unit.test_client_fakes import FrameServer, wait_until
+from tests.unit.test_client_fakes import FrameServer, decode_frames, wait_until
 
 FAST_RETRY = {'retry_min_s': 0.05, 'retry_max_s': 0.2}
 
@@ -202,3 +203,44 @@ def test_a_queued_message_is_sent_at_once_while_the_sender_waits_for_acks(make_h
         logger.info('second')
         server.wait_for(2)
         assert time.monotonic() - started < 0.5
+
+
+def test_an_ack_that_came_just_before_a_reset_is_taken_not_written_again(make_handler):
+    """A5-2: a daemon that stops (SIGTERM) acknowledges what it wrote and closes; frames it
+    did not read make the kernel answer the client's next write with a reset.  The client,
+    blocked writing, saw the reset and reconnected without reading that last ack, which
+    was waiting in its socket: it wrote those messages again, to a daemon with no memory
+    of them (a line written twice across a graceful restart)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    read = []
+
+    def stopping_daemon():
+        sock, _ = listener.accept()
+        buffer, received = b'', 0
+        while received < 200:
+            frames, buffer = decode_frames(buffer + sock.recv(65536))
+            if received == 0 and frames:
+                sock.sendall(wire.make_ack(1))       # the session frame's answer
+            received += len(frames)
+        time.sleep(0.5)                  # the client fills the buffers and waits to write
+        sock.sendall(wire.make_ack(received))        # everything read was written
+        read.append(received)
+        listener.close()                 # stopped: no one listens until the next one
+        sock.close()                     # unread frames: the kernel resets the connection
+
+    thread = threading.Thread(target=stopping_daemon, daemon=True)
+    thread.start()
+    handler, logger = make_handler(port, **FAST_RETRY)
+    for n in range(5000):
+        logger.info('message %d %s', n, 'x' * 2000)
+    thread.join(10)
+    assert read, 'the fake daemon never read 200 frames'
+    with FrameServer(port=port) as second:
+        wait_until(lambda: second.sessions, 10)
+        # Messages are numbered from 1 (the session frame is frame 1 of the connection):
+        # the new connection goes on from the first one the ack did not cover.
+        assert second.sessions[0]['first'] == read[0]
