@@ -46,6 +46,7 @@ duplicate lines.  What a session is and what moves it (issue 14):
 """
 
 import collections
+import itertools
 
 from loghog.wire import make_ack
 
@@ -243,7 +244,10 @@ class AckState:
         self.acked = received      # frames covered by the last ack sent (or not asked for)
         self.acked_seq = None      # session seq as of the last ack sent
         self.files = set()         # LogFiles written to since the last snapshot
-        self.waits = []            # [(LogFile, sync_wanted)] taken over from originals
+        # {LogFile: sync_wanted} taken over from originals: one entry per file, the
+        # highest (a list grew by the original's list at every duplicate frame, and two
+        # connections racing one session's messages doubled each other's: A5-3).
+        self.waits = {}
         self.rejected = []         # [frame number, reason] since the last snapshot
         self.more_rejected = 0
         self.ready = []            # ack frames due without a write
@@ -260,7 +264,7 @@ class AckState:
 
     def all_files(self):
         """Every file that frames not yet acknowledged went to (or wait for)."""
-        files = self.files | {f for f, _ in self.waits}
+        files = self.files | set(self.waits)
         if self.snapshot is not None:
             files |= {f for f, _ in self.snapshot[4]}
         return files
@@ -283,13 +287,17 @@ class AckState:
     def wait_for_original(self, session):
         """A duplicate of a message of ``session`` was skipped: its ack waits for what the
         writes of that session not yet acknowledged wait for (files and fsyncs)."""
+        waits = self.waits
         for writer, frame in session.writers.items():
             if writer is self or writer.acked >= frame:
                 continue
             self.files |= writer.files
+            theirs = writer.waits.items()
             if writer.snapshot is not None:
-                self.waits += writer.snapshot[4]
-            self.waits += writer.waits
+                theirs = itertools.chain(writer.snapshot[4], theirs)
+            for log_file, wanted in theirs:
+                if waits.get(log_file, 0) < wanted:
+                    waits[log_file] = wanted
 
     def wrote(self, session):
         """The current frame, a message of ``session``, was queued for writing."""
@@ -308,12 +316,14 @@ class AckState:
                 if self.received == self.acked or any(f.pending or f.unwritten
                                                       for f in self.files):
                     return frames
-                waits = [(f, f.sync_wanted) for f in self.files if f.synced_seq < f.sync_wanted]
-                waits += [(f, wanted) for f, wanted in self.waits if f.synced_seq < wanted]
+                waits = {f: f.sync_wanted for f in self.files if f.synced_seq < f.sync_wanted}
+                for f, wanted in self.waits.items():
+                    if f.synced_seq < wanted and waits.get(f, 0) < wanted:
+                        waits[f] = wanted
                 self.snapshot = (self.received, self.seq, self.rejected, self.more_rejected,
-                                 waits)
+                                 list(waits.items()))
                 self.files = set()
-                self.waits = []
+                self.waits = {}
                 self.rejected = []
                 self.more_rejected = 0
             received, seq, rejected, more_rejected, waits = self.snapshot

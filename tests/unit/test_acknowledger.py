@@ -371,3 +371,38 @@ def test_a_half_closed_connection_gets_its_acks_then_closes_and_waits_at_most_it
         assert results[1] == b''      # nothing was due: closed at the bound, unacked
     finally:
         loop.close()
+
+
+def test_two_connections_racing_one_sessions_messages_keep_their_waits_small(tmp_path, gated):
+    """Each skipped duplicate added its original's waits (and the original's own, taken
+    from the other connection) to its connection's list: two connections of one session
+    sending the same messages (a reconnect while the old connection is still read, or a
+    client that does it on purpose) doubled each other's lists in turn, every frame, while
+    an fsync ran: the daemon spent its time copying lists (one such test stalled for 30 s).
+    What an ack waits for is one fsync per file at most."""
+    import threading
+    woken = threading.Event()
+    rig = Rig(tmp_path, woken.set)
+    try:
+        a, b = Connection(), Connection()
+        rig.feed(a, make_session('S', 1))
+        rig.feed(b, make_session('S', 1))
+        for round_ in range(8):
+            first, second = (a, b) if round_ % 2 == 0 else (b, a)
+            data = b''.join(message('m%d' % n) for n in range(10 * round_ + 1,
+                                                              10 * round_ + 11))
+            rig.feed(first, data)
+            rig.feed(second, data)          # all duplicates: they wait for first's
+            rig.pass_(1.0 + round_ / 10)    # the fsync is held: nothing is acked
+        sizes = []
+        for connection in (a, b):
+            acks = connection.acks
+            sizes.append(len(acks.waits) + (len(acks.snapshot[4]) if acks.snapshot else 0))
+        assert max(sizes) <= 2, sizes
+        gated.release(100)
+        assert woken.wait(10)
+        rig.pass_(3.0)
+        assert rig.lines() == ['m%d' % n for n in range(1, 81)]
+    finally:
+        gated.release(100)
+        rig.writer.close(4.0)
