@@ -749,17 +749,18 @@ def test_a_resend_racing_its_original_on_a_dying_disk_is_never_acked_unsynced(
     the disk's copy."""
     image, mount_point = ext4_disk
     daemon = daemon_factory(FACILITIES, sections=STATS, extra_args=['-L', str(mount_point)])
-    first = AckStream('r', total=30000)
-    second = AckStream('r', total=30000)
-    first.frame(30000)                 # made before the threads share the list
+    # Enough messages that both are still sending when the disk dies (with 30,000, a fast
+    # run had written and acknowledged all of them first, and no failure ever came).
+    first = AckStream('r', total=150000)
+    second = AckStream('r', total=150000)
+    first.frame(150000)                # made before the threads share the list
     second.session = first.session
     second.frames = first.frames       # the same numbered messages
     threads = [threading.Thread(target=c.run, args=(daemon.tcp_port, 60.0), daemon=True)
                for c in (first, second)]
     for t in threads:
         t.start()
-    wait_for(lambda: min(first.acked, second.acked) >= 3000, 30,
-             message='both acked (%s)' % (lambda: (first.acked, second.acked)))
+    wait_for(lambda: min(first.acked, second.acked) >= 3000, 30, message='both acked')
     fail_the_disk(mount_point)
     wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(s, 'sync_errors') >= 1,
                     'the failure counted')
