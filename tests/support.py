@@ -201,7 +201,10 @@ class Daemon:
         """The daemon's pid and its children's (the receivers of ``[server] workers``)."""
         pids = [self.proc.pid]
         for task in Path('/proc/%d/task' % self.proc.pid).iterdir():
-            children = (task / 'children').read_text().split()
+            try:
+                children = (task / 'children').read_text().split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue    # a thread that ended meanwhile
             pids.extend(int(pid) for pid in children)
         return pids
 

@@ -24,7 +24,8 @@ import pytest
 from loghog.wire import (FLAG_ACK, FLAG_SESSION, FLAG_ZLIB, HEADER, encode_message, make_frame,
                          make_session, parse_ack)
 from tests.integration.test_faults import (FACILITIES, STATS, AckStream, accepted,  # noqa: F401
-                                           ext4_disk, fail_the_disk, events, fill, log_lines,
+                                           ext4_disk, fail_the_disk, fail_the_disk_between_calls,
+                                           events, fill, log_lines,
                                            numbers_of, parse, read_all_lines, rss_kib,
                                            small_disk, snapshot, wait_for_status)
 from tests.support import line_body, read_lines, wait_for
@@ -690,11 +691,6 @@ def loghogd_status(daemon, *options):
     return result.stdout
 
 
-@pytest.mark.xfail(strict=False, reason='A5-1, open: about one run in eight, lines acked '
-                   'just before the disk dies are in a rotated backup that is empty on the '
-                   "disk's copy (its data never reached the disk): an ack released without "
-                   'the fsync of that inode, found at the end of the third session of '
-                   '2026-12-05 (also on the code before it); see the closing note')
 def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_disk(
         ext4_disk, daemon_factory):
     """The disk dies (ext4 shutdown, no log flush: what was not fsynced is gone) while three
@@ -714,7 +710,7 @@ def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_d
     storm_thread = threading.Thread(target=hups, daemon=True)
     storm_thread.start()
     wait_for(lambda: all(c.acked >= 1500 for c in clients), 30, message='1,500 acked each')
-    fail_the_disk(mount_point)
+    fail_the_disk_between_calls(daemon, mount_point)
     status = wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(
         s, 'sync_errors') >= 1, 'the failure counted')
     stop_storm.set()
@@ -735,11 +731,6 @@ def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_d
             c.name, len(missing), acked[c.name], missing[:5], status['events'])
 
 
-@pytest.mark.xfail(strict=False, reason='A5-1, open: about one run in eight, lines acked '
-                   'just before the disk dies are in a rotated backup that is empty on the '
-                   "disk's copy (its data never reached the disk): an ack released without "
-                   'the fsync of that inode, found at the end of the third session of '
-                   '2026-12-05 (also on the code before it); see the closing note')
 def test_a_resend_racing_its_original_on_a_dying_disk_is_never_acked_unsynced(
         ext4_disk, daemon_factory):
     """Two connections of one session (same peer) send the same messages at the same time,
@@ -761,7 +752,7 @@ def test_a_resend_racing_its_original_on_a_dying_disk_is_never_acked_unsynced(
     for t in threads:
         t.start()
     wait_for(lambda: min(first.acked, second.acked) >= 3000, 30, message='both acked')
-    fail_the_disk(mount_point)
+    fail_the_disk_between_calls(daemon, mount_point)
     wait_for_status(daemon, lambda s: events(s, 'write_errors') + events(s, 'sync_errors') >= 1,
                     'the failure counted')
     for c in (first, second):

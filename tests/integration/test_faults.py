@@ -30,7 +30,7 @@ import uuid
 import pytest
 
 from loghog.wire import FLAG_ACK, HEADER, encode_message, make_session, parse_ack
-from tests.support import each_workers, Daemon, wait_for
+from tests.support import each_workers, Daemon, stopped, wait_for
 
 pytestmark = each_workers
 
@@ -682,6 +682,41 @@ def fail_the_disk(mount_point):
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack('I', EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
+
+
+def fail_the_disk_between_calls(daemon, mount_point):
+    """``fail_the_disk`` at an instant when none of the daemon's threads (and processes:
+    receivers, compressors) is inside a system call: each is stopped first.
+
+    For tests that check every acknowledged line reached the disk.  The ext4 shutdown
+    ioctl is not a dead disk in one respect: an fdatasync running while it happens can
+    return success for data that the disk's copy then lacks (A5-1: traced on Linux 6.18,
+    the daemon's fsync of inode 13 through message 15,134 said "ok" 0.1 ms before the next
+    one said EIO, and the copy ended, page-aligned, at message 14,655).  A disk that dies
+    fails the flush; so the disk here dies between system calls: an fsync either finished
+    before (and is on the disk) or starts after (and fails)."""
+    pids = daemon.processes()
+    with stopped(pids):
+        wait_for(lambda: all(_is_stopped(pid) for pid in pids), 10, interval=0.001,
+                 message="every thread of the daemon's processes stopped")
+        fail_the_disk(mount_point)
+
+
+def _is_stopped(pid):
+    """True when every thread of ``pid`` is stopped (or has ended, or the process)."""
+    try:
+        tasks = os.listdir('/proc/%d/task' % pid)
+    except FileNotFoundError:
+        return True
+    for task in tasks:
+        try:
+            with open('/proc/%d/task/%s/stat' % (pid, task)) as stream:
+                state = stream.read().rsplit(')', 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state not in ('T', 't', 'Z', 'X'):    # stopped, or ended (a compressor)
+            return False
+    return True
 
 
 def test_io_errors_are_survived_acked_lines_were_fsynced_and_writing_resumes_on_a_new_disk(
