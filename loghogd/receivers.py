@@ -15,7 +15,9 @@ The main process keeps everything that must have one owner.  ``ReceiverPool`` fo
 receivers, reads their channels in the main loop, queues their lines in the writer, and
 replays their acknowledged connections' frames into the one ``Acknowledger``
 (``RemoteConnection`` stands for such a connection there), which decides duplicates
-across receivers and sends the acks back once the lines are written and synced.
+across receivers and sends the acks back once the lines are written and synced.  The
+replay check of v2-signed lines is made here too, with the one ReplayGuard and the
+sessions (``_take_signed``): a receiver checks the MAC and the clock only.
 
 A receiver that dies is logged and started again (at most once a second per slot); its
 connections are gone, so their clients resend what was not acknowledged.  SIGHUP is the
@@ -81,6 +83,8 @@ REPORTED_FIGURES = {'pid': (int,), 'connections': (int,), 'open': (dict,), 'mess
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
 _MESSAGE_FRAME = (0, b'')
+# A v2-signed line's mark as ``Server.take_signed`` reads it (an envelope's fields).
+SignedMark = collections.namedtuple('SignedMark', 'session seq time_ms')
 
 
 def split_bound(bound):
@@ -130,6 +134,42 @@ class RemoteConnection:
         self.receiver.channel.send(('close', self.cid, reason))
         self.receiver.channel.flush()
         self.receiver.pool.connection_closed(self.receiver, self)
+
+
+class RemotePeer:
+    """The sender of a v2-signed line of a receiver's plain connection or datagram, as
+    ``Server.take_signed`` and ``Server.reject`` see it."""
+
+    __slots__ = ('identity', 'peer', 'peer_host')
+    kind = 'tcp'
+
+    def __init__(self, identity, peer, peer_host):
+        self.identity = identity
+        self.peer = peer
+        self.peer_host = peer_host
+
+
+def _signed_mark(value):
+    """A line's v2 mark (session, number, time) as a receiver sent it."""
+    if (value.__class__ is not tuple or len(value) != 3 or value[0].__class__ is not bytes
+            or value[1].__class__ is not int or value[2].__class__ is not int):
+        raise BrokenReceiver('a signed mark of the wrong shape')
+    return SignedMark(*value)
+
+
+def _marks_by_key(signed):
+    """{key: {index: (SignedMark, RemotePeer)}} from a batch's ``signed``."""
+    if signed.__class__ is not list:
+        raise BrokenReceiver('a batch of the wrong shape')
+    marks = {}
+    for entry in signed:
+        if (entry.__class__ is not tuple or len(entry) != 8 or entry[0].__class__ is not tuple
+                or entry[1].__class__ is not int or entry[5].__class__ is not tuple
+                or entry[6].__class__ is not str or entry[7].__class__ is not str):
+            raise BrokenReceiver('a signed line of the wrong shape')
+        marks.setdefault(entry[0], {})[entry[1]] = (
+            _signed_mark(entry[2:5]), RemotePeer(entry[5], entry[6], entry[7]))
+    return marks
 
 
 class BrokenReceiver(Exception):
@@ -510,11 +550,11 @@ class ReceiverPool:
         if message.__class__ is not tuple or not message:
             raise BrokenReceiver('not a message: %s' % type(message).__name__)
         kind = message[0]
-        if kind == 'batch' and len(message) == 3:
+        if kind == 'batch' and len(message) == 4:
             lines, events = message[1], message[2]
             if lines.__class__ is not dict or events.__class__ is not list:
                 raise BrokenReceiver('a batch of the wrong shape')
-            self._apply_lines(lines)
+            self._apply_lines(lines, _marks_by_key(message[3]) if message[3] else None)
             if events:
                 self._apply_events(receiver, events)
         elif kind == 'stats' and len(message) == 3:
@@ -548,7 +588,9 @@ class ReceiverPool:
             self._table = table
         return self._by_key.get((key[0], key[1]))
 
-    def _apply_lines(self, lines):
+    def _apply_lines(self, lines, marks=None):
+        """Queue a batch's lines; ``marks``: the v2 marks of some ({key: {index: mark}}),
+        whose replay check is made here (``_take_signed``)."""
         queue_for = self.server.writer.queue_for
         for key, batch in lines.items():
             facility = self._facility(key)
@@ -557,7 +599,25 @@ class ReceiverPool:
             if facility is None:
                 self._routed_to_removed(key, len(batch))
                 continue
+            signed = marks.get(key) if marks is not None else None
+            if signed and facility.secret is not None:
+                batch = [line for index, line in enumerate(batch) if index not in signed
+                         or self._take_signed(facility, *signed[index])]
             queue_for(facility, _host(facility, key)).pending.extend(batch)
+
+    def _take_signed(self, facility, mark, source, acks=None):
+        """The replay check of a v2-signed line a receiver routed to ``facility``, made
+        here for every receiver, as one process makes it (Server.take_signed: the
+        acknowledger's numbering of ``acks`` tells a resend from a replay): True if it is
+        to be written; else it is refused (counted, logged, in its acks)."""
+        server = self.server
+        rejection = server.take_signed(mark, source, acks, facility)
+        if rejection is None:
+            return True
+        server.counters.accepted[facility.key] -= 1   # counted by the receiver
+        rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
+        server.reject(rejection, source, acks)
+        return False
 
     def _routed_to_removed(self, key, count):
         """Lines a receiver routed with the table before a reload, to a facility the new
@@ -600,6 +660,10 @@ class ReceiverPool:
                     continue
                 if event[3].__class__ is not str:
                     raise BrokenReceiver('a line that is not text')
+                if (len(event) == 5 and facility.secret is not None
+                        and not self._take_signed(facility, _signed_mark(event[4]), proxy,
+                                                  acks)):
+                    continue
                 log_file = queue_for(facility, _host(facility, key))
                 log_file.pending.append(event[3])
                 acks.files.add(log_file)

@@ -682,12 +682,6 @@ def signed_ack_frame(body, seq):
     return V2Signer('s3cret').sign_frame(frame_v1, SESSION, seq, int(time.time() * 1000))
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w12: in a receiver, ForwardedAcks.session_key is '
-                   "None, so Server.ingest skips the acknowledger's duplicate check (the main "
-                   'process makes it later) and take_signed never sees the resend as numbered: '
-                   "the receiver's ReplayGuard, which saw the original, refuses a resend as "
-                   '`replayed` where one process skips it silently (docs/security.md: "a '
-                   'resend is not a replay"); one the daemon lost and rewound would be lost')
 def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_refused(
         daemon_factory):
     daemon = daemon_factory(SIGNED, server=WORKERS_2)
@@ -706,6 +700,28 @@ def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_
         acks = AckReader(second).until(5)
     assert [r for a in acks for r in a.get('rejected', [])] == []
     assert bodies_under(daemon, 'strict') == ['m1', 'm2', 'm3', 'm4']
+    assert daemon.stop() == 0
+
+
+def test_a_captured_v2_frame_replayed_on_the_other_receiver_is_refused(daemon_factory):
+    """docs/security.md listed it as a limit of workers > 1: each receiver kept its own
+    table of written (session, number), so a frame replayed over a connection that landed
+    on the other receiver was written again.  The main process decides now."""
+    daemon = daemon_factory(SIGNED, server=WORKERS_2)
+    two_receivers(daemon)
+    plain = V2Signer('s3cret').sign_frame(
+        MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'signed once'),
+        SESSION, 1, int(time.time() * 1000))
+    assert send_on_new_connection(daemon, plain)
+    wait_for(lambda: bodies_under(daemon, 'strict') == ['signed once'], message='the original')
+    # The next connection goes to the other receiver (in turn): the same bytes again.
+    sentinel = V2Signer('s3cret').sign_frame(
+        MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'sentinel'),
+        SESSION, 2, int(time.time() * 1000))
+    assert send_on_new_connection(daemon, plain + sentinel)
+    wait_for(lambda: 'sentinel' in bodies_under(daemon, 'strict'), message='the sentinel')
+    assert bodies_under(daemon, 'strict') == ['signed once', 'sentinel']
+    assert 'replayed: session 001122334455 message 1 was written before' in daemon.output()
     assert daemon.stop() == 0
 
 

@@ -3,9 +3,12 @@ ForwardingWriter and ForwardingAcknowledger sends its batches over a real channe
 main process's ReceiverPool applies them to a real Writer and the one Acknowledger, and
 the acks come back to the receiver's connection."""
 
+import time
+
 import pytest
 
-from loghog.wire import make_session
+from loghog.signing import V2Signer
+from loghog.wire import FLAG_ACK, MessageEncoder, make_session
 from loghogd.binding import BoundSockets
 from loghogd.channel import Channel, channel_pair
 from loghogd.config import load_config
@@ -27,6 +30,8 @@ class ReceiverRig:
         self.server = Server(load_config(None), load_facilities(FACILITIES), self.writer,
                              Counters(), None, BoundSockets())
         self.acknowledger = self.server.acknowledger = ForwardingAcknowledger(self.writer)
+        self.server.take_signed = self.writer.take_signed     # as receiver.serve does
+        self.server.now = time.time()
         self.receiver = Receiver(pool, slot, 0, Channel(main_end))
         pool.receivers[slot] = self.receiver
 
@@ -49,6 +54,7 @@ class Pool:
         self.pool = ReceiverPool(2, BoundSockets(), None)
         self.pool.server = self.main.server
         self.receivers = [ReceiverRig(self.pool, slot) for slot in range(2)]
+        self.main.server.now = time.time()
 
     def pass_(self):
         self.main.pass_()
@@ -106,6 +112,66 @@ def test_lines_routed_to_a_facility_a_reload_removed_are_rejected_not_lost_silen
     assert rig.main.counters.rejected['unknown_app'] == 1
 
 
+SESSION = bytes.fromhex('00112233445566778899aabbccddeeff')
+
+
+def signed(body, seq, flags=FLAG_ACK):
+    """A v2-signed message to [strict] (tests/cases/facilities.conf), signed now."""
+    frame = MessageEncoder('strict', 'h', flags=flags).encode('root', 1, 0, body)
+    return V2Signer('s3cret').sign_frame(frame, SESSION, seq, int(time.time() * 1000))
+
+
+def strict_lines(rig):
+    path = rig.main.path.parent.parent / 'strict' / 'root.log'
+    return [line.rsplit(' - ', 1)[1] for line in path.read_text().splitlines()]
+
+
+def test_a_v2_resend_on_the_receiver_of_its_original_is_skipped_not_refused(rig):
+    """A4-w12: the replay check is the main process's, where the session table tells the
+    resend (same peer, same session, its signed number) from a replay."""
+    first, _ = rig.receivers
+    cut = Connection()
+    first.feed(cut, make_session(SESSION.hex(), 1) + signed('m1', 1) + signed('m2', 2))
+    first.acknowledger.closed(cut)
+    cut.closed = True
+    again = Connection()
+    first.feed(again, make_session(SESSION.hex(), 1) + b''.join(
+        signed('m%d' % n, n) for n in (1, 2, 3)))
+    rig.pass_()
+    assert strict_lines(rig) == ['m1', 'm2', 'm3']
+    assert again.acks_received()[-1] == {'ack': 4}
+    assert rig.main.counters.rejected['replayed'] == 0
+    assert rig.main.counters.events['duplicates_skipped'] == 2
+
+
+def test_a_v2_replay_on_another_receiver_is_refused(rig):
+    """The gap docs/security.md listed: each receiver kept its own table of (session,
+    number), so a captured frame replayed on another receiver was written again."""
+    first, second = rig.receivers
+    captured = signed('once', 1, flags=0)
+    first.feed(Connection(), captured + signed('then', 2, flags=0))
+    second.feed(Connection('127.0.0.2'), signed('plain', 3, flags=0) + captured)
+    replayer = Connection('127.0.0.3')
+    second.feed(replayer, make_session(SESSION.hex(), 1) + signed('once', 1))   # acked
+    rig.pass_()
+    assert strict_lines(rig) == ['once', 'then', 'plain']
+    assert rig.main.counters.rejected['replayed'] == 2
+    assert replayer.acks_received()[-1] == {'ack': 2, 'rejected': [[2, 'replayed']]}
+
+
+def test_a_cut_batch_keeps_each_signed_mark_on_its_line():
+    from loghogd.receiver import BATCH_CHARS, cut_batch
+    key = ('strict', 'root', None)
+    line = 'x' * (BATCH_CHARS // 3) + '\n'
+    lines = {key: [line + str(n) for n in range(7)]}
+    marks = [(key, n, b'S' * 16, n, 0, ('h', None), 'h:1', 'h') for n in (0, 4, 6)]
+    batches = cut_batch(lines, [], marks)
+    assert len(batches) > 2
+    found = [part[key][mark[1]] for _, part, _, part_marks in batches for mark in part_marks]
+    assert found == [line + '0', line + '4', line + '6']
+    assert [mark[3] for _, _, _, part_marks in batches for mark in part_marks] == [0, 4, 6]
+
+
 def load_facilities_text(main_rig, text):
     path = main_rig.path.parent.parent / 'reloaded.conf'
     path.write_text(text)
@@ -131,23 +197,23 @@ def test_a_batch_is_cut_into_messages_the_main_process_takes_in_order():
     events in their order; a batch that fits stays one message."""
     from loghogd.receiver import BATCH_CHARS, cut_batch
     small = {('app', 'root', None): ['a\n', 'b\n']}
-    assert cut_batch(small, []) == [('batch', small, [])]
+    assert cut_batch(small, []) == [('batch', small, [], [])]
     line = 'x' * (BATCH_CHARS // 3) + '\n'
     lines = {('app', 'root', None): [line] * 5 + ['last\n'],
              ('app', 'db', None): ['y' * (BATCH_CHARS + 10) + '\n']}
     events = [('line', 7, ('app', 'root', None), line)] * 4 + [('frame', 7)]
     batches = cut_batch(lines, events)
     assert len(batches) > 3
-    for _, part, part_events in batches:
+    for _, part, part_events, _ in batches:
         size = sum(len(text) for pending in part.values() for text in pending)
         size += sum(len(event[3]) for event in part_events if event[0] == 'line')
         assert size <= BATCH_CHARS or (len(part) == 1 and len(next(iter(part.values()))) == 1)
     joined = {}
-    for _, part, _ in batches:
+    for _, part, _, _ in batches:
         for key, pending in part.items():
             joined.setdefault(key, []).extend(pending)
     assert joined == lines
-    assert [e for _, _, part_events in batches for e in part_events] == events
+    assert [e for _, _, part_events, _ in batches for e in part_events] == events
 
 
 def test_the_main_end_of_a_channel_refuses_a_message_over_its_bound_and_garbage():
