@@ -313,7 +313,7 @@ def test_lines_a_receiver_sends_for_no_facility_or_a_path_like_host_stay_in_the_
         ('../../../..', 'root', None): ['for a path\n'],
         ('perhost', 'root', '../../../../escaped'): ['path-like host\n'],
         ('perhost', 'root', '/tmp/absolute'): ['absolute host\n'],
-    }, [])))
+    }, [], [])))
     assert sentinel_written(daemon), daemon.output()[-2000:]
     wait_for(lambda: len(lines_under(daemon, 'perhost')) == 2, message='the perhost lines')
     names = sorted(os.listdir(daemon.logdir / 'perhost'))
