@@ -354,17 +354,50 @@ class StatsReporter:
             self.channel.flush()
 
 
+class Watermark:
+    """A task of the receiver's server: the main process rotates a file at a deadline once
+    every receiver has handed over the lines it received before it (attack finding
+    A4-w13).  The main process sends its next deadline; at the first clock reading at or
+    after it (the reading its next lines are stamped with), this receiver sends what it
+    holds, then ('stamped', that reading): the lines after that message were received
+    after the deadline.  The loop wakes at the deadline even with nothing to read."""
+
+    def __init__(self, server, channel):
+        self.server = server
+        self.channel = channel
+        self.deadline = None
+        self._read_clock = server._read_clock
+        server._read_clock = self.read_clock
+
+    def read_clock(self):
+        now = self._read_clock()
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            self.server.writer.flush(now, force=True)
+            self.channel.send_blocking(('stamped', now))
+        return now
+
+    def next_deadline(self):
+        return self.deadline
+
+    def tick(self, now):
+        self.read_clock()
+
+
 class ChannelReader:
     """The receiver's end of its channel in its loop: messages from the main process."""
 
-    def __init__(self, server, channel, acknowledger):
+    def __init__(self, server, channel, acknowledger, watermark=None):
         self.server = server
         self.channel = channel
         self.acknowledger = acknowledger
+        self.watermark = watermark
 
     def on_event(self, mask):
         for message in self.channel.receive():
-            if message[0] == 'stop':
+            if message[0] == 'deadline':
+                self.watermark.deadline = message[1]
+            elif message[0] == 'stop':
                 self.server.stopping = True     # the main process's SIGTERM (or SIGINT)
             elif message[0] == 'reload':
                 self.server.reloader.take(message[1], message[2])
@@ -469,9 +502,10 @@ def serve(server, channel, handoff=None, tls_context=None):
     acknowledger = ForwardingAcknowledger(writer)
     server.acknowledger = acknowledger
     server.take_signed = writer.take_signed   # decided in the main process (A4-w12)
-    reader = ChannelReader(server, channel, acknowledger)
+    watermark = Watermark(server, channel)
+    reader = ChannelReader(server, channel, acknowledger, watermark)
     reporter = writer.reporter = StatsReporter(server, channel)
-    server.tasks.append(reporter)
+    server.tasks += [reporter, watermark]
     server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
     if handoff is not None:
         handoffs = HandOffReader(server, handoff, tls_context)

@@ -17,7 +17,9 @@ replays their acknowledged connections' frames into the one ``Acknowledger``
 (``RemoteConnection`` stands for such a connection there), which decides duplicates
 across receivers and sends the acks back once the lines are written and synced.  The
 replay check of v2-signed lines is made here too, with the one ReplayGuard and the
-sessions (``_take_signed``): a receiver checks the MAC and the clock only.
+sessions (``_take_signed``): a receiver checks the MAC and the clock only.  A scheduled
+rotation waits until every receiver has handed over the lines it received before its
+deadline (the watermark, A4-w13: see "rotation's watermark" below).
 
 A receiver that dies is logged and started again (at most once a second per slot); its
 connections are gone, so their clients resend what was not acknowledged.  SIGHUP is the
@@ -79,6 +81,11 @@ REPORTED_COUNTERS = frozenset(('events', 'accepted', 'accepted_bytes', 'rejected
                                'rejected_by_peer', 'connections_accepted'))
 REPORTED_FIGURES = {'pid': (int,), 'connections': (int,), 'open': (dict,), 'messages': (int,),
                     'cpu_s': (int, float), 'max_rss_kb': (int,)}
+# How long the main process holds a scheduled rotation, once its deadline has passed, for
+# a receiver that has not yet said it handed over every line it received before the
+# deadline (A4-w13; they say so within a loop pass, a millisecond or so): a stopped or
+# stuck receiver cannot hold rotation longer; it is logged and counted.
+WATERMARK_WAIT_S = 1.0
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
@@ -203,6 +210,11 @@ class Receiver:
         self.stats = {}         # its last figures (pid, connections, messages, CPU)
         self.generation = 0     # the generation of the table it routes with (reloads)
         self.last_counts = {}   # its counters as last reported (cumulative)
+        # Rotation's watermark (A4-w13): every line it received before this time (its
+        # clock) has been handed over; its messages after the one that said so, kept
+        # here (its channel not read) until the held deadline is let go.
+        self.stamped = 0.0
+        self.parked = None
 
     def on_event(self, mask):
         self.pool.read(self)
@@ -241,6 +253,13 @@ class ReceiverPool:
         self._listeners_open = True
         self._retry_at = 0.0        # when waiting connections are offered again
         self._reap_at = 0.0         # when an exited receiver's status is asked for again
+        # Rotation's watermark (A4-w13): the deadline held until every receiver has handed
+        # over what it received before it; when the hold gives up on a late one; the
+        # last deadline let go.
+        self.held = None
+        self._held_until = None
+        self._passed = float('-inf')
+        self._parked = []           # the receivers whose messages wait, in that order
 
     # -- start, restart, stop ----------------------------------------------------------
 
@@ -283,7 +302,10 @@ class ReceiverPool:
         receiver_handoff.close()
         receiver = Receiver(self, slot, pid, Channel(main_end), main_handoff)
         receiver.generation = self.generation   # forked with the main process's table
-        receiver.started_at = self.server.clock()
+        receiver.started_at = receiver.stamped = self.server.clock()
+        if self.held is not None:
+            receiver.channel.send(('deadline', self.held))
+            receiver.channel.flush()
         self.receivers[slot] = receiver
         self.server.loop.register(main_end, 1, receiver.on_event)   # EVENT_READ
         log.info('receiver %d started (pid %d)', slot, pid)
@@ -373,6 +395,8 @@ class ReceiverPool:
         in the log), drain their peers and exit, while the main process goes on writing and
         acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
         self.stopping = True
+        if self.held is not None:
+            self._let_go()    # the receivers' channels are all read from now on
         for listener in self.server.listeners:
             listener.pause()
         while self.waiting:
@@ -407,10 +431,14 @@ class ReceiverPool:
             pending.append(self._reap_at)
         if self.waiting and not self.stopping:
             pending.append(self._retry_at)
+        watermark = self._watermark_deadline()
+        if watermark is not None:
+            pending.append(watermark)
         return min(pending) if pending else None
 
     def tick(self, now):
         self._reap_at = now + REAP_PATIENCE_S
+        self._watch_rotation(now)
         if self._announcing is not None and now >= self._announcing[2]:
             generation = self._announcing[1]
             for receiver in list(self.receivers.values()):
@@ -475,6 +503,94 @@ class ReceiverPool:
                 return
             time.sleep(0.001)
 
+    # -- rotation's watermark (A4-w13) ----------------------------------------------------
+    #
+    # A receiver stamps a line when it reads it and hands it over later; the main process
+    # rotates by its own clock.  So the main process holds a scheduled rotation (the
+    # Rotator's ``hold``) until every live receiver has said, after its clock passed the
+    # deadline, that it handed over all it received before (receiver.Watermark: its
+    # ('stamped', time) message).  The lines a receiver sends after saying so wait in
+    # ``parked`` (its channel is not read), and the lines of the others are written to the
+    # file of the period before, until all have said it (or WATERMARK_WAIT_S after the
+    # main process saw the deadline pass: logged); then the hold is let go, the files
+    # rotate, and the parked lines go to the new ones.
+
+    def _watermark_deadline(self):
+        """When ``tick`` has watermark work (None: none)."""
+        rotation = self.server.writer.rotation if self.server is not None else None
+        if rotation is None or self.stopping:
+            return None
+        nearest = rotation.nearest()
+        if self.held is None:
+            return 0.0 if self._passed < nearest < float('inf') else None
+        if nearest < self.held or self._all_stamped(self.held):
+            return 0.0
+        return self.held if self._held_until is None else self._held_until
+
+    def _all_stamped(self, deadline):
+        return all(r.stamped >= deadline or r.done
+                   for r in self.receivers.values() if not r.exited)
+
+    def _watch_rotation(self, now):
+        rotation = self.server.writer.rotation
+        if rotation is None or self.stopping:
+            return
+        if self.held is not None:
+            if self._all_stamped(self.held):
+                self._let_go()
+            elif now >= self.held and self._held_until is None:
+                self._held_until = now + WATERMARK_WAIT_S
+            elif self._held_until is not None and now >= self._held_until:
+                late = ['%d (pid %d)' % (r.slot, r.pid) for r in self.receivers.values()
+                        if not (r.exited or r.done or r.stamped >= self.held)]
+                self.server.counters.count('rotation_watermark_timeouts')
+                log.warning('rotating without waiting longer for receiver %s: it did not '
+                            'hand over the lines it received before the deadline within '
+                            '%gs (they may be written to the next file)', ', '.join(late),
+                            WATERMARK_WAIT_S)
+                self._let_go()
+        nearest = rotation.nearest()
+        if self._passed < nearest < float('inf') and (self.held is None
+                                                       or nearest < self.held):
+            self._hold(nearest)
+
+    def _hold(self, deadline):
+        """Hold the rotations due at ``deadline`` (and later) until every receiver has
+        handed over what it received before it."""
+        self.held = deadline
+        self._held_until = None
+        self.server.writer.rotation.hold = deadline
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                receiver.channel.send(('deadline', deadline))
+                receiver.channel.flush()
+
+    def _stamped(self, receiver, stamped):
+        if stamped.__class__ is not float:
+            raise BrokenReceiver('a watermark that is not a time')
+        receiver.stamped = max(receiver.stamped, stamped)
+        if self.held is not None and stamped >= self.held and receiver.parked is None:
+            receiver.parked = []     # what it sent after: received after the deadline
+            self._parked.append(receiver)
+            self.server.loop.unregister(receiver.channel.sock)
+
+    def _let_go(self):
+        """Let the held rotations happen (the next flush or the Rotator's tick rotates
+        before it writes), then take the parked messages."""
+        self._passed = self.held
+        self.held = self._held_until = None
+        self.server.writer.rotation.hold = float('inf')
+        parked_in_order, self._parked = self._parked, []
+        for receiver in parked_in_order:    # in the order they said it
+            parked, receiver.parked = receiver.parked, None
+            if parked is None or receiver.exited:
+                continue
+            self.server.loop.register(receiver.channel.sock, 1, receiver.on_event)
+            try:
+                self._take_all(receiver, parked)
+            except Exception as exc:
+                self._broken(receiver, exc)
+
     # -- connections to receivers -------------------------------------------------------
 
     def hand_off(self, sock, kind, address):
@@ -538,13 +654,19 @@ class ReceiverPool:
         receiver, killed and started again, never the main process (attack findings
         A4-w5, A4-w6)."""
         try:
-            for message in receiver.channel.receive(self.max_message_bytes):
-                self._take(receiver, message)
+            self._take_all(receiver, receiver.channel.receive(self.max_message_bytes))
         except Exception as exc:
             self._broken(receiver, exc)
             return
-        if receiver.channel.eof:
+        if receiver.channel.eof and receiver.parked is None:
             self._exited(receiver)
+
+    def _take_all(self, receiver, messages):
+        for index, message in enumerate(messages):
+            if receiver.parked is not None:   # its watermark passed a held deadline
+                receiver.parked += messages[index:]
+                return
+            self._take(receiver, message)
 
     def _take(self, receiver, message):
         if message.__class__ is not tuple or not message:
@@ -563,6 +685,8 @@ class ReceiverPool:
             receiver.done = True
         elif kind == 'reloaded' and len(message) == 3:
             self._reloaded(receiver, message[1], message[2])
+        elif kind == 'stamped' and len(message) == 2:
+            self._stamped(receiver, message[1])
         else:
             raise BrokenReceiver('an unknown message %r' % (str(kind)[:40],))
 

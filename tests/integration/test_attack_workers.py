@@ -728,14 +728,6 @@ def test_a_captured_v2_frame_replayed_on_the_other_receiver_is_refused(daemon_fa
 # -- A4-w13: lines received before a rotation land in the next period's file ---------------
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason='libfaketime is not installed')
-@pytest.mark.xfail(strict=True, reason="A4-w13: a receiver stamps a line when it reads it and "
-                   'hands it over in a batch later (BATCH_DELAY_S, 0.5 ms, or as long as the '
-                   'main process is not scheduled); the main process writes it with its own '
-                   'clock (Writer.flush(self.now) rotates first), so a line '
-                   'stamped just before a rotation\'s deadline is written after the rotation, '
-                   'into the next period\'s file (docs/rotation.md: "each line lands in the '
-                   'file of the period it was received in"; one process writes a line with '
-                   'the time it was stamped with)')
 def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_path):
     daemon = ClockedDaemon(tmp_path, APP, '2024-05-15 23:59:56', server=WORKERS_2)
     daemon.start()
@@ -785,6 +777,8 @@ def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_p
     early = [line for name, line in lines if name == 'live' and line < '2024-05-16']
     assert early == [], '%d lines of the 15th in the file of the 16th: %s' % (
         len(early), early[:3])
+    # The rotation waited for the receivers' watermark, not for its bound.
+    assert 'rotating without waiting longer' not in daemon.output()
 
 
 # -- A4-w14: the receivers and the main process each read facilities.conf, at their own time --

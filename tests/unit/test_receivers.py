@@ -14,9 +14,11 @@ from loghogd.channel import Channel, channel_pair
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
 from loghogd.receiver import ForwardingAcknowledger, ForwardingWriter
-from loghogd.receivers import Receiver, ReceiverPool
+from loghogd.receivers import WATERMARK_WAIT_S, Receiver, ReceiverPool
 from loghogd.server import Server
 from loghogd.stats import Counters
+from loghog.wire import encode_message
+from loghogd.receiver import ChannelReader
 from tests.unit.test_acknowledger import FACILITIES, Connection, Rig, message
 
 
@@ -230,3 +232,151 @@ def test_the_main_end_of_a_channel_refuses_a_message_over_its_bound_and_garbage(
         finally:
             ours.close()
             theirs.close()
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class WatermarkRig:
+    """The main process (Writer, Rotator, Server on a loop, ReceiverPool) and two
+    receivers (Server on a ForwardingWriter, with its Watermark), on one fake clock, the
+    day before a daily rotation."""
+
+    def __init__(self, tmp_path):
+        import datetime
+
+        from loghogd.compressor import Compressor
+        from loghogd.loop import EventLoop
+        from loghogd.receiver import Watermark
+        from loghogd.rotation import Rotator
+        from loghogd.writer import Writer
+        conf = tmp_path / 'facilities.conf'
+        conf.write_text('[app]\nrotate = daily\nbackup_count = 3\n')
+        table = load_facilities(str(conf))
+        self.folder = tmp_path / 'log' / 'app'
+        self.midnight = time.mktime(datetime.datetime(2024, 5, 16).timetuple())
+        self.clock = clock = Clock(self.midnight - 10)
+        self.counters = Counters()
+        (tmp_path / 'log').mkdir()
+        (tmp_path / 'lib').mkdir()
+        self.writer = Writer(str(tmp_path / 'log'), self.counters)
+        self.compressor = Compressor('gzip', 1, lambda: None)
+        self.rotator = Rotator(self.writer, table, str(tmp_path / 'log'), str(tmp_path / 'lib'),
+                               self.compressor, self.counters)
+        self.rotator.start(clock())
+        self.loop = EventLoop()
+        main = Server(load_config(None), table, self.writer, self.counters, self.loop,
+                      BoundSockets(), clock=clock)
+        self.pool = ReceiverPool(2, BoundSockets(), None)
+        self.pool.server = main
+        self.pool.max_message_bytes = 1 << 26
+        self.receivers = []
+        for slot in range(2):
+            main_end, receiver_end = channel_pair()
+            channel = Channel(receiver_end)
+            forwarding = ForwardingWriter(channel)
+            server = Server(load_config(None), table, forwarding, Counters(), None,
+                            BoundSockets(), clock=clock)
+            server.acknowledger = ForwardingAcknowledger(forwarding)
+            receiver = self.pool.receivers[slot] = Receiver(self.pool, slot, 0, Channel(main_end))
+            self.loop.register(main_end, 1, receiver.on_event)
+            self.receivers.append((server, forwarding, Watermark(server, channel), receiver))
+
+    def receive(self, slot, body, send):
+        """Receiver ``slot`` reads a message at the clock's time (and sends it or not)."""
+        server, forwarding = self.receivers[slot][:2]
+        server._read_clock()
+        server.ingest(Connection().splitter.feed(memoryview(
+            encode_message('app', 'root', 1, 0, 'h', body))), Connection())
+        if send:
+            forwarding.flush(self.clock(), force=True)
+
+    def take_deadline(self, slot):
+        """Receiver ``slot`` reads what the main process sent it."""
+        server, forwarding, watermark, _ = self.receivers[slot]
+        ChannelReader(server, forwarding.channel, server.acknowledger, watermark).on_event(0)
+        return watermark.deadline
+
+    def main_pass(self):
+        """The main process's loop pass: read the channels, flush, run its tasks."""
+        self.loop.run_once(0.05)
+        self.writer.flush(self.clock())
+        for task in (self.pool, self.rotator):
+            deadline = task.next_deadline()
+            if deadline is not None and self.clock() >= deadline:
+                task.tick(self.clock())
+
+    def close(self):
+        self.writer.close(self.clock())
+        self.rotator.close()
+        self.compressor.close()
+
+    def files(self):
+        """{'backup' or 'live': [bodies]}: the backup of the 15th and the live file."""
+        import os
+        bodies = {}
+        for name in os.listdir(self.folder):
+            key = 'live' if name == 'root.log' else 'backup'
+            assert key == 'live' or name.startswith('root.log.2024-05-15'), name
+            bodies[key] = [line.rsplit(' - ', 1)[1]
+                           for line in (self.folder / name).read_text().splitlines()]
+        return bodies
+
+
+@pytest.fixture
+def watermark(tmp_path):
+    rig = WatermarkRig(tmp_path)
+    yield rig
+    rig.close()
+
+
+def test_a_rotation_waits_for_every_receiver_to_hand_over_what_it_received_before(watermark):
+    """A4-w13: a receiver stamps lines when it reads them and hands them over later; the
+    main process holds a deadline's rotation until every receiver has said (after its
+    clock passed the deadline) that it handed over what it received before, so the lines
+    of the day before go to its file and none of the day after."""
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    assert rig.pool.held == midnight
+    assert [rig.take_deadline(slot) for slot in (0, 1)] == [midnight] * 2
+    clock.now = midnight - 0.1
+    rig.receive(0, 'late in the day', send=False)      # read before midnight, held back
+    clock.now = midnight + 0.2
+    rig.main_pass()                                    # the main process's clock passed
+    clock.now = midnight + 0.25
+    rig.receive(1, 'next day', send=True)    # the other receiver: its watermark first
+    rig.main_pass()
+    assert rig.pool.held == midnight and rig.receivers[1][3].parked
+    clock.now = midnight + 0.3
+    rig.receive(0, 'next day too', send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held != midnight
+    rig.writer.flush(clock())
+    assert rig.files() == {'backup': ['day one', 'late in the day'],
+                           'live': ['next day', 'next day too']}
+    assert rig.counters.events['rotation_watermark_timeouts'] == 0
+
+
+def test_a_receiver_that_never_hands_over_holds_the_rotation_a_second_at_most(watermark):
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    rig.take_deadline(0)       # receiver 1 is stuck: it never reads its channel again
+    clock.now = midnight + 0.1
+    rig.receive(0, 'next day', send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held == midnight and rig.files() == {'live': ['day one']}
+    clock.now = midnight + 0.1 + WATERMARK_WAIT_S
+    rig.main_pass()
+    rig.main_pass()
+    rig.writer.flush(clock())
+    assert rig.files() == {'backup': ['day one'], 'live': ['next day']}
+    assert rig.counters.events['rotation_watermark_timeouts'] == 1
