@@ -450,32 +450,41 @@ class ChannelReloader(Reloader):
 
 
 class HandOffReader:
-    """Connections the main process accepted and handed to this receiver."""
+    """Connections the main process accepted and handed to this receiver.  Each is
+    answered on the channel: taken, or refused because this receiver is out of file
+    descriptors (the kernel closed the copy it could not give us; attack finding A4-w10:
+    the connection was lost).  The main process keeps its own copy until the answer and
+    gives a refused one to another receiver, or keeps it waiting, as one process keeps
+    a connection in the backlog while it has no descriptor for it."""
 
-    def __init__(self, server, sock, tls_context):
+    def __init__(self, server, sock, tls_context, channel):
         self.server = server
         self.sock = sock
+        self.channel = channel
         # Used to open the handed-off sockets only: they listen on nothing here.
         self.listeners = {'tcp': StreamListener(server, None, 'tcp'),
                           'tls': StreamListener(server, None, 'tls', tls_context)}
 
     def on_event(self, mask):
         taken = take_handed_off(self.sock)
-        for sock, kind, address in taken:
+        accepted, refused = [], []
+        for sock, kind, address, number in taken:
             listener = self.listeners.get(kind)
-            if sock is None:
-                # Out of descriptors: the kernel closed it (attack finding A4-w10: the
-                # client sees a reset and resends what was not acknowledged).
-                self.server.counters.count('connections_lost_handoff')
-                self.server.warn('handoff_lost', 'a %s connection from %s was lost: this '
-                                 'receiver (pid %d) is out of file descriptors (raise the '
-                                 'limit, or lower max_connections)', kind,
-                                 format_address(*address[:2]), os.getpid())
-            elif self.server.stopping or listener is None:
-                sock.close()   # (no other kind is handed off: receivers.HANDED_OFF)
+            if sock is None or self.server.stopping or listener is None:
+                if sock is not None:
+                    sock.close()    # stopping: another receiver takes it
+                else:
+                    self.server.warn('handoff_refused', 'this receiver (pid %d) is out of '
+                                     'file descriptors: a %s connection from %s goes to '
+                                     'another (raise the limit, or lower max_connections)',
+                                     os.getpid(), kind, format_address(*address[:2]))
+                refused.append(number)
             else:
                 listener._open(sock, address)
-        if not taken:
+                accepted.append(number)
+        if taken:
+            self.channel.send_blocking(('handoff', accepted, refused))
+        else:
             try:
                 alive = self.sock.recv(1, socket.MSG_PEEK) != b''
             except (BlockingIOError, InterruptedError):
@@ -508,7 +517,7 @@ def serve(server, channel, handoff=None, tls_context=None):
     server.tasks += [reporter, watermark]
     server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
     if handoff is not None:
-        handoffs = HandOffReader(server, handoff, tls_context)
+        handoffs = HandOffReader(server, handoff, tls_context, channel)
         server.loop.register(handoff, 1, handoffs.on_event)
     writer.finish = lambda: _wait_for_final_acks(server, channel, reporter, acknowledger)
     server.run()

@@ -61,6 +61,9 @@ REAP_PATIENCE_S = 0.1
 # their hand-off sockets full), and how often they are offered again.
 MAX_WAITING = 256
 WAITING_RETRY_S = 0.002
+# A receiver that refused a connection (out of file descriptors, A4-w10) is offered none
+# for this long; then it is tried again.
+FULL_BACKOFF_S = 0.5
 # After SIGTERM, receivers have this long to drain their peers and exit (server.py's
 # DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
 # daemon's 10 s bound holds.
@@ -215,6 +218,10 @@ class Receiver:
         # here (its channel not read) until the held deadline is let go.
         self.stamped = 0.0
         self.parked = None
+        # Connections handed over, kept open here until it says it took them:
+        # {number: (socket, kind, address)}; and until when it is offered none (full).
+        self.handing = {}
+        self.full_until = 0.0
 
     def on_event(self, mask):
         self.pool.read(self)
@@ -260,6 +267,7 @@ class ReceiverPool:
         self._held_until = None
         self._passed = float('-inf')
         self._parked = []           # the receivers whose messages wait, in that order
+        self._handoffs = 0          # the number of the last connection handed over
 
     # -- start, restart, stop ----------------------------------------------------------
 
@@ -325,6 +333,9 @@ class ReceiverPool:
         for sock, _, _ in self.waiting:
             sock.close()
         self.waiting.clear()
+        for receiver in self.receivers.values():
+            for sock, _, _ in receiver.handing.values():
+                sock.close()   # a copy here would keep the connection open past its close
         # What the running main process holds open that a receiver has no use for: its
         # log files (a rotated, deleted file kept its disk space while the receiver ran)
         # and its own connections ([syslog]: their peers missed the close) (A4-w7).
@@ -451,6 +462,9 @@ class ReceiverPool:
         if self.waiting and now >= self._retry_at:
             self._hand_off_waiting()
             self._retry_at = now + WAITING_RETRY_S
+            live = [r for r in self.receivers.values() if not (r.exited or r.done)]
+            if live and all(now < r.full_until for r in live):
+                self._retry_at = min(r.full_until for r in live)   # all out of descriptors
         for receiver in list(self.receivers.values()):
             if receiver.channel.outgoing and not receiver.exited:
                 receiver.channel.flush()
@@ -474,6 +488,11 @@ class ReceiverPool:
             receiver.handoff.close()
         for proxy in list(receiver.proxies.values()):
             self.connection_closed(receiver, proxy)
+        # Connections it had not answered for: it may have read from them, so they are not
+        # given to another (its clients resend what was not acknowledged).
+        for sock, _, _ in receiver.handing.values():
+            sock.close()
+        receiver.handing.clear()
         self._reap(receiver)
         if not self.stopping:
             # Whatever it said before (a receiver that got a SIGTERM of its own says it is
@@ -614,17 +633,41 @@ class ReceiverPool:
                          'take it', address)
 
     def _give(self, sock, kind, address):
+        """Hand ``sock`` to the next receiver that can take it; it stays open here until
+        that receiver says it took it (``_handed``)."""
         slots = sorted(self.receivers)
+        now = self.server.clock()
         for offset in range(len(slots)):
             slot = slots[(self._next_slot + offset) % len(slots)]
             receiver = self.receivers[slot]
-            if receiver.exited or receiver.done:
+            if receiver.exited or receiver.done or now < receiver.full_until:
                 continue
-            if hand_off(receiver.handoff, sock, kind, address):
+            self._handoffs += 1
+            if hand_off(receiver.handoff, sock, kind, address, self._handoffs):
                 self._next_slot = (self._next_slot + offset + 1) % len(slots)
-                sock.close()
+                receiver.handing[self._handoffs] = (sock, kind, address)
                 return True
         return False
+
+    def _handed(self, receiver, taken, refused):
+        """``receiver``'s answer for connections handed to it: those it took are closed
+        here; those it refused (out of file descriptors) go to another receiver, or wait
+        here with accepting paused, and it is offered none for FULL_BACKOFF_S."""
+        if (taken.__class__ is not list or refused.__class__ is not list
+                or not all(n.__class__ is int for n in taken + refused)):
+            raise BrokenReceiver('a hand-off answer of the wrong shape')
+        for number in taken:
+            handed = receiver.handing.pop(number, None)
+            if handed is not None:
+                handed[0].close()
+        if not refused:
+            return
+        receiver.full_until = self.server.clock() + FULL_BACKOFF_S
+        for number in refused:
+            handed = receiver.handing.pop(number, None)
+            if handed is not None:
+                self.server.counters.count('handoffs_refused')
+                self.hand_off(*handed)
 
     def _hand_off_waiting(self):
         while self.waiting:
@@ -687,6 +730,8 @@ class ReceiverPool:
             self._reloaded(receiver, message[1], message[2])
         elif kind == 'stamped' and len(message) == 2:
             self._stamped(receiver, message[1])
+        elif kind == 'handoff' and len(message) == 3:
+            self._handed(receiver, message[1], message[2])
         else:
             raise BrokenReceiver('an unknown message %r' % (str(kind)[:40],))
 

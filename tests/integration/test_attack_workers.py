@@ -573,11 +573,6 @@ def lowest_free_fd(pid):
     return min(set(range(len(used) + 1)) - used)
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w10: a receiver at its RLIMIT_NOFILE cannot take a '
-                   'handed-off descriptor: the kernel closes it (MSG_CTRUNC); '
-                   'the main process already closed its copy, so the connection is reset and '
-                   'its lines lost (logged and counted since: connections_lost_handoff; one '
-                   'process would pause accepting, the connection kept in the backlog)')
 def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     four_clients_with_the_first_receiver_out_of_descriptors(daemon)
@@ -585,9 +580,9 @@ def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
     assert daemon.stop() == 0
 
 
-def test_a_connection_lost_by_a_receiver_out_of_descriptors_is_logged(daemon_factory):
-    """What A4-w10 still costs is visible: the receiver logs the lost connection, and
-    `loghogd status` counts it (connections_lost_handoff, README)."""
+def test_a_connection_refused_by_a_receiver_out_of_descriptors_is_logged(daemon_factory):
+    """A receiver out of descriptors is visible: it logs that it is, and `loghogd status`
+    counts the connections it gave back (handoffs_refused, README)."""
     daemon = daemon_factory(APP, server=WORKERS_2, sections={'stats': {'interval': '0.2'}})
     four_clients_with_the_first_receiver_out_of_descriptors(daemon)
     wait_for(lambda: 'out of file descriptors' in daemon.output(), 10, message='the loss logged')
@@ -597,8 +592,8 @@ def test_a_connection_lost_by_a_receiver_out_of_descriptors_is_logged(daemon_fac
             status = json.loads((daemon.rundir / 'status.json').read_text())
         except (FileNotFoundError, ValueError):
             return False
-        return status['events'].get('connections_lost_handoff', 0) >= 1
-    wait_for(counted, 10, message='the loss counted in status')
+        return status['events'].get('handoffs_refused', 0) >= 1
+    wait_for(counted, 10, message='the refusal counted in status')
     assert daemon.stop() == 0
 
 

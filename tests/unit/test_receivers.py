@@ -380,3 +380,43 @@ def test_a_receiver_that_never_hands_over_holds_the_rotation_a_second_at_most(wa
     rig.writer.flush(clock())
     assert rig.files() == {'backup': ['day one'], 'live': ['next day']}
     assert rig.counters.events['rotation_watermark_timeouts'] == 1
+
+
+def test_a_connection_a_receiver_refuses_goes_to_another_and_stays_open(tmp_path):
+    """A4-w10: the main process keeps its copy of a handed-off connection until the
+    receiver answers; one it refuses (out of descriptors: the kernel closed the copy it
+    could not give) goes to the next receiver, which is then the only holder."""
+    import socket
+
+    from loghogd.channel import handoff_pair, take_handed_off
+    main = Rig(tmp_path)
+    pool = ReceiverPool(2, BoundSockets(), None)
+    pool.server = main.server
+    ends = []
+    for slot in range(2):
+        main_end, _ = channel_pair()
+        main_handoff, receiver_handoff = handoff_pair()
+        pool.receivers[slot] = Receiver(pool, slot, 0, Channel(main_end), main_handoff)
+        ends.append(receiver_handoff)
+    client, accepted = socket.socketpair()
+    with client:
+        pool.hand_off(accepted, 'tcp', ('127.0.0.1', 1))
+        (lost, _, _, number), = take_handed_off(ends[0])
+        lost.close()                  # as the kernel does for a process at its limit
+        pool._handed(pool.receivers[0], [], [number])
+        assert main.counters.events['handoffs_refused'] == 1
+        (taken, kind, address, number), = take_handed_off(ends[1])
+        assert accepted.fileno() != -1     # not closed before the second answers
+        pool._handed(pool.receivers[1], [number], [])
+        assert accepted.fileno() == -1 and pool.receivers[1].handing == {}
+        client.sendall(b'still open')
+        assert taken.recv(100) == b'still open'
+        taken.close()
+        assert client.recv(100) == b''     # no copy left behind
+    # Offered none while it is full: the next connection goes to the other one.
+    other, accepted = socket.socketpair()
+    with other:
+        pool.hand_off(accepted, 'tcp', ('127.0.0.1', 2))
+        assert take_handed_off(ends[0]) == []
+        (again, _, _, _), = take_handed_off(ends[1])
+        again.close()
