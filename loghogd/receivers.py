@@ -398,7 +398,12 @@ class ReceiverPool:
         self._check_announcement()
 
     def _kill(self, receiver):
-        self._kill(receiver)
+        """Kill ``receiver``; it is started again (``_exited``), with the current table."""
+        try:
+            os.kill(receiver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._exited(receiver)
         self._check_announcement()
 
     def stop(self):

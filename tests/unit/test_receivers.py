@@ -420,3 +420,24 @@ def test_a_connection_a_receiver_refuses_goes_to_another_and_stays_open(tmp_path
         assert take_handed_off(ends[0]) == []
         (again, _, _, _), = take_handed_off(ends[1])
         again.close()
+
+
+def test_a_receiver_that_cannot_apply_a_reload_is_killed_and_started_again(tmp_path):
+    """_kill called itself (RecursionError): a receiver that said it could not apply the
+    reloaded facilities was killed only by the error's way out (as a broken receiver), and
+    one that had not answered in RELOAD_CONFIRM_S was never killed."""
+    import subprocess
+
+    from loghogd.loop import EventLoop
+    main = Rig(tmp_path)
+    main.server.loop = EventLoop()
+    pool = ReceiverPool(2, BoundSockets(), None)
+    pool.server = main.server
+    child = subprocess.Popen(['sleep', '60'])
+    main_end, _ = channel_pair()
+    receiver = pool.receivers[0] = Receiver(pool, 0, child.pid, Channel(main_end))
+    pool.generation = 1
+    pool._reloaded(receiver, 1, False)
+    assert receiver.exited and receiver.reaped
+    assert receiver.exit_status == 'killed by SIGKILL'
+    assert 0 in pool.restart_at
