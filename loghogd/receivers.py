@@ -619,7 +619,8 @@ class ReceiverPool:
 
     def hand_off(self, sock, kind, address):
         """Give an accepted connection to the next receiver that can take it (round
-        robin); the main process's copy of it is closed.  While none can (all are being
+        robin; with max_connections_per_peer, its address's receiver first); the main
+        process's copy of it is closed once the receiver took it.  While none can (all are being
         restarted), it waits here, MAX_WAITING at most."""
         if not self.waiting and self._give(sock, kind, address):
             return
@@ -642,14 +643,19 @@ class ReceiverPool:
         that receiver says it took it (``_handed``)."""
         slots = sorted(self.receivers)
         now = self.server.clock()
+        # With max_connections_per_peer, an address's connections all go to one receiver,
+        # whose slots count them (A4-w8: in turn, one address held workers x the cap).
+        pinned = self.server.config.server.max_connections_per_peer is not None
+        first = hash(address[0]) % len(slots) if pinned else self._next_slot
         for offset in range(len(slots)):
-            slot = slots[(self._next_slot + offset) % len(slots)]
+            slot = slots[(first + offset) % len(slots)]
             receiver = self.receivers[slot]
             if receiver.exited or receiver.done or now < receiver.full_until:
                 continue
             self._handoffs += 1
             if hand_off(receiver.handoff, sock, kind, address, self._handoffs):
-                self._next_slot = (self._next_slot + offset + 1) % len(slots)
+                if not pinned:
+                    self._next_slot = (first + offset + 1) % len(slots)
                 receiver.handing[self._handoffs] = (sock, kind, address)
                 return True
         return False

@@ -399,11 +399,6 @@ def test_a_receiver_started_again_holds_no_log_file_open(daemon_factory):
 
 # -- A4-w8: max_connections_per_peer holds per receiver, not per address --------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-w8: max_connections_per_peer is counted by each '
-                   "receiver's Slots for the connections it was handed; the main process hands "
-                   'them out in turn, so one address holds workers x the cap (README said '
-                   '"one IP address may hold"; it now says the cap counts per receiver: a '
-                   'known limit until the main process counts at hand-off)')
 def test_max_connections_per_peer_is_what_one_address_holds_with_two_receivers(daemon_factory):
     daemon = daemon_factory(APP, server=dict(WORKERS_2, max_connections_per_peer='1'))
     two_receivers(daemon)
