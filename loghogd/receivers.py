@@ -11,6 +11,10 @@
     main process: ReceiverPool ──► Writer (files, fsync) ─► Acknowledger (sessions, acks)
                                    Rotator, Compressor, status, signals, reload
 
+The main process accepts TCP and TLS connections and hands each to a receiver in turn; it
+keeps its copy until the receiver says it took it (one out of file descriptors gives it
+back: it goes to another, A4-w10).
+
 The main process keeps everything that must have one owner.  ``ReceiverPool`` forks the
 receivers, reads their channels in the main loop, queues their lines in the writer, and
 replays their acknowledged connections' frames into the one ``Acknowledger``
@@ -546,6 +550,8 @@ class ReceiverPool:
             return None
         nearest = rotation.nearest()
         if self.held is None:
+            if self.server.now < self._passed:
+                return 0.0      # the clock went back: that deadline can come again
             return 0.0 if self._passed < nearest < float('inf') else None
         if nearest < self.held or self._all_stamped(self.held):
             return 0.0
@@ -559,6 +565,8 @@ class ReceiverPool:
         rotation = self.server.writer.rotation
         if rotation is None or self.stopping:
             return
+        if now < self._passed:
+            self._passed = float('-inf')
         if self.held is not None:
             if self._all_stamped(self.held):
                 self._let_go()

@@ -270,7 +270,7 @@ class WatermarkRig:
                                self.compressor, self.counters)
         self.rotator.start(clock())
         self.loop = EventLoop()
-        main = Server(load_config(None), table, self.writer, self.counters, self.loop,
+        self.server = main = Server(load_config(None), table, self.writer, self.counters, self.loop,
                       BoundSockets(), clock=clock)
         self.pool = ReceiverPool(2, BoundSockets(), None)
         self.pool.server = main
@@ -441,3 +441,22 @@ def test_a_receiver_that_cannot_apply_a_reload_is_killed_and_started_again(tmp_p
     assert receiver.exited and receiver.reaped
     assert receiver.exit_status == 'killed by SIGKILL'
     assert 0 in pool.restart_at
+
+
+def test_a_deadline_that_comes_again_after_the_clock_went_back_is_held_again(watermark):
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    for slot in (0, 1):
+        rig.take_deadline(slot)
+    clock.now = midnight + 0.1
+    for slot in (0, 1):
+        rig.receive(slot, 'next day %d' % slot, send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held == midnight + 86400     # let go, and the next one held
+    clock.now = midnight - 3600                  # set back an hour
+    rig.server.now = clock.now
+    rig.rotator.tick(clock())     # (the loop ticks every task when the clock goes back)
+    rig.main_pass()
+    assert rig.pool.held == midnight
