@@ -42,27 +42,29 @@ BUFFER_BYTES = 4 * 1024 * 1024
 
 def handoff_pair():
     """(main's end, receiver's end) for handing accepted connections to a receiver: one
-    datagram per connection (its kind and address), with its descriptor (SCM_RIGHTS)."""
+    datagram per connection (its kind, address and hand-off number), with its descriptor
+    (SCM_RIGHTS).  The main process keeps its copy until the receiver says, on its
+    channel, that it took it or could not (out of descriptors: receiver.HandOffReader)."""
     ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in ends:
         end.setblocking(False)
     return ends
 
 
-def hand_off(sock, connection, kind, address):
+def hand_off(sock, connection, kind, address, number):
     """Send ``connection`` (an accepted socket) over ``sock``; False if it cannot be sent
     now (the receiver is far behind)."""
     try:
-        socket.send_fds(sock, [marshal.dumps((kind, address))], [connection.fileno()])
+        socket.send_fds(sock, [marshal.dumps((kind, address, number))], [connection.fileno()])
     except (BlockingIOError, InterruptedError, OSError):
         return False
     return True
 
 
 def take_handed_off(sock, budget=64):
-    """[(socket, kind, address)] handed over ``sock`` (at most ``budget``); the socket is
-    None for a connection whose descriptor the kernel could not give (this process is out
-    of descriptors: it closed the connection, MSG_CTRUNC), so that the caller says so."""
+    """[(socket, kind, address, number)] handed over ``sock`` (at most ``budget``); the
+    socket is None for a connection whose descriptor the kernel could not give (this
+    process is out of descriptors, MSG_CTRUNC: the main process still has it)."""
     taken = []
     for _ in range(budget):
         try:
@@ -71,11 +73,11 @@ def take_handed_off(sock, budget=64):
             break
         if not data:
             break
-        kind, address = marshal.loads(data)
+        kind, address, number = marshal.loads(data)
         for fd in fds:
-            taken.append((socket.socket(fileno=fd), kind, address))
+            taken.append((socket.socket(fileno=fd), kind, address, number))
         if not fds and flags & socket.MSG_CTRUNC:
-            taken.append((None, kind, address))
+            taken.append((None, kind, address, number))
     return taken
 
 

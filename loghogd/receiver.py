@@ -13,6 +13,8 @@ in the place of the writer and the acknowledger:
   in each batch, what became of every frame (a line, a rejection, a session frame): the
   main process, which owns the sessions and knows when a line is written and synced,
   decides duplicates and sends back the acks, which the receiver passes to the peer.
+- ``ForwardingWriter.take_signed`` passes a v2-signed line's (session, number, time)
+  on with it: the replay check is the main process's (attack finding A4-w12).
 
 Counters are counted here and sent to the main process every second (``StatsReporter``).
 """
@@ -52,35 +54,43 @@ FINAL_ACKS_S = 1.0
 BATCH_CHARS = BATCH_BYTES // 4
 
 
-def cut_batch(lines, events):
-    """('batch', lines, events) messages for ``lines`` ({key: [line]}) and ``events`` (in
-    order), each of about BATCH_CHARS characters at most (one line more than that is a
-    message of its own).  One message when it fits: the common case costs a sum."""
+def cut_batch(lines, events, signed=()):
+    """('batch', lines, events, signed) messages for ``lines`` ({key: [line]}),
+    ``events`` (in order) and ``signed`` (the v2 marks of lines: (key, index in
+    ``lines[key]``, ...), ``ForwardingWriter.take_signed``), each of about BATCH_CHARS
+    characters at most (one line more than that is a message of its own).  One message
+    when it fits: the common case costs a sum."""
+    signed = list(signed)
     size = sum(sum(map(len, pending)) for pending in lines.values())
     size += sum(len(event[3]) for event in events if event[0] == 'line')
     if size <= BATCH_CHARS:
-        return [('batch', lines, events)]
+        return [('batch', lines, events, signed)]
+    marks = {(mark[0], mark[1]): mark for mark in signed}
     batches = []
-    part, part_size = {}, 0
+    part, part_marks, part_size = {}, [], 0
     for key, pending in lines.items():
-        for line in pending:
+        for index, line in enumerate(pending):
             if part_size + len(line) > BATCH_CHARS and part_size:
-                batches.append(('batch', part, []))
-                part, part_size = {}, 0
-            part.setdefault(key, []).append(line)
+                batches.append(('batch', part, [], part_marks))
+                part, part_marks, part_size = {}, [], 0
+            into = part.setdefault(key, [])
+            mark = marks.get((key, index))
+            if mark is not None:   # its index in this message's list of the file
+                part_marks.append((key, len(into)) + tuple(mark[2:]))
+            into.append(line)
             part_size += len(line)
     if part:
-        batches.append(('batch', part, []))
+        batches.append(('batch', part, [], part_marks))
     part, part_size = [], 0
     for event in events:
         length = len(event[3]) if event[0] == 'line' else 0
         if part_size + length > BATCH_CHARS and part_size:
-            batches.append(('batch', {}, part))
+            batches.append(('batch', {}, part, []))
             part, part_size = [], 0
         part.append(event)
         part_size += length
     if part:
-        batches.append(('batch', {}, part))
+        batches.append(('batch', {}, part, []))
     return batches
 
 
@@ -105,6 +115,7 @@ class ForwardingWriter:
         self.batch_started_at = None
         self.queued = {}
         self.events = []       # what became of acknowledged connections' frames, in order
+        self.signed = []       # the v2 marks of queued lines of plain connections
 
     def queue_for(self, facility, host):
         key = (facility.app, facility.name, host if facility.file_per_host else None)
@@ -128,13 +139,33 @@ class ForwardingWriter:
                 return 0
         lines = {key: f.pending for key, f in self.queued.items() if f.pending}
         events, self.events = self.events, []
+        signed, self.signed = self.signed, []
         self.queued = {}
         self.batch_started_at = None
         if self.reporter is not None and self.reporter.is_due_with_batch(now):
             self.reporter.report(flush=False)   # the counters of these lines come first
-        for batch in cut_batch(lines, events):
+        for batch in cut_batch(lines, events, signed):
             self.channel.send_blocking(batch)
         return 0
+
+    def take_signed(self, envelope, source, acks, facility, host):
+        """``Server.take_signed`` in a receiver: a v2 message's replay check is the main
+        process's, which sees the messages of every receiver and owns the sessions that
+        tell a resend from a replay (attack finding A4-w12: a receiver's own ReplayGuard
+        refused a resend that landed where its original had, and let a replay through on
+        another receiver).  Its (session, number, time) go with its line, which is
+        queued next: in its event (an acknowledged connection) or, with the line's place
+        in its file's list and who sent it, in the batch's ``signed``."""
+        mark = (bytes(envelope.session), envelope.seq, envelope.time_ms)
+        if acks is not None:
+            acks.signed = mark
+            return None
+        key = (facility.app, facility.name, host if facility.file_per_host else None)
+        queued = self.queued.get(key)
+        identity = getattr(source, 'identity', None) or (source.peer_host, None)
+        self.signed.append((key, len(queued.pending) if queued is not None else 0) + mark
+                           + (identity, source.peer, source.peer_host))
+        return None
 
     finish = None     # set by ``serve``: after the last batch, wait for its acks
     reporter = None   # set by ``serve``: its counters go with each batch
@@ -166,14 +197,15 @@ class ForwardedAcks:
     """An acknowledged connection's state as a receiver knows it: frames received, and
     how many the main process has acknowledged (``is_done``: the connection may close)."""
 
-    __slots__ = ('cid', 'events', 'received', 'acked', 'current')
-    session_key = None     # duplicates are decided by the main process
+    __slots__ = ('cid', 'events', 'received', 'acked', 'current', 'signed')
+    session_key = None     # duplicates (and replays) are decided by the main process
 
     def __init__(self, cid, events, received):
         self.cid = cid
         self.events = events
         self.received = self.acked = received
         self.current = None     # index in ``events`` of the frame being handled
+        self.signed = None      # the current frame's v2 mark (ForwardingWriter.take_signed)
 
     @property
     def files(self):
@@ -182,7 +214,12 @@ class ForwardedAcks:
     def add(self, log_file):
         """``Server.ingest`` queued the current frame's line in ``log_file``: it goes in
         the events instead, where the main process decides whether it is a duplicate."""
-        self.events[self.current] = ('line', self.cid, log_file.key, log_file.pending.pop())
+        line = log_file.pending.pop()
+        if self.signed is None:
+            self.events[self.current] = ('line', self.cid, log_file.key, line)
+        else:
+            self.events[self.current] = ('line', self.cid, log_file.key, line, self.signed)
+            self.signed = None
 
     def reject(self, reason):
         if self.current is not None:
@@ -213,6 +250,7 @@ class ForwardingAcknowledger:
 
     def take_frame(self, acks, frame):
         acks.received += 1
+        acks.signed = None
         events = acks.events = self.writer.events   # the list of the batch being built
         if (frame.__class__ is not Rejection and frame[0] & FLAG_SESSION
                 and not frame[0] & ~KNOWN_FLAGS):
@@ -316,17 +354,50 @@ class StatsReporter:
             self.channel.flush()
 
 
+class Watermark:
+    """A task of the receiver's server: the main process rotates a file at a deadline once
+    every receiver has handed over the lines it received before it (attack finding
+    A4-w13).  The main process sends its next deadline; at the first clock reading at or
+    after it (the reading its next lines are stamped with), this receiver sends what it
+    holds, then ('stamped', that reading): the lines after that message were received
+    after the deadline.  The loop wakes at the deadline even with nothing to read."""
+
+    def __init__(self, server, channel):
+        self.server = server
+        self.channel = channel
+        self.deadline = None
+        self._read_clock = server._read_clock
+        server._read_clock = self.read_clock
+
+    def read_clock(self):
+        now = self._read_clock()
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            self.server.writer.flush(now, force=True)
+            self.channel.send_blocking(('stamped', now))
+        return now
+
+    def next_deadline(self):
+        return self.deadline
+
+    def tick(self, now):
+        self.read_clock()
+
+
 class ChannelReader:
     """The receiver's end of its channel in its loop: messages from the main process."""
 
-    def __init__(self, server, channel, acknowledger):
+    def __init__(self, server, channel, acknowledger, watermark=None):
         self.server = server
         self.channel = channel
         self.acknowledger = acknowledger
+        self.watermark = watermark
 
     def on_event(self, mask):
         for message in self.channel.receive():
-            if message[0] == 'stop':
+            if message[0] == 'deadline':
+                self.watermark.deadline = message[1]
+            elif message[0] == 'stop':
                 self.server.stopping = True     # the main process's SIGTERM (or SIGINT)
             elif message[0] == 'reload':
                 self.server.reloader.take(message[1], message[2])
@@ -379,32 +450,41 @@ class ChannelReloader(Reloader):
 
 
 class HandOffReader:
-    """Connections the main process accepted and handed to this receiver."""
+    """Connections the main process accepted and handed to this receiver.  Each is
+    answered on the channel: taken, or refused because this receiver is out of file
+    descriptors (the kernel closed the copy it could not give us; attack finding A4-w10:
+    the connection was lost).  The main process keeps its own copy until the answer and
+    gives a refused one to another receiver, or keeps it waiting, as one process keeps
+    a connection in the backlog while it has no descriptor for it."""
 
-    def __init__(self, server, sock, tls_context):
+    def __init__(self, server, sock, tls_context, channel):
         self.server = server
         self.sock = sock
+        self.channel = channel
         # Used to open the handed-off sockets only: they listen on nothing here.
         self.listeners = {'tcp': StreamListener(server, None, 'tcp'),
                           'tls': StreamListener(server, None, 'tls', tls_context)}
 
     def on_event(self, mask):
         taken = take_handed_off(self.sock)
-        for sock, kind, address in taken:
+        accepted, refused = [], []
+        for sock, kind, address, number in taken:
             listener = self.listeners.get(kind)
-            if sock is None:
-                # Out of descriptors: the kernel closed it (attack finding A4-w10: the
-                # client sees a reset and resends what was not acknowledged).
-                self.server.counters.count('connections_lost_handoff')
-                self.server.warn('handoff_lost', 'a %s connection from %s was lost: this '
-                                 'receiver (pid %d) is out of file descriptors (raise the '
-                                 'limit, or lower max_connections)', kind,
-                                 format_address(*address[:2]), os.getpid())
-            elif self.server.stopping or listener is None:
-                sock.close()   # (no other kind is handed off: receivers.HANDED_OFF)
+            if sock is None or self.server.stopping or listener is None:
+                if sock is not None:
+                    sock.close()    # stopping: another receiver takes it
+                else:
+                    self.server.warn('handoff_refused', 'this receiver (pid %d) is out of '
+                                     'file descriptors: a %s connection from %s goes to '
+                                     'another (raise the limit, or lower max_connections)',
+                                     os.getpid(), kind, format_address(*address[:2]))
+                refused.append(number)
             else:
                 listener._open(sock, address)
-        if not taken:
+                accepted.append(number)
+        if taken:
+            self.channel.send_blocking(('handoff', accepted, refused))
+        else:
             try:
                 alive = self.sock.recv(1, socket.MSG_PEEK) != b''
             except (BlockingIOError, InterruptedError):
@@ -430,12 +510,14 @@ def serve(server, channel, handoff=None, tls_context=None):
     server.reloader = reloader
     acknowledger = ForwardingAcknowledger(writer)
     server.acknowledger = acknowledger
-    reader = ChannelReader(server, channel, acknowledger)
+    server.take_signed = writer.take_signed   # decided in the main process (A4-w12)
+    watermark = Watermark(server, channel)
+    reader = ChannelReader(server, channel, acknowledger, watermark)
     reporter = writer.reporter = StatsReporter(server, channel)
-    server.tasks.append(reporter)
+    server.tasks += [reporter, watermark]
     server.loop.register(channel.sock, 1, reader.on_event)   # selectors.EVENT_READ
     if handoff is not None:
-        handoffs = HandOffReader(server, handoff, tls_context)
+        handoffs = HandOffReader(server, handoff, tls_context, channel)
         server.loop.register(handoff, 1, handoffs.on_event)
     writer.finish = lambda: _wait_for_final_acks(server, channel, reporter, acknowledger)
     server.run()

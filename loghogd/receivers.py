@@ -11,11 +11,19 @@
     main process: ReceiverPool ──► Writer (files, fsync) ─► Acknowledger (sessions, acks)
                                    Rotator, Compressor, status, signals, reload
 
+The main process accepts TCP and TLS connections and hands each to a receiver in turn; it
+keeps its copy until the receiver says it took it (one out of file descriptors gives it
+back: it goes to another, A4-w10).
+
 The main process keeps everything that must have one owner.  ``ReceiverPool`` forks the
 receivers, reads their channels in the main loop, queues their lines in the writer, and
 replays their acknowledged connections' frames into the one ``Acknowledger``
 (``RemoteConnection`` stands for such a connection there), which decides duplicates
-across receivers and sends the acks back once the lines are written and synced.
+across receivers and sends the acks back once the lines are written and synced.  The
+replay check of v2-signed lines is made here too, with the one ReplayGuard and the
+sessions (``_take_signed``): a receiver checks the MAC and the clock only.  A scheduled
+rotation waits until every receiver has handed over the lines it received before its
+deadline (the watermark, A4-w13: see "rotation's watermark" below).
 
 A receiver that dies is logged and started again (at most once a second per slot); its
 connections are gone, so their clients resend what was not acknowledged.  SIGHUP is the
@@ -57,6 +65,9 @@ REAP_PATIENCE_S = 0.1
 # their hand-off sockets full), and how often they are offered again.
 MAX_WAITING = 256
 WAITING_RETRY_S = 0.002
+# A receiver that refused a connection (out of file descriptors, A4-w10) is offered none
+# for this long; then it is tried again.
+FULL_BACKOFF_S = 0.5
 # After SIGTERM, receivers have this long to drain their peers and exit (server.py's
 # DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
 # daemon's 10 s bound holds.
@@ -77,10 +88,17 @@ REPORTED_COUNTERS = frozenset(('events', 'accepted', 'accepted_bytes', 'rejected
                                'rejected_by_peer', 'connections_accepted'))
 REPORTED_FIGURES = {'pid': (int,), 'connections': (int,), 'open': (dict,), 'messages': (int,),
                     'cpu_s': (int, float), 'max_rss_kb': (int,)}
+# How long the main process holds a scheduled rotation, once its deadline has passed, for
+# a receiver that has not yet said it handed over every line it received before the
+# deadline (A4-w13; they say so within a loop pass, a millisecond or so): a stopped or
+# stuck receiver cannot hold rotation longer; it is logged and counted.
+WATERMARK_WAIT_S = 1.0
 # Counted by each receiver for itself, not for the daemon: not added up.
 OWN_EVENTS = ('reloads', 'reloads_failed')
 # The frame an event stands for, for Acknowledger.take_frame (a message, not a session).
 _MESSAGE_FRAME = (0, b'')
+# A v2-signed line's mark as ``Server.take_signed`` reads it (an envelope's fields).
+SignedMark = collections.namedtuple('SignedMark', 'session seq time_ms')
 
 
 def split_bound(bound):
@@ -132,6 +150,42 @@ class RemoteConnection:
         self.receiver.pool.connection_closed(self.receiver, self)
 
 
+class RemotePeer:
+    """The sender of a v2-signed line of a receiver's plain connection or datagram, as
+    ``Server.take_signed`` and ``Server.reject`` see it."""
+
+    __slots__ = ('identity', 'peer', 'peer_host')
+    kind = 'tcp'
+
+    def __init__(self, identity, peer, peer_host):
+        self.identity = identity
+        self.peer = peer
+        self.peer_host = peer_host
+
+
+def _signed_mark(value):
+    """A line's v2 mark (session, number, time) as a receiver sent it."""
+    if (value.__class__ is not tuple or len(value) != 3 or value[0].__class__ is not bytes
+            or value[1].__class__ is not int or value[2].__class__ is not int):
+        raise BrokenReceiver('a signed mark of the wrong shape')
+    return SignedMark(*value)
+
+
+def _marks_by_key(signed):
+    """{key: {index: (SignedMark, RemotePeer)}} from a batch's ``signed``."""
+    if signed.__class__ is not list:
+        raise BrokenReceiver('a batch of the wrong shape')
+    marks = {}
+    for entry in signed:
+        if (entry.__class__ is not tuple or len(entry) != 8 or entry[0].__class__ is not tuple
+                or entry[1].__class__ is not int or entry[5].__class__ is not tuple
+                or entry[6].__class__ is not str or entry[7].__class__ is not str):
+            raise BrokenReceiver('a signed line of the wrong shape')
+        marks.setdefault(entry[0], {})[entry[1]] = (
+            _signed_mark(entry[2:5]), RemotePeer(entry[5], entry[6], entry[7]))
+    return marks
+
+
 class BrokenReceiver(Exception):
     """A receiver sent what no receiver sends."""
 
@@ -163,6 +217,15 @@ class Receiver:
         self.stats = {}         # its last figures (pid, connections, messages, CPU)
         self.generation = 0     # the generation of the table it routes with (reloads)
         self.last_counts = {}   # its counters as last reported (cumulative)
+        # Rotation's watermark (A4-w13): every line it received before this time (its
+        # clock) has been handed over; its messages after the one that said so, kept
+        # here (its channel not read) until the held deadline is let go.
+        self.stamped = 0.0
+        self.parked = None
+        # Connections handed over, kept open here until it says it took them:
+        # {number: (socket, kind, address)}; and until when it is offered none (full).
+        self.handing = {}
+        self.full_until = 0.0
 
     def on_event(self, mask):
         self.pool.read(self)
@@ -201,6 +264,14 @@ class ReceiverPool:
         self._listeners_open = True
         self._retry_at = 0.0        # when waiting connections are offered again
         self._reap_at = 0.0         # when an exited receiver's status is asked for again
+        # Rotation's watermark (A4-w13): the deadline held until every receiver has handed
+        # over what it received before it; when the hold gives up on a late one; the
+        # last deadline let go.
+        self.held = None
+        self._held_until = None
+        self._passed = float('-inf')
+        self._parked = []           # the receivers whose messages wait, in that order
+        self._handoffs = 0          # the number of the last connection handed over
 
     # -- start, restart, stop ----------------------------------------------------------
 
@@ -243,7 +314,10 @@ class ReceiverPool:
         receiver_handoff.close()
         receiver = Receiver(self, slot, pid, Channel(main_end), main_handoff)
         receiver.generation = self.generation   # forked with the main process's table
-        receiver.started_at = self.server.clock()
+        receiver.started_at = receiver.stamped = self.server.clock()
+        if self.held is not None:
+            receiver.channel.send(('deadline', self.held))
+            receiver.channel.flush()
         self.receivers[slot] = receiver
         self.server.loop.register(main_end, 1, receiver.on_event)   # EVENT_READ
         log.info('receiver %d started (pid %d)', slot, pid)
@@ -263,6 +337,9 @@ class ReceiverPool:
         for sock, _, _ in self.waiting:
             sock.close()
         self.waiting.clear()
+        for receiver in self.receivers.values():
+            for sock, _, _ in receiver.handing.values():
+                sock.close()   # a copy here would keep the connection open past its close
         # What the running main process holds open that a receiver has no use for: its
         # log files (a rotated, deleted file kept its disk space while the receiver ran)
         # and its own connections ([syslog]: their peers missed the close) (A4-w7).
@@ -325,7 +402,12 @@ class ReceiverPool:
         self._check_announcement()
 
     def _kill(self, receiver):
-        self._kill(receiver)
+        """Kill ``receiver``; it is started again (``_exited``), with the current table."""
+        try:
+            os.kill(receiver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._exited(receiver)
         self._check_announcement()
 
     def stop(self):
@@ -333,6 +415,8 @@ class ReceiverPool:
         in the log), drain their peers and exit, while the main process goes on writing and
         acknowledging what they send; after STOP_RECEIVERS_S they are killed."""
         self.stopping = True
+        if self.held is not None:
+            self._let_go()    # the receivers' channels are all read from now on
         for listener in self.server.listeners:
             listener.pause()
         while self.waiting:
@@ -367,10 +451,14 @@ class ReceiverPool:
             pending.append(self._reap_at)
         if self.waiting and not self.stopping:
             pending.append(self._retry_at)
+        watermark = self._watermark_deadline()
+        if watermark is not None:
+            pending.append(watermark)
         return min(pending) if pending else None
 
     def tick(self, now):
         self._reap_at = now + REAP_PATIENCE_S
+        self._watch_rotation(now)
         if self._announcing is not None and now >= self._announcing[2]:
             generation = self._announcing[1]
             for receiver in list(self.receivers.values()):
@@ -383,6 +471,9 @@ class ReceiverPool:
         if self.waiting and now >= self._retry_at:
             self._hand_off_waiting()
             self._retry_at = now + WAITING_RETRY_S
+            live = [r for r in self.receivers.values() if not (r.exited or r.done)]
+            if live and all(now < r.full_until for r in live):
+                self._retry_at = min(r.full_until for r in live)   # all out of descriptors
         for receiver in list(self.receivers.values()):
             if receiver.channel.outgoing and not receiver.exited:
                 receiver.channel.flush()
@@ -406,6 +497,11 @@ class ReceiverPool:
             receiver.handoff.close()
         for proxy in list(receiver.proxies.values()):
             self.connection_closed(receiver, proxy)
+        # Connections it had not answered for: it may have read from them, so they are not
+        # given to another (its clients resend what was not acknowledged).
+        for sock, _, _ in receiver.handing.values():
+            sock.close()
+        receiver.handing.clear()
         self._reap(receiver)
         if not self.stopping:
             # Whatever it said before (a receiver that got a SIGTERM of its own says it is
@@ -435,11 +531,104 @@ class ReceiverPool:
                 return
             time.sleep(0.001)
 
+    # -- rotation's watermark (A4-w13) ----------------------------------------------------
+    #
+    # A receiver stamps a line when it reads it and hands it over later; the main process
+    # rotates by its own clock.  So the main process holds a scheduled rotation (the
+    # Rotator's ``hold``) until every live receiver has said, after its clock passed the
+    # deadline, that it handed over all it received before (receiver.Watermark: its
+    # ('stamped', time) message).  The lines a receiver sends after saying so wait in
+    # ``parked`` (its channel is not read), and the lines of the others are written to the
+    # file of the period before, until all have said it (or WATERMARK_WAIT_S after the
+    # main process saw the deadline pass: logged); then the hold is let go, the files
+    # rotate, and the parked lines go to the new ones.
+
+    def _watermark_deadline(self):
+        """When ``tick`` has watermark work (None: none)."""
+        rotation = self.server.writer.rotation if self.server is not None else None
+        if rotation is None or self.stopping:
+            return None
+        nearest = rotation.nearest()
+        if self.held is None:
+            if self.server.now < self._passed:
+                return 0.0      # the clock went back: that deadline can come again
+            return 0.0 if self._passed < nearest < float('inf') else None
+        if nearest < self.held or self._all_stamped(self.held):
+            return 0.0
+        return self.held if self._held_until is None else self._held_until
+
+    def _all_stamped(self, deadline):
+        return all(r.stamped >= deadline or r.done
+                   for r in self.receivers.values() if not r.exited)
+
+    def _watch_rotation(self, now):
+        rotation = self.server.writer.rotation
+        if rotation is None or self.stopping:
+            return
+        if now < self._passed:
+            self._passed = float('-inf')
+        if self.held is not None:
+            if self._all_stamped(self.held):
+                self._let_go()
+            elif now >= self.held and self._held_until is None:
+                self._held_until = now + WATERMARK_WAIT_S
+            elif self._held_until is not None and now >= self._held_until:
+                late = ['%d (pid %d)' % (r.slot, r.pid) for r in self.receivers.values()
+                        if not (r.exited or r.done or r.stamped >= self.held)]
+                self.server.counters.count('rotation_watermark_timeouts')
+                log.warning('rotating without waiting longer for receiver %s: it did not '
+                            'hand over the lines it received before the deadline within '
+                            '%gs (they may be written to the next file)', ', '.join(late),
+                            WATERMARK_WAIT_S)
+                self._let_go()
+        nearest = rotation.nearest()
+        if self._passed < nearest < float('inf') and (self.held is None
+                                                       or nearest < self.held):
+            self._hold(nearest)
+
+    def _hold(self, deadline):
+        """Hold the rotations due at ``deadline`` (and later) until every receiver has
+        handed over what it received before it."""
+        self.held = deadline
+        self._held_until = None
+        self.server.writer.rotation.hold = deadline
+        for receiver in self.receivers.values():
+            if not receiver.exited:
+                receiver.channel.send(('deadline', deadline))
+                receiver.channel.flush()
+
+    def _stamped(self, receiver, stamped):
+        if stamped.__class__ is not float:
+            raise BrokenReceiver('a watermark that is not a time')
+        receiver.stamped = max(receiver.stamped, stamped)
+        if self.held is not None and stamped >= self.held and receiver.parked is None:
+            receiver.parked = []     # what it sent after: received after the deadline
+            self._parked.append(receiver)
+            self.server.loop.unregister(receiver.channel.sock)
+
+    def _let_go(self):
+        """Let the held rotations happen (the next flush or the Rotator's tick rotates
+        before it writes), then take the parked messages."""
+        self._passed = self.held
+        self.held = self._held_until = None
+        self.server.writer.rotation.hold = float('inf')
+        parked_in_order, self._parked = self._parked, []
+        for receiver in parked_in_order:    # in the order they said it
+            parked, receiver.parked = receiver.parked, None
+            if parked is None or receiver.exited:
+                continue
+            self.server.loop.register(receiver.channel.sock, 1, receiver.on_event)
+            try:
+                self._take_all(receiver, parked)
+            except Exception as exc:
+                self._broken(receiver, exc)
+
     # -- connections to receivers -------------------------------------------------------
 
     def hand_off(self, sock, kind, address):
         """Give an accepted connection to the next receiver that can take it (round
-        robin); the main process's copy of it is closed.  While none can (all are being
+        robin; with max_connections_per_peer, its address's receiver first); the main
+        process's copy of it is closed once the receiver took it.  While none can (all are being
         restarted), it waits here, MAX_WAITING at most."""
         if not self.waiting and self._give(sock, kind, address):
             return
@@ -458,17 +647,46 @@ class ReceiverPool:
                          'take it', address)
 
     def _give(self, sock, kind, address):
+        """Hand ``sock`` to the next receiver that can take it; it stays open here until
+        that receiver says it took it (``_handed``)."""
         slots = sorted(self.receivers)
+        now = self.server.clock()
+        # With max_connections_per_peer, an address's connections all go to one receiver,
+        # whose slots count them (A4-w8: in turn, one address held workers x the cap).
+        pinned = self.server.config.server.max_connections_per_peer is not None
+        first = hash(address[0]) % len(slots) if pinned else self._next_slot
         for offset in range(len(slots)):
-            slot = slots[(self._next_slot + offset) % len(slots)]
+            slot = slots[(first + offset) % len(slots)]
             receiver = self.receivers[slot]
-            if receiver.exited or receiver.done:
+            if receiver.exited or receiver.done or now < receiver.full_until:
                 continue
-            if hand_off(receiver.handoff, sock, kind, address):
-                self._next_slot = (self._next_slot + offset + 1) % len(slots)
-                sock.close()
+            self._handoffs += 1
+            if hand_off(receiver.handoff, sock, kind, address, self._handoffs):
+                if not pinned:
+                    self._next_slot = (first + offset + 1) % len(slots)
+                receiver.handing[self._handoffs] = (sock, kind, address)
                 return True
         return False
+
+    def _handed(self, receiver, taken, refused):
+        """``receiver``'s answer for connections handed to it: those it took are closed
+        here; those it refused (out of file descriptors) go to another receiver, or wait
+        here with accepting paused, and it is offered none for FULL_BACKOFF_S."""
+        if (taken.__class__ is not list or refused.__class__ is not list
+                or not all(n.__class__ is int for n in taken + refused)):
+            raise BrokenReceiver('a hand-off answer of the wrong shape')
+        for number in taken:
+            handed = receiver.handing.pop(number, None)
+            if handed is not None:
+                handed[0].close()
+        if not refused:
+            return
+        receiver.full_until = self.server.clock() + FULL_BACKOFF_S
+        for number in refused:
+            handed = receiver.handing.pop(number, None)
+            if handed is not None:
+                self.server.counters.count('handoffs_refused')
+                self.hand_off(*handed)
 
     def _hand_off_waiting(self):
         while self.waiting:
@@ -498,23 +716,29 @@ class ReceiverPool:
         receiver, killed and started again, never the main process (attack findings
         A4-w5, A4-w6)."""
         try:
-            for message in receiver.channel.receive(self.max_message_bytes):
-                self._take(receiver, message)
+            self._take_all(receiver, receiver.channel.receive(self.max_message_bytes))
         except Exception as exc:
             self._broken(receiver, exc)
             return
-        if receiver.channel.eof:
+        if receiver.channel.eof and receiver.parked is None:
             self._exited(receiver)
+
+    def _take_all(self, receiver, messages):
+        for index, message in enumerate(messages):
+            if receiver.parked is not None:   # its watermark passed a held deadline
+                receiver.parked += messages[index:]
+                return
+            self._take(receiver, message)
 
     def _take(self, receiver, message):
         if message.__class__ is not tuple or not message:
             raise BrokenReceiver('not a message: %s' % type(message).__name__)
         kind = message[0]
-        if kind == 'batch' and len(message) == 3:
+        if kind == 'batch' and len(message) == 4:
             lines, events = message[1], message[2]
             if lines.__class__ is not dict or events.__class__ is not list:
                 raise BrokenReceiver('a batch of the wrong shape')
-            self._apply_lines(lines)
+            self._apply_lines(lines, _marks_by_key(message[3]) if message[3] else None)
             if events:
                 self._apply_events(receiver, events)
         elif kind == 'stats' and len(message) == 3:
@@ -523,6 +747,10 @@ class ReceiverPool:
             receiver.done = True
         elif kind == 'reloaded' and len(message) == 3:
             self._reloaded(receiver, message[1], message[2])
+        elif kind == 'stamped' and len(message) == 2:
+            self._stamped(receiver, message[1])
+        elif kind == 'handoff' and len(message) == 3:
+            self._handed(receiver, message[1], message[2])
         else:
             raise BrokenReceiver('an unknown message %r' % (str(kind)[:40],))
 
@@ -548,7 +776,9 @@ class ReceiverPool:
             self._table = table
         return self._by_key.get((key[0], key[1]))
 
-    def _apply_lines(self, lines):
+    def _apply_lines(self, lines, marks=None):
+        """Queue a batch's lines; ``marks``: the v2 marks of some ({key: {index: mark}}),
+        whose replay check is made here (``_take_signed``)."""
         queue_for = self.server.writer.queue_for
         for key, batch in lines.items():
             facility = self._facility(key)
@@ -557,7 +787,25 @@ class ReceiverPool:
             if facility is None:
                 self._routed_to_removed(key, len(batch))
                 continue
+            signed = marks.get(key) if marks is not None else None
+            if signed and facility.secret is not None:
+                batch = [line for index, line in enumerate(batch) if index not in signed
+                         or self._take_signed(facility, *signed[index])]
             queue_for(facility, _host(facility, key)).pending.extend(batch)
+
+    def _take_signed(self, facility, mark, source, acks=None):
+        """The replay check of a v2-signed line a receiver routed to ``facility``, made
+        here for every receiver, as one process makes it (Server.take_signed: the
+        acknowledger's numbering of ``acks`` tells a resend from a replay): True if it is
+        to be written; else it is refused (counted, logged, in its acks)."""
+        server = self.server
+        rejection = server.take_signed(mark, source, acks, facility)
+        if rejection is None:
+            return True
+        server.counters.accepted[facility.key] -= 1   # counted by the receiver
+        rejection.detail += ' (%s:%s)' % (facility.app, facility.name)
+        server.reject(rejection, source, acks)
+        return False
 
     def _routed_to_removed(self, key, count):
         """Lines a receiver routed with the table before a reload, to a facility the new
@@ -600,6 +848,10 @@ class ReceiverPool:
                     continue
                 if event[3].__class__ is not str:
                     raise BrokenReceiver('a line that is not text')
+                if (len(event) == 5 and facility.secret is not None
+                        and not self._take_signed(facility, _signed_mark(event[4]), proxy,
+                                                  acks)):
+                    continue
                 log_file = queue_for(facility, _host(facility, key))
                 log_file.pending.append(event[3])
                 acks.files.add(log_file)

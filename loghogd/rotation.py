@@ -191,6 +191,10 @@ class Rotator:
         self._reloading = collections.deque()   # paths the last reload has not looked at
         self._reload_changed = 0
         self._last_now = None
+        # Scheduled deadlines at or after this time wait (their files are written on, not
+        # rotated): with receiver processes, until every receiver has handed over the
+        # lines it received before the deadline (receivers.ReceiverPool, A4-w13).
+        self.hold = INF
         writer.rotation = self
 
     def add_own_log(self, path, schedule, backup_count, handler, now):
@@ -230,7 +234,11 @@ class Rotator:
         if self._dirty or self._reloading:
             return 0.0
         wake = self._nearest()
-        return None if wake == INF else wake
+        return None if wake == INF or wake >= self.hold else wake
+
+    def nearest(self):
+        """The nearest time this task rotates something (INF: none), held or not."""
+        return self._nearest()
 
     def tick(self, now, budget_s=TICK_BUDGET_S):
         """Rotate files whose deadline (or retry time) has come, for about ``budget_s``
@@ -242,7 +250,7 @@ class Rotator:
             self._reload_slice(now, began, budget_s)
             if self._reloading:
                 heap = ()        # the budget went on the reload: rotations next pass
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and heap[0][0] < self.hold:
             wake, _, tracked = heapq.heappop(heap)
             if tracked.heap_at != wake or self.files.get(tracked.path) is not tracked:
                 continue     # a stale entry: the file's deadline moved, or it is gone
@@ -278,8 +286,10 @@ class Rotator:
         tracked = self.files.get(log_file.path)
         if tracked is None:
             policy = Policy.of(log_file.facility)
+            # While a deadline is held, a new file's first lines were received before it.
+            first = now if now < self.hold else self.hold - 1e-6
             tracked = Tracked(log_file.path, policy, (log_file.facility.app, log_file.facility.path),
-                              self._first_period(log_file.path, policy, now))
+                              self._first_period(log_file.path, policy, first))
             self.files[log_file.path] = tracked
             self._dirty.add(tracked.path)
         if log_file not in tracked.log_files:
@@ -432,7 +442,8 @@ class Rotator:
                 return
             tracked.retry_at = None
         max_size = tracked.policy.max_size
-        time_due = tracked.deadline is not None and now >= tracked.deadline
+        time_due = (tracked.deadline is not None and now >= tracked.deadline
+                    and tracked.deadline < self.hold)
         if size is None and (time_due or max_size is not None):
             size = _size_on_disk(tracked.path)
         size_due = max_size is not None and size >= max_size

@@ -547,7 +547,7 @@ class Server:
                     self.rate_limited(facility, source)   # rate_limit: datagrams cannot wait
                     continue
                 if envelope is not None and signer is not None:
-                    rejection = self.take_signed(envelope, source, acks, facility)
+                    rejection = self.take_signed(envelope, source, acks, facility, host)
                     if rejection is not None:
                         self.reject(rejection, source, acks)
                         continue
@@ -599,11 +599,12 @@ class Server:
         self.counters.accepted[key] += count
         self.counters.accepted_bytes[key] += size
 
-    def take_signed(self, envelope, source, acks, facility):
-        """A v2-signed message about to be queued: None, or a ``replayed`` Rejection
-        (signature_v2.py); sessions are remembered per ``facility``'s secret.  The
-        acknowledger decides for a resend that its session frame numbers as the
-        signature does."""
+    def take_signed(self, envelope, source, acks, facility, host=None):
+        """A v2-signed message about to be queued (to ``host``'s line): None, or a
+        ``replayed`` Rejection (signature_v2.py); sessions are remembered per
+        ``facility``'s secret.  The acknowledger decides for a resend that its session
+        frame numbers as the signature does.  (A receiver passes the decision on to the
+        main process instead: receiver.ForwardingWriter.take_signed.)"""
         numbered = (acks is not None and acks.session_key is not None
                     and acks.seq == envelope.seq and acks.session_key[1] == envelope.session.hex())
         identity = getattr(source, 'identity', None) or (source.peer_host, None)

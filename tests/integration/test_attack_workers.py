@@ -313,7 +313,7 @@ def test_lines_a_receiver_sends_for_no_facility_or_a_path_like_host_stay_in_the_
         ('../../../..', 'root', None): ['for a path\n'],
         ('perhost', 'root', '../../../../escaped'): ['path-like host\n'],
         ('perhost', 'root', '/tmp/absolute'): ['absolute host\n'],
-    }, [])))
+    }, [], [])))
     assert sentinel_written(daemon), daemon.output()[-2000:]
     wait_for(lambda: len(lines_under(daemon, 'perhost')) == 2, message='the perhost lines')
     names = sorted(os.listdir(daemon.logdir / 'perhost'))
@@ -399,11 +399,6 @@ def test_a_receiver_started_again_holds_no_log_file_open(daemon_factory):
 
 # -- A4-w8: max_connections_per_peer holds per receiver, not per address --------------------
 
-@pytest.mark.xfail(strict=True, reason='A4-w8: max_connections_per_peer is counted by each '
-                   "receiver's Slots for the connections it was handed; the main process hands "
-                   'them out in turn, so one address holds workers x the cap (README said '
-                   '"one IP address may hold"; it now says the cap counts per receiver: a '
-                   'known limit until the main process counts at hand-off)')
 def test_max_connections_per_peer_is_what_one_address_holds_with_two_receivers(daemon_factory):
     daemon = daemon_factory(APP, server=dict(WORKERS_2, max_connections_per_peer='1'))
     two_receivers(daemon)
@@ -573,11 +568,6 @@ def lowest_free_fd(pid):
     return min(set(range(len(used) + 1)) - used)
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w10: a receiver at its RLIMIT_NOFILE cannot take a '
-                   'handed-off descriptor: the kernel closes it (MSG_CTRUNC); '
-                   'the main process already closed its copy, so the connection is reset and '
-                   'its lines lost (logged and counted since: connections_lost_handoff; one '
-                   'process would pause accepting, the connection kept in the backlog)')
 def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
     four_clients_with_the_first_receiver_out_of_descriptors(daemon)
@@ -585,9 +575,9 @@ def test_a_receiver_out_of_descriptors_costs_no_connection(daemon_factory):
     assert daemon.stop() == 0
 
 
-def test_a_connection_lost_by_a_receiver_out_of_descriptors_is_logged(daemon_factory):
-    """What A4-w10 still costs is visible: the receiver logs the lost connection, and
-    `loghogd status` counts it (connections_lost_handoff, README)."""
+def test_a_connection_refused_by_a_receiver_out_of_descriptors_is_logged(daemon_factory):
+    """A receiver out of descriptors is visible: it logs that it is, and `loghogd status`
+    counts the connections it gave back (handoffs_refused, README)."""
     daemon = daemon_factory(APP, server=WORKERS_2, sections={'stats': {'interval': '0.2'}})
     four_clients_with_the_first_receiver_out_of_descriptors(daemon)
     wait_for(lambda: 'out of file descriptors' in daemon.output(), 10, message='the loss logged')
@@ -597,8 +587,8 @@ def test_a_connection_lost_by_a_receiver_out_of_descriptors_is_logged(daemon_fac
             status = json.loads((daemon.rundir / 'status.json').read_text())
         except (FileNotFoundError, ValueError):
             return False
-        return status['events'].get('connections_lost_handoff', 0) >= 1
-    wait_for(counted, 10, message='the loss counted in status')
+        return status['events'].get('handoffs_refused', 0) >= 1
+    wait_for(counted, 10, message='the refusal counted in status')
     assert daemon.stop() == 0
 
 
@@ -682,12 +672,6 @@ def signed_ack_frame(body, seq):
     return V2Signer('s3cret').sign_frame(frame_v1, SESSION, seq, int(time.time() * 1000))
 
 
-@pytest.mark.xfail(strict=True, reason='A4-w12: in a receiver, ForwardedAcks.session_key is '
-                   "None, so Server.ingest skips the acknowledger's duplicate check (the main "
-                   'process makes it later) and take_signed never sees the resend as numbered: '
-                   "the receiver's ReplayGuard, which saw the original, refuses a resend as "
-                   '`replayed` where one process skips it silently (docs/security.md: "a '
-                   'resend is not a replay"); one the daemon lost and rewound would be lost')
 def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_refused(
         daemon_factory):
     daemon = daemon_factory(SIGNED, server=WORKERS_2)
@@ -709,17 +693,31 @@ def test_a_v2_resend_after_a_cut_that_lands_on_the_same_receiver_is_skipped_not_
     assert daemon.stop() == 0
 
 
+def test_a_captured_v2_frame_replayed_on_the_other_receiver_is_refused(daemon_factory):
+    """docs/security.md listed it as a limit of workers > 1: each receiver kept its own
+    table of written (session, number), so a frame replayed over a connection that landed
+    on the other receiver was written again.  The main process decides now."""
+    daemon = daemon_factory(SIGNED, server=WORKERS_2)
+    two_receivers(daemon)
+    plain = V2Signer('s3cret').sign_frame(
+        MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'signed once'),
+        SESSION, 1, int(time.time() * 1000))
+    assert send_on_new_connection(daemon, plain)
+    wait_for(lambda: bodies_under(daemon, 'strict') == ['signed once'], message='the original')
+    # The next connection goes to the other receiver (in turn): the same bytes again.
+    sentinel = V2Signer('s3cret').sign_frame(
+        MessageEncoder('strict', 'web1').encode('root', 1700000000, 0, 'sentinel'),
+        SESSION, 2, int(time.time() * 1000))
+    assert send_on_new_connection(daemon, plain + sentinel)
+    wait_for(lambda: 'sentinel' in bodies_under(daemon, 'strict'), message='the sentinel')
+    assert bodies_under(daemon, 'strict') == ['signed once', 'sentinel']
+    assert 'replayed: session 001122334455 message 1 was written before' in daemon.output()
+    assert daemon.stop() == 0
+
+
 # -- A4-w13: lines received before a rotation land in the next period's file ---------------
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason='libfaketime is not installed')
-@pytest.mark.xfail(strict=True, reason="A4-w13: a receiver stamps a line when it reads it and "
-                   'hands it over in a batch later (BATCH_DELAY_S, 0.5 ms, or as long as the '
-                   'main process is not scheduled); the main process writes it with its own '
-                   'clock (Writer.flush(self.now) rotates first), so a line '
-                   'stamped just before a rotation\'s deadline is written after the rotation, '
-                   'into the next period\'s file (docs/rotation.md: "each line lands in the '
-                   'file of the period it was received in"; one process writes a line with '
-                   'the time it was stamped with)')
 def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_path):
     daemon = ClockedDaemon(tmp_path, APP, '2024-05-15 23:59:56', server=WORKERS_2)
     daemon.start()
@@ -769,6 +767,8 @@ def test_lines_received_before_midnight_are_not_written_after_the_rotation(tmp_p
     early = [line for name, line in lines if name == 'live' and line < '2024-05-16']
     assert early == [], '%d lines of the 15th in the file of the 16th: %s' % (
         len(early), early[:3])
+    # The rotation waited for the receivers' watermark, not for its bound.
+    assert 'rotating without waiting longer' not in daemon.output()
 
 
 # -- A4-w14: the receivers and the main process each read facilities.conf, at their own time --

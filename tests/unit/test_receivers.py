@@ -3,17 +3,22 @@ ForwardingWriter and ForwardingAcknowledger sends its batches over a real channe
 main process's ReceiverPool applies them to a real Writer and the one Acknowledger, and
 the acks come back to the receiver's connection."""
 
+import time
+
 import pytest
 
-from loghog.wire import make_session
+from loghog.signing import V2Signer
+from loghog.wire import FLAG_ACK, MessageEncoder, make_session
 from loghogd.binding import BoundSockets
 from loghogd.channel import Channel, channel_pair
 from loghogd.config import load_config
 from loghogd.facilities import load_facilities
 from loghogd.receiver import ForwardingAcknowledger, ForwardingWriter
-from loghogd.receivers import Receiver, ReceiverPool
+from loghogd.receivers import WATERMARK_WAIT_S, Receiver, ReceiverPool
 from loghogd.server import Server
 from loghogd.stats import Counters
+from loghog.wire import encode_message
+from loghogd.receiver import ChannelReader
 from tests.unit.test_acknowledger import FACILITIES, Connection, Rig, message
 
 
@@ -27,6 +32,8 @@ class ReceiverRig:
         self.server = Server(load_config(None), load_facilities(FACILITIES), self.writer,
                              Counters(), None, BoundSockets())
         self.acknowledger = self.server.acknowledger = ForwardingAcknowledger(self.writer)
+        self.server.take_signed = self.writer.take_signed     # as receiver.serve does
+        self.server.now = time.time()
         self.receiver = Receiver(pool, slot, 0, Channel(main_end))
         pool.receivers[slot] = self.receiver
 
@@ -49,6 +56,7 @@ class Pool:
         self.pool = ReceiverPool(2, BoundSockets(), None)
         self.pool.server = self.main.server
         self.receivers = [ReceiverRig(self.pool, slot) for slot in range(2)]
+        self.main.server.now = time.time()
 
     def pass_(self):
         self.main.pass_()
@@ -106,6 +114,66 @@ def test_lines_routed_to_a_facility_a_reload_removed_are_rejected_not_lost_silen
     assert rig.main.counters.rejected['unknown_app'] == 1
 
 
+SESSION = bytes.fromhex('00112233445566778899aabbccddeeff')
+
+
+def signed(body, seq, flags=FLAG_ACK):
+    """A v2-signed message to [strict] (tests/cases/facilities.conf), signed now."""
+    frame = MessageEncoder('strict', 'h', flags=flags).encode('root', 1, 0, body)
+    return V2Signer('s3cret').sign_frame(frame, SESSION, seq, int(time.time() * 1000))
+
+
+def strict_lines(rig):
+    path = rig.main.path.parent.parent / 'strict' / 'root.log'
+    return [line.rsplit(' - ', 1)[1] for line in path.read_text().splitlines()]
+
+
+def test_a_v2_resend_on_the_receiver_of_its_original_is_skipped_not_refused(rig):
+    """A4-w12: the replay check is the main process's, where the session table tells the
+    resend (same peer, same session, its signed number) from a replay."""
+    first, _ = rig.receivers
+    cut = Connection()
+    first.feed(cut, make_session(SESSION.hex(), 1) + signed('m1', 1) + signed('m2', 2))
+    first.acknowledger.closed(cut)
+    cut.closed = True
+    again = Connection()
+    first.feed(again, make_session(SESSION.hex(), 1) + b''.join(
+        signed('m%d' % n, n) for n in (1, 2, 3)))
+    rig.pass_()
+    assert strict_lines(rig) == ['m1', 'm2', 'm3']
+    assert again.acks_received()[-1] == {'ack': 4}
+    assert rig.main.counters.rejected['replayed'] == 0
+    assert rig.main.counters.events['duplicates_skipped'] == 2
+
+
+def test_a_v2_replay_on_another_receiver_is_refused(rig):
+    """The gap docs/security.md listed: each receiver kept its own table of (session,
+    number), so a captured frame replayed on another receiver was written again."""
+    first, second = rig.receivers
+    captured = signed('once', 1, flags=0)
+    first.feed(Connection(), captured + signed('then', 2, flags=0))
+    second.feed(Connection('127.0.0.2'), signed('plain', 3, flags=0) + captured)
+    replayer = Connection('127.0.0.3')
+    second.feed(replayer, make_session(SESSION.hex(), 1) + signed('once', 1))   # acked
+    rig.pass_()
+    assert strict_lines(rig) == ['once', 'then', 'plain']
+    assert rig.main.counters.rejected['replayed'] == 2
+    assert replayer.acks_received()[-1] == {'ack': 2, 'rejected': [[2, 'replayed']]}
+
+
+def test_a_cut_batch_keeps_each_signed_mark_on_its_line():
+    from loghogd.receiver import BATCH_CHARS, cut_batch
+    key = ('strict', 'root', None)
+    line = 'x' * (BATCH_CHARS // 3) + '\n'
+    lines = {key: [line + str(n) for n in range(7)]}
+    marks = [(key, n, b'S' * 16, n, 0, ('h', None), 'h:1', 'h') for n in (0, 4, 6)]
+    batches = cut_batch(lines, [], marks)
+    assert len(batches) > 2
+    found = [part[key][mark[1]] for _, part, _, part_marks in batches for mark in part_marks]
+    assert found == [line + '0', line + '4', line + '6']
+    assert [mark[3] for _, _, _, part_marks in batches for mark in part_marks] == [0, 4, 6]
+
+
 def load_facilities_text(main_rig, text):
     path = main_rig.path.parent.parent / 'reloaded.conf'
     path.write_text(text)
@@ -131,23 +199,23 @@ def test_a_batch_is_cut_into_messages_the_main_process_takes_in_order():
     events in their order; a batch that fits stays one message."""
     from loghogd.receiver import BATCH_CHARS, cut_batch
     small = {('app', 'root', None): ['a\n', 'b\n']}
-    assert cut_batch(small, []) == [('batch', small, [])]
+    assert cut_batch(small, []) == [('batch', small, [], [])]
     line = 'x' * (BATCH_CHARS // 3) + '\n'
     lines = {('app', 'root', None): [line] * 5 + ['last\n'],
              ('app', 'db', None): ['y' * (BATCH_CHARS + 10) + '\n']}
     events = [('line', 7, ('app', 'root', None), line)] * 4 + [('frame', 7)]
     batches = cut_batch(lines, events)
     assert len(batches) > 3
-    for _, part, part_events in batches:
+    for _, part, part_events, _ in batches:
         size = sum(len(text) for pending in part.values() for text in pending)
         size += sum(len(event[3]) for event in part_events if event[0] == 'line')
         assert size <= BATCH_CHARS or (len(part) == 1 and len(next(iter(part.values()))) == 1)
     joined = {}
-    for _, part, _ in batches:
+    for _, part, _, _ in batches:
         for key, pending in part.items():
             joined.setdefault(key, []).extend(pending)
     assert joined == lines
-    assert [e for _, _, part_events in batches for e in part_events] == events
+    assert [e for _, _, part_events, _ in batches for e in part_events] == events
 
 
 def test_the_main_end_of_a_channel_refuses_a_message_over_its_bound_and_garbage():
@@ -164,3 +232,231 @@ def test_the_main_end_of_a_channel_refuses_a_message_over_its_bound_and_garbage(
         finally:
             ours.close()
             theirs.close()
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class WatermarkRig:
+    """The main process (Writer, Rotator, Server on a loop, ReceiverPool) and two
+    receivers (Server on a ForwardingWriter, with its Watermark), on one fake clock, the
+    day before a daily rotation."""
+
+    def __init__(self, tmp_path):
+        import datetime
+
+        from loghogd.compressor import Compressor
+        from loghogd.loop import EventLoop
+        from loghogd.receiver import Watermark
+        from loghogd.rotation import Rotator
+        from loghogd.writer import Writer
+        conf = tmp_path / 'facilities.conf'
+        conf.write_text('[app]\nrotate = daily\nbackup_count = 3\n')
+        table = load_facilities(str(conf))
+        self.folder = tmp_path / 'log' / 'app'
+        self.midnight = time.mktime(datetime.datetime(2024, 5, 16).timetuple())
+        self.clock = clock = Clock(self.midnight - 10)
+        self.counters = Counters()
+        (tmp_path / 'log').mkdir()
+        (tmp_path / 'lib').mkdir()
+        self.writer = Writer(str(tmp_path / 'log'), self.counters)
+        self.compressor = Compressor('gzip', 1, lambda: None)
+        self.rotator = Rotator(self.writer, table, str(tmp_path / 'log'), str(tmp_path / 'lib'),
+                               self.compressor, self.counters)
+        self.rotator.start(clock())
+        self.loop = EventLoop()
+        self.server = main = Server(load_config(None), table, self.writer, self.counters, self.loop,
+                      BoundSockets(), clock=clock)
+        self.pool = ReceiverPool(2, BoundSockets(), None)
+        self.pool.server = main
+        self.pool.max_message_bytes = 1 << 26
+        self.receivers = []
+        for slot in range(2):
+            main_end, receiver_end = channel_pair()
+            channel = Channel(receiver_end)
+            forwarding = ForwardingWriter(channel)
+            server = Server(load_config(None), table, forwarding, Counters(), None,
+                            BoundSockets(), clock=clock)
+            server.acknowledger = ForwardingAcknowledger(forwarding)
+            receiver = self.pool.receivers[slot] = Receiver(self.pool, slot, 0, Channel(main_end))
+            self.loop.register(main_end, 1, receiver.on_event)
+            self.receivers.append((server, forwarding, Watermark(server, channel), receiver))
+
+    def receive(self, slot, body, send):
+        """Receiver ``slot`` reads a message at the clock's time (and sends it or not)."""
+        server, forwarding = self.receivers[slot][:2]
+        server._read_clock()
+        server.ingest(Connection().splitter.feed(memoryview(
+            encode_message('app', 'root', 1, 0, 'h', body))), Connection())
+        if send:
+            forwarding.flush(self.clock(), force=True)
+
+    def take_deadline(self, slot):
+        """Receiver ``slot`` reads what the main process sent it."""
+        server, forwarding, watermark, _ = self.receivers[slot]
+        ChannelReader(server, forwarding.channel, server.acknowledger, watermark).on_event(0)
+        return watermark.deadline
+
+    def main_pass(self):
+        """The main process's loop pass: read the channels, flush, run its tasks."""
+        self.loop.run_once(0.05)
+        self.writer.flush(self.clock())
+        for task in (self.pool, self.rotator):
+            deadline = task.next_deadline()
+            if deadline is not None and self.clock() >= deadline:
+                task.tick(self.clock())
+
+    def close(self):
+        self.writer.close(self.clock())
+        self.rotator.close()
+        self.compressor.close()
+
+    def files(self):
+        """{'backup' or 'live': [bodies]}: the backup of the 15th and the live file."""
+        import os
+        bodies = {}
+        for name in os.listdir(self.folder):
+            key = 'live' if name == 'root.log' else 'backup'
+            assert key == 'live' or name.startswith('root.log.2024-05-15'), name
+            bodies[key] = [line.rsplit(' - ', 1)[1]
+                           for line in (self.folder / name).read_text().splitlines()]
+        return bodies
+
+
+@pytest.fixture
+def watermark(tmp_path):
+    rig = WatermarkRig(tmp_path)
+    yield rig
+    rig.close()
+
+
+def test_a_rotation_waits_for_every_receiver_to_hand_over_what_it_received_before(watermark):
+    """A4-w13: a receiver stamps lines when it reads them and hands them over later; the
+    main process holds a deadline's rotation until every receiver has said (after its
+    clock passed the deadline) that it handed over what it received before, so the lines
+    of the day before go to its file and none of the day after."""
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    assert rig.pool.held == midnight
+    assert [rig.take_deadline(slot) for slot in (0, 1)] == [midnight] * 2
+    clock.now = midnight - 0.1
+    rig.receive(0, 'late in the day', send=False)      # read before midnight, held back
+    clock.now = midnight + 0.2
+    rig.main_pass()                                    # the main process's clock passed
+    clock.now = midnight + 0.25
+    rig.receive(1, 'next day', send=True)    # the other receiver: its watermark first
+    rig.main_pass()
+    assert rig.pool.held == midnight and rig.receivers[1][3].parked
+    clock.now = midnight + 0.3
+    rig.receive(0, 'next day too', send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held != midnight
+    rig.writer.flush(clock())
+    assert rig.files() == {'backup': ['day one', 'late in the day'],
+                           'live': ['next day', 'next day too']}
+    assert rig.counters.events['rotation_watermark_timeouts'] == 0
+
+
+def test_a_receiver_that_never_hands_over_holds_the_rotation_a_second_at_most(watermark):
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    rig.take_deadline(0)       # receiver 1 is stuck: it never reads its channel again
+    clock.now = midnight + 0.1
+    rig.receive(0, 'next day', send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held == midnight and rig.files() == {'live': ['day one']}
+    clock.now = midnight + 0.1 + WATERMARK_WAIT_S
+    rig.main_pass()
+    rig.main_pass()
+    rig.writer.flush(clock())
+    assert rig.files() == {'backup': ['day one'], 'live': ['next day']}
+    assert rig.counters.events['rotation_watermark_timeouts'] == 1
+
+
+def test_a_connection_a_receiver_refuses_goes_to_another_and_stays_open(tmp_path):
+    """A4-w10: the main process keeps its copy of a handed-off connection until the
+    receiver answers; one it refuses (out of descriptors: the kernel closed the copy it
+    could not give) goes to the next receiver, which is then the only holder."""
+    import socket
+
+    from loghogd.channel import handoff_pair, take_handed_off
+    main = Rig(tmp_path)
+    pool = ReceiverPool(2, BoundSockets(), None)
+    pool.server = main.server
+    ends = []
+    for slot in range(2):
+        main_end, _ = channel_pair()
+        main_handoff, receiver_handoff = handoff_pair()
+        pool.receivers[slot] = Receiver(pool, slot, 0, Channel(main_end), main_handoff)
+        ends.append(receiver_handoff)
+    client, accepted = socket.socketpair()
+    with client:
+        pool.hand_off(accepted, 'tcp', ('127.0.0.1', 1))
+        (lost, _, _, number), = take_handed_off(ends[0])
+        lost.close()                  # as the kernel does for a process at its limit
+        pool._handed(pool.receivers[0], [], [number])
+        assert main.counters.events['handoffs_refused'] == 1
+        (taken, kind, address, number), = take_handed_off(ends[1])
+        assert accepted.fileno() != -1     # not closed before the second answers
+        pool._handed(pool.receivers[1], [number], [])
+        assert accepted.fileno() == -1 and pool.receivers[1].handing == {}
+        client.sendall(b'still open')
+        assert taken.recv(100) == b'still open'
+        taken.close()
+        assert client.recv(100) == b''     # no copy left behind
+    # Offered none while it is full: the next connection goes to the other one.
+    other, accepted = socket.socketpair()
+    with other:
+        pool.hand_off(accepted, 'tcp', ('127.0.0.1', 2))
+        assert take_handed_off(ends[0]) == []
+        (again, _, _, _), = take_handed_off(ends[1])
+        again.close()
+
+
+def test_a_receiver_that_cannot_apply_a_reload_is_killed_and_started_again(tmp_path):
+    """_kill called itself (RecursionError): a receiver that said it could not apply the
+    reloaded facilities was killed only by the error's way out (as a broken receiver), and
+    one that had not answered in RELOAD_CONFIRM_S was never killed."""
+    import subprocess
+
+    from loghogd.loop import EventLoop
+    main = Rig(tmp_path)
+    main.server.loop = EventLoop()
+    pool = ReceiverPool(2, BoundSockets(), None)
+    pool.server = main.server
+    child = subprocess.Popen(['sleep', '60'])
+    main_end, _ = channel_pair()
+    receiver = pool.receivers[0] = Receiver(pool, 0, child.pid, Channel(main_end))
+    pool.generation = 1
+    pool._reloaded(receiver, 1, False)
+    assert receiver.exited and receiver.reaped
+    assert receiver.exit_status == 'killed by SIGKILL'
+    assert 0 in pool.restart_at
+
+
+def test_a_deadline_that_comes_again_after_the_clock_went_back_is_held_again(watermark):
+    rig, midnight, clock = watermark, watermark.midnight, watermark.clock
+    rig.receive(0, 'day one', send=True)
+    rig.main_pass()
+    for slot in (0, 1):
+        rig.take_deadline(slot)
+    clock.now = midnight + 0.1
+    for slot in (0, 1):
+        rig.receive(slot, 'next day %d' % slot, send=True)
+    rig.main_pass()
+    rig.main_pass()
+    assert rig.pool.held == midnight + 86400     # let go, and the next one held
+    clock.now = midnight - 3600                  # set back an hour
+    rig.server.now = clock.now
+    rig.rotator.tick(clock())     # (the loop ticks every task when the clock goes back)
+    rig.main_pass()
+    assert rig.pool.held == midnight
