@@ -9,6 +9,7 @@ attacks that found nothing, kept as cheap guards of a real promise.
 """
 
 import collections
+import fcntl
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -26,6 +28,8 @@ import shutil
 
 from loghog import LoghogHandler
 from loghog.handler import record_fields
+from loghog.wire import make_ack as ack
+from tests.integration.attack.peers import Peer, answer_handshake
 from tests.support import (COMPRESSED_SUFFIXES, Stream, backup_names, file_history, free_port,
                            make_certs,
                            line_body, read_backup, read_lines, wait_for)
@@ -176,9 +180,11 @@ def tls_handler(pki, port):
 
 @pytest.mark.parametrize('how', [
     pytest.param('sigterm', marks=pytest.mark.xfail(strict=False, reason=(
-        'A5-2 seen over TLS too (not a new finding, for the coordinator\'s fix): 2 of 24 runs '
-        'wrote one batch (4 consecutive records) twice across the in-place SIGTERM restarts; '
-        'tcp in place: 0 of 6'))),
+        'A6-5 over TLS (the A5-2 symptom): 3 of 34 runs wrote one batch (4 consecutive '
+        'records) twice across the in-place SIGTERM restarts; an instrumented run showed the '
+        'client dropping the connection on a failed write (SSL EOF) with 62 bytes, the ack '
+        'of those 4 messages, unread in its socket (test_an_ack_received_before_a_reset_'
+        'that_cuts_a_write_counts reproduces it every time); tcp in place: 0 of 6'))),
     'kill'])
 def test_tls_handler_across_restarts_in_place(daemon_factory, make_logger, pki, how):
     """A 3,000 records/s stream over TLS while the daemon is restarted twice in its own
@@ -678,3 +684,68 @@ def test_a_cut_connection_resent_over_the_other_loopback_address_writes_nothing_
     assert not missing, (len(missing), missing[:5])
     assert not twice, '%d of %d records written twice across 2 cuts: %s' % (
         len(twice), total, twice[:5])
+
+
+# -- 11. an ack that arrived just before the daemon's reset ----------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    'A6-5 (likely A5-2\'s cause): an ack that reached the client just before the daemon\'s '
+    'reset is never read when the reset fails a write: Sender._write (loghog/sender.py:618-655) '
+    'takes ConnectionLost from send_frames and calls _lost, which drops the connection '
+    '(_drop_connection) without reading what the socket had received; the acknowledged '
+    'messages are sent again, and a daemon that was restarted writes them twice. Here 5/5 '
+    'runs: the reconnection starts at message 1 after ~209 were acknowledged. Fix (checked '
+    'with a monkeypatch: the test then passes 3/3): before dropping a connection in _lost, '
+    'read what it holds (connection.receive(0); self._take_acks()); Linux keeps received '
+    'data readable after a reset. Daemon side, over real networks: after the last acks, '
+    'shutdown(SHUT_WR) before close, so that a reset cannot discard an ack still queued'))
+def test_an_ack_received_before_a_reset_that_cuts_a_write_counts(make_logger):
+    """What a daemon's SIGTERM does to a busy client: it stops reading, sends the ack of all
+    it has written, and closes with the client's later frames unread (the kernel sends a
+    reset).  The client, blocked writing, gets the reset from its send; the ack is in its
+    socket's receive queue (Linux keeps received data after a reset).  It must count: the
+    next connection's session frame starts after the acknowledged messages, or they are
+    sent again and a new daemon writes them twice."""
+    state = {'acked': None}
+
+    def daemon_that_stops(peer, sock):
+        reader = answer_handshake(peer, sock)
+        if peer.accepted > 1:
+            return                              # the session frame is all we need
+        while reader.count < 201:               # the session frame and 200 messages
+            frames = reader.read(10)
+            assert frames is not None
+            peer.record(frames)
+        # Stop reading; once the client is blocked writing (our receive queue no longer
+        # grows), acknowledge what was read and reset the connection.
+        queued = lambda: struct.unpack('i', fcntl.ioctl(sock.fileno(), termios.FIONREAD,
+                                                        b'\0\0\0\0'))[0]
+        last, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 0.3:
+            now_queued = queued()
+            if now_queued != last:
+                last, stable_since = now_queued, time.monotonic()
+            time.sleep(0.02)
+        state['acked'] = reader.count - 1
+        sock.sendall(ack(reader.count))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        sock.close()
+
+    peer = Peer(daemon_that_stops)
+    # A small receive buffer: the client fills the connection long before its own bounds
+    # (10,000 records, 8 MiB) make it stop and wait for acks.
+    peer.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    handler = LoghogHandler('app', '127.0.0.1', peer.port)
+    logger = make_logger(handler, logging.INFO)
+    # 5 MB: more than the kernel's buffers hold (the client's send buffer grows to 4 MiB at
+    # most, tcp_wmem), less than the handler's own bounds: it ends up blocked writing.
+    for n in range(4500):
+        logger.info('msg %d %s', n, 'x' * 1000)
+    try:
+        peer.wait(lambda p: len(p.sessions) >= 2, timeout_s=30)
+    finally:
+        peer.stop()
+    first = peer.sessions[1]['first']
+    assert first == state['acked'] + 1, (
+        'the reconnection starts at message %d: the %d messages acknowledged before the '
+        'reset are sent again' % (first, state['acked']))
