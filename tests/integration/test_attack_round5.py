@@ -631,17 +631,6 @@ def test_a_cut_connection_resent_over_the_other_loopback_address_writes_nothing_
 
 # -- 11. an ack that arrived just before the daemon's reset ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A6-5 (likely A5-2\'s cause): an ack that reached the client just before the daemon\'s '
-    'reset is never read when the reset fails a write: Sender._write (loghog/sender.py:618-655) '
-    'takes ConnectionLost from send_frames and calls _lost, which drops the connection '
-    '(_drop_connection) without reading what the socket had received; the acknowledged '
-    'messages are sent again, and a daemon that was restarted writes them twice. Here 5/5 '
-    'runs: the reconnection starts at message 1 after ~209 were acknowledged. Fix (checked '
-    'with a monkeypatch: the test then passes 3/3): before dropping a connection in _lost, '
-    'read what it holds (connection.receive(0); self._take_acks()); Linux keeps received '
-    'data readable after a reset. Daemon side, over real networks: after the last acks, '
-    'shutdown(SHUT_WR) before close, so that a reset cannot discard an ack still queued'))
 def test_an_ack_received_before_a_reset_that_cuts_a_write_counts(make_logger):
     """What a daemon's SIGTERM does to a busy client: it stops reading, sends the ack of all
     it has written, and closes with the client's later frames unread (the kernel sends a
