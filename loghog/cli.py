@@ -221,9 +221,9 @@ def send_messages(options, ssl_context, messages, report=None):
     port = options.port or (DEFAULT_TLS_PORT if options.tls else DEFAULT_PORT)
     where = f'{transport}://{options.host}:{port}'
 
-    def connect(timeout_s, is_cancelled):
+    def connect(timeout_s, is_cancelled, prefer=None):
         return open_connection(options.host, port, transport, ssl_context, timeout_s,
-                               is_cancelled)
+                               is_cancelled, prefer)
 
     acknowledged = options.acknowledged and transport != 'udp'
     flags = wire.FLAG_ACK if acknowledged else 0

@@ -195,12 +195,12 @@ class LoghogHandler(logging.Handler):
         finally:
             super().close()
 
-    def _connect(self, ssl_info, timeout_s, is_cancelled):
+    def _connect(self, ssl_info, timeout_s, is_cancelled, prefer=None):
         # A new context for each connection: a renewed certificate is picked up without a
         # restart, and a fork child never shares OpenSSL state with its parent's thread.
         ssl_context = _ssl_context_from_info(ssl_info) if ssl_info else None
         return open_connection(self.host, self.port, self.transport, ssl_context, timeout_s,
-                               is_cancelled)
+                               is_cancelled, prefer)
 
     def _report(self, text):
         if self.print_debug:

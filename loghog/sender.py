@@ -120,8 +120,9 @@ class Sender:
     The one delivery engine of the client (DESIGN.md): ``LoghogHandler`` and the ``loghog``
     command both queue their frames here.
 
-    ``connect(timeout_s, is_cancelled)`` opens a connection (see
-    ``loghog.transport.open_connection``) or raises ``OSError``.  ``report(text)`` receives
+    ``connect(timeout_s, is_cancelled, prefer=None)`` opens a connection (see
+    ``loghog.transport.open_connection``; ``prefer``: the address to try first) or raises
+    ``OSError``.  ``report(text)`` receives
     one line for each change of state (connected, connection lost, retrying); ``warn(text)``
     receives the lines a user must see whatever the settings (a daemon that does not answer
     the handshake, records dropped, records rejected by the daemon unless
@@ -380,6 +381,11 @@ class Sender:
         self._notice_weights = {}         # message number of a written gap notice -> records
         self._in_flight_notices = []      # the gap entries of the notices in the batch
         self._connected_at = 0.0
+        # The address of the last connection that shook hands: tried first when connecting
+        # again.  The daemon knows a session by the peer's address; a resend over another
+        # address of the same name (localhost: 127.0.0.1 and ::1) is another session to it,
+        # and what it wrote but had not acknowledged is written again (A6-4).
+        self._last_address = None
         self.unconfirmed = 0              # written, never acknowledged, given up at close
         self.rejected = 0                 # acknowledged as rejected by the daemon
         self.rejections = collections.Counter()  # the same, by reason
@@ -739,7 +745,7 @@ class Sender:
         """Connect, and with acks shake hands; return True on success."""
         try:
             connection = self._connect(self._io_timeout_s(CONNECT_TIMEOUT_S),
-                                       self._is_out_of_time)
+                                       self._is_out_of_time, prefer=self._last_address)
         except OSError as error:
             self._connection_failed(f'cannot connect to {self.where}: {_describe(error)}')
             return False
@@ -750,8 +756,10 @@ class Sender:
             problem = self._shake_hands(connection, acks)
             if problem is not None:
                 connection.close()
+                self._last_address = None     # another address next time, if there is one
                 self._connection_failed(problem)
                 return False
+        self._last_address = getattr(connection, 'sockaddr', None)
         self._connection = connection
         self._connection_acks = acks
         self._signs_v2 = self._signer_v2 is not None and (

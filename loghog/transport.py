@@ -101,19 +101,24 @@ def resolve(host, port, transport, rng=random):
 
 
 def open_connection(host, port, transport, ssl_context=None, timeout_s=CONNECT_TIMEOUT_S,
-                    is_cancelled=None):
+                    is_cancelled=None, prefer=None):
     """Connect to a daemon and return a ``StreamConnection`` or ``DatagramConnection``.
 
     ``transport`` is ``'tcp'``, ``'udp'`` or ``'tls'`` (``'tls'`` needs ``ssl_context``).  The
     addresses of ``host`` are tried in random order until one accepts, each within
-    ``timeout_s`` (TCP connect, then TLS handshake).  ``is_cancelled()``, when given, is asked
-    a few times a second during a TCP connect; once it returns True the attempt stops.  Raises
-    the last ``OSError`` when no address accepted (``TimeoutError`` for a cancelled attempt).
+    ``timeout_s`` (TCP connect, then TLS handshake); ``prefer``, the address of the last
+    connection that worked, first when the name still has it (see ``Sender``).
+    ``is_cancelled()``, when given, is asked a few times a second during a TCP connect; once it
+    returns True the attempt stops.  Raises the last ``OSError`` when no address accepted
+    (``TimeoutError`` for a cancelled attempt).
     """
     if transport not in TRANSPORTS:
         raise ValueError(f'unknown transport {transport!r}; expected one of {TRANSPORTS}')
     last_error = OSError(f'{host} has no address')
-    for family, socktype, proto, _, sockaddr in resolve(host, port, transport):
+    infos = resolve(host, port, transport)
+    if prefer is not None:
+        infos.sort(key=lambda info: info[4] != prefer)   # stable: the rest stay shuffled
+    for family, socktype, proto, _, sockaddr in infos:
         sock = socket.socket(family, socktype, proto)
         try:
             _connect(sock, sockaddr, timeout_s, is_cancelled or _never)
@@ -172,6 +177,7 @@ class StreamConnection:
     def __init__(self, sock, sockaddr):
         sock.setblocking(False)
         self.sock = sock
+        self.sockaddr = sockaddr
         self.peer = format_address(sockaddr)
         self.timeout_s = SEND_TIMEOUT_S
         self.acks = []                # acks received and not yet taken by the owner
@@ -326,6 +332,7 @@ class DatagramConnection:
 
     def __init__(self, sock, sockaddr):
         self.sock = sock
+        self.sockaddr = sockaddr
         self.peer = format_address(sockaddr)
         self.lost = 0
 
