@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 
 import pytest
@@ -27,6 +26,7 @@ import pytest
 from loghog import LoghogHandler
 from loghog.handler import record_fields
 from loghog.wire import make_ack as ack
+from tests.integration.test_client_acks import CuttableProxy
 from tests.integration.attack.peers import Peer, answer_handshake
 from tests.support import (Stream, backup_names, file_history, free_port, line_body, read_lines,
                            wait_for)
@@ -482,66 +482,6 @@ def test_a_restart_after_the_clock_was_set_back_keeps_the_rotation_schedule(daem
 
 # -- 10. localhost is 127.0.0.1 and ::1: a reconnect may come from the other address ---------
 
-class FamilyProxy:
-    """A TCP relay from ``host:port`` to the daemon's address of the same family (so the
-    daemon sees the client's loopback address of that family).  ``hold_acks()`` stops
-    passing the daemon's bytes on (acks lost in the network); ``cut()`` resets every
-    connection through it, as a network failure would."""
-
-    def __init__(self, host, port, target):
-        self.target = target
-        self.listener = socket.create_server((host, port), family=socket.AF_INET6
-                                             if ':' in host else socket.AF_INET)
-        self.pairs = []
-        self.holding = threading.Event()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.pairs.append((client, upstream))
-            for source, sink, held in ((client, upstream, None),
-                                       (upstream, client, self.holding)):
-                threading.Thread(target=self._pump, args=(source, sink, held),
-                                 daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink, held):
-        try:
-            while data := source.recv(65536):
-                if held is None or not held.is_set():
-                    sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def hold_acks(self):
-        self.holding.set()
-
-    def cut(self):
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-        for pair in pairs:
-            for sock in pair:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-        self.holding.clear()
-
-    def stop(self):
-        self.listener.close()
-        self.cut()
-
-
 def free_port_on_both():
     for _ in range(50):
         port = free_port()
@@ -568,8 +508,10 @@ def test_a_cut_connection_resent_over_the_other_loopback_address_writes_nothing_
         pytest.skip('cannot listen on ::1: %s' % exc)
     ports = {('6' if ':' in host else '4'): port for host, port in daemon.addresses['tcp']}
     port = free_port_on_both()
-    proxies = {'4': FamilyProxy('127.0.0.1', port, ('127.0.0.1', ports['4'])),
-               '6': FamilyProxy('::1', port, ('::1', ports['6']))}
+    # Relays on one port of both addresses to the daemon's address of the same family (so
+    # the daemon sees the client's loopback address of that family).
+    proxies = {'4': CuttableProxy(ports['4'], ('127.0.0.1', port), '127.0.0.1'),
+               '6': CuttableProxy(ports['6'], ('::1', port), '::1')}
     real_getaddrinfo = socket.getaddrinfo
 
     def debian_hosts(host, *args, **kwargs):     # /etc/hosts: 127.0.0.1 and ::1 localhost

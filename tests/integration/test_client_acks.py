@@ -111,15 +111,21 @@ def test_daemon_dies_mid_stream_and_restarts_nothing_lost(daemon_factory, acked_
 class CuttableProxy:
     """A TCP relay from a loopback port to the daemon; ``cut()`` breaks every connection
     going through it at once (the client sees a reset, the daemon a close), as a network
-    failure would, while the daemon keeps running."""
+    failure would, while the daemon keeps running; ``hold_acks()`` stops passing the
+    daemon's bytes on until the next cut (acks lost in the network).
 
-    def __init__(self, target_port):
-        self.target_port = target_port
-        self.listener = socket.create_server(('127.0.0.1', 0))
+    It listens on ``listen`` (host, port) and relays to ``target_host``: with ::1 for both,
+    the daemon sees the client's IPv6 loopback address."""
+
+    def __init__(self, target_port, listen=('127.0.0.1', 0), target_host='127.0.0.1'):
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(
+            listen, family=socket.AF_INET6 if ':' in listen[0] else socket.AF_INET)
         self.port = self.listener.getsockname()[1]
         self.pairs = []
         self.threads = []
         self.lock = threading.Lock()
+        self.holding = threading.Event()
         self._start(self._accept)
 
     def _start(self, target, *args):
@@ -133,19 +139,23 @@ class CuttableProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(('127.0.0.1', self.target_port))
+            upstream = socket.create_connection(self.target)
             with self.lock:
                 self.pairs.append((client, upstream))
             self._start(self._pump, client, upstream)
-            self._start(self._pump, upstream, client)
+            self._start(self._pump, upstream, client, self.holding)
 
-    def _pump(self, source, sink):
+    def _pump(self, source, sink, held=None):
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if held is None or not held.is_set():
+                    sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def hold_acks(self):
+        self.holding.set()
 
     def cut(self):
         with self.lock:
@@ -158,6 +168,7 @@ class CuttableProxy:
                 except OSError:
                     pass
                 sock.close()  # with SO_LINGER 0: a reset
+        self.holding.clear()
         return len(pairs)
 
     def stop(self):
