@@ -24,6 +24,7 @@ import time
 
 from loghog import signing, wire
 from loghog.acks import describe_rejections
+from loghog.datagrams import Refusals
 from loghog.sender import MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES, Sender
 from loghog.transport import make_ssl_context, open_connection
 
@@ -32,7 +33,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2           # bad options (argparse's own status)
 EXIT_DATA = 65           # the daemon rejected a message (unknown app, bad signature, ...)
 EXIT_NO_INPUT = 66       # a certificate file cannot be read
-EXIT_UNAVAILABLE = 69    # a TCP/TLS message could not be delivered (or was not acknowledged)
+EXIT_UNAVAILABLE = 69    # a message could not be delivered (TCP/TLS: or was not acknowledged;
+                         # UDP: the kernel refused to send its datagram)
 
 DEFAULT_PORT = 5566
 DEFAULT_TLS_PORT = 5577
@@ -77,8 +79,8 @@ def main(argv=None):
     Returns the exit status: 0 when every message was delivered (TCP/TLS: acknowledged by the
     daemon, or with ``--no-ack`` handed to it; UDP: sent), 2 for bad options, 65 when the
     daemon rejected a message, 66 when a TLS file cannot be read, 69 when a TCP/TLS message
-    could not be delivered or was not acknowledged in time.  Errors are written to standard
-    error, one line each.
+    could not be delivered or was not acknowledged in time, or the kernel refused to send a
+    UDP datagram.  Errors are written to standard error, one line each.
     """
     parser = build_parser()
     try:
@@ -221,9 +223,11 @@ def send_messages(options, ssl_context, messages, report=None):
     port = options.port or (DEFAULT_TLS_PORT if options.tls else DEFAULT_PORT)
     where = f'{transport}://{options.host}:{port}'
 
+    refusals = Refusals(_warn, where)
+
     def connect(timeout_s, is_cancelled, prefer=None):
-        return open_connection(options.host, port, transport, ssl_context, timeout_s,
-                               is_cancelled, prefer)
+        return refusals.watch(open_connection(options.host, port, transport, ssl_context,
+                                              timeout_s, is_cancelled, prefer))
 
     acknowledged = options.acknowledged and transport != 'udp'
     flags = wire.FLAG_ACK if acknowledged else 0
@@ -251,6 +255,9 @@ def send_messages(options, ssl_context, messages, report=None):
     if sender.dropped:
         raise DeliveryError(f'{sender.dropped} of {count} messages dropped while {where} '
                             f'could not take them (announced in the log file)')
+    if refusals.count:
+        raise DeliveryError(f'{refusals.count} of {count} messages not sent: the kernel '
+                            f'refused their datagrams to {where}')
     if sender.rejections:
         raise RejectedError(f'{where} rejected {sum(sender.rejections.values())} of '
                             f'{count} messages: {describe_rejections(sender.rejections)}')
@@ -265,7 +272,8 @@ def _warn(text):
 
 def encode(options, body, now_ns=None, flags=0):
     """Return the frame for one message ``body``, stamped ``now_ns`` (default: now); a body
-    longer than the daemon's message size is cut, visibly (``wire.encode_within``)."""
+    longer than the daemon's message size, or with ``--udp`` than fits one datagram, is cut,
+    visibly (``wire.encode_within``)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     stamp, nsecs = divmod(now_ns, 10**9)
     body = utf8_text(body)
@@ -279,8 +287,9 @@ def encode(options, body, now_ns=None, flags=0):
     # A v2 signature's envelope goes in front of the payload: leave room for it.
     room = signing.ENVELOPE_SIZE if options.secret and not getattr(
         options, 'signature', 'auto') == 'v1' else 0
+    transport = 'udp' if getattr(options, 'udp', False) else 'tcp'
     return wire.encode_within(encode_body, options.module, stamp, nsecs, body,
-                              wire.MAX_MESSAGE_BYTES - room)
+                              wire.max_payload(transport, room))
 
 
 def utf8_text(text):

@@ -9,6 +9,7 @@ import time
 
 from loghog import signing, wire
 from loghog.acks import HANDSHAKE_TIMEOUT_S
+from loghog.datagrams import Refusals
 from loghog.sender import (EMIT_WAIT_S, EXIT_TIMEOUT_S, MAX_BUFFER_BYTES, MAX_BUFFER_FRAMES,
                            RETRY_MAX_S, RETRY_MIN_S, Sender)
 from loghog.transport import make_ssl_context, open_connection
@@ -69,7 +70,10 @@ class LoghogHandler(logging.Handler):
       the next record delivered is preceded, in the same file, by a ``[loghog]`` line that
       says how many records this process dropped, between which times, and why.
     - A record longer than the daemon's default message size (64 KiB) is cut to fit, with a
-      ``[loghog: cut ...]`` marker at the end.
+      ``[loghog: cut ...]`` marker at the end; over UDP, to what one datagram carries
+      (65,507 bytes, the frame's header included).  A datagram the kernel refuses anyway
+      (nothing listening at the port) is lost: the first is said on standard error, later
+      ones summed up every 10 s at most.
     - A lost connection that had lasted a second is opened again at once (a daemon
       restart); after a failed attempt, or a connection lost sooner, the handler waits
       ``retry_min_s`` (0.05 s), doubling up to ``retry_max_s`` (1 s), so that a daemon that
@@ -116,20 +120,23 @@ class LoghogHandler(logging.Handler):
         self._encoder = wire.MessageEncoder(app_name, self.hostname,
                                             None if self.signature == 'v2' else secret, False,
                                             wire.FLAG_ACK if self.acknowledged else 0)
-        # A frame whose payload may exceed the daemon's message size (the check is on the
-        # frame, header included: one comparison per record; ``encode_within`` checks
-        # exactly).  A v2 signature adds its envelope: records are cut to leave room.
-        self._max_payload = wire.MAX_MESSAGE_BYTES - (
-            signing.ENVELOPE_SIZE if secret and self.signature != 'v1' else 0)
+        # A frame whose payload may exceed the daemon's message size, or over UDP what a
+        # datagram carries (the check is on the frame, header included: one comparison per
+        # record; ``encode_within`` checks exactly).  A v2 signature adds its envelope:
+        # records are cut to leave room.
+        self._max_payload = wire.max_payload(self.transport, signing.ENVELOPE_SIZE
+                                             if secret and self.signature != 'v1' else 0)
         self._fields_cache = {}   # see record_fields
         if ssl_info:
             _ssl_context_from_info(ssl_info)  # fail now, in the caller, if the files are bad
+        where = f'{self.transport}://{self.host}:{self.port}'
+        self._refusals = Refusals(self._warn, where)
         connect = functools.partial(self._connect, ssl_info)
         self._sender = Sender(connect, int(max_buffer_size), retry_min_s, retry_max_s,
                               report=self._report, acknowledged=self.acknowledged,
                               prepare=wire.compress_frame if self.compression else None,
                               max_bytes=int(max_buffer_bytes), warn=self._warn,
-                              where=f'{self.transport}://{self.host}:{self.port}',
+                              where=where,
                               make_notice=self._make_notice, emit_wait_s=emit_wait_s,
                               handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
                               exit_timeout_s=close_timeout_s,
@@ -189,9 +196,11 @@ class LoghogHandler(logging.Handler):
     def close(self):
         """Deliver what can be delivered within ``close_timeout_s`` (giving up at once when
         the daemon is unreachable), then stop the sender thread.  What is left undelivered
-        is reported on standard error in one line."""
+        is reported on standard error in one line, and so are datagrams the kernel
+        refused that were not said yet."""
         try:
             self._sender.close(self.close_timeout_s)
+            self._refusals.say_rest()
         finally:
             super().close()
 
@@ -199,8 +208,9 @@ class LoghogHandler(logging.Handler):
         # A new context for each connection: a renewed certificate is picked up without a
         # restart, and a fork child never shares OpenSSL state with its parent's thread.
         ssl_context = _ssl_context_from_info(ssl_info) if ssl_info else None
-        return open_connection(self.host, self.port, self.transport, ssl_context, timeout_s,
-                               is_cancelled, prefer)
+        return self._refusals.watch(open_connection(self.host, self.port, self.transport,
+                                                    ssl_context, timeout_s, is_cancelled,
+                                                    prefer))
 
     def _report(self, text):
         if self.print_debug:

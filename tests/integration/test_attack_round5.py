@@ -160,14 +160,6 @@ def test_reloads_that_remove_and_restore_a_module_facility_mid_stream_write_each
 MAX_UDP_PAYLOAD = 65_535 - 20 - 8
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A6-1: over UDP (stream=False) a record whose frame is between 65,508 and 65,544 bytes '
-    '(a body of about 64 KB, just under the 64 KiB message limit, so not cut) is refused by '
-    'the kernel (EMSGSIZE): DatagramConnection.send_frames (loghog/transport.py:339-342) '
-    'counts it in its own "lost", which nothing ever reads: lost without a word, while the '
-    'same record over TCP arrives. Fix: for UDP cut records to MAX_UDP_PAYLOAD (65,507 '
-    'bytes of frame, header included) in LoghogHandler (its _max_payload, handler.py:122), '
-    'and report DatagramConnection.lost (a warning, and in the exit report)'))
 def test_a_record_just_under_the_size_limit_over_udp_is_delivered_or_its_loss_said(
         daemon, make_logger, capfd):
     handler = LoghogHandler('app', '127.0.0.1', daemon.udp_port, stream=False)
@@ -406,12 +398,6 @@ def test_a_reload_while_lines_wait_for_a_full_disk_keeps_them_and_writes_each_on
     assert not missing and not twice, (len(missing), missing[:5], len(twice), twice[:5])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A6-1 (the command): `loghog --udp` with a line of 65,380-65,400 characters (frame just '
-    'over 65,507 bytes, under the 64 KiB cut of loghog/cli.py:282) exits 0 and says nothing; '
-    'the kernel refused the datagram (EMSGSIZE, counted in DatagramConnection.lost, never '
-    'read). Fix: cut to what a datagram carries over UDP; report the refused datagrams and '
-    'exit 69'))
 def test_loghog_udp_with_a_line_just_under_the_size_limit_delivers_or_says_so(daemon):
     text = 'x' * 65_390
     result = subprocess.run([sys.executable, '-m', 'loghog', '-a', 'app', '-H', '127.0.0.1',

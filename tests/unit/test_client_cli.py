@@ -187,3 +187,21 @@ def test_terminated_while_waiting_for_acknowledgements_says_what_it_lost():
     assert process.returncode == 143
     assert time.monotonic() - started < 10   # STOP_TIMEOUT_S (2 s), not --timeout (30 s)
     assert '1 messages not delivered' in err, err
+
+
+def test_udp_datagrams_the_kernel_refuses_exit_69_and_are_said(monkeypatch, capsys):
+    """A6-1: ``--udp`` exited 0 when the kernel refused a datagram (EMSGSIZE).  Lines are
+    cut to fit a datagram now; to see a refusal anyway, the client's limits are raised so
+    that a 70,000-byte one is not cut."""
+    monkeypatch.setattr(wire, 'MAX_MESSAGE_BYTES', 2 * wire.MAX_MESSAGE_BYTES)
+    monkeypatch.setattr(wire, 'MAX_DATAGRAM_BYTES', 2 * wire.MAX_MESSAGE_BYTES)
+    with DatagramServer() as udp:
+        status = run(udp.port, '--udp', stdin='x' * 70_000 + '\nafter it\n',
+                     monkeypatch=monkeypatch)
+        assert [m['body'] for m in udp.wait_for(1)] == ['after it']
+    where = f'udp://127.0.0.1:{udp.port}'
+    assert status == 69
+    assert capsys.readouterr().err == (
+        f'loghog: the kernel refused to send a datagram to {where} (a message too big for '
+        f'UDP, or nothing listening there): lost\n'
+        f'loghog: 1 of 2 messages not sent: the kernel refused their datagrams to {where}\n')

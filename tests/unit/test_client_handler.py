@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import select
 import socket
 import subprocess
@@ -404,3 +405,31 @@ def test_logging_from_a_signal_handler_does_not_hang_the_application():
         except subprocess.TimeoutExpired:
             pytest.fail('the application hung while logging from a signal handler')
     assert (result.returncode, result.stdout) == (0, 'finished\n'), result.stderr[-2000:]
+
+
+def test_a_datagram_the_kernel_refuses_is_said_on_standard_error(monkeypatch, make_logger,
+                                                                   capsys):
+    """A6-1: a datagram the kernel refuses (EMSGSIZE) was lost without a word.  Records are
+    cut to fit a datagram now; to see a refusal anyway, the client's limits are raised so
+    that a 70,000-byte one is not cut."""
+    monkeypatch.setattr(wire, 'MAX_MESSAGE_BYTES', 2 * wire.MAX_MESSAGE_BYTES)
+    monkeypatch.setattr(wire, 'MAX_DATAGRAM_BYTES', 2 * wire.MAX_MESSAGE_BYTES)
+    with DatagramServer() as udp:
+        handler = LoghogHandler('app', '127.0.0.1', udp.port, stream=False)
+        logger = make_logger(handler)
+        for _ in range(3):
+            logger.info('x' * 70_000)
+        logger.info('after them')
+        assert [m['body'] for m in udp.wait_for(1)] == ['after them']
+        handler.close()
+    lines = capsys.readouterr().err.splitlines()
+    where = f'udp://127.0.0.1:{udp.port}'
+    first = re.fullmatch(rf'loghog \(app\): the kernel refused to send (a datagram|(\d) '
+                         rf'datagrams) to {re.escape(where)} \(a message too big for UDP, or '
+                         rf'nothing listening there\): lost', lines[0])
+    assert first, lines
+    said = 1 if first.group(2) is None else int(first.group(2))
+    # The others were refused within ten seconds: summed up at close.
+    assert lines[1:] == ([] if said == 3 else [
+        f'loghog (app): the kernel refused to send {3 - said} more datagrams to {where}: '
+        f'lost (3 in all)'])

@@ -129,3 +129,32 @@ def test_a_body_too_long_for_the_daemon_is_cut_with_a_marker():
         assert cut.startswith(body[:100]) and cut.endswith(
             f' characters, the message was longer than {wire.MAX_MESSAGE_BYTES} bytes]')
         assert len(cut) > len(body) * 0.8 * wire.MAX_MESSAGE_BYTES / len(encode('m', 1, 2, body))
+
+
+def test_over_udp_a_body_is_cut_so_that_its_whole_frame_fits_one_datagram():
+    """A6-1: a frame of 65,508 to 65,544 bytes fit the daemon's 64 KiB but no datagram."""
+    import json
+
+    from loghog import signing, wire
+
+    def encode(module, stamp, nsecs, body):
+        return wire.encode_message('app', module, stamp, nsecs, 'h', body)
+
+    assert wire.max_payload('tcp') == wire.max_payload('tls') == wire.MAX_MESSAGE_BYTES
+    assert wire.max_payload('tcp', 64) == wire.MAX_MESSAGE_BYTES - 64
+    overhead = len(encode('m', 1, 2, ''))
+    for room in (0, signing.ENVELOPE_SIZE):
+        limit = wire.max_payload('udp', room)
+        assert limit + wire.HEADER_SIZE + room == wire.MAX_DATAGRAM_BYTES
+        # Bodies whose frame is around the datagram's limit, on both sides of it.
+        for size in range(wire.MAX_DATAGRAM_BYTES - overhead - 80 - room,
+                          wire.MAX_MESSAGE_BYTES + 40, 13):
+            body = 'x' * size
+            frame = wire.encode_within(encode, 'm', 1, 2, body, limit)
+            assert len(frame) + room <= wire.MAX_DATAGRAM_BYTES, (room, size)
+            sent = json.loads(frame[wire.HEADER_SIZE:])['body']
+            if len(encode('m', 1, 2, body)) + room <= wire.MAX_DATAGRAM_BYTES:
+                assert sent == body
+            else:
+                assert sent.startswith('x' * 60_000) and sent.endswith(
+                    f' characters, the message was longer than {limit} bytes]'), (room, size)

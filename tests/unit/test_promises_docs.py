@@ -233,6 +233,12 @@ def test_the_client_cuts_records_at_the_daemons_default_max_message_size():
     assert wire.MAX_MESSAGE_BYTES == load_config(None).server.max_message_size == 64 * 1024
     assert re.search(r"cut to the daemon's default `max_message_size` \((\d+) KiB\)",
                      read('docs/client.md')).group(1) == str(wire.MAX_MESSAGE_BYTES // 1024)
+    # ... "over UDP, to what one datagram carries (65,507 bytes, the frame's header
+    # included)"; README and man/loghog.1 say the same number (attack finding A6-1).
+    assert wire.MAX_DATAGRAM_BYTES == 65_535 - 20 - 8
+    assert f'{wire.MAX_DATAGRAM_BYTES:,} bytes' in read('docs/client.md') and \
+        f'{wire.MAX_DATAGRAM_BYTES:,} bytes' in read('README.md') and \
+        f'{wire.MAX_DATAGRAM_BYTES:,} bytes' in read('man/loghog.1')
 
 
 def test_the_version_the_docs_name_is_the_packages():
