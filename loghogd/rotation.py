@@ -36,7 +36,9 @@ and what it deletes, never a listing.  The nearest deadlines come from a heap.  
 does at most TICK_BUDGET_S of rotations per loop pass and leaves the rest due, so the
 loop serves its sockets between slices: 10,000 files due at the same minute never hold
 it for long.  A wall clock set back by more than CLOCK_BACK_S brings every deadline
-forward to the schedule's first time after the new ``now``.
+forward to the schedule's first time after the new ``now``; so does, at start-up, a saved
+period that begins more than CLOCK_BACK_S after ``now`` (the clock was set back while the
+daemon was stopped).
 
 State.  ``<workdir>/rotation.json`` keeps, per file, when its period began and when it
 last rotated (rotation_state.py: a journal line per change, appended once per loop pass;
@@ -73,7 +75,8 @@ TICK_BUDGET_S = 0.005
 # A wall clock that goes back by more than this brings the deadlines forward; smaller
 # steps are NTP's slewing and the like.
 CLOCK_BACK_S = 60.0
-# A reload logs the new settings of this many files one by one, then a summary.
+# A reload logs the new settings of this many files one by one, then a summary; so does a
+# start-up that finds saved periods in the future.
 RELOAD_LOG_FILES = 20
 # The state is rewritten whole once its journal holds more lines than this or than
 # there are files, whichever is more: amortised, a change costs about two lines.
@@ -212,8 +215,7 @@ class Rotator:
         """Load the state, list the folders, recover, rotate what went stale while down,
         prune; write the state whole."""
         self._last_now = now
-        for path, entry in self.state.load().items():
-            self._adopt(path, entry)
+        self._adopt_saved(now)
         self._discover(now)
         self._recover()
         for tracked in list(self.files.values()):
@@ -619,21 +621,44 @@ class Rotator:
 
     # -- state -----------------------------------------------------------------------------
 
-    def _adopt(self, path, entry):
-        """Track a file known from the state, if its facility (or own log) still exists."""
+    def _adopt_saved(self, now):
+        """Track the files of the saved state; a period that begins in the future (the
+        clock went back while the daemon was stopped) is logged for each file, the first
+        RELOAD_LOG_FILES of them, then in a summary."""
+        corrected = 0
+        for path, entry in self.state.load().items():
+            ahead = self._adopt(path, entry, now)
+            if ahead:
+                corrected += 1
+                if corrected <= RELOAD_LOG_FILES:
+                    log.warning('%s: the clock went back by %.0f s or more while the daemon '
+                                'was stopped: rotation deadlines computed again', path, ahead)
+        if corrected > RELOAD_LOG_FILES:
+            log.warning('the clock went back while the daemon was stopped: rotation deadlines '
+                        'computed again for %d files (%d more than those above)', corrected,
+                        corrected - RELOAD_LOG_FILES)
+
+    def _adopt(self, path, entry, now):
+        """Track a file known from the state, if its facility (or own log) still exists.
+
+        A saved period that begins more than CLOCK_BACK_S after ``now`` was saved while
+        the clock was ahead (attack finding A6-3: a day ahead, an hourly file waited a
+        day): the file takes the schedule's period at ``now``, as ``_note_time`` does for
+        a clock set back while running.  Returns by how much the saved period was ahead
+        (seconds; 0: it was not)."""
         try:
             period_start = float(entry['period_start'])
             last_rotation = entry.get('last_rotation')
             app, facility_path = entry.get('app'), entry.get('facility')
         except (KeyError, TypeError, ValueError, AttributeError):
-            return
+            return 0
         tracked = self.files.get(path)
         if tracked is None:
             if app is None or facility_path is None:
-                return
+                return 0
             facility = self.table.by_app.get(app, {}).get(tuple(facility_path))
             if facility is None:
-                return
+                return 0
             policy = Policy.of(facility)
             tracked = self.files[path] = Tracked(path, policy, (app, facility.path),
                                                  period_start)
@@ -641,6 +666,11 @@ class Rotator:
             tracked.period_start = period_start
             tracked.deadline = tracked.policy.deadline_after(period_start)
         tracked.last_rotation = last_rotation
+        if period_start <= now + CLOCK_BACK_S:
+            return 0
+        tracked.period_start = tracked.policy.period_start(now)
+        tracked.deadline = tracked.policy.deadline_after(now)
+        return period_start - now
 
     def _discover(self, now):
         """List each app folder once; track the existing files of configured facilities

@@ -430,15 +430,6 @@ def status_json(daemon):
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason='needs libfaketime (apt-get install faketime)')
-@pytest.mark.xfail(strict=True, reason=(
-    'A6-3: a daemon that ran with its clock a day ahead (a wrong clock at boot) and is '
-    'restarted after the clock was corrected does not rotate an hourly file for a day: '
-    'RotationManager.start/_adopt (loghogd/rotation.py:207-215, 611-630) take period_start '
-    'from rotation.json even when it lies in the future, and _note_time, which brings '
-    'deadlines forward when the clock goes back, only sees jumps while running (_last_now '
-    'starts at now). README: "a clock set back by more than a minute brings deadlines '
-    'forward". Fix: in _adopt, a period_start later than now + CLOCK_BACK_S is replaced by '
-    'policy.period_start(now) (and a warning logged, as _note_time does)'))
 def test_a_restart_after_the_clock_was_set_back_keeps_the_rotation_schedule(daemon_factory):
     daemon = daemon_factory(HOURLY, sections={'stats': {'interval': '0.2'}})
     daemon.kill()

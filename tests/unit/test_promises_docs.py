@@ -98,6 +98,9 @@ NUMBERS = [
     ('docs/rotation.md', r'more lines than there are files \(at least ([\d,]+)\)',
      (rotation.JOURNAL_MIN_LINES,)),
     ('docs/rotation.md', r'go back by more than a (minute)', (rotation.CLOCK_BACK_S,)),
+    ('docs/rotation.md', r'begins more than a (minute) after the new time takes the period.*'
+                         r'\(the first (\d+), then how many in all\)',
+     (rotation.CLOCK_BACK_S, rotation.RELOAD_LOG_FILES)),
     # docs/status.md
     ('docs/status.md', r'older than (three) intervals plus (\d+) s',
      (status_command.STALE_INTERVALS, status_command.STALE_MARGIN_S)),

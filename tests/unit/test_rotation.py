@@ -197,6 +197,51 @@ def test_a_restart_within_the_period_neither_forgets_nor_repeats_a_rotation(harn
     assert entry['last_rotation'] == local(2024, 5, 15)
 
 
+def test_a_restart_after_the_clock_was_set_back_takes_the_period_of_now(harness, caplog):
+    """A6-3: a daemon that ran a day ahead saved tomorrow's period; restarted with the right
+    clock, an hourly file waited a day for its next rotation.  A saved period more than
+    CLOCK_BACK_S ahead is the schedule's period at the new start, said once per file."""
+    h = harness('[app]\nrotate = hourly\nbackup_count = 5\n', now=local(2024, 5, 15, 10))
+    h.write(local(2024, 5, 15, 10, 20), 'written a day ahead')
+    assert h.rotator.next_deadline() == local(2024, 5, 15, 11)
+    with caplog.at_level(logging.WARNING, logger='loghogd.rotation'):
+        h.restart(local(2024, 5, 14, 10, 30))        # the clock is right again
+    path = str(h.logdir / 'app' / 'root.log')
+    assert [r.getMessage() for r in caplog.records] == [
+        f'{path}: the clock went back by 84600 s or more while the daemon was stopped: '
+        f'rotation deadlines computed again']
+    assert h.rotator.next_deadline() == local(2024, 5, 14, 11)
+    state = json.loads((h.workdir / 'rotation.json').read_text())
+    assert state['files'][path]['period_start'] == local(2024, 5, 14, 10)
+    h.write(local(2024, 5, 14, 10, 40), 'the next line')
+    h.run_tasks(local(2024, 5, 14, 11))
+    h.settle(local(2024, 5, 14, 11))
+    # Named after the period that was ahead, and so after the newest backup (none here).
+    assert h.backups() == ['root.log.2024-05-14-10-00-00-000000.gz']
+    assert h.text('root.log.2024-05-14-10-00-00-000000.gz') == (
+        'written a day ahead\nthe next line\n')
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='loghogd.rotation'):
+        h.restart(local(2024, 5, 14, 11, 30))        # a later restart: nothing to correct
+        h.restart(local(2024, 5, 14, 11, 29))        # nor within a minute (NTP's steps)
+    assert caplog.records == []
+
+
+def test_many_periods_in_the_future_are_said_one_by_one_then_in_a_summary(harness, caplog):
+    folders = ''.join(f'[app:m{n}]\nrotate = hourly\nbackup_count = 5\n' for n in range(25))
+    h = harness('[app]\nrotate = hourly\nbackup_count = 5\n' + folders,
+                now=local(2024, 5, 15, 10))
+    for n in range(25):
+        h.write(local(2024, 5, 15, 10, 20), 'ahead', module=f'm{n}')
+    with caplog.at_level(logging.WARNING, logger='loghogd.rotation'):
+        h.restart(local(2024, 5, 14, 10, 30))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 21 and all('while the daemon was stopped' in m for m in messages)
+    assert messages[-1] == ('the clock went back while the daemon was stopped: rotation '
+                            'deadlines computed again for 25 files (5 more than those above)')
+    assert h.rotator.next_deadline() == local(2024, 5, 14, 11)
+
+
 def test_a_file_the_state_does_not_know_rotates_by_its_modification_time(harness, tmp_path):
     folder = tmp_path / 'log' / 'app'
     folder.mkdir(parents=True)
