@@ -9,7 +9,6 @@ the first refusal at once and sums up the later ones at most every
 ``REFUSAL_REPORT_INTERVAL_S`` (attack finding A6-1: they were lost without a word).
 """
 
-import threading
 import time
 
 from loghog.sender import REJECTION_REPORT_INTERVAL_S
@@ -24,8 +23,9 @@ class Refusals:
     """The datagrams to ``where`` that the kernel refused, over every connection watched.
 
     ``warn(text)`` writes a line on standard error (the handler's or the command's).
-    ``count`` is the total so far.  Thread-safe: the sender thread counts, the thread that
-    closes the handler says the rest.
+    ``count`` is the total so far.  Only the sender thread counts (``add``); ``say_rest``
+    runs once it has stopped.  No lock: a lock held by the sender thread when the
+    application forks would stay held in the child for ever.
     """
 
     def __init__(self, warn, where, clock=time.monotonic):
@@ -35,7 +35,6 @@ class Refusals:
         self._clock = clock
         self._unreported = 0
         self._next_report_at = None     # None: none said yet
-        self._lock = threading.Lock()
 
     def watch(self, connection):
         """``connection``, its refused datagrams counted here if it is a datagram one."""
@@ -46,24 +45,19 @@ class Refusals:
     def add(self, refused):
         """``refused`` more datagrams were refused: say so, unless said less than an
         interval ago (the count waits for the next line)."""
-        with self._lock:
-            self.count += refused
-            self._unreported += refused
-            now = self._clock()
-            if self._next_report_at is not None and now < self._next_report_at:
-                return
-            first = self._next_report_at is None
-            self._next_report_at = now + REFUSAL_REPORT_INTERVAL_S
-            text = self._describe(first)
-        self._warn(text)
+        self.count += refused
+        self._unreported += refused
+        now = self._clock()
+        if self._next_report_at is not None and now < self._next_report_at:
+            return
+        first = self._next_report_at is None
+        self._next_report_at = now + REFUSAL_REPORT_INTERVAL_S
+        self._warn(self._describe(first))
 
     def say_rest(self):
         """Say the refusals not said yet (at close)."""
-        with self._lock:
-            if not self._unreported:
-                return
-            text = self._describe(first=False)    # add() said the first at once
-        self._warn(text)
+        if self._unreported:
+            self._warn(self._describe(first=False))    # add() said the first at once
 
     def _describe(self, first):
         count, self._unreported = self._unreported, 0
