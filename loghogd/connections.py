@@ -8,7 +8,9 @@ TLS handshakes are a state of the connection that flips read/write interest.
 import errno
 import fcntl
 import logging
+import select
 import selectors
+import socket
 import ssl
 import struct
 import termios
@@ -50,6 +52,9 @@ MAX_OUTGOING_BYTES = 1024 * 1024
 # time bound is checked between reads, and a read of lines for a thousand new files
 # took 11 s to write under load (issue 14; a quarter of the loop's own read size).
 DRAIN_READ_BYTES = 64 * 1024
+# At a stop, after the last acks: how long the daemon reads and drops what clients still
+# send, waiting for them to close their end (close_at_stop), for all of them together.
+CLOSE_GRACE_S = 0.5
 
 
 def log_internal_error(server, peer):
@@ -419,6 +424,40 @@ class StreamConnection:
             return 0
         return queued
 
+    def end_writing(self, clock, deadline):
+        """At a stop, after the last acks: send what is left of them (until ``deadline``),
+        then end this side of the connection (a FIN after them).  False if that failed."""
+        poller = None
+        try:
+            while self.outgoing:
+                try:
+                    sent = self.sock.send(self.outgoing)
+                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                        ssl.SSLWantReadError):
+                    left = deadline - clock()
+                    if left <= 0:
+                        return False
+                    if poller is None:
+                        poller = select.poll()
+                        poller.register(self.sock, select.POLLOUT)
+                    poller.poll(min(left, 0.05) * 1000)
+                    continue
+                del self.outgoing[:sent]
+            self.sock.shutdown(socket.SHUT_WR)   # TLS: the socket is plain from here on
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def drop_input(self):
+        """At a stop, after ``end_writing``: read and drop what the peer still sends (never
+        acknowledged: it sends it again); False once the peer has closed its end."""
+        try:
+            return bool(self.sock.recv_into(self.server.recv_buffer, DRAIN_READ_BYTES))
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (OSError, ValueError):
+            return False
+
     def drain_once(self):
         """At shutdown: one read of what the peer already sent; return the byte count
         (0: nothing more now, the peer closed, or the connection is closed)."""
@@ -572,3 +611,39 @@ class _DatagramPeer:
     def __init__(self, address):
         self.peer = peer_name(address)
         self.peer_host = address[0]
+
+
+def close_at_stop(connections, clock, grace_s=CLOSE_GRACE_S):
+    """Close ``connections`` at a stop, once their last acks are queued.
+
+    A connection closed with bytes of its peer unread is reset by the kernel, and a reset
+    discards what of the last acks is still on its way over a real network (the client then
+    sends those messages again, and the next daemon writes them twice).  So a connection
+    with unread bytes is ended in order: the rest of its acks, a FIN after them, then what
+    its peer still sends is read and dropped until the peer closes its end too (loghog's
+    client does when it reads the FIN), for at most ``grace_s`` for all of them together;
+    the others are closed at once.
+    """
+    deadline = clock() + grace_s
+    waiting = selectors.DefaultSelector()
+    try:
+        for connection in list(connections):
+            if connection.closed:
+                continue
+            if connection.queued_bytes() and connection.end_writing(clock, deadline):
+                waiting.register(connection.sock, READ, connection)
+            else:
+                connection.close(None)
+        while waiting.get_map():
+            left = deadline - clock()
+            if left <= 0:
+                break
+            for key, _ in waiting.select(min(left, 0.05)):
+                if not key.data.drop_input():
+                    waiting.unregister(key.fileobj)
+                    key.data.close(None)
+        for key in list(waiting.get_map().values()):
+            waiting.unregister(key.fileobj)
+            key.data.close(None)
+    finally:
+        waiting.close()

@@ -14,7 +14,7 @@ from loghog.wire import FLAG_ACK, FLAG_SIGNED_V2
 
 from . import protocol
 from .acknowledger import Acknowledger
-from .connections import READ, DatagramListener, StreamListener
+from .connections import READ, DatagramListener, StreamListener, close_at_stop
 from .identity import ClientCheck
 from .jsonlines import format_json_line
 from .lines import format_body
@@ -212,8 +212,7 @@ class Server:
         self.writer.close(self.clock())
         self.acknowledger.forget_lost(self.writer.take_lost())
         self.acknowledger.send_acks()   # best effort: what is not acked now will be resent
-        for connection in list(self.connections):
-            connection.close(None)
+        close_at_stop(self.connections, self.clock)
         for task in self.tasks:
             close = getattr(task, 'close', None)
             if close is not None:

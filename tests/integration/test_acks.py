@@ -111,3 +111,50 @@ def test_sigterm_acks_what_it_wrote_before_closing(daemon):
     assert acks, 'the daemon closed without acknowledging what it wrote'
     assert acks[-1]['ack'] == len(lines) > 0
     assert [line_body(l) for l in lines] == ['m%d' % i for i in range(len(lines))]
+
+
+def test_a_stop_ends_a_busy_acked_connection_with_a_close_not_a_reset(daemon):
+    """SIGTERM while an acked client keeps sending: the daemon acknowledges what it wrote,
+    then ends the connection with a close (FIN) after those acks, reading and dropping what
+    the client sends meanwhile until the client closes too.  It closed with the client's
+    frames unread, and the kernel then sends a reset, which over a real network discards
+    whatever of the last acks is still in flight (those messages are then written twice by
+    the next daemon: A5-2's daemon side).  Like LoghogHandler, this client stops writing and
+    closes when it reads the daemon's close."""
+    import threading
+    sock = socket.create_connection(('127.0.0.1', daemon.tcp_port))
+    sock.sendall(make_session('S', 1))
+    chunk = b''.join(ack_frame('m') for _ in range(5000))   # its receive queue never empty
+    stop = threading.Event()
+
+    def flood():
+        try:
+            while not stop.is_set():
+                sock.sendall(chunk)
+        except OSError as exc:
+            flood_error.append(exc)     # a broken pipe once we shut it down: as it should
+    flood_error = []
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    reader = AckReader(sock)
+    reader.until(1000)                   # the daemon reads and acknowledges
+    daemon.signal(signal.SIGTERM)
+    ending = None
+    sock.settimeout(20)
+    try:
+        while sock.recv(65536):
+            pass
+        ending = 'close'
+    except ConnectionResetError:
+        ending = 'reset'
+    stop.set()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # as the client does on the daemon's close
+    except OSError:
+        pass
+    flooder.join(10)
+    sock.close()
+    assert daemon.proc.wait(20) == 0
+    if any(isinstance(exc, ConnectionResetError) for exc in flood_error):
+        ending = 'reset'     # the kernel reports a reset once: to the writer, if first
+    assert ending == 'close', 'the daemon reset the connection of a client still sending'
