@@ -57,7 +57,10 @@ def test_follow_reads_every_line_once_across_rotations_and_stops_on_ctrl_c(daemo
     folder = daemon.logdir / 'app'
     send(daemon, 0, 5)
     wait_for(lambda: len(file_history(folder)) == 5, 10, message='the first lines')
+    # Ctrl-C as a terminal sends it: not ignored, whatever this test's parent ignores (a job
+    # started with & in a non-interactive shell ignores SIGINT, and so do its children).
     reader = subprocess.Popen(logs_command(daemon, 'app', '-f', '-o', 'raw'), cwd=str(ROOT),
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = LineReader(reader.stdout)
