@@ -28,7 +28,7 @@ from tests.integration.test_faults import (FACILITIES, STATS, AckStream, accepte
                                            events, fill, log_lines,
                                            numbers_of, parse, read_all_lines, rss_kib,
                                            small_disk, snapshot, wait_for_status)
-from tests.support import line_body, read_lines, wait_for
+from tests.support import each_workers, line_body, read_lines, wait_for
 
 MAX_MESSAGE_SIZE = 64 * 1024      # the default [server] max_message_size
 
@@ -691,6 +691,7 @@ def loghogd_status(daemon, *options):
     return result.stdout
 
 
+@each_workers
 def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_disk(
         ext4_disk, daemon_factory):
     """The disk dies (ext4 shutdown, no log flush: what was not fsynced is gone) while three
@@ -731,6 +732,7 @@ def test_eio_mid_stream_during_rotation_and_sighups_acks_only_what_reached_the_d
             c.name, len(missing), acked[c.name], missing[:5], status['events'])
 
 
+@each_workers
 def test_a_resend_racing_its_original_on_a_dying_disk_is_never_acked_unsynced(
         ext4_disk, daemon_factory):
     """Two connections of one session (same peer) send the same messages at the same time,
