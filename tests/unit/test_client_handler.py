@@ -433,3 +433,31 @@ def test_a_datagram_the_kernel_refuses_is_said_on_standard_error(monkeypatch, ma
     assert lines[1:] == ([] if said == 3 else [
         f'loghog (app): the kernel refused to send {3 - said} more datagrams to {where}: '
         f'lost (3 in all)'])
+
+
+def test_a_reconnection_tries_the_address_that_worked_first(monkeypatch):
+    """A6-4: the daemon knows a session by the client's address; a resend over another
+    address of the name (localhost: 127.0.0.1, then ::1) was another session to it, and
+    written twice.  ``prefer`` (the last address that shook hands) goes first; without it
+    the order stays random (several daemons behind one name share the load)."""
+    from loghog.transport import open_connection
+    listeners = {host: socket.create_server((host, 0), family=socket.AF_INET6 if ':' in host
+                                            else socket.AF_INET)
+                 for host in ('127.0.0.1', '::1')}
+    try:
+        fake_dns(monkeypatch, 'logs.example',
+                 {host: sock.getsockname()[1] for host, sock in listeners.items()})
+        used = []
+        for _ in range(20):
+            connection = open_connection('logs.example', 5566, 'tcp')
+            used.append(connection.sockaddr)
+            connection.close()
+        assert len({sockaddr[0] for sockaddr in used}) == 2   # random: 1 chance in 2**19
+        prefer = used[0]
+        for _ in range(20):
+            connection = open_connection('logs.example', 5566, 'tcp', prefer=prefer)
+            assert connection.sockaddr == prefer
+            connection.close()
+    finally:
+        for sock in listeners.values():
+            sock.close()
