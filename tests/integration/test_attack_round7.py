@@ -1,0 +1,392 @@
+"""Adversarial round 7: receiver processes ([server] workers = 2), v2 signatures, TLS,
+JSON facilities and the `loghog` command, everything else at its DEFAULT.
+
+Real loghogd processes on loopback (ports chosen at run time) and the real client.  Tests
+marked ``xfail(strict=..., reason='A7-N: ...')`` are open findings; the others are attacks
+that found nothing, kept as cheap guards of a real promise.
+"""
+
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from loghog import LoghogHandler
+from loghog.wire import FLAG_ACK, MessageEncoder, make_ack, make_session
+from tests.integration.test_acks import AckReader
+from tests.integration.test_attack_round5 import status_json
+from tests.integration.test_attack_workers import open_paths
+from tests.integration.test_receivers import receiver_pids
+from tests.unit.test_client_fakes import FrameServer, decode_frames
+from tests.support import (Stream, free_port, line_body, make_certs, read_lines, stopped,
+                           wait_for)
+
+APP = """
+[app]
+rotate = daily
+backup_count = 3
+"""
+WORKERS_2 = {'workers': '2'}
+
+
+def counts(*paths, word='msg'):
+    """Counter of n for every '<word> n' line in ``paths``."""
+    found = collections.Counter()
+    for path in paths:
+        for line in read_lines(path):
+            parts = line_body(line).split()
+            if len(parts) == 2 and parts[0] == word:
+                found[int(parts[1])] += 1
+    return found
+
+
+def two_receivers(daemon):
+    return wait_for(lambda: (lambda pids: pids if len(pids) == 2 else None)(
+        receiver_pids(daemon)), message='two receivers')
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+# -- workers = 2: the main process killed mid stream -----------------------------------------
+
+def test_the_main_process_killed_mid_stream_loses_no_acked_line_and_leaves_no_receiver(
+        daemon_factory, make_logger):
+    port = free_port()
+    server = dict(WORKERS_2, listen_ipv4='127.0.0.1:%d' % port)
+    first = daemon_factory(APP, server=server)
+    receivers = two_receivers(first)
+    handlers = [LoghogHandler('app', '127.0.0.1', port) for _ in range(2)]
+    streams = [Stream(make_logger(h, logging.INFO), rate=1500) for h in handlers]
+    leftover = []
+    try:
+        wait_for(lambda: len(read_lines(first.log_file('app'))) >= 1000, 20, message='1000')
+        first.kill()
+        leftover = [pid for pid in receivers if alive(pid)]
+        wait_for(lambda: not any(alive(pid) for pid in receivers), 10,
+                 message='the receivers to exit once the main process is gone')
+        second = daemon_factory(APP, server=server, name='d2')
+        wait_for(lambda: len(read_lines(second.log_file('app'))) >= 1000, 20, message='1000')
+    finally:
+        totals = [s.stop() for s in streams]
+        for pid in receivers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    for handler in handlers:
+        assert handler.flush()
+    found = counts(first.log_file('app'), second.log_file('app'))
+    # two streams write the same numbers: each n twice (once per handler), more after a crash
+    missing = [n for n in range(max(totals)) if found[n] < sum(t > n for t in totals)]
+    assert missing == []
+    assert second.stop() == 0
+
+
+# -- workers = 2: a resend on the other receiver while the old connection's lines wait -------
+
+def holder_of(daemon, receivers, client_port, daemon_port):
+    """The receiver whose descriptors hold the daemon's end of the loopback connection
+    from ``client_port`` to ``daemon_port`` (or None)."""
+    wanted = '0100007F:%04X' % client_port
+    inode = None
+    with open('/proc/net/tcp') as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == '0100007F:%04X' % daemon_port and fields[2] == wanted:
+                inode = 'socket:[%s]' % fields[9]
+    if inode is None or inode == 'socket:[0]':
+        return None
+    for pid in receivers:
+        if inode in open_paths(pid):
+            return pid
+    return None
+
+
+def holder(daemon, receivers, sock):
+    return holder_of(daemon, receivers, sock.getsockname()[1], daemon.tcp_port)
+
+
+SESSION_ID = '00112233445566778899aabbccddeeff'
+
+
+def acked(body):
+    return MessageEncoder('app', 'web1', flags=FLAG_ACK).encode('root', 1700000000, 0, body)
+
+
+def test_a_resend_on_the_other_receiver_before_the_first_read_the_originals_writes_each_once(
+        daemon_factory):
+    """A client's connection is cut while the receiver that holds it is not scheduled (a
+    loaded machine): the messages it sent wait in that connection's socket.  The client
+    reconnects, lands on the other receiver, resends them on its session and gets them
+    acknowledged.  Then the first receiver runs again and reads the originals: they are
+    duplicates of the session and must not be written again."""
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    receivers = two_receivers(daemon)
+    first = socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10)
+    first.sendall(make_session(SESSION_ID, 1) + acked('m1'))
+    AckReader(first).until(2)
+    old = wait_for(lambda: holder(daemon, receivers, first), message='the first receiver')
+    daemon_end = (first.getsockname()[1], daemon.tcp_port)
+    with stopped([old]):
+        first.sendall(b''.join(acked('m%d' % n) for n in (2, 3, 4, 5)))
+        first.close()      # the client gave it up (its kernel sent what it had)
+        second = socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10)
+        new = wait_for(lambda: holder(daemon, receivers, second), message='the other')
+        assert new != old
+        second.sendall(make_session(SESSION_ID, 2)
+                       + b''.join(acked('m%d' % n) for n in (2, 3, 4, 5)))
+        AckReader(second).until(5)
+        second.close()
+    # The first receiver runs again: it reads the originals, then the end of the stream,
+    # and closes its end (no receiver holds it any more).
+    wait_for(lambda: holder_of(daemon, receivers, *daemon_end) is None,
+             message='the first receiver to read the old connection to its end')
+    with socket.create_connection(('127.0.0.1', daemon.tcp_port), timeout=10) as third:
+        third.sendall(acked('sentinel'))
+        AckReader(third).until(1)
+    bodies = [line_body(line) for line in read_lines(daemon.log_file('app'))]
+    assert collections.Counter(bodies) == collections.Counter(
+        ['m1', 'm2', 'm3', 'm4', 'm5', 'sentinel']), bodies
+    assert daemon.stop() == 0
+
+
+# -- workers = 2: SIGHUP storm while receivers are killed and restarted --------------------
+
+def test_sighups_while_receivers_are_killed_and_restarted_lose_and_double_no_acked_line(
+        daemon_factory, make_logger):
+    daemon = daemon_factory(APP, server=WORKERS_2)
+    two_receivers(daemon)
+    handlers = [LoghogHandler('app', '127.0.0.1', daemon.tcp_port) for _ in range(2)]
+    streams = [Stream(make_logger(h, logging.INFO), rate=1500) for h in handlers]
+    try:
+        wait_for(lambda: len(read_lines(daemon.log_file('app'))) >= 500, 20, message='500')
+        for round_ in range(6):
+            pids = receiver_pids(daemon)
+            if pids:
+                os.kill(pids[round_ % len(pids)], signal.SIGKILL)
+            for _ in range(3):
+                daemon.signal(signal.SIGHUP)
+                time.sleep(0.05)
+            time.sleep(0.3)
+        count = len(read_lines(daemon.log_file('app')))
+        wait_for(lambda: len(read_lines(daemon.log_file('app'))) >= count + 500, 20,
+                 message='500 more')
+    finally:
+        totals = [s.stop() for s in streams]
+    for handler in handlers:
+        assert handler.flush()
+    found = counts(daemon.log_file('app'))
+    wrong = {n: found[n] for n in range(max(totals)) if found[n] != sum(t > n for t in totals)}
+    assert wrong == {}
+    assert daemon.proc.poll() is None
+    assert daemon.stop() == 0
+
+
+# -- format = json: a record whose extra= field is nested deeper than Python recurses --------
+
+JSON_APP = """
+[app]
+rotate = daily
+backup_count = 3
+format = json
+"""
+
+
+def nested(depth):
+    top = inner = {}
+    for _ in range(depth):
+        inner['a'] = {}
+        inner = inner['a']
+    return top
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'A7-1: an extra= value nested deeper than the recursion limit (about 1,000) makes '
+    'logger.info() raise RecursionError into the application, and the record is lost: '
+    'record_fields (loghog/handler.py:290) -> _json_object falls back to _json_value, whose '
+    'own fallback repr(value) (handler.py:321) raises RecursionError too, and emit() '
+    're-raises RecursionError (handler.py:180-181, as the stdlib handlers do for their own '
+    'formatting). A text facility is hit the same way (the fields are always made). Fix: in '
+    '_json_value catch an error of repr() as well and send a placeholder (e.g. '
+    '"<unrepresentable dict: RecursionError>"), or catch it around record_fields in emit() '
+    'and send fields {"loghog_fields_dropped": "..."}: the record then arrives'))
+def test_a_record_with_a_deeply_nested_extra_field_is_delivered_and_emit_does_not_raise(
+        daemon_factory, make_logger):
+    """README: every extra= key is sent, "values JSON can hold as they are, others as their
+    repr()"; a fields object nested deeper than 8 is dropped by the daemon, "never the
+    record".  A 5,000-deep dict (a tree, a linked structure) in extra=."""
+    daemon = daemon_factory(JSON_APP)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    logger.info('deep record', extra={'tree': nested(5000)})
+    logger.info('sentinel')
+    assert handler.flush()
+    messages = [json.loads(line)['message'] for line in read_lines(daemon.log_file('app'))]
+    assert messages == ['deep record', 'sentinel']
+    assert daemon.stop() == 0
+
+
+# -- TLS: the last ack before a graceful stop's reset (A5-2 over TLS) ---------------------------
+
+def tls_server_context(pki):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki / 'loghog-server.pem'))
+    context.load_verify_locations(str(pki / 'loghog-ca.cert'))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def test_over_tls_an_ack_received_before_the_stopping_daemons_reset_is_taken(
+        tmp_path, make_logger):
+    """A5-2, fixed over plain TCP (sender.py: the ack still in the socket is read before a
+    connection that failed under a write is dropped), with the same fake daemon speaking
+    TLS: it reads 200 frames, waits until the client is blocked writing, acknowledges all
+    it read and closes with the rest unread (the kernel resets the connection).  The
+    client must go on, on the next daemon, from the first message that ack did not cover.
+    """
+    pki = make_certs(tmp_path / 'pki', 'web1')
+    context = tls_server_context(pki)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    read = []
+
+    def stopping_daemon():
+        raw, _ = listener.accept()
+        sock = context.wrap_socket(raw, server_side=True)
+        buffer, received = b'', 0
+        while received < 200:
+            frames, buffer = decode_frames(buffer + sock.recv(65536))
+            if received == 0 and frames:
+                sock.sendall(make_ack(1))       # the session frame's answer
+            received += len(frames)
+        time.sleep(0.5)                  # the client fills the buffers and waits to write
+        sock.sendall(make_ack(received))        # everything read was written
+        read.append(received)
+        listener.close()                 # stopped: no one listens until the next one
+        sock.close()                     # unread frames: the kernel resets the connection
+
+    thread = threading.Thread(target=stopping_daemon, daemon=True)
+    thread.start()
+    handler = LoghogHandler('app', '127.0.0.1', port, retry_min_s=0.05, retry_max_s=0.2,
+                            ssl_info={'pemfile': str(pki / 'web1.pem'),
+                                      'cacert': str(pki / 'loghog-ca.cert')})
+    logger = make_logger(handler, logging.INFO)
+    for n in range(5000):
+        logger.info('message %d %s', n, 'x' * 2000)
+    thread.join(10)
+    assert read, 'the fake daemon never read 200 frames'
+    with FrameServer(port=port, ssl_context=context) as second:
+        wait_for(lambda: second.sessions, 10, message='the session frame on the next daemon')
+        assert second.sessions[0]['first'] == read[0]
+
+
+# -- workers = 2: a graceful stop while an fsync is slow --------------------------------------
+
+SLOW_SYNC_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* The first fsync or fdatasync after the file named by A7_SLOW_SYNC_FLAG appears takes
+   2 s (it removes the file): a busy disk, in the processes this is preloaded in. */
+static void maybe_slow(void) {
+    const char *flag = getenv("A7_SLOW_SYNC_FLAG");
+    if (flag && unlink(flag) == 0)
+        usleep(2000000);
+}
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    maybe_slow();
+    return real(fd);
+}
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    maybe_slow();
+    return real(fd);
+}
+"""
+
+
+@pytest.fixture
+def slow_sync(tmp_path, monkeypatch):
+    """In daemons started from now on, the first fsync/fdatasync after the returned path
+    is created takes 2 s (an LD_PRELOAD shim, built here with cc)."""
+    compiler = shutil.which('cc') or shutil.which('gcc')
+    if compiler is None:
+        pytest.skip('needs a C compiler')
+    source = tmp_path / 'slow_sync.c'
+    source.write_text(SLOW_SYNC_C)
+    library = tmp_path / 'slow_sync.so'
+    subprocess.run([compiler, '-shared', '-fPIC', '-o', str(library), str(source), '-ldl'],
+                   check=True, capture_output=True, timeout=60)
+    flag = tmp_path / 'slow'
+    monkeypatch.setenv('LD_PRELOAD', str(library))
+    monkeypatch.setenv('A7_SLOW_SYNC_FLAG', str(flag))
+    return flag
+
+
+@pytest.mark.parametrize('workers', [
+    pytest.param(1, id='workers1'),
+    pytest.param(2, id='workers2', marks=pytest.mark.xfail(strict=True, reason=(
+        'A7-2: with workers = 2 a graceful stop while an fsync takes longer than 1 s makes '
+        'the client send again everything written since the last ack (all 500 here, every '
+        'run): each receiver waits only FINAL_ACKS_S = 1.0 s (loghogd/receiver.py:48, '
+        '_wait_for_final_acks at receiver.py:527-540) for the acks of what it handed over, '
+        'then closes its connections (Server.shutdown, server.py:215-216), while the main '
+        'process is still waiting for the fsync those acks need; its acks then go to '
+        'closed connections. One process (workers = 1) fsyncs in writer.close() and acks '
+        'before it closes (server.py:212-214): no duplicate. Fix: a receiver keeps its '
+        'connections until the main process says it has acked (or given up on) what that '
+        'receiver sent (e.g. a final message after its writer.close(), or the channel '
+        'closing), bounded by the stop\'s overall bound (STOP_RECEIVERS_S) and not 1 s; '
+        'the main process can also fsync at once what a receiver that said "done" waits '
+        'for')))])
+def test_a_graceful_stop_while_the_disk_syncs_slowly_acknowledges_what_it_wrote(
+        daemon_factory, make_logger, slow_sync, workers):
+    """A busy disk: an fsync takes 2 s.  SIGTERM while written lines wait for it:
+    README, "A clean stop acknowledges what it wrote" (the delivery table: duplicates only
+    after a crash, a failed fsync, max_backlog or an untracked session).  The client
+    must not send them again to the next daemon."""
+    port = free_port()
+    server = dict(listen_ipv4='127.0.0.1:%d' % port)
+    if workers == 2:
+        server.update(WORKERS_2)
+    first = daemon_factory(APP, server=server, name='d0')
+    handler = LoghogHandler('app', '127.0.0.1', port)
+    logger = make_logger(handler, logging.INFO)
+    for n in range(500):
+        logger.info('msg %d', n)
+    assert handler.flush()
+    slow_sync.touch()
+    for n in range(500, 1000):
+        logger.info('msg %d', n)
+    wait_for(lambda: len(read_lines(first.log_file('app'))) == 1000, 20,
+             message='all written (their fsync pending)')
+    assert first.stop() == 0
+    assert not slow_sync.exists()    # the slow fsync happened
+    second = daemon_factory(APP, server=server, name='d1')
+    wait_for(handler.flush, 20, message='the handler to flush')
+    found = counts(first.log_file('app'), second.log_file('app'))
+    assert set(found) == set(range(1000))
+    twice = sorted(n for n in found if found[n] > 1)
+    assert twice == [], '%d written twice (%d..%d)' % (len(twice), twice[0], twice[-1])
+    assert second.stop() == 0
