@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -26,8 +27,9 @@ from tests.integration.test_acks import AckReader
 from tests.integration.test_attack_round5 import status_json
 from tests.integration.test_attack_workers import open_paths
 from tests.integration.test_receivers import receiver_pids
+from tests.integration.test_rotation_clock import LIBFAKETIME, clocked  # noqa: F401 (a fixture)
 from tests.unit.test_client_fakes import FrameServer, decode_frames
-from tests.support import (Stream, free_port, line_body, make_certs, read_lines, stopped,
+from tests.support import (ROOT, Stream, backup_names, file_history, free_port, line_body, make_certs, read_lines, stopped,
                            wait_for)
 
 APP = """
@@ -390,3 +392,168 @@ def test_a_graceful_stop_while_the_disk_syncs_slowly_acknowledges_what_it_wrote(
     twice = sorted(n for n in found if found[n] > 1)
     assert twice == [], '%d written twice (%d..%d)' % (len(twice), twice[0], twice[-1])
     assert second.stop() == 0
+
+
+# -- the loghog command on a pipe across daemon restarts ---------------------------------------
+
+def test_loghog_reading_a_pipe_across_a_restart_and_a_kill_delivers_every_line(daemon_factory):
+    """`tail -F file | loghog -a app`: the daemon is restarted (SIGTERM) and then killed
+    (kill -9) and started again while lines keep coming; the pipe then ends: exit 0, every
+    line written (twice only for what was in flight at the kill)."""
+    port = free_port()
+    server = dict(listen_ipv4='127.0.0.1:%d' % port)
+    daemons = [daemon_factory(APP, server=server, name='d0')]
+    command = subprocess.Popen(
+        [sys.executable, '-m', 'loghog', '-a', 'app', '-H', '127.0.0.1', '-p', str(port)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT))
+    sent = 0
+    try:
+        for round_ in range(3):
+            for _ in range(300):
+                command.stdin.write(b'msg %d\n' % sent)
+                sent += 1
+            command.stdin.flush()
+            wait_for(lambda: len(read_lines(daemons[-1].log_file('app'))) >= 100, 20,
+                     message='lines reaching the daemon')
+            if round_ == 0:
+                assert daemons[-1].stop() == 0
+            elif round_ == 1:
+                daemons[-1].kill()
+            else:
+                break
+            for _ in range(300):    # while no daemon listens
+                command.stdin.write(b'msg %d\n' % sent)
+                sent += 1
+            command.stdin.flush()
+            daemons.append(daemon_factory(APP, server=server, name='d%d' % (round_ + 1)))
+        command.stdin.close()
+        assert command.wait(30) == 0, command.stderr.read()
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    found = counts(*[d.log_file('app') for d in daemons])
+    assert [n for n in range(sent) if not found[n]] == []
+    assert daemons[-1].stop() == 0
+
+
+# -- v2 signatures with two receivers: restarts and a fork child --------------------------------
+
+SIGNED_APP = """
+[app]
+rotate = daily
+backup_count = 3
+secret = s3cret
+require_signature = v2
+"""
+
+
+def test_a_v2_signed_stream_across_sigterm_and_kill_with_a_fork_child_loses_nothing(
+        daemon_factory, make_logger):
+    """workers = 2, require_signature = v2: a signing handler's stream across a SIGTERM
+    restart and a kill -9 restart (resends are signed again, never refused as replays),
+    and a fork child of the same handler (a new session: nothing refused as replayed)."""
+    port = free_port()
+    server = dict(WORKERS_2, listen_ipv4='127.0.0.1:%d' % port)
+    daemons = [daemon_factory(SIGNED_APP, server=server, name='d0')]
+    handler = LoghogHandler('app', '127.0.0.1', port, secret='s3cret')
+    logger = make_logger(handler, logging.INFO)
+    stream = Stream(logger, rate=1500)
+    try:
+        for n, how in enumerate(('stop', 'kill')):
+            wait_for(lambda: len(read_lines(daemons[-1].log_file('app'))) >= 500, 20,
+                     message='500 lines')
+            if how == 'stop':
+                assert daemons[-1].stop() == 0
+            else:
+                daemons[-1].kill()
+            daemons.append(daemon_factory(SIGNED_APP, server=server, name='d%d' % (n + 1)))
+        wait_for(lambda: len(read_lines(daemons[-1].log_file('app'))) >= 500, 20,
+                 message='500 lines')
+        pid = os.fork()
+        if pid == 0:     # the child: its own records, then out (flushing on its way)
+            status = 1
+            try:
+                for k in range(300):
+                    logger.info('child %d', k)
+                status = 0 if handler.flush() else 3
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        total = stream.stop()
+    wait_for(handler.flush, 20, message='the handler to flush')
+    assert handler.rejected == 0
+    paths = [d.log_file('app') for d in daemons]
+    found = counts(*paths)
+    assert [n for n in range(total) if not found[n]] == []
+    assert sorted(counts(*paths, word='child')) == list(range(300))
+    assert 'replayed' not in daemons[-1].output()
+    assert daemons[-1].stop() == 0
+
+
+def test_json_records_with_odd_text_huge_and_colliding_fields_each_make_one_valid_line(
+        daemon_factory, make_logger):
+    """format = json through the handler: a message and a field with undecodable bytes
+    (os.fsdecode's surrogates), a 40 KB field, a 100 KB message, fields named like the
+    line's own keys, twice over (time and field_time), a NaN, a non-str key: one valid
+    JSON object per record, ASCII, nothing lost silently."""
+    daemon = daemon_factory(JSON_APP)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    odd = os.fsdecode(b'caf\xe9 \xff\xfe end')
+    logger.info('odd %s', odd, extra={'path': odd})
+    logger.info('big field', extra={'blob': 'x' * 40000})
+    logger.info('big message %s', 'y' * 100000)
+    logger.info('collide', extra={'time': 'mine', 'field_time': 'also', 'host': 'h',
+                                  'fields_dropped': 'no', 'nan': float('nan')})
+    logger.info('keys', extra={'d': {1: 'a', (2, 3): 'b'}})
+    logger.info('sentinel')
+    assert handler.flush()
+    raw = daemon.log_file('app').read_bytes()
+    assert raw.isascii()
+    records = [json.loads(line) for line in raw.decode().splitlines()]
+    assert [r['message'].split()[0] for r in records] == [
+        'odd', 'big', 'big', 'collide', 'keys', 'sentinel']
+    assert records[0]['message'] == 'odd ' + odd
+    assert records[0]['path'] == odd
+    assert records[1].get('blob') == 'x' * 40000 or 'loghog_fields_cut' in records[1]
+    assert (records[3]['field_time'], records[3]['field_field_time']) == ('mine', 'also')
+    assert records[3]['field_host'] == 'h'
+    assert daemon.stop() == 0
+
+
+# -- workers = 2: midnight under two acked streams, a receiver killed at the rotation -----------
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason='libfaketime is not installed')
+def test_midnight_with_two_receivers_under_acked_streams_and_a_receiver_killed_at_it(
+        clocked, make_logger):
+    """rotate = daily, workers = 2, the daemon's clock 3 s before midnight: two acked
+    handlers stream across it; a receiver is killed right at the rotation.  Every record
+    once in the backup and the live file together, the live file holds no line of the day
+    before."""
+    daemon = clocked(APP, '2024-05-15 23:59:57', server=WORKERS_2)
+    receivers = two_receivers(daemon)
+    apps_handlers = [LoghogHandler('app', '127.0.0.1', daemon.tcp_port) for _ in range(2)]
+    streams = [Stream(make_logger(h, logging.INFO), rate=1000) for h in apps_handlers]
+    folder = daemon.logdir / 'app'
+    try:
+        wait_for(lambda: backup_names(folder), 15, interval=0.005, message='the rotation')
+        os.kill(receivers[0], signal.SIGKILL)
+        wait_for(lambda: len(read_lines(folder / 'root.log')) >= 1000, 20,
+                 message='1000 lines after midnight')
+    finally:
+        totals = [s.stop() for s in streams]
+    for handler in apps_handlers:
+        wait_for(handler.flush, 20, message='the handler to flush')
+    assert daemon.stop() == 0
+    history = file_history(folder)
+    found = collections.Counter()
+    for _, line in history:
+        parts = line_body(line).split()
+        found[int(parts[1])] += 1
+    wrong = {n: found[n] for n in range(max(totals)) if found[n] != sum(t > n for t in totals)}
+    assert wrong == {}
+    early = [line for name, line in history if name == 'live' and line < '2024-05-16']
+    assert early == []
