@@ -308,17 +308,25 @@ def _json_object(data):
     which not every JSON reader takes) as their repr()."""
     try:
         return _encode_json(data)
-    except (ValueError, TypeError, RecursionError):   # a cycle, NaN, a non-str key inside
+    except Exception:   # a cycle, NaN, a non-str key, a repr() that raises, deep nesting
         return '{%s}' % ', '.join('%s: %s' % (_quote(str(key)), _json_value(value))
                                   for key, value in data.items())
 
 
 def _json_value(value):
-    """JSON text for one value: as it is when JSON holds it, else its repr()."""
+    """JSON text for one value: as it is when JSON holds it, else its repr(); a value
+    whose repr() raises too (an ORM object detached from its session, a structure nested
+    deeper than the recursion limit) is a placeholder that names its type and the error:
+    the record is sent whatever its extras hold (attack findings A7-1, A7-4: it was lost,
+    or logger.info raised RecursionError into the application)."""
     try:
         return _encode_json(value)
-    except (ValueError, TypeError, RecursionError):
-        return _quote(repr(value))
+    except Exception:
+        try:
+            return _quote(repr(value))
+        except Exception as exc:
+            return _quote('<unrepresentable %s: %s>' % (type(value).__name__,
+                                                        type(exc).__name__))
 
 
 # One encoder made once: json.dumps with any option builds a new one per call (3-4 µs).

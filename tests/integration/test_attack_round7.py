@@ -214,16 +214,6 @@ def nested(depth):
     return top
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A7-1: an extra= value nested deeper than the recursion limit (about 1,000) makes '
-    'logger.info() raise RecursionError into the application, and the record is lost: '
-    'record_fields (loghog/handler.py:290) -> _json_object falls back to _json_value, whose '
-    'own fallback repr(value) (handler.py:321) raises RecursionError too, and emit() '
-    're-raises RecursionError (handler.py:180-181, as the stdlib handlers do for their own '
-    'formatting). A text facility is hit the same way (the fields are always made). Fix: in '
-    '_json_value catch an error of repr() as well and send a placeholder (e.g. '
-    '"<unrepresentable dict: RecursionError>"), or catch it around record_fields in emit() '
-    'and send fields {"loghog_fields_dropped": "..."}: the record then arrives'))
 def test_a_record_with_a_deeply_nested_extra_field_is_delivered_and_emit_does_not_raise(
         daemon_factory, make_logger):
     """README: every extra= key is sent, "values JSON can hold as they are, others as their
@@ -305,15 +295,6 @@ class Detached:
         raise RuntimeError('instance is not bound to a session')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A7-4 (the fallback of A7-1): an extra= value whose repr() raises (an ORM object detached '
-    'from its session) loses the whole record: the encoder calls it (default=repr, '
-    'loghog/handler.py:325) and _json_object/_json_value (handler.py:306-321) catch only '
-    'ValueError, TypeError and RecursionError, their fallback repr(value) none; the error '
-    'goes to emit()\'s handleError, and with '
-    'logging.raiseExceptions = False (what the logging docs advise in production) nothing at '
-    'all is said. A StreamHandler writes the record (it never looks at extras). Fix: an '
-    'error of repr() gives a placeholder such as "<unrepresentable Detached: RuntimeError>"'))
 def test_a_record_with_an_extra_field_whose_repr_raises_is_delivered(
         daemon_factory, make_logger, monkeypatch):
     monkeypatch.setattr(logging, 'raiseExceptions', False)
