@@ -43,9 +43,13 @@ STATS_INTERVAL_S = 1.0
 BATCH_LINES = 2000
 BATCH_DELAY_S = 0.0005
 BATCH_STATS_S = 0.02
-# At shutdown, after its last batch: how long a receiver waits for the acks of what it
-# sent (the main process writes and fsyncs it first).
+# At shutdown, after its last batch: a receiver waits for the acks of what it sent (the
+# main process writes and fsyncs it first) at least FINAL_ACKS_S, and until this long after
+# its stop began: the main process kills it at receivers.STOP_RECEIVERS_S (9 s).  With
+# 1 s only, a slow fsync (a busy disk) made it close connections whose acks were on their
+# way, and their clients sent everything again to the next daemon (A7-2).
 FINAL_ACKS_S = 1.0
+FINAL_ACKS_WITHIN_S = 8.5
 
 
 # A batch is cut into messages of about this many characters of text (a character is
@@ -502,8 +506,9 @@ def serve(server, channel, handoff=None, tls_context=None):
     sockets of ``server``.
 
     SIGTERM runs ``Server.shutdown``: what peers already sent is read and sent to the main
-    process; then (``ForwardingWriter.close``) the receiver says it is done and waits up to
-    FINAL_ACKS_S for the acks of what it sent, before the connections close."""
+    process; then (``ForwardingWriter.close``) the receiver says it is done and waits for
+    the acks of what it sent (FINAL_ACKS_S at least, up to FINAL_ACKS_WITHIN_S after its stop
+    began), before the connections close."""
     writer = server.writer
     reloader = ChannelReloader(server, channel, server.reloader.last_content)
     server.tasks[server.tasks.index(server.reloader)] = reloader
@@ -528,6 +533,8 @@ def _wait_for_final_acks(server, channel, reporter, acknowledger):
     reporter.report()
     channel.send_blocking(('done',))
     deadline = server.clock() + FINAL_ACKS_S
+    if server.stopped_at is not None:
+        deadline = max(deadline, server.stopped_at + FINAL_ACKS_WITHIN_S)
     while not channel.eof and server.clock() < deadline:
         if not any(not c.closed and c.acks is not None and not c.acks.is_done()
                    for c in acknowledger.connections.values()):

@@ -114,6 +114,7 @@ class Server:
         self.listeners = []
         self.datagram_listeners = []
         self.stopping = False
+        self.stopped_at = None     # when shutdown began (clock())
         self.now = clock()
         self.started_at = self.now
         # When facilities.conf was last loaded, and the last reload: (time, succeeded) or None.
@@ -176,7 +177,8 @@ class Server:
         # One bound for the whole drain, the receivers' included (stop hooks: with
         # [server] workers they take up to receivers.STOP_RECEIVERS_S, while this process
         # goes on reading its own connections): SIGTERM took 8 s more than that (A4-w15).
-        stop_draining_at = self.clock() + DRAIN_TIME_S
+        self.stopped_at = self.clock()
+        stop_draining_at = self.stopped_at + DRAIN_TIME_S
         for hook in self.stop_hooks:
             hook()
         for listener in self.listeners:

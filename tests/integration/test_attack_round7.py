@@ -359,20 +359,7 @@ def slow_sync(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('workers', [
     pytest.param(1, id='workers1'),
-    pytest.param(2, id='workers2', marks=pytest.mark.xfail(strict=True, reason=(
-        'A7-2: with workers = 2 a graceful stop while an fsync takes longer than 1 s makes '
-        'the client send again everything written since the last ack (all 500 here, every '
-        'run): each receiver waits only FINAL_ACKS_S = 1.0 s (loghogd/receiver.py:48, '
-        '_wait_for_final_acks at receiver.py:527-540) for the acks of what it handed over, '
-        'then closes its connections (Server.shutdown, server.py:215-216), while the main '
-        'process is still waiting for the fsync those acks need; its acks then go to '
-        'closed connections. One process (workers = 1) fsyncs in writer.close() and acks '
-        'before it closes (server.py:212-214): no duplicate. Fix: a receiver keeps its '
-        'connections until the main process says it has acked (or given up on) what that '
-        'receiver sent (e.g. a final message after its writer.close(), or the channel '
-        'closing), bounded by the stop\'s overall bound (STOP_RECEIVERS_S) and not 1 s; '
-        'the main process can also fsync at once what a receiver that said "done" waits '
-        'for')))])
+    pytest.param(2, id='workers2')])
 def test_a_graceful_stop_while_the_disk_syncs_slowly_acknowledges_what_it_wrote(
         daemon_factory, make_logger, slow_sync, workers):
     """A busy disk: an fsync takes 2 s.  SIGTERM while written lines wait for it:
