@@ -286,7 +286,11 @@ def record_fields(record, cache=None):
     # most records instead of a set difference (0.6 µs).
     if len(attributes) - ('message' in attributes) - ('asctime' in attributes) \
             > _PLAIN_RECORD_SIZE:
-        extras = {key: attributes[key] for key in attributes.keys() - _RECORD_ATTRIBUTES}
+        # In the record's order (extra='s), never a set's: a set's order changes with each
+        # process's hash seed, and the daemon names colliding fields in the order they come
+        # (A7-3: a field was field_time from one worker and field_field_time from another).
+        extras = {key: value for key, value in attributes.items()
+                  if key not in _RECORD_ATTRIBUTES}
         text += ', ' + _json_object(extras)[1:-1]
     return text + '}'
 
@@ -299,7 +303,8 @@ def _fields_slowly(record):
     for key in ('exc_text', 'stack_info'):
         if attributes.get(key):
             data[key] = attributes[key]
-    data.update((key, attributes[key]) for key in attributes.keys() - _RECORD_ATTRIBUTES)
+    data.update((key, value) for key, value in attributes.items()
+                if key not in _RECORD_ATTRIBUTES)
     return _json_object(data)
 
 

@@ -27,18 +27,6 @@ def fields_sent_by_a_process(hash_seed):
     return json.loads(result.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A7-3: in a format = json facility, which of two sender fields gets which name depends on '
-    'the sending process\'s hash seed: record_fields sends the extras in set order '
-    '(attributes.keys() - _RECORD_ATTRIBUTES, loghog/handler.py:289, and _fields_slowly '
-    'handler.py:302), random per process, and the daemon renames a field named like its own '
-    'keys to field_<name> only if that name is free at that point (jsonlines.py:91-96: '
-    'while key in OURS or key in record), so extra={"time": ..., "field_time": ...} writes '
-    'the sender\'s "time" as field_time from one worker process and as field_field_time '
-    'from another (the sender\'s own field_time then the other way round): a query on '
-    'field_time reads the wrong value for some records. Fix: the client keeps the extras '
-    'in their order (a list comprehension over attributes), and _format_slowly places '
-    'every field whose name is free first and renames the colliding ones after'))
 def test_the_same_record_from_two_processes_gets_the_same_json_keys():
     # Seeds 0 and 1 give the two orders on CPython 3.11 (checked: 0, 4, 6, 7 one way;
     # 1, 2, 3, 5 the other).
