@@ -527,7 +527,8 @@ def test_json_records_with_odd_text_huge_and_colliding_fields_each_make_one_vali
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason='needs libfaketime (apt-get install faketime)')
 @pytest.mark.xfail(strict=True, reason=(
-    'A7-5: v2 frames that waited in the connection while the daemon was stopped longer than '
+    'A7-5 (a known limit, in docs/security.md "Clocks" since): v2 frames that waited in the '
+    'connection while the daemon was stopped longer than '
     'max_clock_skew are refused as clock_skew and never sent again: all 100 here, every run '
     '(counted in handler.rejected and said on standard error, but lost). The daemon checks '
     'the signing time against its clock when it reads the frame (check_signature_v2, '
