@@ -22,12 +22,13 @@ import time
 import pytest
 
 from loghog import LoghogHandler
-from loghog.wire import FLAG_ACK, MessageEncoder, make_ack, make_session
+from loghog.wire import FLAG_ACK, MessageEncoder, make_session
 from tests.integration.test_acks import AckReader
 from tests.integration.test_attack_workers import open_paths
 from tests.integration.test_attack_round5 import LIBFAKETIME
 from tests.integration.test_receivers import receiver_pids
-from tests.unit.test_client_fakes import FrameServer, decode_frames
+from tests.unit.test_client_acks import StoppingDaemon
+from tests.unit.test_client_fakes import FrameServer
 from tests.support import (ROOT, Stream, free_port, line_body, make_certs, read_lines, stopped,
                            wait_for)
 
@@ -250,41 +251,18 @@ def test_over_tls_an_ack_received_before_the_stopping_daemons_reset_is_taken(
     """
     pki = make_certs(tmp_path / 'pki', 'web1')
     context = tls_server_context(pki)
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    read = []
-
-    def stopping_daemon():
-        raw, _ = listener.accept()
-        sock = context.wrap_socket(raw, server_side=True)
-        buffer, received = b'', 0
-        while received < 200:
-            frames, buffer = decode_frames(buffer + sock.recv(65536))
-            if received == 0 and frames:
-                sock.sendall(make_ack(1))       # the session frame's answer
-            received += len(frames)
-        time.sleep(0.5)                  # the client fills the buffers and waits to write
-        sock.sendall(make_ack(received))        # everything read was written
-        read.append(received)
-        listener.close()                 # stopped: no one listens until the next one
-        sock.close()                     # unread frames: the kernel resets the connection
-
-    thread = threading.Thread(target=stopping_daemon, daemon=True)
-    thread.start()
+    daemon = StoppingDaemon(lambda raw: context.wrap_socket(raw, server_side=True))
+    port = daemon.port
     handler = LoghogHandler('app', '127.0.0.1', port, retry_min_s=0.05, retry_max_s=0.2,
                             ssl_info={'pemfile': str(pki / 'web1.pem'),
                                       'cacert': str(pki / 'loghog-ca.cert')})
     logger = make_logger(handler, logging.INFO)
     for n in range(5000):
         logger.info('message %d %s', n, 'x' * 2000)
-    thread.join(10)
-    assert read, 'the fake daemon never read 200 frames'
+    acked = daemon.join()
     with FrameServer(port=port, ssl_context=context) as second:
         wait_for(lambda: second.sessions, 10, message='the session frame on the next daemon')
-        assert second.sessions[0]['first'] == read[0]
+        assert second.sessions[0]['first'] == acked
 
 
 class Detached:

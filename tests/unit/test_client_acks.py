@@ -205,21 +205,26 @@ def test_a_queued_message_is_sent_at_once_while_the_sender_waits_for_acks(make_h
         assert time.monotonic() - started < 0.5
 
 
-def test_an_ack_that_came_just_before_a_reset_is_taken_not_written_again(make_handler):
-    """A5-2: a daemon that stops (SIGTERM) acknowledges what it wrote and closes; frames it
-    did not read make the kernel answer the client's next write with a reset.  The client,
-    blocked writing, saw the reset and reconnected without reading that last ack, which
-    was waiting in its socket: it wrote those messages again, to a daemon with no memory
-    of them (a line written twice across a graceful restart)."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    read = []
+class StoppingDaemon:
+    """A fake daemon that stops as loghogd does: it reads 200 frames (answering the session
+    frame), waits until the client is blocked writing, acknowledges all it read, stops
+    listening and closes with the rest unread (the kernel resets the connection).
+    ``wrap(socket)`` makes the accepted socket TLS; ``read`` holds the count it acked."""
 
-    def stopping_daemon():
-        sock, _ = listener.accept()
+    def __init__(self, wrap=lambda sock: sock):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.read = []
+        self.wrap = wrap
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        raw, _ = self.listener.accept()
+        sock = self.wrap(raw)
         buffer, received = b'', 0
         while received < 200:
             frames, buffer = decode_frames(buffer + sock.recv(65536))
@@ -228,19 +233,30 @@ def test_an_ack_that_came_just_before_a_reset_is_taken_not_written_again(make_ha
             received += len(frames)
         time.sleep(0.5)                  # the client fills the buffers and waits to write
         sock.sendall(wire.make_ack(received))        # everything read was written
-        read.append(received)
-        listener.close()                 # stopped: no one listens until the next one
+        self.read.append(received)
+        self.listener.close()            # stopped: no one listens until the next one
         sock.close()                     # unread frames: the kernel resets the connection
 
-    thread = threading.Thread(target=stopping_daemon, daemon=True)
-    thread.start()
+    def join(self):
+        self.thread.join(10)
+        assert self.read, 'the fake daemon never read 200 frames'
+        return self.read[0]
+
+
+def test_an_ack_that_came_just_before_a_reset_is_taken_not_written_again(make_handler):
+    """A5-2: a daemon that stops (SIGTERM) acknowledges what it wrote and closes; frames it
+    did not read make the kernel answer the client's next write with a reset.  The client,
+    blocked writing, saw the reset and reconnected without reading that last ack, which
+    was waiting in its socket: it wrote those messages again, to a daemon with no memory
+    of them (a line written twice across a graceful restart)."""
+    daemon = StoppingDaemon()
+    port = daemon.port
     handler, logger = make_handler(port, **FAST_RETRY)
     for n in range(5000):
         logger.info('message %d %s', n, 'x' * 2000)
-    thread.join(10)
-    assert read, 'the fake daemon never read 200 frames'
+    acked = daemon.join()
     with FrameServer(port=port) as second:
         wait_until(lambda: second.sessions, 10)
         # Messages are numbered from 1 (the session frame is frame 1 of the connection):
         # the new connection goes on from the first one the ack did not cover.
-        assert second.sessions[0]['first'] == read[0]
+        assert second.sessions[0]['first'] == acked
