@@ -406,3 +406,62 @@ def test_two_connections_racing_one_sessions_messages_keep_their_waits_small(tmp
     finally:
         gated.release(100)
         rig.writer.close(4.0)
+
+
+def test_a_stop_closes_a_peer_that_goes_on_sending_within_the_grace_and_one_that_closes_at_once(
+        tmp_path):
+    """README: a clean stop ends a connection still sending with a FIN after its acks and
+    reads what the client sends until it closes its end, "half a second at most for all of
+    them" (connections.close_at_stop, CLOSE_GRACE_S); one that closes when it reads the FIN
+    is closed as soon as it does."""
+    import socket
+    import threading
+    import time
+    from loghogd.connections import CLOSE_GRACE_S, StreamConnection, close_at_stop
+    from loghogd.loop import EventLoop
+    rig = Rig(tmp_path)
+    rig.server.loop = loop = EventLoop()
+    stop = threading.Event()
+    try:
+        pairs = [socket.socketpair() for _ in range(2)]
+        connections = []
+        for ours, _ in pairs:
+            ours.setblocking(False)
+            connection = StreamConnection(rig.server, ours, ('127.0.0.1', 1), 'tcp')
+            connection.start()
+            connections.append(connection)
+        stubborn, polite = pairs[0][1], pairs[1][1]
+
+        def flood():             # never reads, never closes
+            try:
+                while not stop.is_set():
+                    stubborn.send(b'x' * 4096)
+            except OSError:
+                pass
+
+        ended = []
+
+        def close_on_fin():      # sends, then closes when it reads the daemon's FIN
+            polite.sendall(b'y' * 1000)
+            try:
+                while polite.recv(65536):
+                    pass
+                ended.append('fin')
+            except ConnectionResetError:
+                ended.append('reset')
+            polite.close()
+        threads = [threading.Thread(target=flood, daemon=True),
+                   threading.Thread(target=close_on_fin, daemon=True)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.05)         # both have bytes unread by the daemon
+        began = time.monotonic()
+        close_at_stop(rig.server.connections, time.monotonic)
+        took = time.monotonic() - began
+        assert all(c.closed for c in connections)
+        assert CLOSE_GRACE_S <= took < CLOSE_GRACE_S + 0.5, took   # the flooder's wait
+        threads[1].join(5)
+        assert ended == ['fin']             # the polite one read a FIN, not a reset
+    finally:
+        stop.set()
+        loop.close()

@@ -241,3 +241,19 @@ def test_any_record_is_one_ascii_json_line_that_keeps_ours(body, host, module, f
     assert record['message'] == body.rstrip('\r\n')
     kept = {key: value for key, value in fields.items() if key not in ('levelname', 'name')}
     assert len(record) == len(kept) + 6 + ('level' in record)
+
+
+def test_an_extra_value_whose_repr_fails_or_that_nests_too_deep_is_a_named_placeholder():
+    """README: a value whose repr() raises, or nested deeper than Python can recurse, is
+    sent as ``<unrepresentable TYPE: ERROR>`` (A7-1, A7-4), the other fields as they are."""
+    class Detached:
+        def __repr__(self):
+            raise RuntimeError('instance is not bound to a session')
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    record = logging.makeLogRecord({'msg': 'm', 'user': Detached(), 'tree': deep, 'n': 1})
+    fields = json.loads(record_fields(record))
+    assert fields['user'] == '<unrepresentable Detached: RuntimeError>'
+    assert fields['tree'] == '<unrepresentable list: RecursionError>'
+    assert fields['n'] == 1
