@@ -121,8 +121,13 @@ class ForwardingWriter:
         self.events = []       # what became of acknowledged connections' frames, in order
         self.signed = []       # the v2 marks of queued lines of plain connections
 
+    @staticmethod
+    def file_key(facility, host):
+        """The key a line of ``facility`` from ``host`` goes under in a batch."""
+        return facility.app, facility.name, host if facility.file_per_host else None
+
     def queue_for(self, facility, host):
-        key = (facility.app, facility.name, host if facility.file_per_host else None)
+        key = self.file_key(facility, host)
         queued = self.queued.get(key)
         if queued is None:
             queued = self.queued[key] = ForwardedFile(key)
@@ -164,7 +169,7 @@ class ForwardingWriter:
         if acks is not None:
             acks.signed = mark
             return None
-        key = (facility.app, facility.name, host if facility.file_per_host else None)
+        key = self.file_key(facility, host)
         queued = self.queued.get(key)
         identity = getattr(source, 'identity', None) or (source.peer_host, None)
         self.signed.append((key, len(queued.pending) if queued is not None else 0) + mark
