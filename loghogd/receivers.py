@@ -72,12 +72,14 @@ FULL_BACKOFF_S = 0.5
 # DRAIN_TIME_S plus their wait for final acks); then they are killed, so that the
 # daemon's 10 s bound holds.
 STOP_RECEIVERS_S = 9.0
-# The kinds of socket receivers read themselves: UDP, in the first receiver only (shared
-# by two, one sender's datagrams were written out of order: 593 of 2000 in make bench's
-# udp-paced-10k).  TCP and TLS connections are accepted by the main process and handed
-# off, one receiver after the other (measured: with the listening socket shared, the
-# first receiver to wake took all 8 connections of tcp8 and did 90% of the work).  The
-# [syslog] listeners stay in the main process.
+# The kinds of socket receivers read themselves: UDP, each receiver its own socket of
+# every address (binding.py binds one per receiver with SO_REUSEPORT; the kernel hashes
+# a sender's addresses and ports to one of them, so a sender's datagrams keep their
+# order: one socket shared by two receivers wrote one sender's datagrams out of order,
+# 593 of 2000 in make bench's udp-paced-10k).  TCP and TLS connections are accepted by
+# the main process and handed off, one receiver after the other (measured: with the
+# listening socket shared, the first receiver to wake took all 8 connections of tcp8
+# and did 90% of the work).  The [syslog] listeners stay in the main process.
 RECEIVER_KINDS = ('udp',)
 # The listeners whose connections are handed to receivers.
 HANDED_OFF = ('tcp', 'tls')
@@ -298,9 +300,10 @@ class ReceiverPool:
             try:
                 main_end.close()
                 main_handoff.close()
-                self._leave_main_process()
+                own = self.bound_for(slot)
+                self._leave_main_process(slot)
                 status = self.make_receiver_server(Channel(receiver_end), receiver_handoff,
-                                                   self.bound_for(slot))
+                                                   own)
             except BaseException:
                 log.exception('receiver %d (pid %d) failed', slot, os.getpid())
             finally:
@@ -324,8 +327,9 @@ class ReceiverPool:
         self._hand_off_waiting()
         return receiver
 
-    def _leave_main_process(self):
-        """In a new receiver: drop the main process's loop and the other channels."""
+    def _leave_main_process(self, slot):
+        """In new receiver ``slot``: drop the main process's loop, the other channels and
+        the other receivers' UDP sockets."""
         signal.set_wakeup_fd(-1)
         for signum in self.server.SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -334,6 +338,10 @@ class ReceiverPool:
             receiver.handoff.close()
         for listener in self.server.listeners:
             listener.sock.close()
+        for group in self.bound.udp_groups():   # the other receivers' UDP sockets
+            for other, sock in enumerate(group):
+                if other != slot:
+                    sock.close()
         for sock, _, _ in self.waiting:
             sock.close()
         self.waiting.clear()
@@ -358,11 +366,14 @@ class ReceiverPool:
         self.server.loop.close()
 
     def bound_for(self, slot):
-        """The sockets receiver ``slot`` reads itself: the UDP ones for the first."""
-        if slot == 0:
-            return self.bound
+        """The sockets receiver ``slot`` reads itself: its own UDP socket of each address
+        (the main process keeps them all open: a receiver started again gets its slot's
+        sockets back, with what the kernel queued there while none read them).  With
+        one socket per address (no SO_REUSEPORT), the first receiver reads it."""
         bound = BoundSockets()
         bound.tls_context = self.bound.tls_context
+        bound.sockets = [('udp', group[slot]) for group in self.bound.udp_groups()
+                         if slot < len(group)]
         return bound
 
     # -- reload: the main process's table, sent to every receiver ----------------------------
@@ -909,7 +920,10 @@ class ReceiverPool:
     name = 'receivers'
 
     def udp_sockets(self):
-        return [sock for kind, sock in self.bound.sockets if kind == 'udp']
+        """[(socket, slot of the receiver that reads it)]: every UDP socket of the
+        receivers (for their kernel drops in ``loghogd status``)."""
+        return [(sock, slot) for group in self.bound.udp_groups()
+                for slot, sock in enumerate(group)]
 
     def open_connections(self):
         """{kind: connections open} over the receivers, as they last reported."""

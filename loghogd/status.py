@@ -219,12 +219,14 @@ def parse_proc_net_udp(text):
     return result
 
 
-def read_udp_sockets(sockets, paths=PROC_NET_UDP):
+def read_udp_sockets(sockets, paths=PROC_NET_UDP, readers=None):
     """Kernel figures of the daemon's own UDP ``sockets``: [{address, queue_bytes, drops}].
 
     The sockets are matched to /proc/net/udp{,6} lines by inode (fstat of the socket
-    itself: cheaper than walking /proc/self/fd, which holds every connection).  Returns
-    None when /proc/net/udp cannot be read.
+    itself: cheaper than walking /proc/self/fd, which holds every connection).
+    ``readers``: {socket: slot of the receiver that reads it} ([server] workers > 1:
+    each address has one socket per receiver, issue 18); their entries say 'receiver'.
+    Returns None when /proc/net/udp cannot be read.
     """
     table = {}
     readable = False
@@ -248,7 +250,10 @@ def read_udp_sockets(sockets, paths=PROC_NET_UDP):
             continue   # the [syslog] unix socket: a path, not in /proc/net/udp
         host, port = name[:2]
         queue, drops = table.get(inode, (0, 0))
-        result.append({'address': format_address(host, port), 'queue_bytes': queue, 'drops': drops})
+        entry = {'address': format_address(host, port), 'queue_bytes': queue, 'drops': drops}
+        if readers is not None and sock in readers:
+            entry['receiver'] = readers[sock]
+        result.append(entry)
     return result
 
 
@@ -289,9 +294,11 @@ class StatusPublisher:
     def snapshot(self, now):
         """Build the snapshot (reads /proc: a few hundred microseconds)."""
         sockets = [listener.sock for listener in self.server.datagram_listeners]
-        if self.server.receivers is not None:
-            sockets += self.server.receivers.udp_sockets()
-        udp = read_udp_sockets(sockets)
+        readers = None
+        if self.server.receivers is not None:   # every receiver's own sockets
+            readers = dict(self.server.receivers.udp_sockets())
+            sockets += list(readers)
+        udp = read_udp_sockets(sockets, readers=readers)
         return build_snapshot(self.server, self.recent, now, read_process(), udp,
                               self.interval_s)
 

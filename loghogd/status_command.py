@@ -363,14 +363,23 @@ def _connections(snapshot):
                      '(/proc/net/udp unreadable)' % (count(udp['datagrams']),
                                                      count(udp['datagrams_last_minute']), window))
     elif udp['sockets']:
-        lines += [''] + format_table(
-            ['UDP SOCKET', 'QUEUED', 'KERNEL DROPS'],
-            [[s['address'], human_size(s['queue_bytes']), count(s['drops'])]
-             for s in udp['sockets']])
+        lines += [''] + _udp_sockets_table(udp['sockets'])
         lines.append('UDP datagrams read: %s (%s in %s); kernel drops in all: %s'
                      % (count(udp['datagrams']), count(udp['datagrams_last_minute']), window,
                         count(udp['kernel_drops'])))
     return lines
+
+
+def _udp_sockets_table(sockets):
+    """One row per UDP socket; with receivers, which one reads it (each has its own
+    socket of every address, issue 18)."""
+    if not any('receiver' in s for s in sockets):
+        return format_table(['UDP SOCKET', 'QUEUED', 'KERNEL DROPS'],
+                            [[s['address'], human_size(s['queue_bytes']), count(s['drops'])]
+                             for s in sockets])
+    return format_table(['UDP SOCKET', 'RECEIVER', 'QUEUED', 'KERNEL DROPS'],
+                        [[s['address'], str(s.get('receiver', 'main')),
+                          human_size(s['queue_bytes']), count(s['drops'])] for s in sockets])
 
 
 def _files(snapshot, now):

@@ -210,14 +210,15 @@ def udp_written(daemon, body, timeout_s):
 def test_a_receiver_stopped_by_its_own_sigterm_is_started_again_and_udp_is_read(
         daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
-    two_receivers(daemon)
+    first = two_receivers(daemon)
     assert udp_written(daemon, 'udp before', 10)
-    first = slot_pid(daemon, 0)     # the receiver that reads UDP
-    os.kill(first, signal.SIGTERM)
-    wait_for(lambda: first not in receiver_pids(daemon) or is_zombie(first),
-             message='the receiver to exit')
+    for pid in first:     # each reads its own UDP socket: a sender's goes to one of them
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: all(pid not in receiver_pids(daemon) or is_zombie(pid) for pid in first),
+             message='the receivers to exit')
     assert udp_written(daemon, 'udp after', 3), daemon.output()[-2000:]
-    assert slot_pid(daemon, 0) != first
+    wait_for(lambda: not {slot_pid(daemon, 0), slot_pid(daemon, 1)} & set(first),
+             message='both started again')
     assert daemon.stop() == 0
 
 
@@ -544,12 +545,12 @@ def test_a_syslog_tcp_line_with_two_receivers_is_written_by_the_main_process(dae
 def test_datagrams_sent_while_the_udp_receiver_is_dead_are_read_by_the_next_one_in_order(
         daemon_factory):
     daemon = daemon_factory(APP, server=WORKERS_2)
-    two_receivers(daemon)
+    readers = two_receivers(daemon)
     assert udp_written(daemon, 'udp before', 10)
-    reader = slot_pid(daemon, 0)      # the receiver that reads UDP
-    os.kill(reader, signal.SIGKILL)
-    wait_for(lambda: is_zombie(reader) or reader not in receiver_pids(daemon),
-             message='the UDP reader to die')
+    for pid in readers:     # each reads its own UDP socket: the sender's is one of them
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(is_zombie(pid) or pid not in receiver_pids(daemon) for pid in readers),
+             message='the UDP readers to die')
     # Until the next one starts (a second at most) the kernel keeps them.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for n in range(200):
@@ -557,7 +558,8 @@ def test_datagrams_sent_while_the_udp_receiver_is_dead_are_read_by_the_next_one_
     wait_for(lambda: 'udp 199' in bodies_under(daemon, 'app'), message='the datagrams')
     assert [body for body in bodies_under(daemon, 'app') if body.startswith('udp ')
             and body != 'udp before'] == ['udp %d' % n for n in range(200)]
-    assert slot_pid(daemon, 0) != reader
+    wait_for(lambda: not {slot_pid(daemon, 0), slot_pid(daemon, 1)} & set(readers),
+             message='both started again')
     assert daemon.stop() == 0
 
 

@@ -460,3 +460,24 @@ def test_a_deadline_that_comes_again_after_the_clock_went_back_is_held_again(wat
     rig.rotator.tick(clock())     # (the loop ticks every task when the clock goes back)
     rig.main_pass()
     assert rig.pool.held == midnight
+
+
+def test_each_receiver_slot_reads_its_own_udp_socket_of_every_address(tmp_path):
+    """Issue 18: with workers = 2 each address has a socket per receiver; slot N gets the
+    N-th of each (the same after a restart), and status sees them all with their reader."""
+    from tests.unit.test_binding import bound_with
+    from loghogd.receivers import split_bound
+    bound = bound_with(tmp_path, 2)
+    try:
+        receivers_bound, main_bound = split_bound(bound)
+        assert not [kind for kind, _ in main_bound.sockets if kind == 'udp']
+        pool = ReceiverPool(2, receivers_bound, None)
+        first, second = ([sock for _, sock in pool.bound_for(slot).sockets] for slot in (0, 1))
+        assert len(first) == len(second) == 2            # IPv4 and IPv6
+        assert not set(first) & set(second)
+        assert [sock.getsockname() for sock in first] == [sock.getsockname() for sock in second]
+        assert [sock for _, sock in pool.bound_for(1).sockets] == second   # a restart
+        assert sorted((sock.fileno(), slot) for sock, slot in pool.udp_sockets()) == sorted(
+            [(sock.fileno(), 0) for sock in first] + [(sock.fileno(), 1) for sock in second])
+    finally:
+        bound.close()

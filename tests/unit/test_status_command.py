@@ -243,3 +243,15 @@ def test_rotation_and_compressor_tasks_report_in_their_own_lines():
     assert lines[-2:] == [
         'compressor  format xz, level 6, waiting 2, working on -, compressed 1,200, failed 0',
         'rotation    files 3, compressing 1, next rotation in 10m 0s']
+
+
+def test_with_receivers_each_udp_socket_says_which_receiver_reads_it():
+    snapshot = sample()
+    snapshot['udp']['sockets'] = [
+        {'address': '0.0.0.0:5566', 'queue_bytes': 0, 'drops': 30, 'receiver': 0},
+        {'address': '0.0.0.0:5566', 'queue_bytes': 2048, 'drops': 7, 'receiver': 1}]
+    lines = render_table(snapshot, NOW).splitlines()
+    start = lines.index('UDP SOCKET    RECEIVER   QUEUED  KERNEL DROPS')
+    assert lines[start + 1:start + 3] == ['0.0.0.0:5566         0      0 B            30',
+                                          '0.0.0.0:5566         1  2.0 KiB             7']
+    assert 'UDP datagrams read: 5,000 (100 in the last minute); kernel drops in all: 37' in lines
