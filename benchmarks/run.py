@@ -66,6 +66,9 @@ WORKLOADS = {w.name: w for w in [
     # One flat-out sender: a UDP sender never blocks, so on 2 cores a second one would
     # take the daemon's core and measure the scheduler rather than the daemon.
     Workload('udp-flood', 'udp', 1),
+    # Issue 18's target: 8 senders flat out, each its own source port (SO_REUSEPORT
+    # spreads them over the receivers); on 2 cores they compete with the daemon.
+    Workload('udp8-flood', 'udp', 8),
     Workload('tcp-paced-10k', 'tcp', 1, rate=10_000),
     Workload('udp3164-paced-10k', 'udp', 1, rate=10_000, syslog3164=True,
              note='syslog systems get RFC 3164 datagrams; loghogd its own frames'),
