@@ -301,10 +301,9 @@ class ForwardingAcknowledger:
 
 
 class StatsReporter:
-    """A task of the receiver's server: its counters and its own figures, with a batch of
-    lines at most every BATCH_STATS_S, in the next loop pass after a rejection, within
-    BATCH_STATS_S when other counters moved without a batch to carry them, and every
-    second (CPU)."""
+    """A task of the receiver's server: its counters and its own figures, with every batch
+    of lines, in the next loop pass when a counter moved without one (a rejection), and
+    every second (CPU)."""
 
     def __init__(self, server, channel):
         self.server = server
@@ -322,22 +321,15 @@ class StatsReporter:
     def is_due_with_batch(self, now):
         """Whether a batch sent now carries the counters: always after a rejection,
         else at most every BATCH_STATS_S (with one every batch, reports were a tenth of a
-        UDP flood's receiver time).  Counters that moved since go by ``next_deadline``."""
+        UDP flood's receiver time).  Counters that moved since go in the next pass."""
         return (now >= self._reported_at + BATCH_STATS_S or self._reported is None
                 or sum(self.server.counters.rejected.values()) != self._reported[0])
 
     def next_deadline(self):
-        # Counters that moved go with the next batch, or, when none is pending: a
-        # rejection in the next pass, the others BATCH_STATS_S after the last report.  In
-        # the next pass, they were: a flood's batch that did not carry them was followed
-        # by a report of its own, one report per batch again (udp8-flood: 571 reports for
-        # 1127 sends of a receiver, strace -c).
-        if self.writer.batch_started_at is None:
-            fingerprint = self._fingerprint()
-            if fingerprint != self._reported:
-                if self._reported is None or fingerprint[0] != self._reported[0]:
-                    return 0.0
-                return min(self._next, self._reported_at + BATCH_STATS_S)
+        # Counters that moved go with the next batch, or, when none is pending (only
+        # rejections), in the next pass.
+        if self.writer.batch_started_at is None and self._fingerprint() != self._reported:
+            return 0.0
         return self._next
 
     def tick(self, now):

@@ -481,39 +481,3 @@ def test_each_receiver_slot_reads_its_own_udp_socket_of_every_address(tmp_path):
             [(sock.fileno(), 0) for sock in first] + [(sock.fileno(), 1) for sock in second])
     finally:
         bound.close()
-
-
-def test_a_flood_of_batches_sends_the_counters_every_batch_stats_s_not_once_a_batch():
-    """udp8-flood: a receiver sent a report of its own after nearly every batch (one
-    report per batch is what BATCH_STATS_S saves: a tenth of a flood's receiver time)."""
-    from loghogd.receiver import BATCH_STATS_S, StatsReporter
-    main_end, receiver_end = channel_pair()
-    main, channel = Channel(main_end), Channel(receiver_end)
-    writer = ForwardingWriter(channel)
-    server = Server(load_config(None), load_facilities(FACILITIES), writer, Counters(), None,
-                    BoundSockets())
-    reporter = writer.reporter = StatsReporter(server, channel)
-    facility = next(iter(server.table))
-    stats = []
-
-    def loop_pass(now, lines):
-        """As Server.run_once: lines read and counted, the batch flushed, tasks due."""
-        server.now = now
-        for n in range(lines):
-            writer.queue_for(facility, '127.0.0.1').pending.append('line %d' % n)
-            server.counters.accepted[facility.key] += 1
-        writer.flush(now)
-        if reporter.next_deadline() <= now:
-            reporter.tick(now)
-        stats.extend(message[1] for message in main.receive() if message[0] == 'stats')
-
-    start = 1_700_000_000.0
-    passes = 200                      # 1 ms each: a batch flushed in every one
-    for number in range(passes):
-        loop_pass(start + number * 0.001, 10)
-    assert len(stats) <= passes * 0.001 / BATCH_STATS_S + 2, len(stats)
-    # What the last batches counted still reaches the main process, within BATCH_STATS_S.
-    loop_pass(start + passes * 0.001 + BATCH_STATS_S, 0)
-    assert sum(stats[-1]['accepted'].values()) == 10 * passes
-    main.close()
-    channel.close()
