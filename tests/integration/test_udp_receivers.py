@@ -135,8 +135,8 @@ def test_datagrams_queued_for_a_killed_receiver_are_read_by_the_next_one_in_orde
         # the lines it would lose when killed are then only those the kernel could not
         # keep (none here with the default 4 MB buffer; counted as kernel drops where
         # net.core.rmem_max keeps it smaller).
-        # ... and counted: a receiver's counters go to the main process apart from its
-        # lines (at most BATCH_STATS_S later), and a killed one's last are lost.
+        # ... and counted: a receiver's counters may go to the main process a loop pass
+        # after its lines, and a killed one's last are lost.
         wait_for_snapshot(daemon, lambda s: s['totals']['accepted'] == 10 * SENDERS,
                           'status to count the first lines')
         victim = wait_for(lambda: slot_pid(daemon, 1), message='receiver 1')
