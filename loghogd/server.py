@@ -486,6 +486,7 @@ class Server:
                             self.reject(resent, source, acks)
                         continue
                 envelope = None
+                plain = False    # every string of it is known printable (no need to look)
                 if flags & FLAG_SIGNED_V2:   # a v2 signature before the payload (issue 19)
                     envelope = split_envelope(payload)
                     if envelope is None:
@@ -501,6 +502,12 @@ class Server:
                     fields = lazy_fields(payload)
                     if fields is None:
                         fields = decode_fields(flags, payload, max_size, loads)
+                    else:
+                        # An ASCII payload's strings hold no control character but
+                        # escaped ones (raw ones are bad JSON) and DEL: without a
+                        # backslash (92) or DEL (127) its body is printable (two memchr:
+                        # 40 ns; str.isprintable: 225 for 100 characters).
+                        plain = 92 not in payload and 127 not in payload
                 else:
                     fields = decode_fields(flags, payload, max_size, loads)
                 if fields.__class__ is Rejection:
@@ -566,7 +573,8 @@ class Server:
                     append = log_file.pending.append
                 if facility.format == 'text':
                     # One record, one line (lines.py); a printable body is as it is.
-                    append(head + (body if body.isprintable() else format_body(body)) + '\n')
+                    append(head + (body if plain or body.isprintable() else format_body(body))
+                           + '\n')
                 else:
                     if sent_fields is not None and sent_fields.__class__ is not dict \
                             and sent_fields.__class__ is not str:
