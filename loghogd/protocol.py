@@ -332,6 +332,8 @@ class StructDecoder:
     def lazy_fields(self, payload):
         """``fields`` with the 8th value left as a ``msgspec.Raw`` (None: no fields): for a
         text facility, which never reads it; ``resolve`` makes it what ``fields`` gives.
+        (Server.ingest makes the same decision inline; tests/unit/test_lazy_fields.py
+        holds the two equal.)
         None for anything ``fields`` might decide otherwise: a payload that is not ASCII
         (msgspec does not check the UTF-8 of a Raw's strings), one with fields over
         LAZY_FIELDS_BYTES, or one it refuses."""

@@ -75,6 +75,15 @@ def test_a_payload_that_is_not_ascii_is_decoded_in_full():
     assert protocol.decode_fields(0, data, MAX, STRUCT).reason == protocol.BAD_UTF8
 
 
+def test_server_ingest_refuses_bad_utf8_in_fields_it_leaves_undecoded():
+    """Server.ingest makes lazy_fields' decision inline: the same refusal."""
+    data = (json.dumps(GOOD)[:-1] + ', "fields": {"a": "\xff"}}').encode('latin-1')
+    for app in ('text', 'json'):
+        payload = data.replace(b'"app_id": "text"', b'"app_id": "%s"' % app.encode())
+        lines, accepted, rejected = ingest([payload], STRUCT)
+        assert (lines, accepted, rejected) == ({}, {}, {protocol.BAD_UTF8: 1}), app
+
+
 FACILITIES = ('[text]\nrotate = daily\nbackup_count = 1\n'
               '[json]\nrotate = daily\nbackup_count = 1\nformat = json\n')
 
