@@ -33,8 +33,8 @@ import time
 import weakref
 
 from loghog import wire
-from loghog.acks import (HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
-                         describe_rejections, new_session_id, rejections)
+from loghog.acks import (CLOCK_SKEW, HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
+                         describe_rejections, new_session_id, rejected_frames, rejections)
 from loghog.buffer import FrameQueue
 from loghog.gaps import Gaps
 from loghog.signing import session_bytes
@@ -112,6 +112,13 @@ _SENDERS = weakref.WeakSet()
 
 # Whether the fork in progress was made by the main thread (set by a before-fork hook).
 _FORK = {'from_main_thread': True}
+
+
+class _SignedAgain(bytes):
+    """A message frame written again after a clock_skew refusal (``Sender._sign_again``):
+    a second refusal of it is final."""
+
+    __slots__ = ()
 
 
 class Sender:
@@ -721,25 +728,59 @@ class Sender:
             return
         done_through = None
         rejected = collections.Counter()
+        skewed = []    # the numbers of messages refused as clock_skew
         try:
             for ack in received:
                 done_through = acks.apply(ack)
-                rejected.update(rejections(ack))
+                counts = rejections(ack)
+                if counts.get(CLOCK_SKEW):
+                    skewed += [acks.seq_of_frame(number)
+                               for number in rejected_frames(ack, CLOCK_SKEW)]
+                rejected.update(counts)
         except ValueError as error:
             self._lost(f'{connection.peer} sent a bad acknowledgement ({error})')
         if done_through is not None:
             with self._lock:
+                again = self._sign_again(skewed, done_through)
+                if again:
+                    rejected[CLOCK_SKEW] -= len(again)
+                    rejected = +rejected     # without reasons counted down to nothing
                 if self._unacked.release_through(done_through):
                     self._is_stalled = False
                 if self._notice_weights:
                     for seq in [seq for seq in self._notice_weights if seq <= done_through]:
                         del self._notice_weights[seq]
+                if again:
+                    dropped = self._queue.requeue(again, len(self._unacked),
+                                                  self._unacked.bytes)
+                    if dropped:
+                        self._count_drops(dropped)
+                    self._work.notify_all()
                 self._progress.notify_all()
         if rejected:
             self.rejected += sum(rejected.values())
             self.rejections.update(rejected)
             self._unreported_rejections.update(rejected)
             self._report_rejections(time.monotonic())
+
+    def _sign_again(self, numbers, done_through):
+        """The messages among ``numbers`` (refused as clock_skew, held in ``_unacked``) to
+        write once more, signed with the time of that write (under the lock).
+
+        The daemon checks a v2 signature's time when it reads the message: one that
+        waited longer than its max_clock_skew between being written and being read (a
+        daemon stopped or hung for minutes while the connection stayed open) is refused
+        though both clocks are right (A7-5).  Signed again now, it passes; refused again,
+        the clock is off, and that refusal is final (counted and said).  A message goes
+        again once: its copy is a ``_SignedAgain``."""
+        again = []
+        for seq in dict.fromkeys(numbers):    # once, however often an ack lists it
+            if seq is None or seq > done_through:
+                continue
+            frame = self._unacked.frame(seq)
+            if frame is not None and frame.__class__ is not _SignedAgain:
+                again.append(_SignedAgain(frame))
+        return again
 
     def _open_connection(self):
         """Connect, and with acks shake hands; return True on success."""

@@ -260,3 +260,91 @@ def test_an_ack_that_came_just_before_a_reset_is_taken_not_written_again(make_ha
         # Messages are numbered from 1 (the session frame is frame 1 of the connection):
         # the new connection goes on from the first one the ack did not cover.
         assert second.sessions[0]['first'] == acked
+
+
+class SkewingDaemon:
+    """A fake daemon that checks v2 signatures (it says so in its handshake answer) and
+    refuses message frames as clock_skew while ``refuses(body, times_seen)`` says so.
+    ``taken`` holds the bodies it accepted, ``seen`` every body it read, in order."""
+
+    def __init__(self, refuses):
+        self.refuses = refuses
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.taken, self.seen, self.times = [], [], []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import json
+        import zlib
+        from loghog.signing import split_envelope
+        sock, _ = self.listener.accept()
+        buffer, number, rejected = b'', 0, []
+        with sock:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                answered = number
+                while len(buffer) >= wire.HEADER_SIZE:
+                    size, flags = wire.HEADER.unpack_from(buffer)
+                    if len(buffer) < wire.HEADER_SIZE + size:
+                        break
+                    payload = buffer[wire.HEADER_SIZE:wire.HEADER_SIZE + size]
+                    buffer = buffer[wire.HEADER_SIZE + size:]
+                    number += 1
+                    if number == 1:                      # the session frame
+                        continue
+                    assert flags & wire.FLAG_SIGNED_V2, flags
+                    envelope = split_envelope(payload)
+                    self.times.append(envelope.time_ms)
+                    body = envelope.body
+                    if flags & wire.FLAG_ZLIB:
+                        body = zlib.decompress(body)
+                    body = json.loads(body)['body']
+                    self.seen.append(body)
+                    if self.refuses(body, self.seen.count(body)):
+                        rejected.append([number, 'clock_skew'])
+                    else:
+                        self.taken.append(body)
+                if number > answered:
+                    sock.sendall(wire.make_ack(number, rejected, signs_v2=number == 1))
+                    rejected = []
+
+
+@pytest.mark.parametrize('compression', [False, True])
+def test_a_v2_message_refused_as_clock_skew_is_signed_again_once_and_taken(
+        make_handler, compression):
+    """A7-5: the daemon checks a v2 signature's time when it reads the message; one that
+    waited in the connection longer than max_clock_skew (a daemon stopped for minutes) was
+    refused and lost, with both clocks right.  Signed again with the time of the new
+    write, it is taken; nothing is counted as rejected."""
+    daemon = SkewingDaemon(lambda body, seen: seen == 1 and body.startswith('old'))
+    handler, logger = make_handler(daemon.port, secret='s3cret', compression=compression)
+    for n in range(50):
+        logger.info('old %d', n)
+    logger.info('new')
+    assert handler.flush()
+    assert sorted(daemon.taken) == sorted(['old %d' % n for n in range(50)] + ['new'])
+    assert [b for b in daemon.seen if b.startswith('old')] == \
+        ['old %d' % n for n in range(50)] * 2   # in order, each twice: once refused
+    assert (handler.rejected, handler.dropped, handler.unconfirmed) == (0, 0, 0)
+
+
+def test_a_second_clock_skew_refusal_is_final_counted_and_said(make_handler, capsys):
+    """A client whose clock is off: each message is tried once more, then reported as
+    rejected (no endless resending)."""
+    daemon = SkewingDaemon(lambda body, seen: True)
+    handler, logger = make_handler(daemon.port, secret='s3cret', compression=True)
+    for n in range(20):
+        logger.info('skewed %d', n)
+    assert handler.flush() is not None
+    wait_until(lambda: handler.rejected == 20, 10)
+    time.sleep(0.3)                       # nothing more comes: each went twice, no more
+    assert sorted(daemon.seen) == sorted(['skewed %d' % n for n in range(20)] * 2)
+    handler.close()
+    assert 'rejected 20 messages: clock_skew (20)' in capsys.readouterr().err
