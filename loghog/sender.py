@@ -113,6 +113,11 @@ _SENDERS = weakref.WeakSet()
 # Whether the fork in progress was made by the main thread (set by a before-fork hook).
 _FORK = {'from_main_thread': True}
 
+# A lock per process id, for starting over after a fork that Python's at-fork hooks did not
+# see (``Sender._check_fork``): one made in the new process, so never held by a thread the
+# fork left behind, as any lock of the parent's may be.
+_FORK_LOCKS = {}
+
 
 class _SignedAgain(bytes):
     """A message frame written again after a clock_skew refusal (``Sender._sign_again``):
@@ -226,6 +231,8 @@ class Sender:
         network reasons.  After ``close()`` the frame is dropped, counted in ``dropped``, and
         the first such frame said on standard error (``warn``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         with self._lock:
             if self._closing:
                 self._queue.dropped += 1
@@ -236,6 +243,10 @@ class Sender:
             else:
                 if self._thread is None:
                     self._start_thread()
+                elif self._finalizer is not None and not self._finalizer.still_active():
+                    # Process._bootstrap clears the finalizers after the main module's
+                    # import, which may have logged (a forkserver or spawn child).
+                    self._close_with_multiprocessing()
                 queue = self._queue
                 # Frames the thread took (in flight) or wrote (unacknowledged) count too.
                 held = len(self._unacked) + self._in_flight
@@ -260,6 +271,8 @@ class Sender:
         Returns early, with False, when the daemon cannot be reached right now, or is
         stalled (see ``put()``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         timeout_s = self._within_exit_deadline(timeout_s)
         with self._lock:
             flushed = self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
@@ -284,6 +297,8 @@ class Sender:
         while it waits.  At interpreter exit the wait ends at the exit deadline shared with
         ``flush()`` (see ``_start_exit_deadline``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         timeout_s = self._within_exit_deadline(min(timeout_s, MAX_CLOSE_TIMEOUT_S))
         thread = self._begin_close(timeout_s, give_up_when_unreachable)
         if thread is not None and thread is not threading.current_thread():
@@ -362,6 +377,8 @@ class Sender:
     def _start_over(self):
         """Set up an empty queue, fresh locks, a new session and no thread or connection."""
         # Reentrant: a signal handler that logs may interrupt put() in the same thread.
+        self._pid = os.getpid()           # the process this state belongs to
+        self._finalizer = None            # the multiprocessing Finalize that closes us
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)      # the thread waits for frames here
         self._progress = threading.Condition(self._lock)  # flush() and put() wait here
@@ -406,18 +423,32 @@ class Sender:
         self._next_rejection_report_at = 0.0
         self._started_at = time.monotonic()
 
-    def _start_over_after_fork(self):
+    def _start_over_after_fork(self, seen_by_hooks=True):
         """In a fork child: forget the parent's frames, thread and connection."""
         inherited = self._connection
         wakeup = self._wakeup
         self._start_over()
         self._is_fork_child = True
-        self._watches_main_thread = not _FORK['from_main_thread']
+        # After a fork the hooks did not see, every thread of the parent still looks alive
+        # to ``threading``: there is no main thread's end to watch for.
+        self._watches_main_thread = seen_by_hooks and not _FORK['from_main_thread']
         if inherited is not None:
             # Closing our copy of the descriptor leaves the parent's connection open; a plain
             # close() sends nothing (no TLS close_notify, no FIN while the parent holds it).
             inherited.close()
         _close_pipe(wakeup)
+
+    def _check_fork(self):
+        """Start over in a process forked without Python's at-fork hooks (uWSGI forks its
+        workers in C unless told --py-call-uwsgi-fork-hooks; a C extension's fork()): the
+        sender still held the parent's session, whose numbers the daemon then took for
+        resends and skipped, and the parent's thread, which does not exist here (attack
+        finding A8-4).  Called when the process id is not ours; one thread starts over,
+        without the sender's lock, which the fork may have copied held."""
+        pid = os.getpid()
+        with _FORK_LOCKS.setdefault(pid, threading.Lock()):
+            if self._pid != pid:
+                self._start_over_after_fork(seen_by_hooks=False)
 
     def _start_thread(self):
         thread = threading.Thread(target=self._run, name='loghog-sender', daemon=True)
@@ -434,16 +465,20 @@ class Sender:
             _close_pipe(self._wakeup)
             self._wakeup = None
             return
-        if self._is_fork_child:
+        if self._is_fork_child or _is_multiprocessing_child():
             self._close_with_multiprocessing()
 
     def _close_with_multiprocessing(self):
-        """In a fork child of ``multiprocessing`` (a Pool worker, a Process), which leaves
-        through ``os._exit`` after running its own finalizers but not ``atexit``: close the
-        sender (deliver) in one of those finalizers.
+        """In a child of ``multiprocessing`` (a Pool worker, a Process), which leaves
+        through ``os._exit`` after running its own finalizers but not ``atexit`` (fork and
+        forkserver children; attack finding A8-1: a forkserver child, whose handler is
+        made anew by importing the main module, delivered nothing): close the sender
+        (deliver) in one of those finalizers.
 
         Registered at the child's first ``put()``, not in the fork hook itself:
-        ``Process._bootstrap`` clears the finalizer registry right after the fork.
+        ``Process._bootstrap`` clears the finalizer registry right after the fork (and
+        after a forkserver or spawn child imported the main module: ``put()`` registers
+        it again then).
         """
         multiprocessing = sys.modules.get('multiprocessing')
         if multiprocessing is None:
@@ -451,8 +486,9 @@ class Sender:
         util = getattr(multiprocessing, 'util', None)
         if util is None:
             return
-        util.Finalize(None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
-                      exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+        self._finalizer = util.Finalize(
+            None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
+            exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
 
     def _wake_thread(self):
         """Interrupt the thread's wait for acks (it polls the socket and this pipe)."""
@@ -977,6 +1013,13 @@ def _start_exit_deadline():
 
 
 atexit.register(_start_exit_deadline)
+
+
+def _is_multiprocessing_child():
+    """True in a process that ``multiprocessing`` started (any start method)."""
+    multiprocessing = sys.modules.get('multiprocessing')
+    parent_process = getattr(multiprocessing, 'parent_process', None)
+    return parent_process is not None and parent_process() is not None
 
 
 def _start_over_in_child(sender_ref):
