@@ -107,6 +107,10 @@ MAX_CLOSE_TIMEOUT_S = 7 * 24 * 3600.0
 # without running ``atexit`` and must not be kept alive by the sender thread.
 MAIN_THREAD_WATCH_S = 0.25
 
+# How long a fork waits for each sender to write what it has queued (``_write_before_fork``):
+# a few milliseconds when the daemon takes messages; the bound is for one that is slow.
+FORK_WRITE_S = 0.5
+
 # Every live sender, for the exit hook that starts the shared exit deadline.
 _SENDERS = weakref.WeakSet()
 
@@ -256,6 +260,7 @@ class Sender:
                     held = len(self._unacked) + self._in_flight
                     held_bytes = self._unacked.bytes + self._in_flight_bytes
                 dropped = queue.append(frame, held, held_bytes)
+                self._records_queued += 1
                 if dropped:
                     self._count_drops(dropped)
                 self._work.notify()
@@ -388,6 +393,8 @@ class Sender:
         self._session_id = new_session_id()
         self._signed_session = session_bytes(self._session_id)
         self._next_signed_seq = 1         # without acks: the v2 number of the next frame
+        self._records_queued = 0          # frames put() queued, ever (for a fork's wait) ...
+        self._records_written = 0         # ... and of them, written whole, ever
         self._in_flight = 0               # frames the thread took off the queue, being written
         self._in_flight_bytes = 0
         self._thread = None
@@ -449,6 +456,24 @@ class Sender:
         with _FORK_LOCKS.setdefault(pid, threading.Lock()):
             if self._pid != pid:
                 self._start_over_after_fork(seen_by_hooks=False)
+
+    def _write_before_fork(self):
+        """Wait, at most FORK_WRITE_S, until the thread has written every frame queued
+        when the fork began (not until they are acknowledged: written is delivered unless
+        the daemon dies);
+        at once when it cannot (no thread or connection, the daemon unreachable or
+        stalled, closing) or when this thread holds the lock (a fork in a signal handler
+        that interrupted put())."""
+        if (self._thread is None or self._closing or self._pid != os.getpid()
+                or self._lock._is_owned()):
+            return
+        with self._lock:
+            # What was queued when the fork began: others may go on logging meanwhile.
+            queued = self._records_queued
+            self._progress.wait_for(
+                lambda: (self._records_written + self._queue.dropped >= queued
+                         or self._closing or self._thread is None or self._is_unreachable
+                         or self._is_stalled), FORK_WRITE_S)
 
     def _start_thread(self):
         thread = threading.Thread(target=self._run, name='loghog-sender', daemon=True)
@@ -679,6 +704,7 @@ class Sender:
             if are_new:
                 notices = self._in_flight_notices
                 self._in_flight_notices = []
+                self._records_written += max(0, written - len(notices))
                 if acks is not None:
                     next_seq = self._unacked.next_seq
                     for index, (_, entry) in enumerate(notices[:written]):
@@ -1000,6 +1026,19 @@ def _note_forking_thread():
 
 
 os.register_at_fork(before=_note_forking_thread)
+
+
+def _write_before_fork():
+    """``os.register_at_fork`` before-hook: each sender writes what it has queued into its
+    connection, so that a parent that leaves right after the fork through ``os._exit``
+    (the first fork of every daemonization, python-daemon's among them) has handed its
+    records to the kernel, which delivers them after the process is gone (A8-2: its
+    start-up lines were lost; what is queued at a fork is the parent's alone)."""
+    for sender in list(_SENDERS):
+        sender._write_before_fork()
+
+
+os.register_at_fork(before=_write_before_fork)
 
 
 def _start_exit_deadline():

@@ -4,6 +4,7 @@ The real daemon's side of the story (crash, restart, cut connections) is in
 tests/integration/test_client_acks.py.
 """
 
+import os
 import socket
 import threading
 import time
@@ -348,3 +349,89 @@ def test_a_second_clock_skew_refusal_is_final_counted_and_said(make_handler, cap
     assert sorted(daemon.seen) == sorted(['skewed %d' % n for n in range(20)] * 2)
     handler.close()
     assert 'rejected 20 messages: clock_skew (20)' in capsys.readouterr().err
+
+
+# -- a fork: the parent's queued records are written first (A8-2) -----------------------------
+
+def _fork_and_exit_child():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+DAEMONIZING = """
+import logging, os, sys
+from loghog import LoghogHandler
+log = logging.getLogger('daemonizing')
+log.addHandler(LoghogHandler('app', '127.0.0.1', int(sys.argv[1]), acknowledged=False))
+log.setLevel(logging.INFO)
+for n in range(200):
+    log.info('before the fork %d', n)
+if os.fork():
+    os._exit(0)     # the parent of every daemonization: no atexit, no logging.shutdown
+os._exit(0)         # (the child's own records are the child's)
+"""
+
+
+@pytest.mark.parametrize('acknowledged', [False, True])
+def test_a_parent_that_leaves_through_os_exit_after_a_fork_has_written_its_records(
+        acknowledged):
+    """A8-2: what a process had queued when it forked was lost if it then left through
+    os._exit (the first fork of every daemonization).  A fork now waits (FORK_WRITE_S at
+    most) until it is written into the connection, which the kernel delivers after the
+    process is gone."""
+    import subprocess
+    import sys
+    from tests.support import ROOT
+    script = DAEMONIZING if not acknowledged else DAEMONIZING.replace(
+        ', acknowledged=False', '')
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, '-c', script, str(server.port)],
+                                cwd=str(ROOT), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        server.wait_for(200)
+        assert server.bodies() == ['before the fork %d' % n for n in range(200)]
+
+
+def test_a_fork_does_not_wait_for_records_logged_while_it_waits(make_handler):
+    """Another thread that logs all along must not hold every fork for FORK_WRITE_S."""
+    from loghog.sender import FORK_WRITE_S
+    with FrameServer() as server:
+        handler, logger = make_handler(server.port)
+        stop = threading.Event()
+
+        def log_all_along():
+            n = 0
+            while not stop.is_set():
+                logger.info('meanwhile %d', n)
+                n += 1
+
+        threads = [threading.Thread(target=log_all_along) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.1)
+            took = []
+            for _ in range(5):
+                started = time.monotonic()
+                _fork_and_exit_child()
+                took.append(time.monotonic() - started)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert handler.flush()
+        assert max(took) < FORK_WRITE_S * 0.8, took
+
+
+def test_a_fork_does_not_wait_while_the_daemon_is_unreachable(make_handler):
+    server = FrameServer()
+    port = server.port
+    server.stop()
+    handler, logger = make_handler(port, **FAST_RETRY)
+    logger.info('nobody listens')
+    wait_until(lambda: handler._sender._is_unreachable)
+    started = time.monotonic()
+    _fork_and_exit_child()
+    assert time.monotonic() - started < 0.2
