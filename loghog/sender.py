@@ -270,8 +270,9 @@ class Sender:
             self._say_pending()
 
     def flush(self, timeout_s):
-        """Wait up to ``timeout_s`` until every queued frame is written (and, with
-        acknowledgements, acknowledged); return True if so.
+        """Wait up to ``timeout_s`` until every record put before the call is written
+        (and, with acknowledgements, acknowledged) or counted as dropped, and the drops
+        are announced; return True if so.  Records put meanwhile are not waited for.
 
         Returns early, with False, when the daemon cannot be reached right now, or is
         stalled (see ``put()``).
@@ -280,8 +281,17 @@ class Sender:
             self._check_fork()
         timeout_s = self._within_exit_deadline(timeout_s)
         with self._lock:
-            flushed = self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
-                not self._has_waiting_frames()
+            # What was logged before this call (A8-7: waiting until nothing at all waits
+            # took the whole timeout, and said False, while another thread logged).
+            queued = self._records_queued
+
+            def is_flushed():
+                return (self._records_done + self._queue.dropped >= queued
+                        and not self._has_notices())
+
+            flushed = self._progress.wait_for(
+                lambda: is_flushed() or self._is_unreachable or self._is_stalled
+                or self._thread is None, timeout_s) and is_flushed()
         if self._pending_warnings:
             self._say_pending()
         return flushed
@@ -394,7 +404,8 @@ class Sender:
         self._signed_session = session_bytes(self._session_id)
         self._next_signed_seq = 1         # without acks: the v2 number of the next frame
         self._records_queued = 0          # frames put() queued, ever (for a fork's wait) ...
-        self._records_written = 0         # ... and of them, written whole, ever
+        self._records_written = 0         # ... and of them, written whole, ever ...
+        self._records_done = 0            # ... and acknowledged (or written, without acks)
         self._in_flight = 0               # frames the thread took off the queue, being written
         self._in_flight_bytes = 0
         self._thread = None
@@ -574,10 +585,6 @@ class Sender:
         """True when drops wait to be announced (sent even if no record follows)."""
         return bool(self._gaps) and self._make_notice is not None
 
-    def _is_flushed_or_stuck(self):
-        return (not self._has_waiting_frames() or self._is_unreachable or self._is_stalled
-                or self._thread is None)
-
     def _is_finished(self):
         """True when the thread should stop: closing, and done or out of time (or, at exit,
         the daemon is unreachable)."""
@@ -705,6 +712,8 @@ class Sender:
                 notices = self._in_flight_notices
                 self._in_flight_notices = []
                 self._records_written += max(0, written - len(notices))
+                if acks is None:   # without acknowledgements, written is done
+                    self._records_done += max(0, written - len(notices))
                 if acks is not None:
                     next_seq = self._unacked.next_seq
                     for index, (_, entry) in enumerate(notices[:written]):
@@ -807,11 +816,16 @@ class Sender:
                 if again:
                     rejected[CLOCK_SKEW] -= len(again)
                     rejected = +rejected     # without reasons counted down to nothing
-                if self._unacked.release_through(done_through):
+                released = self._unacked.release_through(done_through)
+                if released:
                     self._is_stalled = False
                 if self._notice_weights:
-                    for seq in [seq for seq in self._notice_weights if seq <= done_through]:
+                    notices = [seq for seq in self._notice_weights if seq <= done_through]
+                    for seq in notices:
                         del self._notice_weights[seq]
+                    released -= len(notices)
+                # (A message signed again is not done yet: its copy will be.)
+                self._records_done += released - len(again)
                 if again:
                     dropped = self._queue.requeue(again, len(self._unacked),
                                                   self._unacked.bytes)

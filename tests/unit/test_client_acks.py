@@ -435,3 +435,34 @@ def test_a_fork_does_not_wait_while_the_daemon_is_unreachable(make_handler):
     started = time.monotonic()
     _fork_and_exit_child()
     assert time.monotonic() - started < 0.2
+
+
+def test_flush_waits_for_what_was_logged_before_it_not_for_what_others_log_meanwhile(
+        make_handler):
+    """A8-7: flush() waited until nothing at all was waiting: with another thread logging,
+    always its whole timeout, then False."""
+    with FrameServer() as server:
+        handler, logger = make_handler(server.port)
+        stop = threading.Event()
+
+        def log_all_along():
+            n = 0
+            while not stop.is_set():
+                logger.info('meanwhile %d', n)
+                n += 1
+
+        for n in range(1000):
+            logger.info('before %d', n)
+        thread = threading.Thread(target=log_all_along)
+        thread.start()
+        try:
+            started = time.monotonic()
+            assert handler.flush() is True
+            took = time.monotonic() - started
+            # Acknowledged: the daemon has every record logged before the call.
+            assert server.bodies()[:1000] == ['before %d' % n for n in range(1000)]
+        finally:
+            stop.set()
+            thread.join()
+        assert took < 2.0, took
+        assert handler.flush() is True
