@@ -27,6 +27,7 @@ import functools
 import logging  # noqa: F401 (first: its exit hook, logging.shutdown, runs after ours)
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -525,6 +526,7 @@ class Sender:
         self._finalizer = util.Finalize(
             None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
             exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+        _deliver_at_sigterm()
 
     def _wake_thread(self):
         """Interrupt the thread's wait for acks (it polls the socket and this pipe)."""
@@ -1073,6 +1075,39 @@ def _is_multiprocessing_child():
     multiprocessing = sys.modules.get('multiprocessing')
     parent_process = getattr(multiprocessing, 'parent_process', None)
     return parent_process is not None and parent_process() is not None
+
+
+def _deliver_at_sigterm():
+    """In a ``multiprocessing`` child whose SIGTERM does what the kernel does (kills it
+    at once): deliver what every sender of the process holds first, then die of the
+    signal as before.  ``Pool.terminate()``, and so the ``with Pool(...)`` statement of
+    the multiprocessing documentation, ends its workers so: their last records were lost,
+    silently (attack finding A8-5).  Only from the main thread (``signal.signal``); a
+    handler the application set is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _deliver_then_die)
+    except (ValueError, OSError):   # not the main interpreter, or no such signal here
+        pass
+
+
+def _deliver_then_die(signum, frame):
+    """The SIGTERM handler of ``_deliver_at_sigterm``: a second SIGTERM kills at once;
+    the senders close within one exit deadline (``close_timeout_s``; at once when the
+    daemon is unreachable), say what they could not deliver, and the process dies of
+    the signal, as the one who sent it expects."""
+    signal.signal(signum, signal.SIG_DFL)
+    _start_exit_deadline()
+    pid = os.getpid()
+    for sender in list(_SENDERS):
+        if sender._pid == pid and sender._thread is not None:
+            try:
+                sender.close(sender._exit_timeout_s)
+            except Exception:  # noqa: BLE001 (dying: never keep the process alive)
+                pass
+    os.kill(pid, signum)
 
 
 def _start_over_in_child(sender_ref):
