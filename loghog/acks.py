@@ -28,6 +28,12 @@ import uuid
 HANDSHAKE_TIMEOUT_S = 5.0
 
 
+# The daemon's reason for a v2 message whose signing time is further from its clock than
+# its max_clock_skew (loghogd/signature_v2.py): the one refusal the client tries once more
+# (Sender._sign_again).
+CLOCK_SKEW = 'clock_skew'
+
+
 def new_session_id():
     """A random session id (32 hex digits): one per sender, a new one after ``fork()``."""
     return uuid.uuid4().hex
@@ -67,6 +73,12 @@ class Unacknowledged:
             self.bytes -= len(popleft())
         self.first_seq += count
         return count
+
+    def frame(self, seq):
+        """The frame numbered ``seq``, or None when it is not held (released, or never
+        written)."""
+        index = seq - self.first_seq
+        return self._frames[index] if 0 <= index < len(self._frames) else None
 
     def release_all(self):
         """Forget every frame (they count as sent without confirmation); return how many."""
@@ -145,6 +157,13 @@ def rejections(ack):
     if isinstance(more, int) and more > 0:
         counts['other'] += more
     return counts
+
+
+def rejected_frames(ack, reason):
+    """The frame numbers (of the connection) an ack lists as rejected for ``reason``."""
+    return [entry[0] for entry in ack.get('rejected', ())
+            if isinstance(entry, list) and len(entry) == 2 and entry[1] == reason
+            and entry[0].__class__ is int]
 
 
 def describe_rejections(counts):

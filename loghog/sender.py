@@ -27,14 +27,15 @@ import functools
 import logging  # noqa: F401 (first: its exit hook, logging.shutdown, runs after ours)
 import os
 import random
+import signal
 import sys
 import threading
 import time
 import weakref
 
 from loghog import wire
-from loghog.acks import (HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
-                         describe_rejections, new_session_id, rejections)
+from loghog.acks import (CLOCK_SKEW, HANDSHAKE_TIMEOUT_S, ConnectionAcks, Unacknowledged,
+                         describe_rejections, new_session_id, rejected_frames, rejections)
 from loghog.buffer import FrameQueue
 from loghog.gaps import Gaps
 from loghog.signing import session_bytes
@@ -107,11 +108,27 @@ MAX_CLOSE_TIMEOUT_S = 7 * 24 * 3600.0
 # without running ``atexit`` and must not be kept alive by the sender thread.
 MAIN_THREAD_WATCH_S = 0.25
 
+# How long a fork waits for each sender to write what it has queued (``_write_before_fork``):
+# a few milliseconds when the daemon takes messages; the bound is for one that is slow.
+FORK_WRITE_S = 0.5
+
 # Every live sender, for the exit hook that starts the shared exit deadline.
 _SENDERS = weakref.WeakSet()
 
 # Whether the fork in progress was made by the main thread (set by a before-fork hook).
 _FORK = {'from_main_thread': True}
+
+# A lock per process id, for starting over after a fork that Python's at-fork hooks did not
+# see (``Sender._check_fork``): one made in the new process, so never held by a thread the
+# fork left behind, as any lock of the parent's may be.
+_FORK_LOCKS = {}
+
+
+class _SignedAgain(bytes):
+    """A message frame written again after a clock_skew refusal (``Sender._sign_again``):
+    a second refusal of it is final."""
+
+    __slots__ = ()
 
 
 class Sender:
@@ -219,6 +236,8 @@ class Sender:
         network reasons.  After ``close()`` the frame is dropped, counted in ``dropped``, and
         the first such frame said on standard error (``warn``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         with self._lock:
             if self._closing:
                 self._queue.dropped += 1
@@ -229,6 +248,10 @@ class Sender:
             else:
                 if self._thread is None:
                     self._start_thread()
+                elif self._finalizer is not None and not self._finalizer.still_active():
+                    # Process._bootstrap clears the finalizers after the main module's
+                    # import, which may have logged (a forkserver or spawn child).
+                    self._close_with_multiprocessing()
                 queue = self._queue
                 # Frames the thread took (in flight) or wrote (unacknowledged) count too.
                 held = len(self._unacked) + self._in_flight
@@ -238,6 +261,7 @@ class Sender:
                     held = len(self._unacked) + self._in_flight
                     held_bytes = self._unacked.bytes + self._in_flight_bytes
                 dropped = queue.append(frame, held, held_bytes)
+                self._records_queued += 1
                 if dropped:
                     self._count_drops(dropped)
                 self._work.notify()
@@ -247,16 +271,28 @@ class Sender:
             self._say_pending()
 
     def flush(self, timeout_s):
-        """Wait up to ``timeout_s`` until every queued frame is written (and, with
-        acknowledgements, acknowledged); return True if so.
+        """Wait up to ``timeout_s`` until every record put before the call is written
+        (and, with acknowledgements, acknowledged) or counted as dropped, and the drops
+        are announced; return True if so.  Records put meanwhile are not waited for.
 
         Returns early, with False, when the daemon cannot be reached right now, or is
         stalled (see ``put()``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         timeout_s = self._within_exit_deadline(timeout_s)
         with self._lock:
-            flushed = self._progress.wait_for(self._is_flushed_or_stuck, timeout_s) and \
-                not self._has_waiting_frames()
+            # What was logged before this call (A8-7: waiting until nothing at all waits
+            # took the whole timeout, and said False, while another thread logged).
+            queued = self._records_queued
+
+            def is_flushed():
+                return (self._records_done + self._queue.dropped >= queued
+                        and not self._has_notices())
+
+            flushed = self._progress.wait_for(
+                lambda: is_flushed() or self._is_unreachable or self._is_stalled
+                or self._thread is None, timeout_s) and is_flushed()
         if self._pending_warnings:
             self._say_pending()
         return flushed
@@ -277,6 +313,8 @@ class Sender:
         while it waits.  At interpreter exit the wait ends at the exit deadline shared with
         ``flush()`` (see ``_start_exit_deadline``).
         """
+        if self._pid != os.getpid():
+            self._check_fork()
         timeout_s = self._within_exit_deadline(min(timeout_s, MAX_CLOSE_TIMEOUT_S))
         thread = self._begin_close(timeout_s, give_up_when_unreachable)
         if thread is not None and thread is not threading.current_thread():
@@ -355,6 +393,8 @@ class Sender:
     def _start_over(self):
         """Set up an empty queue, fresh locks, a new session and no thread or connection."""
         # Reentrant: a signal handler that logs may interrupt put() in the same thread.
+        self._pid = os.getpid()           # the process this state belongs to
+        self._finalizer = None            # the multiprocessing Finalize that closes us
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)      # the thread waits for frames here
         self._progress = threading.Condition(self._lock)  # flush() and put() wait here
@@ -364,6 +404,9 @@ class Sender:
         self._session_id = new_session_id()
         self._signed_session = session_bytes(self._session_id)
         self._next_signed_seq = 1         # without acks: the v2 number of the next frame
+        self._records_queued = 0          # frames put() queued, ever (for a fork's wait) ...
+        self._records_written = 0         # ... and of them, written whole, ever ...
+        self._records_done = 0            # ... and acknowledged (or written, without acks)
         self._in_flight = 0               # frames the thread took off the queue, being written
         self._in_flight_bytes = 0
         self._thread = None
@@ -399,18 +442,50 @@ class Sender:
         self._next_rejection_report_at = 0.0
         self._started_at = time.monotonic()
 
-    def _start_over_after_fork(self):
+    def _start_over_after_fork(self, seen_by_hooks=True):
         """In a fork child: forget the parent's frames, thread and connection."""
         inherited = self._connection
         wakeup = self._wakeup
         self._start_over()
         self._is_fork_child = True
-        self._watches_main_thread = not _FORK['from_main_thread']
+        # After a fork the hooks did not see, every thread of the parent still looks alive
+        # to ``threading``: there is no main thread's end to watch for.
+        self._watches_main_thread = seen_by_hooks and not _FORK['from_main_thread']
         if inherited is not None:
             # Closing our copy of the descriptor leaves the parent's connection open; a plain
             # close() sends nothing (no TLS close_notify, no FIN while the parent holds it).
             inherited.close()
         _close_pipe(wakeup)
+
+    def _check_fork(self):
+        """Start over in a process forked without Python's at-fork hooks (uWSGI forks its
+        workers in C unless told --py-call-uwsgi-fork-hooks; a C extension's fork()): the
+        sender still held the parent's session, whose numbers the daemon then took for
+        resends and skipped, and the parent's thread, which does not exist here (attack
+        finding A8-4).  Called when the process id is not ours; one thread starts over,
+        without the sender's lock, which the fork may have copied held."""
+        pid = os.getpid()
+        with _FORK_LOCKS.setdefault(pid, threading.Lock()):
+            if self._pid != pid:
+                self._start_over_after_fork(seen_by_hooks=False)
+
+    def _write_before_fork(self):
+        """Wait, at most FORK_WRITE_S, until the thread has written every frame queued
+        when the fork began (not until they are acknowledged: written is delivered unless
+        the daemon dies);
+        at once when it cannot (no thread or connection, the daemon unreachable or
+        stalled, closing) or when this thread holds the lock (a fork in a signal handler
+        that interrupted put())."""
+        if (self._thread is None or self._closing or self._pid != os.getpid()
+                or self._lock._is_owned()):
+            return
+        with self._lock:
+            # What was queued when the fork began: others may go on logging meanwhile.
+            queued = self._records_queued
+            self._progress.wait_for(
+                lambda: (self._records_written + self._queue.dropped >= queued
+                         or self._closing or self._thread is None or self._is_unreachable
+                         or self._is_stalled), FORK_WRITE_S)
 
     def _start_thread(self):
         thread = threading.Thread(target=self._run, name='loghog-sender', daemon=True)
@@ -427,16 +502,20 @@ class Sender:
             _close_pipe(self._wakeup)
             self._wakeup = None
             return
-        if self._is_fork_child:
+        if self._is_fork_child or _is_multiprocessing_child():
             self._close_with_multiprocessing()
 
     def _close_with_multiprocessing(self):
-        """In a fork child of ``multiprocessing`` (a Pool worker, a Process), which leaves
-        through ``os._exit`` after running its own finalizers but not ``atexit``: close the
-        sender (deliver) in one of those finalizers.
+        """In a child of ``multiprocessing`` (a Pool worker, a Process), which leaves
+        through ``os._exit`` after running its own finalizers but not ``atexit`` (fork and
+        forkserver children; attack finding A8-1: a forkserver child, whose handler is
+        made anew by importing the main module, delivered nothing): close the sender
+        (deliver) in one of those finalizers.
 
         Registered at the child's first ``put()``, not in the fork hook itself:
-        ``Process._bootstrap`` clears the finalizer registry right after the fork.
+        ``Process._bootstrap`` clears the finalizer registry right after the fork (and
+        after a forkserver or spawn child imported the main module: ``put()`` registers
+        it again then).
         """
         multiprocessing = sys.modules.get('multiprocessing')
         if multiprocessing is None:
@@ -444,8 +523,10 @@ class Sender:
         util = getattr(multiprocessing, 'util', None)
         if util is None:
             return
-        util.Finalize(None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
-                      exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+        self._finalizer = util.Finalize(
+            None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
+            exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+        _deliver_at_sigterm()
 
     def _wake_thread(self):
         """Interrupt the thread's wait for acks (it polls the socket and this pipe)."""
@@ -505,10 +586,6 @@ class Sender:
     def _has_notices(self):
         """True when drops wait to be announced (sent even if no record follows)."""
         return bool(self._gaps) and self._make_notice is not None
-
-    def _is_flushed_or_stuck(self):
-        return (not self._has_waiting_frames() or self._is_unreachable or self._is_stalled
-                or self._thread is None)
 
     def _is_finished(self):
         """True when the thread should stop: closing, and done or out of time (or, at exit,
@@ -636,6 +713,9 @@ class Sender:
             if are_new:
                 notices = self._in_flight_notices
                 self._in_flight_notices = []
+                self._records_written += max(0, written - len(notices))
+                if acks is None:   # without acknowledgements, written is done
+                    self._records_done += max(0, written - len(notices))
                 if acks is not None:
                     next_seq = self._unacked.next_seq
                     for index, (_, entry) in enumerate(notices[:written]):
@@ -721,25 +801,64 @@ class Sender:
             return
         done_through = None
         rejected = collections.Counter()
+        skewed = []    # the numbers of messages refused as clock_skew
         try:
             for ack in received:
                 done_through = acks.apply(ack)
-                rejected.update(rejections(ack))
+                counts = rejections(ack)
+                if counts.get(CLOCK_SKEW):
+                    skewed += [acks.seq_of_frame(number)
+                               for number in rejected_frames(ack, CLOCK_SKEW)]
+                rejected.update(counts)
         except ValueError as error:
             self._lost(f'{connection.peer} sent a bad acknowledgement ({error})')
         if done_through is not None:
             with self._lock:
-                if self._unacked.release_through(done_through):
+                again = self._sign_again(skewed, done_through)
+                if again:
+                    rejected[CLOCK_SKEW] -= len(again)
+                    rejected = +rejected     # without reasons counted down to nothing
+                released = self._unacked.release_through(done_through)
+                if released:
                     self._is_stalled = False
                 if self._notice_weights:
-                    for seq in [seq for seq in self._notice_weights if seq <= done_through]:
+                    notices = [seq for seq in self._notice_weights if seq <= done_through]
+                    for seq in notices:
                         del self._notice_weights[seq]
+                    released -= len(notices)
+                # (A message signed again is not done yet: its copy will be.)
+                self._records_done += released - len(again)
+                if again:
+                    dropped = self._queue.requeue(again, len(self._unacked),
+                                                  self._unacked.bytes)
+                    if dropped:
+                        self._count_drops(dropped)
+                    self._work.notify_all()
                 self._progress.notify_all()
         if rejected:
             self.rejected += sum(rejected.values())
             self.rejections.update(rejected)
             self._unreported_rejections.update(rejected)
             self._report_rejections(time.monotonic())
+
+    def _sign_again(self, numbers, done_through):
+        """The messages among ``numbers`` (refused as clock_skew, held in ``_unacked``) to
+        write once more, signed with the time of that write (under the lock).
+
+        The daemon checks a v2 signature's time when it reads the message: one that
+        waited longer than its max_clock_skew between being written and being read (a
+        daemon stopped or hung for minutes while the connection stayed open) is refused
+        though both clocks are right (A7-5).  Signed again now, it passes; refused again,
+        the clock is off, and that refusal is final (counted and said).  A message goes
+        again once: its copy is a ``_SignedAgain``."""
+        again = []
+        for seq in dict.fromkeys(numbers):    # once, however often an ack lists it
+            if seq is None or seq > done_through:
+                continue
+            frame = self._unacked.frame(seq)
+            if frame is not None and frame.__class__ is not _SignedAgain:
+                again.append(_SignedAgain(frame))
+        return again
 
     def _open_connection(self):
         """Connect, and with acks shake hands; return True on success."""
@@ -925,6 +1044,19 @@ def _note_forking_thread():
 os.register_at_fork(before=_note_forking_thread)
 
 
+def _write_before_fork():
+    """``os.register_at_fork`` before-hook: each sender writes what it has queued into its
+    connection, so that a parent that leaves right after the fork through ``os._exit``
+    (the first fork of every daemonization, python-daemon's among them) has handed its
+    records to the kernel, which delivers them after the process is gone (A8-2: its
+    start-up lines were lost; what is queued at a fork is the parent's alone)."""
+    for sender in list(_SENDERS):
+        sender._write_before_fork()
+
+
+os.register_at_fork(before=_write_before_fork)
+
+
 def _start_exit_deadline():
     """``atexit`` hook, run before ``logging.shutdown`` (registered after it: ``logging``
     is imported first): from now on each sender's ``flush()`` and ``close()`` share one
@@ -936,6 +1068,46 @@ def _start_exit_deadline():
 
 
 atexit.register(_start_exit_deadline)
+
+
+def _is_multiprocessing_child():
+    """True in a process that ``multiprocessing`` started (any start method)."""
+    multiprocessing = sys.modules.get('multiprocessing')
+    parent_process = getattr(multiprocessing, 'parent_process', None)
+    return parent_process is not None and parent_process() is not None
+
+
+def _deliver_at_sigterm():
+    """In a ``multiprocessing`` child whose SIGTERM does what the kernel does (kills it
+    at once): deliver what every sender of the process holds first, then die of the
+    signal as before.  ``Pool.terminate()``, and so the ``with Pool(...)`` statement of
+    the multiprocessing documentation, ends its workers so: their last records were lost,
+    silently (attack finding A8-5).  Only from the main thread (``signal.signal``); a
+    handler the application set is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _deliver_then_die)
+    except (ValueError, OSError):   # not the main interpreter, or no such signal here
+        pass
+
+
+def _deliver_then_die(signum, frame):
+    """The SIGTERM handler of ``_deliver_at_sigterm``: a second SIGTERM kills at once;
+    the senders close within one exit deadline (``close_timeout_s``; at once when the
+    daemon is unreachable), say what they could not deliver, and the process dies of
+    the signal, as the one who sent it expects."""
+    signal.signal(signum, signal.SIG_DFL)
+    _start_exit_deadline()
+    pid = os.getpid()
+    for sender in list(_SENDERS):
+        if sender._pid == pid and sender._thread is not None:
+            try:
+                sender.close(sender._exit_timeout_s)
+            except Exception:  # noqa: BLE001 (dying: never keep the process alive)
+                pass
+    os.kill(pid, signum)
 
 
 def _start_over_in_child(sender_ref):

@@ -95,9 +95,9 @@ SECTIONS = {
                 "JSON decoder: auto (msgspec, else orjson, if installed), stdlib, orjson "
                 "or msgspec."),
         # Receiver processes (issue 18): 1 keeps everything in one process.
-        Setting('workers', conv.integer_in(1, 64), '1',
+        Setting('workers', conv.workers, '1',
                 'Receiver processes that read, decode and route messages (1: none, the '
-                'main process does it all).'),
+                'main process does it all; auto: one per core).'),
         Setting('max_backlog', conv.size_bytes, '64M',
                 'Bytes of lines kept in memory while a file cannot be written.'),
         # file_per_host can make a file per sending host: a bound on the descriptors.

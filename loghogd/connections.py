@@ -498,8 +498,12 @@ class DatagramListener:
     every other client for seconds, and SIGTERM past its bound).  One datagram may cost
     more than a turn (3 ms to parse 60 KB of syslog structured data): the time beyond
     TURN_S is paid back, a turn of TURN_S per pass let go by.  Each sender's
-    consecutive datagrams go to the server together: one ``ingest`` per turn, not one
-    per datagram.  What the turn leaves stays in the kernel's queue (the socket stays
+    datagrams of a turn go to the server together, in the order they came: one
+    ``ingest`` per sender and turn, not one per datagram (senders that take turns, as a
+    flood from several does, cost 2.9 µs a datagram one by one, 1.5 in runs of 8: most
+    of a short ``ingest``'s cost is its setup).  Datagrams of different senders are not
+    kept in order among themselves (nothing orders them: they came by different paths);
+    each sender's are.  What the turn leaves stays in the kernel's queue (the socket stays
     readable: its next turn comes in the next pass); the kernel's drops are counted as
     before (status: /proc/net/udp).
     """
@@ -524,8 +528,8 @@ class DatagramListener:
         max_size = server.max_message_size
         recvfrom_into = self.sock.recvfrom_into
         frame_of = self._frame
-        frames = []
-        sender = None
+        senders = {}         # address -> its frames of this turn, in order
+        frames = sender = None
         received = 0
         # At shutdown (no mask) one last read, bounded by bytes rather than by time.
         budget = self.read_size if mask is not None else RECV_SIZE
@@ -543,14 +547,14 @@ class DatagramListener:
                 received += 1
                 read += count
                 if address != sender:
-                    if frames:
-                        self._ingest(frames, sender)
-                        frames = []
                     sender = address
+                    frames = senders.get(address)
+                    if frames is None:
+                        frames = senders[address] = []
                 frames.append(frame_of(buffer, count, max_size, view))
         finally:
-            if frames:
-                self._ingest(frames, sender)
+            for address, frames in senders.items():
+                self._ingest(frames, address)
             if received:
                 server.counters.count('udp_datagrams', received)
         if mask is not None:

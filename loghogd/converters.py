@@ -7,6 +7,7 @@ a sysadmin can act on.  They know nothing about files or sections.
 import hashlib
 import ipaddress
 import logging
+import os
 import re
 
 _TRUE = {'yes', 'true', 'on', '1'}
@@ -55,6 +56,21 @@ def integer_in(low, high=None):
             raise ValueError('%d is out of range: must be %s' % (value, bound))
         return value
     return convert
+
+
+def workers(text):
+    """``[server] workers``: a whole number from 1 to MAX_WORKERS, or ``auto``: one per
+    core this process may run on (its CPU affinity: a container's or taskset's share, not
+    the machine's), at most MAX_WORKERS; on one core, 1 (one process, no receivers)."""
+    if text.strip().lower() == 'auto':
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    try:
+        return integer_in(1, MAX_WORKERS)(text)
+    except ValueError as exc:
+        raise ValueError('%s (or auto: one per core)' % exc) from None
+
+
+MAX_WORKERS = 64
 
 
 def positive_float(text):

@@ -141,10 +141,15 @@ class EventLoop:
         _drain(self._signal_read)   # the bytes carry nothing: the handler recorded it
 
     def _on_thread_wakeup(self, mask):
-        # Cleared before reading: a wake() from now on sends a byte of its own.
+        # Read, then cleared (attack finding A8-8): cleared first, a wake() in between
+        # (recv lets other threads run) set the flag again and sent a byte that this read
+        # took, and the flag stayed set with no byte pending: every later wake() returned
+        # early, for ever, and fsync results waited for the loop's 1 s timeout.  A wake()
+        # that finds the flag still set here has put its result where this pass looks
+        # (after its callbacks); one after the clear sends a byte of its own.
+        _drain(self._thread_read)
         with self._thread_lock:
             self._thread_wake_pending = False
-        _drain(self._thread_read)
         self.thread_woken = True
 
     def close(self):

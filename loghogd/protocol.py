@@ -259,17 +259,6 @@ def installed_decoders():
     return names
 
 
-def _checked(m, fields):
-    """The fields tuple of a message msgspec decoded (``m``) with ``fields``, or None when
-    a value is out of the protocol's bounds (the standard library's path says which)."""
-    stamp, nsecs, hostname, module = m.stamp, m.nsecs, m.hostname, m.module
-    if (m.version != VERSION or not _INT_MIN <= stamp < _INT_LIMIT
-            or not _INT_MIN <= nsecs < _INT_LIMIT
-            or len(hostname) > MAX_HOSTNAME_CHARS or len(module) > MAX_MODULE_CHARS):
-        return None
-    return m.app_id, module, stamp, nsecs, hostname, m.body, m.signature, fields
-
-
 # Fields longer than this are decoded in full (lazy_fields): what the standard library
 # refuses in them (an integer of more than 4,300 digits: the message is refused) or cannot
 # take (nesting near its recursion limit: salvage.py) needs thousands of bytes, and the
@@ -294,16 +283,23 @@ class StructDecoder:
     def __init__(self):
         import msgspec
 
+        # The protocol's bounds, checked by msgspec as it decodes (in Python they cost 190
+        # ns a message); a value out of them is refused here and goes the standard
+        # library's way, which says which.  Lengths are in characters, as len() counts.
+        integer = typing.Annotated[int, msgspec.Meta(ge=_INT_MIN, le=_INT_LIMIT - 1)]
+        host_name = typing.Annotated[str, msgspec.Meta(max_length=MAX_HOSTNAME_CHARS)]
+        module_name = typing.Annotated[str, msgspec.Meta(max_length=MAX_MODULE_CHARS)]
+
         def wire_message(fields_type):
             # Unknown keys are refused, not skipped: msgspec skips any number, where the
             # standard library refuses integers of more than 4300 digits.
             class WireMessage(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-                version: int
+                version: typing.Literal[VERSION]
                 app_id: str
-                module: str
-                stamp: int
-                nsecs: int
-                hostname: str
+                module: module_name
+                stamp: integer
+                nsecs: integer
+                hostname: host_name
                 body: str
                 signature: typing.Optional[str] = None
                 fields: fields_type = None
@@ -331,11 +327,13 @@ class StructDecoder:
                 # Dropped (nested too deep, say): whether the standard library could
                 # decode it at all depends on the stack's depth (about 1000 levels).
                 return None
-        return _checked(m, fields)
+        return m.app_id, m.module, m.stamp, m.nsecs, m.hostname, m.body, m.signature, fields
 
     def lazy_fields(self, payload):
         """``fields`` with the 8th value left as a ``msgspec.Raw`` (None: no fields): for a
         text facility, which never reads it; ``resolve`` makes it what ``fields`` gives.
+        (Server.ingest makes the same decision inline; tests/unit/test_lazy_fields.py
+        holds the two equal.)
         None for anything ``fields`` might decide otherwise: a payload that is not ASCII
         (msgspec does not check the UTF-8 of a Raw's strings), one with fields over
         LAZY_FIELDS_BYTES, or one it refuses."""
@@ -348,7 +346,7 @@ class StructDecoder:
         fields = m.fields
         if fields is not None and len(fields) > LAZY_FIELDS_BYTES:
             return None
-        return _checked(m, fields)
+        return m.app_id, m.module, m.stamp, m.nsecs, m.hostname, m.body, m.signature, fields
 
     def resolve(self, raw):
         """The fields dict ``fields`` would have given for a message whose ``lazy_fields``

@@ -503,25 +503,37 @@ def test_json_records_with_odd_text_huge_and_colliding_fields_each_make_one_vali
 
 # -- v2: frames that waited in the kernel while the daemon was stopped ---------------------------
 
+STALLED_CLIENT = r"""
+import logging, sys
+from loghog import LoghogHandler
+handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]), secret='s3cret')
+logger = logging.getLogger('stalled')
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+logger.info('msg 0')
+assert handler.flush()
+print('ready', flush=True)
+sys.stdin.readline()
+for n in range(1, 101):
+    logger.info('msg %d', n)
+print('logged', flush=True)
+sys.stdin.readline()
+logger.info('msg 101')
+print(handler.flush(), handler.rejected, flush=True)
+handler.close()
+"""
+
+
 @pytest.mark.skipif(LIBFAKETIME is None, reason='needs libfaketime (apt-get install faketime)')
-@pytest.mark.xfail(strict=True, reason=(
-    'A7-5 (a known limit, in docs/security.md "Clocks" since): v2 frames that waited in the '
-    'connection while the daemon was stopped longer than '
-    'max_clock_skew are refused as clock_skew and never sent again: all 100 here, every run '
-    '(counted in handler.rejected and said on standard error, but lost). The daemon checks '
-    'the signing time against its clock when it reads the frame (check_signature_v2, '
-    'loghogd/signature_v2.py:68-73), and the client takes every rejection as final; the '
-    'client\'s clock was right (docs/security.md:312 speaks only of a client whose clock is '
-    'off). Fix (client): a clock_skew rejection of a message on an acknowledged connection '
-    'is signed again with the current time and sent once more (Sender._sign already signs '
-    'each write with a new time); only a second clock_skew is final and reported. The '
-    'daemon\'s window (the ReplayGuard\'s) stays as it is'))
 def test_v2_frames_written_before_a_long_stall_of_the_daemon_are_not_lost(
-        daemon_factory, make_logger, tmp_path):
-    """require_signature = v2.  The daemon is stopped (SIGSTOP, a frozen VM, a debugger) for
-    more than max_clock_skew (300 s; its clock jumps 301 s while it is stopped, libfaketime):
-    the frames the handler had written into the connection meanwhile were signed before the
-    stall.  Acknowledged delivery: every record that emit() accepted is delivered."""
+        daemon_factory, tmp_path):
+    """A7-5.  require_signature = v2.  The daemon is stopped (SIGSTOP, a frozen VM, a
+    debugger) for more than max_clock_skew (300 s): the frames the client had written into
+    the connection meanwhile were signed before the stall, and the daemon, reading them
+    after it, refused them as clock_skew though both clocks were right: all 100, every
+    run, counted in handler.rejected and said on standard error, but lost.  The client
+    signs a message refused as clock_skew again with the time of a new write, once.
+    Here the stall's 301 s pass for both clocks at once (libfaketime in both processes)."""
     offset = tmp_path / 'offset'
     offset.write_text('+0\n')
     environment = ['LD_PRELOAD=' + LIBFAKETIME, 'FAKETIME_TIMESTAMP_FILE=%s' % offset,
@@ -531,21 +543,27 @@ def test_v2_frames_written_before_a_long_stall_of_the_daemon_are_not_lost(
     command = daemon.command
     daemon.command = lambda: ['env'] + environment + command()
     daemon.start()
-    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port, secret='s3cret')
-    logger = make_logger(handler, logging.INFO)
-    logger.info('msg 0')
-    assert handler.flush()
-    path = daemon.log_file('app')
-    with daemon.stopped():
-        for n in range(1, 101):
-            logger.info('msg %d', n)
-        time.sleep(0.3)   # the sender thread writes them into the connection
-        offset.write_text('+301\n')   # when it runs again, 301 s have passed for it
-    wait_for(lambda: handler.rejected or len(read_lines(path)) == 101, 10,
-             message='the daemon to read what waited')
-    offset.write_text('+0\n')   # only the stall's frames are old: later ones are not
-    logger.info('msg 101')
-    wait_for(handler.flush, 20, message='the handler to flush')
-    assert handler.rejected == 0
+    client = subprocess.Popen(
+        ['env'] + environment + [sys.executable, '-c', STALLED_CLIENT, str(daemon.tcp_port)],
+        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline() == 'ready\n'
+        path = daemon.log_file('app')
+        with daemon.stopped():
+            client.stdin.write('go\n')
+            client.stdin.flush()
+            assert client.stdout.readline() == 'logged\n'
+            time.sleep(0.3)   # the sender thread writes them into the connection
+            offset.write_text('+301\n')   # 301 s pass, for the daemon and the client
+        wait_for(lambda: len(read_lines(path)) == 101, 20, message='what waited, written')
+        client.stdin.write('last\n')
+        client.stdin.flush()
+        assert client.stdout.readline() == 'True 0\n'
+        assert client.wait(20) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
     assert sorted(counts(daemon.log_file('app'))) == list(range(102))
+    assert 'clock_skew' in daemon.output()   # the first reading refused them
     assert daemon.stop() == 0

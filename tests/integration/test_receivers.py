@@ -84,3 +84,21 @@ def cmdline(pid):
             return handle.read()
     except OSError:
         return b''
+
+
+def test_workers_auto_starts_one_receiver_per_core_the_daemon_may_use(daemon_factory,
+                                                                     make_logger):
+    cores = min(64, len(os.sched_getaffinity(0)))    # the daemon inherits this affinity
+    daemon = daemon_factory(server={'workers': 'auto'})
+    wanted = cores if cores > 1 else 0               # one core: one process, no receivers
+    wait_for(lambda: len(receiver_pids(daemon)) == wanted, message='%d receivers' % wanted)
+    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
+    logger = make_logger(handler, logging.INFO)
+    logger.info('through a receiver')
+    assert handler.flush()
+    wait_for(lambda: 'through a receiver' in daemon.log_file('app').read_text(),
+             message='the line')
+    if wanted:
+        line = status_line(daemon, 'main pid %d' % daemon.pid)
+        assert all('pid %d, ' % pid in line for pid in receiver_pids(daemon)), line
+    assert daemon.stop() == 0

@@ -71,6 +71,9 @@ def test_command_line_overrides_win(tmp_path):
     ('[server]\nmax_message_size = 10Q\n', 2, 'is not a size'),
     ('[main]\nlogdir = a\nlogdir = b\n', 3, 'key appears twice'),
     ('logdir = a\n', 1, 'a setting before any [section]'),
+    ('[server]\nworkers = 0\n', 2, '[server] workers: 0 is out of range: must be from 1 to 64 '
+     '(or auto: one per core)'),
+    ('[server]\nworkers = all\n', 2, "'all' is not a whole number (or auto: one per core)"),
 ])
 def test_each_mistake_names_file_line_section_and_key(tmp_path, text, line, expected):
     path = write(tmp_path, text)
@@ -109,3 +112,26 @@ def test_the_packaged_configuration_is_valid_and_safe():
     dev = load_config(str(conf / 'dev' / 'loghogd.conf'))
     assert dev.main.user == '' and dev.main.logdir == str(conf.parent / 'var' / 'log' / 'loghogd')
     assert len(load_facilities(dev.main.facilities_config)) == 1
+
+
+def test_workers_auto_is_one_per_core_this_process_may_use(tmp_path):
+    import os
+    path = write(tmp_path, '[server]\nworkers = auto\n')
+    cores = len(os.sched_getaffinity(0))
+    assert load_config(str(path)).server.workers == max(1, min(64, cores))
+    assert load_config(str(write(tmp_path, ''))).server.workers == 1   # the default
+
+
+def test_workers_auto_follows_the_cpu_affinity_not_the_machine(tmp_path):
+    """A container's or taskset's share of the cores, not os.cpu_count()."""
+    import os
+    import subprocess
+    import sys
+    path = write(tmp_path, '[server]\nworkers = auto\n')
+    code = ('import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); '
+            'from loghogd.config import load_config; '
+            'print(load_config(%r).server.workers)' % str(path))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))))
+    assert out.stdout.strip() == '1'

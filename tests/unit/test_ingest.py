@@ -94,10 +94,17 @@ def test_a_udp_read_drains_the_socket_in_one_event_and_keeps_each_sender_apart()
         for sock, body in sends:
             frame = encode_message('app', 'root', 1, 2, 'h', body) if body else b'\0\0\0\xff'
             sock.sendto(frame, receiver.getsockname())
+        calls = []
+        ingest = server.ingest
+        server.ingest = lambda frames, peer: calls.append(peer.peer) or ingest(frames, peer)
         listener.on_event(None)          # everything, until the socket is empty
         [log_file] = writer.dirty
+        # Each sender's datagrams in the order sent, one ingest per sender and turn (not
+        # one per run of a sender's datagrams: 80 here); senders apart, in turn order.
         assert [line.split(' - ')[-1] for line in log_file.pending] == \
-            ['a1\n', 'a2\n', 'b1\n', 'a3\n'] * 40
+            ['a1\n', 'a2\n', 'a3\n'] * 40 + ['b1\n'] * 40
+        assert calls == ['127.0.0.1:%d' % one.getsockname()[1],
+                         '127.0.0.2:%d' % two.getsockname()[1]]
         assert counters.events['udp_datagrams'] == 200
         assert dict(counters.rejected_by_peer) == {'127.0.0.2': 40}
         assert counters.accepted[('app', 'root')] == 160

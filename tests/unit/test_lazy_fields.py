@@ -75,6 +75,15 @@ def test_a_payload_that_is_not_ascii_is_decoded_in_full():
     assert protocol.decode_fields(0, data, MAX, STRUCT).reason == protocol.BAD_UTF8
 
 
+def test_server_ingest_refuses_bad_utf8_in_fields_it_leaves_undecoded():
+    """Server.ingest makes lazy_fields' decision inline: the same refusal."""
+    data = (json.dumps(GOOD)[:-1] + ', "fields": {"a": "\xff"}}').encode('latin-1')
+    for app in ('text', 'json'):
+        payload = data.replace(b'"app_id": "text"', b'"app_id": "%s"' % app.encode())
+        lines, accepted, rejected = ingest([payload], STRUCT)
+        assert (lines, accepted, rejected) == ({}, {}, {protocol.BAD_UTF8: 1}), app
+
+
 FACILITIES = ('[text]\nrotate = daily\nbackup_count = 1\n'
               '[json]\nrotate = daily\nbackup_count = 1\nformat = json\n')
 
@@ -129,3 +138,23 @@ def _untimed(lines):
             line = json.dumps(record, sort_keys=True)
         out.append(line)
     return out
+
+
+# Bodies whose line the msgspec path writes without asking str.isprintable (an ASCII
+# payload without a backslash or DEL, Server.ingest's ``plain``) and bodies it must ask
+# about: raw DEL, escaped controls, escapes of printable and unprintable characters.
+BODIES = [b'hello', b'a\x7fb', b'\x7f', b'tab\\there', b'line\\nbreak', b'nul\\u0000',
+          b'del\\u007f', b'nel\\u0085', b'ls\\u2028', b'quote\\"', b'back\\\\slash',
+          b'e\\u00e9', b'~ !#$%&()*+,-./:;<=>?@[]^_`{|}', b'bell\\u0007 and \x7f']
+
+
+@pytest.mark.parametrize('body', BODIES)
+def test_a_text_line_is_the_standard_librarys_whatever_the_body(body):
+    payload = (json.dumps(GOOD)[:-1].replace('"body": "hello"', '"body": "%s"')
+               .encode() % body + b'}')
+    assert STRUCT.lazy_fields(payload) is not None    # the path under test
+    lazy = ingest([payload], STRUCT)
+    reference = ingest([payload], protocol.fast_loads)
+    assert lazy == reference
+    [line] = lazy[0]['text']
+    assert line.count('\n') == body.count(b'\\n') + 1 and '\x7f' not in line, line

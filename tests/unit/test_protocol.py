@@ -206,7 +206,9 @@ def test_json_decoder_choice():
 # broken) and any whitespace around it, it must decide exactly as the plain path does
 # (fast_loads, then the field-by-field check).
 NEAR_MISSES = [True, False, 1.0, '1', 0, 2**63 - 1, 2**63, -2**63, -2**63 - 1, None, '',
-               'x' * 255, 'x' * 256, 'y' * 1024, 'y' * 1025, [], {}]
+               'x' * 255, 'x' * 256, 'y' * 1024, 'y' * 1025, [], {},
+               # Lengths are characters (msgspec checks them as it decodes, in UTF-8)
+               '\u00e9' * 255, '\u00e9' * 256, '\U0001f600' * 1024, '\U0001f600' * 1025]
 field_values = st.one_of(st.sampled_from(NEAR_MISSES), st.integers(-2**64, 2**64),
                          st.floats(allow_nan=False), st.text(max_size=5))
 FIELD_NAMES = ('version', 'app_id', 'module', 'stamp', 'nsecs', 'hostname', 'body',
