@@ -676,7 +676,11 @@ class Sender:
             if not len(self._queue) and not self._has_notices():
                 return [], False
             notices = self._notices()
-            batch = notices + (self._queue.take(MAX_BATCH_BYTES) if len(self._queue) else [])
+            room = MAX_BATCH_BYTES - sum(map(len, notices))
+            if self._has_notices() or not len(self._queue):
+                batch = notices     # more to announce first: the records wait for them
+            else:
+                batch = notices + self._queue.take(max(room, 1))
             self._in_flight = len(batch)
             self._in_flight_bytes = sum(map(len, batch))
         if self._prepare is not None:
@@ -684,19 +688,33 @@ class Sender:
         return batch, True
 
     def _notices(self):
-        """The frames announcing the drops counted so far (under the lock); their entries
-        are kept in ``_in_flight_notices``: each notice stands for many records, until it is
-        delivered (given back to the gaps if it is not written)."""
+        """The frames announcing the drops counted so far (under the lock), at most
+        ``MAX_BATCH_BYTES`` of them (at least one): a batch of notices is bounded as one
+        of records is, and the rest wait in the gaps for the next batch (A8-6: 290,000
+        notices went in one batch).  Their entries are kept in ``_in_flight_notices``:
+        each notice stands for many records, until it is delivered (given back to the gaps
+        if it is not written)."""
+        entries = []
+        notices = []
         if not self._gaps or self._make_notice is None:
-            self._in_flight_notices = []
-            return []
-        entries = self._gaps.take_entries()
-        self._in_flight_notices = entries
+            self._in_flight_notices = entries
+            return notices
         self._has_warned.discard('unreachable')
         self._has_warned.discard('stalled')
         pid = os.getpid()
-        return [self._make_notice(module, Gaps.describe(entry, pid))
-                for module, entry in entries]
+        size = 0
+        while self._gaps:
+            taken = self._gaps.take_entries(1)
+            module, entry = taken[0]
+            notice = self._make_notice(module, Gaps.describe(entry, pid))
+            if notices and size + len(notice) > MAX_BATCH_BYTES:
+                self._gaps.restore(taken)
+                break
+            entries += taken
+            notices.append(notice)
+            size += len(notice)
+        self._in_flight_notices = entries
+        return notices
 
     def _write(self, frames, are_new):
         """Write ``frames``; account for what the connection took whole: kept for an ack,

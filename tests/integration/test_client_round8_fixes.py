@@ -147,9 +147,6 @@ GAP_MEMORY_SCRIPT = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A8-6: while the buffer drops, the client keeps one '
-                   'gap entry per distinct logger name: memory grows without bound beyond '
-                   'max_buffer_bytes (and the daemon later gets one [loghog] line per name)')
 def test_memory_stays_flat_while_dropping_records_of_many_logger_names(tmp_path):
     result = run_file(tmp_path, GAP_MEMORY_SCRIPT, free_port(), 'distinct')
     grown_mib, dropped = map(int, result.stdout.split())

@@ -166,6 +166,59 @@ def test_full_buffer_drops_the_oldest_and_counts_them(make_logger):
     assert notice.endswith(' was unreachable and the buffer was full')
 
 
+def test_gap_announcements_go_in_batches_bounded_like_records():
+    """A8-6: when the daemon came back after drops of records of many modules, every
+    announcement went in one batch, beyond MAX_BATCH_BYTES.  Now at most 101 of them (100
+    modules and one line for the others), in batches of at most MAX_BATCH_BYTES, all before
+    the next record, and together they count every record dropped."""
+    from loghog.sender import MAX_BATCH_BYTES, Sender
+    from loghog.transport import open_connection
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
+    batches = []
+
+    class Recording:                    # a real connection that remembers its batches
+        def __init__(self, connection):
+            self._connection = connection
+
+        def __getattr__(self, name):
+            return getattr(self._connection, name)
+
+        def send_frames(self, frames):
+            if not wire.HEADER.unpack_from(frames[0])[1] & wire.FLAG_SESSION:
+                batches.append([len(frame) for frame in frames])
+            return self._connection.send_frames(frames)
+
+    def connect(timeout_s, is_cancelled, prefer=None):
+        return Recording(open_connection('127.0.0.1', port, 'tcp', None, timeout_s,
+                                         is_cancelled, prefer))
+
+    encoder = wire.MessageEncoder('app', 'h', flags=wire.FLAG_ACK)
+    unreachable = threading.Event()
+    sender = Sender(connect, 10, **FAST_RETRY, acknowledged=True,
+                    report=lambda text: unreachable.set(),
+                    make_notice=lambda module, text: encoder.encode(module, 1764900000, 0, text))
+    sender.put(encoder.encode('first', 1764900000, 0, 'first'))
+    assert unreachable.wait(5)
+    names = [f'{"job" * 300}.{n}' for n in range(150)]     # long names: long notices
+    for round in range(2):
+        for n, name in enumerate(names):
+            sender.put(encoder.encode(name, 1764900000, 0, f'record {round} {n}'))
+    assert sender.dropped == 291
+    with FrameServer(reserved=reserved) as late:
+        late.wait_for(111)
+        assert sender.flush(5)
+        bodies = late.bodies()
+    sender.close(1)
+    notices = [body for body in bodies if body.startswith('[loghog]')]
+    assert len(notices) == 101 and bodies[101:] == [f'record 1 {n}' for n in range(140, 150)]
+    assert sum(int(notice.split()[1]) for notice in notices) == 291
+    assert notices[-1].startswith('[loghog] 92 records dropped by this process')
+    assert '(in 51 other modules: ' in notices[-1]     # 'first' was one of the 100
+    assert sum(map(sum, batches[:2])) > MAX_BATCH_BYTES     # the notices take two batches
+    assert all(sum(sizes) <= MAX_BATCH_BYTES for sizes in batches)
+
+
 def test_flush_waits_until_the_queue_is_written(server, make_logger):
     handler = LoghogHandler('app', '127.0.0.1', server.port, max_buffer_size=10000)
     logger = make_logger(handler)
