@@ -243,6 +243,54 @@ def test_flush_and_close_return_quickly_when_the_server_is_down(make_logger):
     assert handler.dropped == 2
 
 
+def test_records_logged_after_close_are_delivered_not_a_connection_each(server, make_logger,
+                                                                        capfd):
+    """A8-3: a record logged after close() (dictConfig run again while a thread logs, an
+    atexit hook after logging.shutdown) was dropped; logging.FileHandler opens its file
+    again and writes it.  Now each one is delivered before emit() returns, and a thread
+    logging on after close does not use a connection (and a thread) per record."""
+    handler = LoghogHandler('app', '127.0.0.1', server.port)
+    logger = make_logger(handler)
+    logger.info('before')
+    handler.close()
+    for n in range(100):
+        logger.info('after %d', n)
+        if n == 0:   # delivered (acknowledged) before emit() returned, nothing left behind
+            assert server.bodies() == ['before', 'after 0']
+            assert [t for t in threading.enumerate() if t.name == 'loghog-sender'] == []
+    assert server.bodies() == ['before'] + [f'after {n}' for n in range(100)]
+    # One connection before close; one for the first record after it (closed again once
+    # it is delivered: an old handler that dictConfig closed gets no more); one for all the
+    # records that followed within a second.
+    assert len(server.sessions) == 3
+    assert handler.dropped == 0 and capfd.readouterr().err == ''
+    started = time.monotonic()
+    handler.close()            # closes it again, at once: nothing is waiting
+    assert time.monotonic() - started < 1.0
+    assert [t for t in threading.enumerate() if t.name == 'loghog-sender'] == []
+
+
+def test_after_close_with_the_daemon_down_records_are_dropped_and_said_not_a_thread_each(
+        make_logger, capfd):
+    """A record after close() that cannot be delivered at once is given up and said, as
+    close() says it; for a second after such an attempt the next ones are dropped (counted,
+    said once) without another connection attempt: a tight loop does not start a thread
+    per record."""
+    with reserve_port() as refusing:
+        handler = LoghogHandler('app', '127.0.0.1', refusing.getsockname()[1])
+        logger = make_logger(handler)
+        handler.close()
+        started = time.monotonic()
+        for n in range(1000):
+            logger.info('after %d', n)
+        elapsed = time.monotonic() - started
+    assert handler.dropped == 1000
+    err = capfd.readouterr().err
+    attempts = err.count('messages not delivered to tcp://127.0.0.1:')
+    assert 1 <= attempts <= 1 + elapsed / 0.75, err      # one per retry_max_s (1 s) at most
+    assert '1 message logged after close() was dropped' in err
+
+
 @pytest.fixture
 def black_hole():
     """A 127.0.0.1 port whose listen backlog is full: a client's connect() just hangs."""
