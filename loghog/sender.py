@@ -227,7 +227,6 @@ class Sender:
         self._delivers_each = False       # opened again after close(): see _open_again
         self._open_again_after = 0.0      # monotonic; not before, after a failed delivery
         self._closed_again_at = float('-inf')  # the last close after such a delivery
-        self._is_closing_again = False    # that close is under way
         self._closes_when_delivered = False    # closes again after its delivery
         _SENDERS.add(self)
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
@@ -251,9 +250,9 @@ class Sender:
         frame before returning, as ``logging.FileHandler`` writes a record after its
         ``close()``: within ``emit_wait_s``, and at interpreter exit within the exit
         deadline.  What it cannot deliver so is given up at once and said (``warn``); for
-        ``retry_max_s`` after that, once the exit deadline has passed, or while a
-        ``close()`` is under way, a frame put after close is dropped, counted in
-        ``dropped``, the first such frame said.
+        ``retry_max_s`` after that, once the exit deadline has passed, or when a
+        ``close()`` under way outlives its bound, a frame put after close is dropped,
+        counted in ``dropped``, the first such frame said.
         """
         if self._pid != os.getpid():
             self._check_fork()
@@ -303,20 +302,22 @@ class Sender:
         The sender opens again, put() starts a new thread as at first, and every frame put
         from now on is delivered before put() returns (``_deliver_after_close``): nothing
         may count on a later close (a ``multiprocessing`` child leaves through
-        ``os._exit``; after ``logging.shutdown`` nothing closes handlers).  Not while a
-        close is under way (its thread not done; ``logging`` holds the handler's lock while
-        it closes, so only a direct ``close()`` meets a record): that close must end, and
-        fed without end it would last its whole bound; but the close that follows a
-        delivery after close is waited for.  Not for ``retry_max_s`` after such a delivery
-        failed (no thread per record while the daemon is down), nor once the exit deadline
-        passed.
+        ``os._exit``; after ``logging.shutdown`` nothing closes handlers).  A close under
+        way (``logging`` holds the handler's lock while it closes, so only a direct
+        ``close()`` from another thread meets a record) is waited for first, within its
+        own bound: fed, it would last that whole bound.  Not for ``retry_max_s`` after
+        such a delivery failed (no thread per record while the daemon is down), nor once
+        the exit deadline passed.
         """
         thread = self._thread
         if thread is not None:
-            if not self._is_closing_again or thread is threading.current_thread():
+            # A close under way: wait for its end (as a FileHandler's emit() waits for its
+            # close(), under the handler's lock), not feed it.
+            if thread is threading.current_thread():
                 return False
-            self._progress.wait_for(lambda: self._thread is None,
-                                    self._emit_wait_s + CLOSE_GRACE_S)
+            self._progress.wait_for(
+                lambda: self._thread is None,
+                max(0.0, self._close_deadline - time.monotonic()) + CLOSE_GRACE_S)
             if self._thread is not None or not self._closing:
                 # Opened again meanwhile by another put() (True), or that close outlived
                 # the wait (False).
@@ -326,7 +327,6 @@ class Sender:
                                             and now >= self._exit_deadline):
             return False
         self._closing = False
-        self._is_closing_again = False
         self._close_deadline = None
         self._give_up_when_unreachable = True
         self._has_failed_since_close = False
@@ -363,11 +363,9 @@ class Sender:
                 return
             else:
                 self._closed_again_at = now
-                self._is_closing_again = True
                 thread = self._begin_close(self._emit_wait_s, True)
                 self._progress.wait_for(lambda: self._thread is not thread,
                                         self._emit_wait_s + CLOSE_GRACE_S)
-                self._is_closing_again = False
         if not delivered:
             self.close(0)
         elif self._pending_warnings:
