@@ -151,10 +151,10 @@ class Sender:
     receives the lines a user must see whatever the settings (a daemon that does not answer
     the handshake, records dropped, records rejected by the daemon unless
     ``reports_rejections`` is false, a record put after close and not delivered (see
-    ``put()``), records not delivered at close).  ``warn`` is only called with no sender lock held, the exit report by the
-    thread that called ``close()``: it may end up in ``logging`` (a standard error
-    redirected into it) and so in this sender's ``put()``.  ``where`` names the daemon in
-    those lines.
+    ``put()``), records not delivered at close).  ``warn`` is only called with no sender
+    lock held, the exit report by the thread that called ``close()``: it may end up in
+    ``logging`` (a standard error redirected into it) and so in this sender's ``put()``.
+    ``where`` names the daemon in those lines.
 
     Bounds (see docs/client.md, "Bounds"):
 
@@ -259,6 +259,7 @@ class Sender:
         deliver_now = False
         with self._lock:
             if self._closing and not self._open_again():
+                self._records_queued += 1     # and dropped: flush() counts on both
                 self._queue.dropped += 1
                 self._given_up_at_close += 1
                 self._warn_once('closed', f'1 message logged after close() was dropped, not '
