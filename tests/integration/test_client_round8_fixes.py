@@ -1,6 +1,7 @@
-"""The client's fixes of attack round 8's findings A8-3 and A8-6 (the attacker's tests, copied
-from branch attack8's tests/integration/test_attack_round8.py; the coordinator drops the
-duplicates when that file is merged).
+"""The client's fixes of attack round 8's findings A8-3 and A8-6: the attacker's tests, copied
+from branch attack8's tests/integration/test_attack_round8.py (the coordinator drops the
+duplicates when that file is merged), and tests of what the fixes promise besides (a
+daemon thread logging through the exit, a handler opened again closed at exit).
 
 - A8-3: a record logged to a handler after its ``close()`` (``dictConfig`` run again while a
   thread logs; an ``atexit`` hook that runs after ``logging.shutdown``) is delivered, as
@@ -161,6 +162,40 @@ def test_a_daemon_thread_logging_through_the_exit_neither_slows_it_nor_leaves_a_
     numbers = [int(body.split()[1]) for body in found if body.startswith('msg ')]
     assert numbers == list(range(len(numbers))) and len(numbers) > 100, found[-3:]
     assert found.count('goodbye from atexit') == 1
+    assert result.stderr == ''
+
+
+KEPT_OPEN_SCRIPT = """\
+    import atexit, threading
+
+
+    def last():                       # runs after logging.shutdown and loghog's exit hooks
+        print(sorted(t.name for t in threading.enumerate() if t.name == 'loghog-sender'))
+
+
+    atexit.register(last)
+    import logging, logging.config, sys
+    LOGGING = {'version': 1,
+               'handlers': {'hog': {'class': 'loghog.LoghogHandler', 'app_name': 'app',
+                                    'host': '127.0.0.1', 'port': int(sys.argv[1])}},
+               'loggers': {'app': {'handlers': ['hog'], 'level': 'INFO'}}}
+    logging.config.dictConfig(LOGGING)
+    old = logging.getLogger('app').handlers[0]
+    logging.config.dictConfig(LOGGING)   # closes the old handler; logging forgets it
+    for n in range(5):                # a thread still in it, looping: it stays open ...
+        old.handle(logging.makeLogRecord({'name': 'app', 'msg': f'after {n}'}))
+    print(sorted(t.name for t in threading.enumerate() if t.name == 'loghog-sender'))
+    """
+
+
+def test_a_handler_opened_again_by_records_after_close_is_closed_again_at_exit(
+        daemon, tmp_path):
+    """... and loghog's exit hook closes it (logging.shutdown does not know it any more:
+    dictConfig took it out of logging's list of handlers)."""
+    result = run_file(tmp_path, KEPT_OPEN_SCRIPT, daemon.tcp_port)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split('\n')[:2] == ["['loghog-sender']", '[]'], result.stdout
+    assert bodies(daemon.log_file('app')) == [f'after {n}' for n in range(5)]
     assert result.stderr == ''
 
 
