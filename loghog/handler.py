@@ -37,8 +37,8 @@ class LoghogHandler(logging.Handler):
       When the buffer is full, see "Bounds" below.
     - ``print_debug``: report every connection change on standard error (never raised).
       What a user must know is written there whatever this says: records dropped, records
-      the daemon rejected, a record logged after ``close()``, records not delivered at
-      exit, a daemon that does not answer the handshake.
+      the daemon rejected, a record logged after ``close()`` that could not be delivered,
+      records not delivered at exit, a daemon that does not answer the handshake.
 
     Keyword-only extras, not in the original:
 
@@ -166,6 +166,9 @@ class LoghogHandler(logging.Handler):
 
         Returns at once while the buffer has room; see the class's "Bounds" for a full one.
         A record that cannot be formatted goes to ``handleError``, like every stdlib handler.
+        After ``close()`` the record is still delivered, as ``logging.FileHandler`` opens
+        its file again and writes it: the handler connects again and returns once the
+        daemon has it (see ``close()``).
         """
         try:
             # A hand-made record may lack a name; '' and 'root' both mean the root facility.
@@ -197,7 +200,17 @@ class LoghogHandler(logging.Handler):
         """Deliver what can be delivered within ``close_timeout_s`` (giving up at once when
         the daemon is unreachable), then stop the sender thread.  What is left undelivered
         is reported on standard error in one line, and so are datagrams the kernel
-        refused that were not said yet."""
+        refused that were not said yet.
+
+        A record emitted after ``close()`` (``dictConfig`` run again closes the old
+        handlers while a thread may still be in one; an ``atexit`` hook that runs after
+        ``logging.shutdown``) is delivered as ``logging.FileHandler`` writes it: the
+        handler opens again (a new thread and connection) and ``emit()`` returns once the
+        daemon has the record, at most ``emit_wait_s`` later (at interpreter exit, within
+        the exit's ``close_timeout_s``), then closes again; a second one within a second
+        keeps it open, closed again at interpreter exit.  A record it cannot deliver so is
+        said on standard error, and for a second after that (or past the exit deadline)
+        later ones are dropped, counted in ``dropped``, the first said."""
         try:
             self._sender.close(self.close_timeout_s)
             self._refusals.say_rest()

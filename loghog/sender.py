@@ -79,6 +79,13 @@ EXIT_TIMEOUT_S = 10.0
 # close() waits this much beyond its deadline for the thread to finish its last step.
 CLOSE_GRACE_S = 0.25
 
+# A sender opened again by a record logged after close() (A8-3) closes again once it has
+# delivered it; another record within this long after that close keeps it open: a thread
+# logging on after close then has one sender thread for all its records, not one each.
+# A second is an eternity for a loop, and one record after close (an old handler that
+# dictConfig closed under a logging thread) does not recur so soon.
+REOPEN_KEEP_S = 1.0
+
 # After writing a batch, the thread waits this long for the application's next message
 # before it watches the socket for acks (see Sender._wait_for_acks).
 ACK_COALESCE_S = 0.005
@@ -143,11 +150,11 @@ class Sender:
     one line for each change of state (connected, connection lost, retrying); ``warn(text)``
     receives the lines a user must see whatever the settings (a daemon that does not answer
     the handshake, records dropped, records rejected by the daemon unless
-    ``reports_rejections`` is false, a record put after close, records not delivered at
-    close).  ``warn`` is only called with no sender lock held, the exit report by the
-    thread that called ``close()``: it may end up in ``logging`` (a standard error
-    redirected into it) and so in this sender's ``put()``.  ``where`` names the daemon in
-    those lines.
+    ``reports_rejections`` is false, a record put after close and not delivered (see
+    ``put()``), records not delivered at close).  ``warn`` is only called with no sender
+    lock held, the exit report by the thread that called ``close()``: it may end up in
+    ``logging`` (a standard error redirected into it) and so in this sender's ``put()``.
+    ``where`` names the daemon in those lines.
 
     Bounds (see docs/client.md, "Bounds"):
 
@@ -217,6 +224,10 @@ class Sender:
         self._exit_deadline = None        # set by the exit hook: flush and close share it
         self._start_over()
         self._closing = False
+        self._delivers_each = False       # opened again after close(): see _open_again
+        self._open_again_after = 0.0      # monotonic; not before, after a failed delivery
+        self._closed_again_at = float('-inf')  # the last close after such a delivery
+        self._closes_when_delivered = False    # closes again after its delivery
         _SENDERS.add(self)
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
                                                              weakref.ref(self)))
@@ -233,19 +244,29 @@ class Sender:
         Returns at once while there is room.  When the buffer is full, waits for room while
         the daemon takes messages, up to ``emit_wait_s``; drops the oldest queued frames
         (counted, and announced later) when it is unreachable or stalled.  Never raises for
-        network reasons.  After ``close()`` the frame is dropped, counted in ``dropped``, and
-        the first such frame said on standard error (``warn``).
+        network reasons.
+
+        After ``close()`` the sender opens again (see ``_open_again``) and delivers the
+        frame before returning, as ``logging.FileHandler`` writes a record after its
+        ``close()``: within ``emit_wait_s``, and at interpreter exit within the exit
+        deadline.  What it cannot deliver so is given up at once and said (``warn``); for
+        ``retry_max_s`` after that, once the exit deadline has passed, or when a
+        ``close()`` under way outlives its bound, a frame put after close is dropped,
+        counted in ``dropped``, the first such frame said.
         """
         if self._pid != os.getpid():
             self._check_fork()
+        deliver_now = False
         with self._lock:
-            if self._closing:
+            if self._closing and not self._open_again():
+                self._records_queued += 1     # and dropped: flush() counts on both
                 self._queue.dropped += 1
                 self._given_up_at_close += 1
                 self._warn_once('closed', f'1 message logged after close() was dropped, not '
                                           f'sent to {self.where} (any later ones are counted '
                                           f'in the handler\'s dropped)')
             else:
+                deliver_now = self._delivers_each
                 if self._thread is None:
                     self._start_thread()
                 elif self._finalizer is not None and not self._finalizer.still_active():
@@ -268,6 +289,87 @@ class Sender:
                 if self._is_waiting_for_acks:
                     self._wake_thread()
         if self._pending_warnings:
+            self._say_pending()
+        if deliver_now:
+            self._deliver_after_close()
+
+    def _open_again(self):
+        """put() after close() (under the lock): open the sender again, as
+        ``logging.FileHandler`` opens its file again for a record emitted after ``close()``
+        (A8-3: ``dictConfig`` run again closes the old handlers while a thread may still be
+        in one of them; an ``atexit`` hook that runs after ``logging.shutdown`` logs).
+        Return False when the frame is to be dropped instead.
+
+        The sender opens again, put() starts a new thread as at first, and every frame put
+        from now on is delivered before put() returns (``_deliver_after_close``): nothing
+        may count on a later close (a ``multiprocessing`` child leaves through
+        ``os._exit``; after ``logging.shutdown`` nothing closes handlers).  A close under
+        way (``logging`` holds the handler's lock while it closes, so only a direct
+        ``close()`` from another thread meets a record) is waited for first, within its
+        own bound: fed, it would last that whole bound.  Not for ``retry_max_s`` after
+        such a delivery failed (no thread per record while the daemon is down), nor once
+        the exit deadline passed.
+        """
+        thread = self._thread
+        if thread is not None:
+            # A close under way: wait for its end (as a FileHandler's emit() waits for its
+            # close(), under the handler's lock), not feed it.
+            if thread is threading.current_thread():
+                return False
+            self._progress.wait_for(
+                lambda: self._thread is None,
+                max(0.0, self._close_deadline - time.monotonic()) + CLOSE_GRACE_S)
+            if self._thread is not None or not self._closing:
+                # Opened again meanwhile by another put() (True), or that close outlived
+                # the wait (False).
+                return not self._closing
+        now = time.monotonic()
+        if now < self._open_again_after or (self._exit_deadline is not None
+                                            and now >= self._exit_deadline):
+            return False
+        self._closing = False
+        self._close_deadline = None
+        self._give_up_when_unreachable = True
+        self._has_failed_since_close = False
+        self._given_up_at_close = 0
+        self._is_unreachable = False      # found again by the new thread's first attempt
+        self._is_stalled = False
+        self._delivers_each = True
+        self._closes_when_delivered = now - self._closed_again_at >= REOPEN_KEEP_S
+        return True
+
+    def _deliver_after_close(self):
+        """Wait until what a sender opened again after close() holds is delivered, at most
+        ``emit_wait_s`` (at exit, within the exit deadline); then close it again, unless
+        records keep coming after close.
+
+        One record (an old handler that ``dictConfig`` closed while a thread was in it, a
+        late ``atexit`` hook) leaves no thread or connection behind.  A record within
+        ``REOPEN_KEEP_S`` of such a close opens it for good (a thread that logs on after
+        close: one thread for all its records, not one each), until the exit hook closes
+        it (``_close_opened_again``).  What cannot be delivered is given up at once and
+        said, as close() says it, rather than left to a thread that may die with the
+        process unheard."""
+        if self._thread is threading.current_thread() or self._lock._is_owned():
+            # The thread itself logged (a warn into logging): it cannot wait for itself; or
+            # a signal handler logged inside put(): the outer put() waits.
+            return
+        delivered = self.flush(self._emit_wait_s)
+        with self._lock:
+            now = time.monotonic()
+            if not delivered:
+                self._open_again_after = now + self._retry_max_s
+            elif (self._closing or self._has_waiting_frames()
+                    or not self._closes_when_delivered):
+                return
+            else:
+                self._closed_again_at = now
+                thread = self._begin_close(self._emit_wait_s, True)
+                self._progress.wait_for(lambda: self._thread is not thread,
+                                        self._emit_wait_s + CLOSE_GRACE_S)
+        if not delivered:
+            self.close(0)
+        elif self._pending_warnings:
             self._say_pending()
 
     def flush(self, timeout_s):
@@ -676,7 +778,11 @@ class Sender:
             if not len(self._queue) and not self._has_notices():
                 return [], False
             notices = self._notices()
-            batch = notices + (self._queue.take(MAX_BATCH_BYTES) if len(self._queue) else [])
+            room = MAX_BATCH_BYTES - sum(map(len, notices))
+            if self._has_notices() or not len(self._queue):
+                batch = notices     # more to announce first: the records wait for them
+            else:
+                batch = notices + self._queue.take(max(room, 1))
             self._in_flight = len(batch)
             self._in_flight_bytes = sum(map(len, batch))
         if self._prepare is not None:
@@ -684,19 +790,33 @@ class Sender:
         return batch, True
 
     def _notices(self):
-        """The frames announcing the drops counted so far (under the lock); their entries
-        are kept in ``_in_flight_notices``: each notice stands for many records, until it is
-        delivered (given back to the gaps if it is not written)."""
+        """The frames announcing the drops counted so far (under the lock), at most
+        ``MAX_BATCH_BYTES`` of them (at least one): a batch of notices is bounded as one
+        of records is, and the rest wait in the gaps for the next batch (A8-6: 290,000
+        notices went in one batch).  Their entries are kept in ``_in_flight_notices``:
+        each notice stands for many records, until it is delivered (given back to the gaps
+        if it is not written)."""
+        entries = []
+        notices = []
         if not self._gaps or self._make_notice is None:
-            self._in_flight_notices = []
-            return []
-        entries = self._gaps.take_entries()
-        self._in_flight_notices = entries
+            self._in_flight_notices = entries
+            return notices
         self._has_warned.discard('unreachable')
         self._has_warned.discard('stalled')
         pid = os.getpid()
-        return [self._make_notice(module, Gaps.describe(entry, pid))
-                for module, entry in entries]
+        size = 0
+        while self._gaps:
+            taken = self._gaps.take_entries(1)
+            module, entry = taken[0]
+            notice = self._make_notice(module, Gaps.describe(entry, pid))
+            if notices and size + len(notice) > MAX_BATCH_BYTES:
+                self._gaps.restore(taken)
+                break
+            entries += taken
+            notices.append(notice)
+            size += len(notice)
+        self._in_flight_notices = entries
+        return notices
 
     def _write(self, frames, are_new):
         """Write ``frames``; account for what the connection took whole: kept for an ack,
@@ -1067,6 +1187,17 @@ def _start_exit_deadline():
         sender._exit_deadline = now + sender._exit_timeout_s
 
 
+def _close_opened_again():
+    """``atexit`` hook, run right after ``_start_exit_deadline`` (registered before it):
+    close the senders that a record opened again after ``close()`` (A8-3), within the exit
+    deadline.  ``logging.shutdown`` may not know their handlers any more (``dictConfig``
+    took them out of its list when it closed them)."""
+    for sender in list(_SENDERS):
+        if sender._delivers_each and not sender._closing:
+            sender.close(sender._exit_timeout_s)
+
+
+atexit.register(_close_opened_again)
 atexit.register(_start_exit_deadline)
 
 

@@ -166,6 +166,59 @@ def test_full_buffer_drops_the_oldest_and_counts_them(make_logger):
     assert notice.endswith(' was unreachable and the buffer was full')
 
 
+def test_gap_announcements_go_in_batches_bounded_like_records():
+    """A8-6: when the daemon came back after drops of records of many modules, every
+    announcement went in one batch, beyond MAX_BATCH_BYTES.  Now at most 101 of them (100
+    modules and one line for the others), in batches of at most MAX_BATCH_BYTES, all before
+    the next record, and together they count every record dropped."""
+    from loghog.sender import MAX_BATCH_BYTES, Sender
+    from loghog.transport import open_connection
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
+    batches = []
+
+    class Recording:                    # a real connection that remembers its batches
+        def __init__(self, connection):
+            self._connection = connection
+
+        def __getattr__(self, name):
+            return getattr(self._connection, name)
+
+        def send_frames(self, frames):
+            if not wire.HEADER.unpack_from(frames[0])[1] & wire.FLAG_SESSION:
+                batches.append([len(frame) for frame in frames])
+            return self._connection.send_frames(frames)
+
+    def connect(timeout_s, is_cancelled, prefer=None):
+        return Recording(open_connection('127.0.0.1', port, 'tcp', None, timeout_s,
+                                         is_cancelled, prefer))
+
+    encoder = wire.MessageEncoder('app', 'h', flags=wire.FLAG_ACK)
+    unreachable = threading.Event()
+    sender = Sender(connect, 10, **FAST_RETRY, acknowledged=True,
+                    report=lambda text: unreachable.set(),
+                    make_notice=lambda module, text: encoder.encode(module, 1764900000, 0, text))
+    sender.put(encoder.encode('first', 1764900000, 0, 'first'))
+    assert unreachable.wait(5)
+    names = [f'{"job" * 300}.{n}' for n in range(150)]     # long names: long notices
+    for round in range(2):
+        for n, name in enumerate(names):
+            sender.put(encoder.encode(name, 1764900000, 0, f'record {round} {n}'))
+    assert sender.dropped == 291
+    with FrameServer(reserved=reserved) as late:
+        late.wait_for(111)
+        assert sender.flush(5)
+        bodies = late.bodies()
+    sender.close(1)
+    notices = [body for body in bodies if body.startswith('[loghog]')]
+    assert len(notices) == 101 and bodies[101:] == [f'record 1 {n}' for n in range(140, 150)]
+    assert sum(int(notice.split()[1]) for notice in notices) == 291
+    assert notices[-1].startswith('[loghog] 92 records dropped by this process')
+    assert '(in 51 other modules: ' in notices[-1]     # 'first' was one of the 100
+    assert sum(map(sum, batches[:2])) > MAX_BATCH_BYTES     # the notices take two batches
+    assert all(sum(sizes) <= MAX_BATCH_BYTES for sizes in batches)
+
+
 def test_flush_waits_until_the_queue_is_written(server, make_logger):
     handler = LoghogHandler('app', '127.0.0.1', server.port, max_buffer_size=10000)
     logger = make_logger(handler)
@@ -188,6 +241,54 @@ def test_flush_and_close_return_quickly_when_the_server_is_down(make_logger):
     assert handler.dropped == 1  # given up on at close
     logger.info('after close')  # still never raises
     assert handler.dropped == 2
+
+
+def test_records_logged_after_close_are_delivered_not_a_connection_each(server, make_logger,
+                                                                        capfd):
+    """A8-3: a record logged after close() (dictConfig run again while a thread logs, an
+    atexit hook after logging.shutdown) was dropped; logging.FileHandler opens its file
+    again and writes it.  Now each one is delivered before emit() returns, and a thread
+    logging on after close does not use a connection (and a thread) per record."""
+    handler = LoghogHandler('app', '127.0.0.1', server.port)
+    logger = make_logger(handler)
+    logger.info('before')
+    handler.close()
+    for n in range(100):
+        logger.info('after %d', n)
+        if n == 0:   # delivered (acknowledged) before emit() returned, nothing left behind
+            assert server.bodies() == ['before', 'after 0']
+            assert [t for t in threading.enumerate() if t.name == 'loghog-sender'] == []
+    assert server.bodies() == ['before'] + [f'after {n}' for n in range(100)]
+    # One connection before close; one for the first record after it (closed again once
+    # it is delivered: an old handler that dictConfig closed gets no more); one for all the
+    # records that followed within a second.
+    assert len(server.sessions) == 3
+    assert handler.dropped == 0 and capfd.readouterr().err == ''
+    started = time.monotonic()
+    handler.close()            # closes it again, at once: nothing is waiting
+    assert time.monotonic() - started < 1.0
+    assert [t for t in threading.enumerate() if t.name == 'loghog-sender'] == []
+
+
+def test_after_close_with_the_daemon_down_records_are_dropped_and_said_not_a_thread_each(
+        make_logger, capfd):
+    """A record after close() that cannot be delivered at once is given up and said, as
+    close() says it; for a second after such an attempt the next ones are dropped (counted,
+    said once) without another connection attempt: a tight loop does not start a thread
+    per record."""
+    with reserve_port() as refusing:
+        handler = LoghogHandler('app', '127.0.0.1', refusing.getsockname()[1])
+        logger = make_logger(handler)
+        handler.close()
+        started = time.monotonic()
+        for n in range(1000):
+            logger.info('after %d', n)
+        elapsed = time.monotonic() - started
+    assert handler.dropped == 1000
+    err = capfd.readouterr().err
+    attempts = err.count('messages not delivered to tcp://127.0.0.1:')
+    assert 1 <= attempts <= 1 + elapsed / 0.75, err      # one per retry_max_s (1 s) at most
+    assert '1 message logged after close() was dropped' in err
 
 
 @pytest.fixture

@@ -158,3 +158,73 @@ def test_over_udp_a_body_is_cut_so_that_its_whole_frame_fits_one_datagram():
             else:
                 assert sent.startswith('x' * 60_000) and sent.endswith(
                     f' characters, the message was longer than {limit} bytes]'), (room, size)
+
+
+def gap_frames(modules, stamp=1764900000):
+    from loghog import wire
+    return [wire.encode_message('app', module, stamp + n, 0, 'h', 'x')
+            for n, module in enumerate(modules)]
+
+
+def announced(notices):
+    """The number of records each announcement (text) counts."""
+    return [int(text.split()[1]) for _, text in notices]
+
+
+def test_past_100_modules_the_records_of_the_others_are_counted_in_one_announcement():
+    """A8-6: a logger per job (job.0, job.1, ...) while the buffer drops made one entry per
+    name, without bound (+118 MiB for 290,000 names), and as many [loghog] lines."""
+    from loghog.gaps import MAX_MODULES, Gaps
+    gaps = Gaps()
+    names = [f'job.{n}' for n in range(250)]
+    gaps.add(gap_frames(names + names[:10] + names[200:203]), 'the daemon was unreachable')
+    assert gaps.total == 263
+    notices = gaps.take(pid=42)
+    assert len(notices) == MAX_MODULES + 1 == 101
+    # The first 100 modules each in their own file; job.0 .. job.9 dropped twice.
+    assert [module for module, _ in notices[:100]] == names[:100]
+    assert announced(notices[:100]) == [2] * 10 + [1] * 90
+    # All the others in one line, in the app's root file, exact about both counts.
+    assert notices[100] == (
+        'root', '[loghog] 153 records dropped by this process (pid 42) between 2025-12-05 '
+                '02:01:40 and 2025-12-05 02:04:22 UTC: the daemon was unreachable (in 150 '
+                'other modules: past 100 modules, one line counts the records of all the '
+                'others)')
+    assert sum(announced(notices)) == 263
+    assert not gaps and gaps.take(pid=42) == []
+
+
+def test_the_other_modules_are_counted_up_to_10000_names_then_more_than_that():
+    from loghog.gaps import MAX_MODULES, MAX_OTHER_NAMES, Gaps
+    gaps = Gaps()
+    frames = gap_frames(f'job.{n}' for n in range(MAX_MODULES + MAX_OTHER_NAMES))
+    gaps.add(frames, 'full')
+    module, text = gaps.take(pid=1)[-1]
+    assert module == 'root' and text.startswith('[loghog] 10000 records dropped')
+    assert '(in 10000 other modules:' in text
+    gaps.add(frames + gap_frames(['job.x', 'job.y']), 'full')
+    module, text = gaps.take(pid=1)[-1]
+    assert text.startswith('[loghog] 10002 records dropped')
+    assert '(in more than 10000 other modules:' in text
+    assert not gaps and gaps.take(pid=1) == []
+
+
+def test_announcements_not_written_are_counted_again_the_others_included():
+    """Entries taken for notices that were not written go back; meanwhile new drops may
+    have filled the 100 modules: every record is still counted exactly once."""
+    from loghog.gaps import MAX_MODULES, Gaps
+    gaps = Gaps()
+    gaps.add(gap_frames([f'a.{n}' for n in range(MAX_MODULES + 5)]), 'down')
+    taken = gaps.take_entries(3)
+    assert [module for module, _ in taken] == ['a.0', 'a.1', 'a.2'] and gaps.total == 102
+    rest = gaps.take_entries()
+    assert [module for module, _ in rest][-1] == 'root' and not gaps
+    gaps.add(gap_frames([f'b.{n}' for n in range(MAX_MODULES)]), 'full')
+    gaps.restore(taken + rest)
+    notices = gaps.take(pid=7)
+    assert sum(announced(notices)) == 2 * MAX_MODULES + 5
+    assert len(notices) == MAX_MODULES + 1
+    # b.0 .. b.99 have their lines; a.* (105 names) are counted together.
+    assert notices[-1][0] == 'root'
+    assert notices[-1][1].startswith('[loghog] 105 records dropped')
+    assert 'UTC: down (in 105 other modules:' in notices[-1][1]
