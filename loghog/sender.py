@@ -224,10 +224,6 @@ class Sender:
         self._exit_deadline = None        # set by the exit hook: flush and close share it
         self._start_over()
         self._closing = False
-        self._delivers_each = False       # opened again after close(): see _open_again
-        self._open_again_after = 0.0      # monotonic; not before, after a failed delivery
-        self._closed_again_at = float('-inf')  # the last close after such a delivery
-        self._closes_when_delivered = False    # closes again after its delivery
         _SENDERS.add(self)
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
                                                              weakref.ref(self)))
@@ -517,6 +513,10 @@ class Sender:
         self._is_unreachable = False      # the last attempt failed; no connection since
         self._is_stalled = False          # put() waited emit_wait_s for room in vain
         self._closing = False
+        self._delivers_each = False       # opened again after close(): see _open_again
+        self._open_again_after = 0.0      # monotonic; not before, after a failed delivery
+        self._closed_again_at = float('-inf')  # the last close after such a delivery
+        self._closes_when_delivered = False    # closes again after its delivery
         self._close_deadline = None
         self._give_up_when_unreachable = True
         self._has_failed_since_close = False
