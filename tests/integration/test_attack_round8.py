@@ -163,3 +163,50 @@ def test_lines_logged_right_before_os_exit_or_exec_are_delivered_or_said(daemon,
     wanted = [f'request {n}' for n in range(5)]
     found = lines_within(daemon.log_file('app'), wanted)
     assert sorted(found) == wanted or 'loghog' in result.stderr, (found, result.stderr)
+
+
+# -- A8-3: dictConfig run again while a thread logs -----------------------------------------
+
+DICTCONFIG_SCRIPT = """\
+    import logging, logging.config, sys, threading, time
+
+    LOGGING = {'version': 1, 'disable_existing_loggers': False,
+               'handlers': {'hog': {'class': 'loghog.LoghogHandler', 'app_name': 'app',
+                                    'host': '127.0.0.1', 'port': int(sys.argv[1])}},
+               'loggers': {'shop': {'handlers': ['hog'], 'level': 'INFO',
+                                    'propagate': False}}}
+    logging.config.dictConfig(LOGGING)
+    log = logging.getLogger('shop')
+    stop = threading.Event()
+    count = 0
+
+    def requests():                  # a web server's thread, logging all along
+        global count
+        while not stop.is_set():
+            log.info('msg %d', count)
+            count += 1
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=requests)
+    thread.start()
+    for _ in range(3):               # settings reloaded, a framework configuring again...
+        time.sleep(0.2)
+        logging.config.dictConfig(LOGGING)
+    time.sleep(0.2)
+    stop.set()
+    thread.join()
+    print(count)
+    """
+
+
+@pytest.mark.xfail(strict=True, reason='A8-3: dictConfig closes the old handler before the '
+                   'loggers let go of it: the records a thread logs meanwhile are dropped '
+                   '(said on stderr; logging.FileHandler reopens and loses none)')
+def test_dictconfig_run_again_while_a_thread_logs_loses_nothing(daemon, tmp_path):
+    result = run_file(tmp_path, DICTCONFIG_SCRIPT, daemon.tcp_port)
+    assert result.returncode == 0, result.stderr
+    count = int(result.stdout)
+    found = collections.Counter(bodies(daemon.log_file('app')))
+    missing = [n for n in range(count) if found[f'msg {n}'] != 1]
+    # Each record once; the loss is at least said (that part holds today).
+    assert missing == [], (len(missing), result.stderr)
