@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -306,3 +307,50 @@ def test_workers_forked_without_at_fork_hooks_deliver_every_line(daemon, tmp_pat
     assert len(pids) == 3
     assert sorted(b for b in found if b != 'master up') == wanted or 'loghog' in err, (
         found, err)
+
+
+# -- guards: attacks that found nothing ------------------------------------------------------
+
+FACILITIES = """
+[app]
+rotate = daily
+backup_count = 3
+"""
+GAP_RE = re.compile(r'^\[loghog\] (\d+) records dropped by this process \(pid \d+\)')
+
+
+def test_a_tight_loop_burst_across_a_graceful_restart_is_each_line_once_or_counted(
+        same_port, make_logger, capfd):
+    """100,000 records as fast as one thread can log them, the daemon restarted (SIGTERM,
+    as the init script does) once 10,000 are in its file: the buffer (10,000) fills while
+    it is down and the oldest records are dropped; every record is in a file once or
+    counted in a [loghog] gap line, never twice, and the drop is said on stderr."""
+    daemons = [same_port()]
+    handler = LoghogHandler('app', '127.0.0.1', same_port.port)
+    logger = make_logger(handler, logging.INFO)
+    total = 100_000
+    restarted = []
+
+    def restart():
+        wait_for(lambda: len(read_lines(daemons[-1].log_file('app'))) >= 10_000, 30,
+                 message="10,000 lines")
+        assert daemons[-1].stop() == 0
+        daemons.append(same_port())
+        restarted.append(True)
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    for n in range(total):
+        logger.info('msg %d', n)
+    thread.join()
+    assert restarted
+    assert handler.flush()
+    lines = bodies(*(d.log_file('app') for d in daemons))
+    got = collections.Counter(int(b.split()[1]) for b in lines if b.startswith('msg '))
+    gaps = sum(int(m[1]) for m in map(GAP_RE.match, lines) if m)
+    assert [n for n, count in got.items() if count > 1] == []
+    assert len(got) + gaps == total
+    assert gaps == handler.dropped
+    if gaps:
+        assert 'dropping the oldest messages' in capfd.readouterr().err
+    assert daemons[-1].stop() == 0
