@@ -309,6 +309,48 @@ def test_workers_forked_without_at_fork_hooks_deliver_every_line(daemon, tmp_pat
         found, err)
 
 
+# -- A8-6: gap bookkeeping, one entry per dropped module, outside the buffer's bounds -------
+
+GAP_MEMORY_SCRIPT = """\
+    import logging, resource, sys
+    from loghog import LoghogHandler
+
+    handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]))   # nothing listens there
+    distinct = sys.argv[2] == 'distinct'
+
+    def log(count, first=0):
+        for n in range(first, first + count):
+            name = f'job.{n}' if distinct else 'job'
+            handler.handle(logging.makeLogRecord({'name': name, 'msg': 'x %d' % n}))
+
+    log(20_000)                         # the buffer is full, the oldest are being dropped
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    log(100_000, 20_000)                # dropping: the buffer holds its 10,000
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) // 1024, handler.dropped)
+    """
+
+
+@pytest.mark.xfail(strict=True, reason='A8-6: while the buffer drops, the client keeps one '
+                   'gap entry per distinct logger name: memory grows without bound beyond '
+                   'max_buffer_bytes (and the daemon later gets one [loghog] line per name)')
+def test_memory_stays_flat_while_dropping_records_of_many_logger_names(tmp_path):
+    from tests.support import free_port
+    result = run_file(tmp_path, GAP_MEMORY_SCRIPT, free_port(), 'distinct')
+    grown_mib, dropped = map(int, result.stdout.split())
+    assert dropped >= 100_000
+    assert grown_mib < 8, f'{grown_mib} MiB more for 100,000 dropped records'
+
+
+def test_memory_stays_flat_while_dropping_records_of_one_logger_name(tmp_path):
+    """The guard beside A8-6: with one logger name the drop costs no memory."""
+    from tests.support import free_port
+    result = run_file(tmp_path, GAP_MEMORY_SCRIPT, free_port(), 'same')
+    grown_mib, dropped = map(int, result.stdout.split())
+    assert dropped >= 100_000
+    assert grown_mib < 8, f'{grown_mib} MiB more for 100,000 dropped records'
+
+
 # -- guards: attacks that found nothing ------------------------------------------------------
 
 FACILITIES = """
