@@ -255,6 +255,36 @@ def test_dictconfig_run_again_while_a_thread_logs_loses_nothing(daemon, tmp_path
     assert missing == [], (len(missing), result.stderr)
 
 
+LATE_ATEXIT_SCRIPT = """\
+    import atexit
+
+
+    def goodbye():                    # registered before logging is imported: atexit runs it
+        import logging                # after logging.shutdown closed every handler
+        logging.getLogger('late').info('goodbye from atexit')
+
+
+    atexit.register(goodbye)
+    import logging, sys
+    from loghog import LoghogHandler
+    logging.basicConfig(level=logging.INFO, format='%(message)s', handlers=[
+        LoghogHandler('app', '127.0.0.1', int(sys.argv[1])), logging.FileHandler(sys.argv[2])])
+    logging.info('hello')
+    """
+
+
+@pytest.mark.xfail(strict=True, reason='A8-3: a record logged after logging.shutdown (an '
+                   'atexit hook registered before logging was imported) is dropped (said); '
+                   'logging.FileHandler beside it writes it')
+def test_a_record_logged_by_a_late_atexit_hook_is_delivered_as_a_file_handler_writes_it(
+        daemon, tmp_path):
+    result = run_file(tmp_path, LATE_ATEXIT_SCRIPT, daemon.tcp_port, tmp_path / 'file.log')
+    assert result.returncode == 0, result.stderr
+    assert read_lines(tmp_path / 'file.log') == ['hello', 'goodbye from atexit']
+    found = lines_within(daemon.log_file('app'), ['hello', 'goodbye from atexit'])
+    assert found == ['hello', 'goodbye from atexit'], result.stderr
+
+
 # -- A8-4: workers forked without Python's at-fork hooks (uWSGI's default) ------------------
 
 RAW_FORK_SCRIPT = """\
