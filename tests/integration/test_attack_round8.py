@@ -381,46 +381,6 @@ def test_memory_stays_flat_while_dropping_records_of_one_logger_name(tmp_path):
     assert grown_mib < 8, f'{grown_mib} MiB more for 100,000 dropped records'
 
 
-# -- A8-7: flush() while another thread logs ------------------------------------------------
-
-@pytest.mark.xfail(strict=True, reason='A8-7: flush() waits until nothing at all is waiting, '
-                   'records logged after the call included: while another thread logs it takes '
-                   'its whole 5 s and returns False (at 200-1,000 lines/s: 5 s most calls)')
-def test_flush_while_another_thread_logs_returns_once_the_earlier_records_are_delivered(
-        daemon, make_logger):
-    handler = LoghogHandler('app', '127.0.0.1', daemon.tcp_port)
-    logger = make_logger(handler, logging.INFO)
-    stop = threading.Event()
-
-    def requests():                      # another thread of the application, busy
-        n = 0
-        while not stop.is_set():
-            logger.info('msg %d', n)
-            n += 1
-
-    worker = threading.Thread(target=requests)
-    worker.start()
-    outcome = {}
-    try:
-        logger.info('before flush')
-        wait_for(lambda: 'msg 20' in bodies(daemon.log_file('app')), message='msg 20')
-
-        def flush():
-            began = time.monotonic()
-            outcome['flushed'] = handler.flush()
-            outcome['took_s'] = time.monotonic() - began
-
-        flusher = threading.Thread(target=flush)
-        flusher.start()
-        flusher.join(2.0)                # a healthy daemon acknowledges within milliseconds
-        finished_in_time = not flusher.is_alive()
-    finally:
-        stop.set()
-        worker.join()
-    flusher.join(10)
-    assert finished_in_time and outcome['flushed'] is True, outcome
-
-
 # -- guards: attacks that found nothing ------------------------------------------------------
 
 FACILITIES = """

@@ -2,12 +2,15 @@
 wake-ups (the syncer threads' fsync results).  Tests marked ``xfail(strict=True,
 reason='A8-N: ...')`` are open findings (/work/wt/notes/attack8-findings.md)."""
 
+import logging
 import threading
 import time
 
 import pytest
 
+from loghog import LoghogHandler, wire
 from loghogd.loop import EventLoop
+from tests.unit.test_client_fakes import FrameServer, decode_frames
 
 
 def wake_up_latency_after_a_storm(storm_s=0.5):
@@ -54,3 +57,68 @@ def wake_up_latency_after_a_storm(storm_s=0.5):
                    'its 1 s timeouts, for the rest of its life')
 def test_the_loop_still_wakes_at_once_after_a_storm_of_thread_wakeups():
     assert wake_up_latency_after_a_storm() < 0.5
+
+
+# -- A8-7: flush() while another thread logs ------------------------------------------------
+
+class SlowSyncServer(FrameServer):
+    """A daemon whose acks come 20 ms after the lines (its fsync on a busy disk: writer.py
+    says an fdatasync takes from half a millisecond to hundreds)."""
+
+    def _read(self, sock):
+        buffer = b''
+        received = 0
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    sock.close()
+                    break
+                decoded, buffer = decode_frames(buffer + data)
+                self.record(decoded)
+                received += len(decoded)
+                if decoded:
+                    time.sleep(0.02)
+                    sock.sendall(wire.make_ack(received))
+        except OSError as error:
+            if not self.is_stopping:
+                self.errors.append(error)
+
+
+@pytest.mark.xfail(strict=True, reason='A8-7: flush() waits until nothing at all is waiting, '
+                   'records logged after the call included: while another thread logs '
+                   '(200 lines/s here, acks 20 ms late) it takes its whole 5 s and returns '
+                   'False, though what was logged before it was acknowledged in 20 ms')
+def test_flush_returns_once_the_records_logged_before_it_are_acknowledged():
+    server = SlowSyncServer()
+    handler = LoghogHandler('app', '127.0.0.1', server.port)
+    stop = threading.Event()
+
+    def requests():                  # another thread of the application: 200 lines/s
+        n = 0
+        while not stop.is_set():
+            handler.handle(logging.makeLogRecord({'name': 'web', 'msg': f'request {n}'}))
+            n += 1
+            time.sleep(0.005)
+
+    worker = threading.Thread(target=requests)
+    worker.start()
+    outcome = {}
+    try:
+        server.wait_for(10)
+
+        def flush():
+            began = time.monotonic()
+            outcome['flushed'] = handler.flush()
+            outcome['took_s'] = time.monotonic() - began
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        flusher.join(1.0)
+        finished_in_time = not flusher.is_alive()
+    finally:
+        stop.set()
+        worker.join()
+        handler.close()
+        server.stop()
+    assert finished_in_time and outcome['flushed'] is True, outcome
