@@ -98,6 +98,61 @@ def test_forkserver_children_deliver_their_lines_on_the_way_out(daemon, tmp_path
     assert sorted(found) == wanted or 'loghog' in result.stderr, (found, result.stderr)
 
 
+WORKER_HANDLER_SCRIPT = """\
+    import logging, multiprocessing, os, sys
+    from loghog import LoghogHandler
+
+    log = logging.getLogger('mp')
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+    def configure():
+        # The logging cookbook's advice for multiprocessing (and docs/client.md's for
+        # pre-forking servers): configure logging in each worker, after the fork.
+        log.addHandler(LoghogHandler('app', '127.0.0.1', int(os.environ['HOG_PORT'])))
+
+
+    def work(n):
+        log.info('task %d', n)
+        return n
+
+
+    def job(n):
+        configure()
+        work(n)
+
+
+    if __name__ == '__main__':
+        context = multiprocessing.get_context('fork')
+        if sys.argv[1] == 'process':
+            processes = [context.Process(target=job, args=(n,)) for n in range(6)]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join()
+        else:
+            pool = context.Pool(2, initializer=configure, maxtasksperchild=1)
+            print(sum(pool.map(work, range(6))))
+            pool.close()
+            pool.join()
+    """
+
+
+@pytest.mark.xfail(strict=True, reason='A8-1: a handler made in a multiprocessing fork child '
+                   '(a Pool initializer, as the logging cookbook advises) is not a fork child\'s '
+                   'sender: no finalizer, and the child leaves through os._exit without '
+                   'delivering')
+@pytest.mark.parametrize('shape', ['process', 'pool'])
+def test_a_handler_made_in_a_fork_worker_delivers_on_the_way_out(daemon, tmp_path, shape):
+    result = run_file(tmp_path, WORKER_HANDLER_SCRIPT, shape,
+                      env={'HOG_PORT': str(daemon.tcp_port)})
+    assert result.returncode == 0, result.stderr
+    wanted = [f'task {n}' for n in range(6)]
+    found = lines_within(daemon.log_file('app'), wanted)
+    assert sorted(found) == wanted or 'loghog' in result.stderr, (found, result.stderr)
+
+
 @pytest.mark.parametrize('method', ['fork', 'spawn'])
 def test_fork_and_spawn_children_deliver_their_lines_on_the_way_out(daemon, tmp_path, method):
     """The guard beside A8-1: the same program with the other two start methods."""
