@@ -358,7 +358,7 @@ RAW_FORK_SCRIPT = """\
     pids = []
     for k in range(3):
         # uWSGI forks its workers in C after loading the app in the master: Python's
-        # os.register_at_fork hooks do not run (unless --py-call-uwsgi-fork-hooks).
+        # os.register_at_fork hooks do not run (unless --py-call-osafterfork).
         pid = libc.fork()
         if pid == 0:
             for n in range(5):
@@ -372,7 +372,7 @@ RAW_FORK_SCRIPT = """\
 
 
 @pytest.mark.xfail(strict=True, reason='A8-4: in workers forked without the at-fork hooks '
-                   '(uWSGI) the handler keeps the master session id (the daemon skips the '
+                   '(uWSGI without --py-call-osafterfork) the handler keeps the master session id (the daemon skips the '
                    'other workers lines as duplicates) or its dead thread (nothing is sent, '
                    'exit blocks 10 s), and nothing is said')
 @pytest.mark.parametrize('master', ['master_silent', 'master_logged'])
