@@ -372,9 +372,9 @@ RAW_FORK_SCRIPT = """\
 
 
 @pytest.mark.xfail(strict=True, reason='A8-4: in workers forked without the at-fork hooks '
-                   '(uWSGI without --py-call-osafterfork) the handler keeps the master session id (the daemon skips the '
-                   'other workers lines as duplicates) or its dead thread (nothing is sent, '
-                   'exit blocks 10 s), and nothing is said')
+                   '(uWSGI without --py-call-osafterfork) the handler keeps the master '
+                   'session id (the daemon skips the other workers lines as duplicates) or '
+                   'its dead thread (nothing is sent, exit blocks 10 s), and nothing is said')
 @pytest.mark.parametrize('master', ['master_silent', 'master_logged'])
 def test_workers_forked_without_at_fork_hooks_deliver_every_line(daemon, tmp_path, master):
     script = tmp_path / 'program.py'
