@@ -39,7 +39,7 @@ def run_file(tmp_path, code, *args, timeout=60, env=None):
                           env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
 
 
-def lines_within(path, wanted, timeout_s=2.0):
+def lines_within(path, wanted, timeout_s=1.0):
     """The bodies of ``path`` once all of ``wanted`` are there, or after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -385,7 +385,7 @@ def test_workers_forked_without_at_fork_hooks_deliver_every_line(daemon, tmp_pat
     try:
         pids = process.stdout.readline().split()
         wanted = [f'c{k} {n}' for k in range(3) for n in range(5)]
-        found = lines_within(daemon.log_file('app'), wanted, timeout_s=3.0)
+        found = lines_within(daemon.log_file('app'), wanted, timeout_s=2.0)
     finally:
         os.killpg(process.pid, signal.SIGKILL)   # workers blocked in their exit, if any
         _, err = process.communicate()
