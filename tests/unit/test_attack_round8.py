@@ -1,23 +1,16 @@
 """Adversarial round 8, unit level: the daemon's event loop under concurrent thread
-wake-ups (the syncer threads' fsync results).  Tests marked ``xfail(strict=True,
-reason='A8-N: ...')`` are open findings (/work/wt/notes/attack8-findings.md)."""
+wake-ups (the syncer threads' fsync results, A8-8) and the client's flush() while another
+thread logs (A8-7); both fixed, each test failed on the code before."""
 
 import logging
 import threading
 import time
-
-import pytest
 
 from loghog import LoghogHandler, wire
 from loghogd.loop import EventLoop
 from tests.unit.test_client_fakes import FrameServer, decode_frames
 
 
-@pytest.mark.xfail(strict=True, reason='A8-8: a wake() between _on_thread_wakeup clearing '
-                   '_thread_wake_pending and draining the socketpair has its byte drained: '
-                   'the flag stays set with no byte pending, every later wake() is '
-                   'swallowed, and the daemon sees fsync results (so sends acks) only at '
-                   'its 1 s timeouts, for the rest of its life')
 def test_a_wake_up_that_comes_while_the_loop_drains_does_not_silence_later_ones(monkeypatch):
     """The interleaving, made deterministic: the drain's recv() lets go of the GIL, and a
     syncer thread finishing an fsync calls wake() right then (by hand: 4 threads waking
@@ -81,10 +74,6 @@ class SlowSyncServer(FrameServer):
                 self.errors.append(error)
 
 
-@pytest.mark.xfail(strict=True, reason='A8-7: flush() waits until nothing at all is waiting, '
-                   'records logged after the call included: while another thread logs '
-                   '(200 lines/s here, acks 100 ms late) it takes its whole 5 s and returns '
-                   'False, though what was logged before it was acknowledged in 100 ms')
 def test_flush_returns_once_the_records_logged_before_it_are_acknowledged():
     server = SlowSyncServer()
     handler = LoghogHandler('app', '127.0.0.1', server.port)
