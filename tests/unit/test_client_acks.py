@@ -4,6 +4,7 @@ The real daemon's side of the story (crash, restart, cut connections) is in
 tests/integration/test_client_acks.py.
 """
 
+import contextlib
 import os
 import socket
 import threading
@@ -394,33 +395,40 @@ def test_a_parent_that_leaves_through_os_exit_after_a_fork_has_written_its_recor
         assert server.bodies() == ['before the fork %d' % n for n in range(200)]
 
 
+@contextlib.contextmanager
+def logging_all_along(logger, threads):
+    """``threads`` threads logging to ``logger`` in a tight loop while the block runs."""
+    stop = threading.Event()
+
+    def log_all_along():
+        n = 0
+        while not stop.is_set():
+            logger.info('meanwhile %d', n)
+            n += 1
+
+    running = [threading.Thread(target=log_all_along) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in running:
+            thread.join()
+
+
 def test_a_fork_does_not_wait_for_records_logged_while_it_waits(make_handler):
     """Another thread that logs all along must not hold every fork for FORK_WRITE_S."""
     from loghog.sender import FORK_WRITE_S
     with FrameServer() as server:
         handler, logger = make_handler(server.port)
-        stop = threading.Event()
-
-        def log_all_along():
-            n = 0
-            while not stop.is_set():
-                logger.info('meanwhile %d', n)
-                n += 1
-
-        threads = [threading.Thread(target=log_all_along) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with logging_all_along(logger, threads=4):
             time.sleep(0.1)
             took = []
             for _ in range(5):
                 started = time.monotonic()
                 _fork_and_exit_child()
                 took.append(time.monotonic() - started)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
         assert handler.flush()
         assert max(took) < FORK_WRITE_S * 0.8, took
 
@@ -443,27 +451,14 @@ def test_flush_waits_for_what_was_logged_before_it_not_for_what_others_log_meanw
     always its whole timeout, then False."""
     with FrameServer() as server:
         handler, logger = make_handler(server.port)
-        stop = threading.Event()
-
-        def log_all_along():
-            n = 0
-            while not stop.is_set():
-                logger.info('meanwhile %d', n)
-                n += 1
-
         for n in range(1000):
             logger.info('before %d', n)
-        thread = threading.Thread(target=log_all_along)
-        thread.start()
-        try:
+        with logging_all_along(logger, threads=1):
             started = time.monotonic()
             assert handler.flush() is True
             took = time.monotonic() - started
             # Acknowledged: the daemon has every record logged before the call.
             assert server.bodies()[:1000] == ['before %d' % n for n in range(1000)]
-        finally:
-            stop.set()
-            thread.join()
         assert took < 2.0, took
         assert handler.flush() is True
 
