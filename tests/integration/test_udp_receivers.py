@@ -4,7 +4,6 @@ several senders are read by both receivers, each sender's lines in order; a rece
 dies is started again on the same socket, and reads what the kernel kept there meanwhile;
 `loghogd status` counts the kernel drops of every socket."""
 
-import json
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import socket
 import threading
 import time
 
+from tests.integration.test_status import wait_for_snapshot
 from tests.support import frame, line_body, read_lines, wait_for
 
 APP = """
@@ -26,19 +26,6 @@ STATS = {'stats': {'interval': '0.2'}}
 SENDERS = 16
 # Between two datagrams of the senders in turn: about 2,000 a second, a modest paced rate.
 PACE_S = 0.0005
-
-
-def published(daemon):
-    """The status snapshot the daemon last wrote, or None."""
-    try:
-        return json.loads((daemon.rundir / 'status.json').read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def wait_for_snapshot(daemon, condition, message, timeout=15.0):
-    return wait_for(lambda: (lambda s: s if s and condition(s) else None)(published(daemon)),
-                    timeout, message=message)
 
 
 def receiver_figures(snapshot, slot):
