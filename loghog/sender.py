@@ -273,7 +273,14 @@ class Sender:
                 # Frames the thread took (in flight) or wrote (unacknowledged) count too.
                 held = len(self._unacked) + self._in_flight
                 held_bytes = self._unacked.bytes + self._in_flight_bytes
-                if not queue.has_room(len(frame), held, held_bytes):
+                if threading.get_ident() in self._room_waiters:
+                    # A signal handler that logs while this thread's put() waits for room:
+                    # it must neither wait inside that wait (each signal's handler nested
+                    # in the one before, until RecursionError in the application) nor push
+                    # out a record the waiting put() is holding its place for; it goes in
+                    # beyond what is held, within the queue's own bound.
+                    held = held_bytes = 0
+                elif not queue.has_room(len(frame), held, held_bytes):
                     self._wait_for_room(len(frame))
                     held = len(self._unacked) + self._in_flight
                     held_bytes = self._unacked.bytes + self._in_flight_bytes
@@ -505,6 +512,7 @@ class Sender:
         self._records_queued = 0          # frames put() queued, ever (for a fork's wait) ...
         self._records_written = 0         # ... and of them, written whole, ever ...
         self._records_done = 0            # ... and acknowledged (or written, without acks)
+        self._room_waiters = set()        # threads waiting in put() for room
         self._in_flight = 0               # frames the thread took off the queue, being written
         self._in_flight_bytes = 0
         self._thread = None
@@ -655,9 +663,15 @@ class Sender:
                                    unacked.bytes + self._in_flight_bytes)
                     or not self._may_wait_for_room())
 
+        me = threading.get_ident()
         if not self._may_wait_for_room():
             return
-        if not self._progress.wait_for(has_room_or_no_hope, self._emit_wait_s):
+        self._room_waiters.add(me)   # (put() of a signal handler meanwhile: no wait)
+        try:
+            has_room = self._progress.wait_for(has_room_or_no_hope, self._emit_wait_s)
+        finally:
+            self._room_waiters.discard(me)
+        if not has_room:
             self._is_stalled = True
             self._warn_once('stalled', f'{self.where} took no message for '
                                        f'{self._emit_wait_s:g} s with the buffer full: '

@@ -503,3 +503,48 @@ def test_the_with_pool_idiom_delivers_every_task_line(tmp_path, method):
             assert sorted(bodies) == sorted('task %d' % n for n in range(2000)), \
                 (len(bodies), result.stderr)
             assert 'loghog' not in result.stderr, result.stderr
+
+
+NESTED_SIGNALS = """
+import logging, signal, sys
+from loghog import LoghogHandler
+handler = LoghogHandler('app', '127.0.0.1', int(sys.argv[1]), emit_wait_s=1.0,
+                        close_timeout_s=0.5)
+log = logging.getLogger('nested')
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+fired = 0
+
+
+def on_alarm(signum, frame):
+    global fired
+    fired += 1
+    log.info('sig %d', fired)
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+for n in range(12000):          # past the buffer's 10,000: put() waits for room
+    log.info('msg %d', n)
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(fired, handler.dropped)
+"""
+
+
+def test_a_signal_handler_that_logs_while_emit_waits_for_room_does_not_nest_without_end():
+    """A daemon that takes messages but acknowledges none: the buffer fills and put()
+    waits for room; a signal handler logging every 0.5 ms meanwhile waited inside that
+    wait, each inside the one before, until RecursionError killed the program.  Now a
+    put() nested in its own thread's wait does not wait: it drops the oldest, counted."""
+    import subprocess
+    import sys
+    from tests.support import ROOT
+    with FrameServer() as server:
+        server.ack_limit = 1              # the handshake only: no message is acknowledged
+        result = subprocess.run([sys.executable, '-c', NESTED_SIGNALS, str(server.port)],
+                                cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'RecursionError' not in result.stderr and 'Traceback' not in result.stderr
+    fired, dropped = map(int, result.stdout.split())
+    assert fired > 100 and dropped > 0
+    assert 'not delivered' in result.stderr    # the loss is said
