@@ -139,17 +139,8 @@ class Gaps:
             entry = self._others
             if entry is None:
                 entry = self._others = [0, first, last, [], set()]
-            names = entry[4]
-            if len(names) <= MAX_OTHER_NAMES:
-                names.add(module)
-        entry[0] += count
-        if first < entry[1]:
-            entry[1] = first
-        if last > entry[2]:
-            entry[2] = last
-        for reason in reasons:
-            if reason not in entry[3]:
-                entry[3].append(reason)
+            _add_names(entry[4], (module,))
+        _merge(entry, count, first, last, reasons)
         self.total += count
 
     def take(self, pid):
@@ -181,19 +172,10 @@ class Gaps:
             if len(entry) == 4:
                 self._count(module, count, first, last, reasons)
                 continue
-            others = self._others       # the other modules' entry: merged whole
-            if others is None:
-                self._others = [count, first, last, list(reasons), set(entry[4])]
-            else:
-                others[0] += count
-                others[1] = min(others[1], first)
-                others[2] = max(others[2], last)
-                others[3].extend(reason for reason in reasons if reason not in others[3])
-                names = others[4]
-                for name in entry[4]:
-                    if len(names) > MAX_OTHER_NAMES:
-                        break
-                    names.add(name)
+            if self._others is None:    # the other modules' entry: merged whole
+                self._others = [0, first, last, [], set()]
+            _add_names(self._others[4], entry[4])
+            _merge(self._others, count, first, last, reasons)
             self.total += count
 
     @staticmethod
@@ -208,6 +190,26 @@ class Gaps:
         modules = f'more than {MAX_OTHER_NAMES}' if names > MAX_OTHER_NAMES else names
         return (f'{text} (in {modules} other modules: past {MAX_MODULES} modules, one '
                 f'line counts the records of all the others)')
+
+
+def _merge(entry, count, first, last, reasons):
+    """Add ``count`` records from ``first`` to ``last`` dropped for ``reasons`` to ``entry``."""
+    entry[0] += count
+    if first < entry[1]:
+        entry[1] = first
+    if last > entry[2]:
+        entry[2] = last
+    for reason in reasons:
+        if reason not in entry[3]:
+            entry[3].append(reason)
+
+
+def _add_names(names, more):
+    """Add ``more`` to the other modules' ``names``, up to one past MAX_OTHER_NAMES."""
+    for name in more:
+        if len(names) > MAX_OTHER_NAMES:
+            return
+        names.add(name)
 
 
 def _utc(stamp):

@@ -582,10 +582,9 @@ class Sender:
     def _write_before_fork(self):
         """Wait, at most FORK_WRITE_S, until the thread has written every frame queued
         when the fork began (not until they are acknowledged: written is delivered unless
-        the daemon dies);
-        at once when it cannot (no thread or connection, the daemon unreachable or
-        stalled, closing) or when this thread holds the lock (a fork in a signal handler
-        that interrupted put())."""
+        the daemon dies); at once when it cannot (no thread or connection, the daemon
+        unreachable or stalled, closing) or when this thread holds the lock (a fork in a
+        signal handler that interrupted put())."""
         if (self._thread is None or self._closing or self._pid != os.getpid()
                 or self._lock._is_owned()):
             return
@@ -663,9 +662,9 @@ class Sender:
                                    unacked.bytes + self._in_flight_bytes)
                     or not self._may_wait_for_room())
 
-        me = threading.get_ident()
         if not self._may_wait_for_room():
             return
+        me = threading.get_ident()
         self._room_waiters.add(me)   # (put() of a signal handler meanwhile: no wait)
         try:
             has_room = self._progress.wait_for(has_room_or_no_hope, self._emit_wait_s)

@@ -310,7 +310,6 @@ class StatsReporter:
         self.channel = channel
         self._next = 0.0
         self._reported = None
-        self._reported_at = 0.0
         self._usage = None
         self._usage_at = float('-inf')
 
@@ -340,7 +339,6 @@ class StatsReporter:
 
     def report(self, flush=True):
         self._reported = self._fingerprint()
-        self._reported_at = self.server.now
         counters = self.server.counters
         if self.server.now >= self._usage_at + STATS_INTERVAL_S or self._usage is None:
             self._usage = resource.getrusage(resource.RUSAGE_SELF)
