@@ -548,3 +548,59 @@ def test_a_signal_handler_that_logs_while_emit_waits_for_room_does_not_nest_with
     fired, dropped = map(int, result.stdout.split())
     assert fired > 100 and dropped > 0
     assert 'not delivered' in result.stderr    # the loss is said
+
+
+SIGTERM_CHILD = """
+import logging, multiprocessing, os, signal, sys, time
+from loghog import LoghogHandler
+
+
+def child(port, own_handler, ready):
+    if own_handler:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(42))   # the application's own
+    log = logging.getLogger('child')
+    log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+    log.setLevel(logging.INFO)
+    log.info('waits for an ack that never comes')
+    ready.set()
+    time.sleep(60)
+
+
+if __name__ == '__main__':
+    port, own_handler = int(sys.argv[1]), sys.argv[2] == 'own'
+    ready = multiprocessing.Event()
+    process = multiprocessing.get_context('fork').Process(target=child,
+                                                          args=(port, own_handler, ready))
+    process.start()
+    ready.wait(10)
+    time.sleep(0.3)                  # the record is written, its ack awaited
+    started = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGTERM)   # a second SIGTERM: no waiting any more
+    process.join(20)
+    print(process.exitcode, round(time.monotonic() - started, 1))
+"""
+
+
+@pytest.mark.parametrize('own', ['own', 'default'])
+def test_a_multiprocessing_childs_sigterm_handler_of_its_own_stays_and_a_second_kills(
+        tmp_path, own):
+    """docs/client.md (A8-5): the handler's SIGTERM delivery is installed only where
+    SIGTERM does what the kernel does (an application's own handler is left alone), and a
+    second SIGTERM kills at once, though the first is still waiting for a daemon that never
+    acknowledges (close_timeout_s, 10 s)."""
+    import subprocess
+    import sys
+    script = tmp_path / 'sigterm_child.py'
+    script.write_text(SIGTERM_CHILD)
+    with FrameServer() as server:
+        server.ack_limit = 1              # the handshake only
+        result = subprocess.run([sys.executable, str(script), str(server.port), own],
+                                capture_output=True, text=True, timeout=60)
+    exitcode, took = result.stdout.split()
+    if own == 'own':
+        assert exitcode == '42', result.stderr     # the application's handler ran
+    else:
+        assert exitcode == '-15', result.stderr    # died of the signal, as before
+    assert float(took) < 5, took
