@@ -119,6 +119,13 @@ MAIN_THREAD_WATCH_S = 0.25
 # a few milliseconds when the daemon takes messages; the bound is for one that is slow.
 FORK_WRITE_S = 0.5
 
+# A multiprocessing child's SIGTERM delivery (``_deliver_at_sigterm``): when the main thread
+# has not started the handler this long after the signal came, the watcher thread delivers
+# in its place, then signals the main thread again this often, for this long; then it kills.
+SIGTERM_HANDLER_WAIT_S = 0.1
+SIGTERM_NUDGE_S = 0.05
+SIGTERM_NUDGE_FOR_S = 1.0
+
 # Every live sender, for the exit hook that starts the shared exit deadline.
 _SENDERS = weakref.WeakSet()
 
@@ -1221,20 +1228,64 @@ def _is_multiprocessing_child():
     return parent_process is not None and parent_process() is not None
 
 
+class _SigtermWatch:
+    """A multiprocessing child's SIGTERM delivery (``_deliver_at_sigterm``), for one
+    process: the wake-up fd's pipe, and what its handler and its watcher thread did."""
+
+    def __init__(self, pipe):
+        self.pid = os.getpid()
+        self.pipe = pipe
+        self.started = threading.Event()     # the handler runs (in the main thread)
+        self.delivered = threading.Event()   # the watcher delivered for it
+        self.nudges = 0                      # SIGTERMs the watcher sent the main thread
+
+
+# The process's ``_SigtermWatch``, or None.
+_SIGTERM = {'watch': None}
+
+
 def _deliver_at_sigterm():
     """In a ``multiprocessing`` child whose SIGTERM does what the kernel does (kills it
     at once): deliver what every sender of the process holds first, then die of the
     signal as before.  ``Pool.terminate()``, and so the ``with Pool(...)`` statement of
     the multiprocessing documentation, ends its workers so: their last records were lost,
     silently (attack finding A8-5).  Only from the main thread (``signal.signal``); a
-    handler the application set is left alone."""
+    handler the application set is left alone.
+
+    A Python signal handler runs only in the main thread, between two bytecodes: a
+    SIGTERM that another thread takes, or that comes just before the main thread blocks
+    in a C wait (a Pool worker waiting for its queue's lock, which ``terminate()`` holds:
+    glibc's ``sem_wait`` goes back to sleep after a stolen wake-up), is only noted, and
+    the handler never ran: ``with Pool()`` never returned (1 start in 20).  So the
+    handler comes with a wake-up fd (``signal.set_wakeup_fd``, written by whichever thread
+    takes the signal) and a thread watching it (``_watch_sigterm``); where the
+    application has a wake-up fd of its own (asyncio's signal handling), neither is
+    installed and SIGTERM stays the kernel's."""
     if threading.current_thread() is not threading.main_thread():
         return
+    watch = _SIGTERM['watch']
+    if watch is not None and watch.pid == os.getpid():
+        return
+    pipe = None
     try:
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _deliver_then_die)
+        if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+            return
+        pipe = _make_pipe()
+        previous = signal.set_wakeup_fd(pipe[1], warn_on_full_buffer=False)
+        if previous != -1:          # the application's: put back, and leave SIGTERM alone
+            signal.set_wakeup_fd(previous)
+            _close_fds(pipe)
+            return
+        watch = _SigtermWatch(pipe)
+        os.set_blocking(pipe[0], True)
+        signal.signal(signal.SIGTERM, _deliver_then_die)
     except (ValueError, OSError):   # not the main interpreter, or no such signal here
-        pass
+        if pipe is not None and watch is None:
+            _close_fds(pipe)
+        return
+    _SIGTERM['watch'] = watch
+    threading.Thread(target=_watch_sigterm, args=(watch,), name='loghog-sigterm',
+                     daemon=True).start()
 
 
 def _deliver_then_die(signum, frame):
@@ -1243,6 +1294,18 @@ def _deliver_then_die(signum, frame):
     daemon is unreachable), say what they could not deliver, and the process dies of
     the signal, as the one who sent it expects."""
     signal.signal(signum, signal.SIG_DFL)
+    watch = _SIGTERM['watch']
+    if watch is not None and watch.pid == os.getpid():
+        watch.started.set()
+        if watch.delivered.is_set():    # the watcher did, while this thread could not
+            os.kill(os.getpid(), signum)
+            return
+    _close_every_sender()
+    os.kill(os.getpid(), signum)
+
+
+def _close_every_sender():
+    """Close every sender of this process within one exit deadline (see ``close()``)."""
     _start_exit_deadline()
     pid = os.getpid()
     for sender in list(_SENDERS):
@@ -1251,7 +1314,83 @@ def _deliver_then_die(signum, frame):
                 sender.close(sender._exit_timeout_s)
             except Exception:  # noqa: BLE001 (dying: never keep the process alive)
                 pass
-    os.kill(pid, signum)
+
+
+def _watch_sigterm(watch):
+    """The watcher thread of ``_deliver_at_sigterm``: reads the signal numbers the
+    wake-up fd gets.  At a SIGTERM the main thread has not started the handler within
+    ``SIGTERM_HANDLER_WAIT_S``, deliver in its place (``_deliver_for_the_main_thread``);
+    a second SIGTERM meanwhile kills at once."""
+    terms = 0
+    while True:
+        try:
+            data = os.read(watch.pipe[0], 64)
+        except OSError:             # closed: the watch ended
+            return
+        if not data or watch.pid != os.getpid():
+            return
+        terms += data.count(signal.SIGTERM)
+        if not terms or watch.started.is_set():
+            continue
+        if watch.delivered.is_set() or terms - watch.nudges > 1:
+            if terms - watch.nudges > 1:    # a second SIGTERM: no waiting any more
+                os.kill(os.getpid(), signal.SIGKILL)
+            continue
+        if terms == 1 and not watch.started.wait(SIGTERM_HANDLER_WAIT_S):
+            threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
+                             name='loghog-sigterm-delivery', daemon=True).start()
+
+
+def _deliver_for_the_main_thread(watch):
+    """Deliver what the main thread's handler would have, then signal the main thread
+    again until it runs the handler (which then dies of SIGTERM at once), every
+    ``SIGTERM_NUDGE_S`` for ``SIGTERM_NUDGE_FOR_S``; a main thread that still does not
+    is killed: the process must end, as the one who sent SIGTERM expects."""
+    _close_every_sender()
+    watch.delivered.set()
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + SIGTERM_NUDGE_FOR_S
+    while time.monotonic() < deadline:
+        if not watch.started.is_set():
+            watch.nudges += 1
+            try:
+                signal.pthread_kill(main, signal.SIGTERM)
+            except (OSError, ValueError):   # no such thread any more
+                break
+        time.sleep(SIGTERM_NUDGE_S)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _end_sigterm_watch_in_child():
+    """``os.register_at_fork`` after-hook: a fork of a process with a SIGTERM watch
+    inherits its handler and its wake-up fd, not its watcher thread: a signal of the
+    child's would be read as its parent's by the parent's watcher.  The child starts
+    with SIGTERM and the wake-up fd as they were before the watch (its own first record
+    installs one again, when it is a ``multiprocessing`` child)."""
+    watch = _SIGTERM['watch']
+    if watch is None:
+        return
+    _SIGTERM['watch'] = None
+    try:
+        if signal.getsignal(signal.SIGTERM) is _deliver_then_die:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        current = signal.set_wakeup_fd(-1)
+        if current not in (-1, watch.pipe[1]):     # set by the application since
+            signal.set_wakeup_fd(current)
+    except (ValueError, OSError):
+        pass
+    _close_fds(watch.pipe)
+
+
+os.register_at_fork(after_in_child=_end_sigterm_watch_in_child)
+
+
+def _close_fds(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _start_over_in_child(sender_ref):

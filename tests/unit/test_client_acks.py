@@ -604,3 +604,153 @@ def test_a_multiprocessing_childs_sigterm_handler_of_its_own_stays_and_a_second_
     else:
         assert exitcode == '-15', result.stderr    # died of the signal, as before
     assert float(took) < 5, took
+
+
+SIGTERM_TAKEN_BY_ANOTHER_THREAD = """
+import logging, multiprocessing, os, signal, sys, threading, time
+from loghog import LoghogHandler
+
+
+def child(port, ready):
+    log = logging.getLogger('child')
+    log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+    log.setLevel(logging.INFO)
+    for n in range(%(records)d):
+        log.info('line %%d', n)
+    ready.set()
+    # The SIGTERM from terminate() lands on a thread other than the main one (or on the
+    # main one just before it blocks, glibc's sem_wait retrying a stolen wake-up): CPython
+    # only notes it, and the main thread, blocked in a C wait, never runs the handler.
+    taker = threading.Thread(target=lambda: (time.sleep(0.3),
+                                             signal.pthread_kill(threading.get_ident(),
+                                                                 signal.SIGTERM)))
+    taker.start()
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()          # a Pool worker waiting for the queue's lock, forever
+
+
+if __name__ == '__main__':
+    ready = multiprocessing.Event()
+    process = multiprocessing.get_context('fork').Process(target=child,
+                                                          args=(int(sys.argv[1]), ready))
+    process.start()
+    ready.wait(10)
+    started = time.monotonic()
+    process.join(20)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        print('hung', round(time.monotonic() - started, 1))
+    else:
+        print(process.exitcode, round(time.monotonic() - started, 1))
+"""
+
+
+def test_a_sigterm_the_main_thread_cannot_run_still_delivers_and_ends_the_child(tmp_path):
+    """CI, test_the_with_pool_idiom_delivers_every_task_line: `with Pool()` never returned
+    (1 start in 20): a worker blocked on the queue's lock got terminate()'s SIGTERM where
+    the main thread could not run the Python handler, so the handler the client installed
+    (A8-5) replaced a kill that always works with one that never ran.  Now a watcher thread
+    sees the signal (the wake-up fd) and, when the main thread does not take it, delivers
+    and makes the main thread run the handler (or kills)."""
+    import subprocess
+    import sys
+    script = tmp_path / 'sigterm_taken.py'
+    script.write_text(SIGTERM_TAKEN_BY_ANOTHER_THREAD % {'records': 300})
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, str(script), str(server.port)],
+                                capture_output=True, text=True, timeout=60)
+        exitcode, took = result.stdout.split()
+        assert exitcode == '-15', result.stderr    # died of the signal, as before
+        assert float(took) < 5, took
+        assert sorted(server.bodies()) == sorted('line %d' % n for n in range(300))
+    assert 'loghog' not in result.stderr, result.stderr
+
+
+FORK_OF_A_WORKER = """
+import logging, multiprocessing, os, signal, sys, time
+from loghog import LoghogHandler
+
+
+def child(port):
+    log = logging.getLogger('child')
+    log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+    log.setLevel(logging.INFO)
+    log.info('before the fork')
+    pid = os.fork()
+    if pid == 0:
+        # A grandchild with a SIGTERM handler of its own, terminated: its signal must not
+        # reach the worker's delivery of a SIGTERM (an inherited wake-up fd would).
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(1)
+    os.waitpid(pid, 0)
+    time.sleep(0.5)
+    log.info('after the fork')
+
+
+if __name__ == '__main__':
+    process = multiprocessing.get_context('fork').Process(target=child,
+                                                          args=(int(sys.argv[1]),))
+    process.start()
+    process.join(20)
+    print(process.exitcode)
+"""
+
+
+def test_a_signal_in_a_fork_of_a_worker_is_not_the_workers(tmp_path):
+    """The watcher of a worker's SIGTERM reads the wake-up fd; a fork of the worker
+    inherits that fd: a SIGTERM the grandchild handles itself must not end the worker."""
+    import subprocess
+    import sys
+    script = tmp_path / 'fork_of_worker.py'
+    script.write_text(FORK_OF_A_WORKER)
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, str(script), str(server.port)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == '0', result.stderr
+        assert server.bodies() == ['before the fork', 'after the fork']
+    assert 'loghog' not in result.stderr, result.stderr
+
+
+WAKEUP_FD_OF_ITS_OWN = """
+import logging, multiprocessing, os, signal, sys
+from loghog import LoghogHandler
+
+
+def child(port, queue):
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)          # the application's (asyncio's signal handling)
+    log = logging.getLogger('child')
+    log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+    log.setLevel(logging.INFO)
+    log.info('one line')
+    queue.put((signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+               signal.set_wakeup_fd(-1) == write_fd))
+
+
+if __name__ == '__main__':
+    queue = multiprocessing.get_context('fork').SimpleQueue()
+    process = multiprocessing.get_context('fork').Process(target=child,
+                                                          args=(int(sys.argv[1]), queue))
+    process.start()
+    print(*queue.get())
+    process.join(20)
+"""
+
+
+def test_a_wakeup_fd_of_the_applications_own_is_left_alone(tmp_path):
+    """docs/client.md: where the application has a wake-up fd of its own, the handler
+    neither replaces it nor installs its SIGTERM delivery (it needs the wake-up fd)."""
+    import subprocess
+    import sys
+    script = tmp_path / 'wakeup_own.py'
+    script.write_text(WAKEUP_FD_OF_ITS_OWN)
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, str(script), str(server.port)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout.split() == ['True', 'True'], result.stderr
+        server.wait_for(1)
