@@ -1318,10 +1318,13 @@ def _close_every_sender():
 
 def _watch_sigterm(watch):
     """The watcher thread of ``_deliver_at_sigterm``: reads the signal numbers the
-    wake-up fd gets.  At a SIGTERM the main thread has not started the handler within
-    ``SIGTERM_HANDLER_WAIT_S``, deliver in its place (``_deliver_for_the_main_thread``);
-    a second SIGTERM meanwhile kills at once."""
+    wake-up fd gets.  At a SIGTERM the main thread has not started the handler for within
+    ``SIGTERM_HANDLER_WAIT_S``, deliver in its place (``_deliver_for_the_main_thread``),
+    and kill the process if that has not ended it in time (a delivery that cannot even
+    begin, its sender lock held by the blocked main thread); a second SIGTERM meanwhile
+    kills at once."""
     terms = 0
+    delivering = False
     while True:
         try:
             data = os.read(watch.pipe[0], 64)
@@ -1332,13 +1335,19 @@ def _watch_sigterm(watch):
         terms += data.count(signal.SIGTERM)
         if not terms or watch.started.is_set():
             continue
-        if watch.delivered.is_set() or terms - watch.nudges > 1:
-            if terms - watch.nudges > 1:    # a second SIGTERM: no waiting any more
-                os.kill(os.getpid(), signal.SIGKILL)
+        if terms - watch.nudges > 1:    # a second SIGTERM: no waiting any more
+            _kill_now()
+        if delivering or watch.started.wait(SIGTERM_HANDLER_WAIT_S):
             continue
-        if terms == 1 and not watch.started.wait(SIGTERM_HANDLER_WAIT_S):
-            threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
-                             name='loghog-sigterm-delivery', daemon=True).start()
+        delivering = True
+        pid = os.getpid()
+        limit = max((sender._exit_timeout_s for sender in list(_SENDERS)
+                     if sender._pid == pid), default=0.0)
+        killer = threading.Timer(limit + CLOSE_GRACE_S + SIGTERM_NUDGE_FOR_S + 1.0, _kill_now)
+        killer.daemon = True
+        killer.start()
+        threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
+                         name='loghog-sigterm-delivery', daemon=True).start()
 
 
 def _deliver_for_the_main_thread(watch):
@@ -1358,6 +1367,10 @@ def _deliver_for_the_main_thread(watch):
             except (OSError, ValueError):   # no such thread any more
                 break
         time.sleep(SIGTERM_NUDGE_S)
+    _kill_now()
+
+
+def _kill_now():
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -612,12 +612,15 @@ from loghog import LoghogHandler
 
 
 def child(port, ready):
+    handler = LoghogHandler('app', '127.0.0.1', port, %(handler_args)s)
     log = logging.getLogger('child')
-    log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
     for n in range(%(records)d):
         log.info('line %%d', n)
     ready.set()
+    if %(hold_the_sender)s:
+        handler._sender._lock.acquire()   # blocked inside the sender: no delivery can begin
     # The SIGTERM from terminate() lands on a thread other than the main one (or on the
     # main one just before it blocks, glibc's sem_wait retrying a stolen wake-up): CPython
     # only notes it, and the main thread, blocked in a C wait, never runs the handler.
@@ -657,7 +660,8 @@ def test_a_sigterm_the_main_thread_cannot_run_still_delivers_and_ends_the_child(
     import subprocess
     import sys
     script = tmp_path / 'sigterm_taken.py'
-    script.write_text(SIGTERM_TAKEN_BY_ANOTHER_THREAD % {'records': 300})
+    script.write_text(SIGTERM_TAKEN_BY_ANOTHER_THREAD % {'records': 300, 'handler_args': '',
+                                                         'hold_the_sender': False})
     with FrameServer() as server:
         result = subprocess.run([sys.executable, str(script), str(server.port)],
                                 capture_output=True, text=True, timeout=60)
@@ -667,6 +671,23 @@ def test_a_sigterm_the_main_thread_cannot_run_still_delivers_and_ends_the_child(
         assert sorted(server.bodies()) == sorted('line %d' % n for n in range(300))
     assert 'loghog' not in result.stderr, result.stderr
 
+
+def test_a_sigterm_whose_delivery_cannot_begin_still_ends_the_child(tmp_path):
+    """The watcher's delivery needs the sender's lock: a main thread blocked while holding
+    it would keep that delivery, and so the process, waiting for ever.  The watcher kills
+    the process once the delivery has had its time (close_timeout_s lowered to 1 s, from
+    10, so that the test takes seconds: the bound is close_timeout_s + 2.25 s)."""
+    import subprocess
+    import sys
+    script = tmp_path / 'sigterm_held.py'
+    script.write_text(SIGTERM_TAKEN_BY_ANOTHER_THREAD % {
+        'records': 10, 'handler_args': 'close_timeout_s=1.0', 'hold_the_sender': True})
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, str(script), str(server.port)],
+                                capture_output=True, text=True, timeout=60)
+    exitcode, took = result.stdout.split()
+    assert exitcode == '-9', result.stderr      # killed: the process must end
+    assert float(took) < 8, took
 
 FORK_OF_A_WORKER = """
 import logging, multiprocessing, os, signal, sys, time
