@@ -276,6 +276,10 @@ class Sender:
                     # Process._bootstrap clears the finalizers after the main module's
                     # import, which may have logged (a forkserver or spawn child).
                     self._close_with_multiprocessing()
+                elif (self._sigterm_pending
+                      and threading.current_thread() is threading.main_thread()):
+                    # The child's first record came from another thread (A9-4).
+                    self._sigterm_pending = not _deliver_at_sigterm()
                 queue = self._queue
                 # Frames the thread took (in flight) or wrote (unacknowledged) count too.
                 held = len(self._unacked) + self._in_flight
@@ -507,6 +511,7 @@ class Sender:
         # Reentrant: a signal handler that logs may interrupt put() in the same thread.
         self._pid = os.getpid()           # the process this state belongs to
         self._finalizer = None            # the multiprocessing Finalize that closes us
+        self._sigterm_pending = False     # _deliver_at_sigterm waits for the main thread
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)      # the thread waits for frames here
         self._progress = threading.Condition(self._lock)  # flush() and put() wait here
@@ -620,6 +625,14 @@ class Sender:
             return
         if self._is_fork_child or _is_multiprocessing_child():
             self._close_with_multiprocessing()
+        multiprocessing = sys.modules.get('multiprocessing')
+        util = getattr(multiprocessing, 'util', None)
+        if util is not None:
+            # A spawn or forkserver child's main module logs while it is imported, before
+            # the child knows itself one (no parent_process yet), and Process._bootstrap
+            # then clears the finalizers: each child's start calls this (attack finding
+            # A9-7: such a child's records were lost at its exit, silently).
+            util.register_after_fork(self, Sender._close_with_multiprocessing)
 
     def _close_with_multiprocessing(self):
         """In a child of ``multiprocessing`` (a Pool worker, a Process), which leaves
@@ -633,16 +646,17 @@ class Sender:
         after a forkserver or spawn child imported the main module: ``put()`` registers
         it again then).
         """
+        if self._pid != os.getpid() or self._thread is None:
+            return      # the after-fork call of a fork child: its first put() registers
         multiprocessing = sys.modules.get('multiprocessing')
-        if multiprocessing is None:
-            return
         util = getattr(multiprocessing, 'util', None)
         if util is None:
             return
-        self._finalizer = util.Finalize(
-            None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
-            exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
-        _deliver_at_sigterm()
+        if self._finalizer is None or not self._finalizer.still_active():
+            self._finalizer = util.Finalize(
+                None, _close_sender, args=(weakref.ref(self), self._exit_timeout_s),
+                exitpriority=MULTIPROCESSING_EXIT_PRIORITY)
+        self._sigterm_pending = not _deliver_at_sigterm()
 
     def _wake_thread(self):
         """Interrupt the thread's wait for acks (it polls the socket and this pipe)."""
@@ -1222,10 +1236,17 @@ atexit.register(_start_exit_deadline)
 
 
 def _is_multiprocessing_child():
-    """True in a process that ``multiprocessing`` started (any start method)."""
+    """True in a process that ``multiprocessing`` started (any start method), and while a
+    spawn or forkserver child imports the main module, before it knows its parent (and
+    while the forkserver preloads it; attack finding A9-7: a spawn child's finalizers are
+    not cleared after that import, and a record logged during it registered none)."""
     multiprocessing = sys.modules.get('multiprocessing')
     parent_process = getattr(multiprocessing, 'parent_process', None)
-    return parent_process is not None and parent_process() is not None
+    if parent_process is None:
+        return False
+    if parent_process() is not None:
+        return True
+    return bool(getattr(multiprocessing.current_process(), '_inheriting', False))
 
 
 class _SigtermWatch:
@@ -1260,32 +1281,37 @@ def _deliver_at_sigterm():
     handler comes with a wake-up fd (``signal.set_wakeup_fd``, written by whichever thread
     takes the signal) and a thread watching it (``_watch_sigterm``); where the
     application has a wake-up fd of its own (asyncio's signal handling), neither is
-    installed and SIGTERM stays the kernel's."""
+    installed and SIGTERM stays the kernel's.
+
+    Returns False when it must be tried again from the main thread (the first record
+    came from another one: attack finding A9-4), True otherwise."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return False
     watch = _SIGTERM['watch']
     if watch is not None and watch.pid == os.getpid():
-        return
-    pipe = None
+        return True
     try:
         if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-            return
-        pipe = _make_pipe()
+            return True
+    except (ValueError, OSError):   # not the main interpreter, or no such signal here
+        return True
+    pipe = _make_pipe()
+    try:
         previous = signal.set_wakeup_fd(pipe[1], warn_on_full_buffer=False)
         if previous != -1:          # the application's: put back, and leave SIGTERM alone
             signal.set_wakeup_fd(previous)
             _close_fds(pipe)
-            return
-        watch = _SigtermWatch(pipe)
+            return True
         os.set_blocking(pipe[0], True)
+        watch = _SigtermWatch(pipe)
         signal.signal(signal.SIGTERM, _deliver_then_die)
-    except (ValueError, OSError):   # not the main interpreter, or no such signal here
-        if pipe is not None and watch is None:
-            _close_fds(pipe)
-        return
+    except (ValueError, OSError):
+        _close_fds(pipe)
+        return True
     _SIGTERM['watch'] = watch
     threading.Thread(target=_watch_sigterm, args=(watch,), name='loghog-sigterm',
                      daemon=True).start()
+    return True
 
 
 def _deliver_then_die(signum, frame):
@@ -1319,11 +1345,14 @@ def _close_every_sender():
 def _watch_sigterm(watch):
     """The watcher thread of ``_deliver_at_sigterm``: reads the signal numbers the
     wake-up fd gets.  At a SIGTERM the main thread has not started the handler for within
-    ``SIGTERM_HANDLER_WAIT_S``, deliver in its place (``_deliver_for_the_main_thread``),
-    and kill the process if that has not ended it in time (a delivery that cannot even
-    begin, its sender lock held by the blocked main thread); a second SIGTERM meanwhile
-    kills at once."""
+    ``SIGTERM_HANDLER_WAIT_S``, deliver in its place (``_deliver_for_the_main_thread``);
+    a second SIGTERM meanwhile kills at once.  Either way, kill the process if the
+    delivery has not ended it in time: one that cannot even begin (its sender lock held
+    by the blocked main thread), or a report that standard error does not take (a pipe
+    nobody reads; attack finding A9-6).  A SIGTERM handled by the application (a handler
+    of its own, set after ours: A9-1) is none of its business."""
     terms = 0
+    killer = None
     delivering = False
     while True:
         try:
@@ -1332,20 +1361,26 @@ def _watch_sigterm(watch):
             return
         if not data or watch.pid != os.getpid():
             return
-        terms += data.count(signal.SIGTERM)
-        if not terms or watch.started.is_set():
+        arrived = data.count(signal.SIGTERM)
+        if not arrived or (not watch.started.is_set()
+                           and signal.getsignal(signal.SIGTERM) is not _deliver_then_die):
             continue
+        terms += arrived
+        if killer is None:
+            pid = os.getpid()
+            limit = max((sender._exit_timeout_s for sender in list(_SENDERS)
+                         if sender._pid == pid), default=0.0)
+            killer = threading.Timer(limit + CLOSE_GRACE_S + SIGTERM_NUDGE_FOR_S + 1.0,
+                                     _kill_now)
+            killer.daemon = True
+            killer.start()
         if terms - watch.nudges > 1:    # a second SIGTERM: no waiting any more
             _kill_now()
+        if watch.started.is_set():
+            continue
         if delivering or watch.started.wait(SIGTERM_HANDLER_WAIT_S):
             continue
         delivering = True
-        pid = os.getpid()
-        limit = max((sender._exit_timeout_s for sender in list(_SENDERS)
-                     if sender._pid == pid), default=0.0)
-        killer = threading.Timer(limit + CLOSE_GRACE_S + SIGTERM_NUDGE_FOR_S + 1.0, _kill_now)
-        killer.daemon = True
-        killer.start()
         threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
                          name='loghog-sigterm-delivery', daemon=True).start()
 
@@ -1395,7 +1430,41 @@ def _end_sigterm_watch_in_child():
     _close_fds(watch.pipe)
 
 
-os.register_at_fork(after_in_child=_end_sigterm_watch_in_child)
+def _hold_sigterm_over_fork():
+    """``os.register_at_fork`` before-hook: while a SIGTERM watch runs, the forking
+    thread blocks SIGTERM until each side has done its after-fork hook.  A SIGTERM sent to
+    the child before its hook dropped the inherited watch was written into the wake-up
+    pipe it shares with its parent, and the parent, never signalled, died of it (attack
+    finding A9-2: a worker that ends its forks at once).  Held, it waits in the child
+    until SIGTERM is the kernel's again there."""
+    _FORK['sigterm_held'] = False
+    watch = _SIGTERM['watch']
+    if watch is None or watch.pid != os.getpid():
+        return
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (ValueError, OSError):
+        return
+    _FORK['sigterm_held'] = signal.SIGTERM not in before
+
+
+def _release_sigterm_after_fork():
+    """``os.register_at_fork`` after-hook of the parent (and, last, of the child)."""
+    if _FORK.get('sigterm_held'):
+        _FORK['sigterm_held'] = False
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except (ValueError, OSError):
+            pass
+
+
+def _end_sigterm_watch_then_release():
+    _end_sigterm_watch_in_child()
+    _release_sigterm_after_fork()
+
+
+os.register_at_fork(before=_hold_sigterm_over_fork, after_in_parent=_release_sigterm_after_fork,
+                    after_in_child=_end_sigterm_watch_then_release)
 
 
 def _close_fds(fds):

@@ -775,3 +775,48 @@ def test_a_wakeup_fd_of_the_applications_own_is_left_alone(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert result.stdout.split() == ['True', 'True'], result.stderr
         server.wait_for(1)
+
+
+LOGS_AT_IMPORT_ONLY = """
+import logging, multiprocessing, sys
+from loghog import LoghogHandler
+log = logging.getLogger('mod')
+log.setLevel(logging.INFO)
+log.addHandler(LoghogHandler('app', '127.0.0.1', int(sys.argv[1])))
+log.info('imported in %s', multiprocessing.current_process().name)
+
+
+def child():
+    pass                    # logs nothing more: its import's line is all it has
+
+
+if __name__ == '__main__':
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload([])      # each child imports the main module itself
+    processes = [ctx.Process(target=child) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(20)
+    print(*(process.exitcode for process in processes))
+"""
+
+
+def test_a_forkserver_childs_line_logged_while_it_imports_the_main_module_is_delivered(
+        tmp_path):
+    """A9-7: a forkserver child (no preload) imports the main module, whose record starts
+    the sender before the child knows its parent; Process._bootstrap then cleared the
+    finalizers, and the child, which leaves through os._exit, lost that line silently."""
+    import subprocess
+    import sys
+    script = tmp_path / 'import_only.py'
+    script.write_text(LOGS_AT_IMPORT_ONLY)
+    with FrameServer() as server:
+        result = subprocess.run([sys.executable, str(script), str(server.port)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout.split() == ['0', '0', '0'], result.stderr
+        expected = ['imported in MainProcess'] + [
+            'imported in ForkServerProcess-%d' % n for n in (1, 2, 3)]
+        server.wait_for(4)
+        assert sorted(server.bodies()) == sorted(expected)
+    assert 'loghog' not in result.stderr, result.stderr
