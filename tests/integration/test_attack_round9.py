@@ -213,3 +213,151 @@ def test_a_worker_without_asyncio_ends_at_a_sigterm_the_main_thread_cannot_run(
     assert exitcode == '-15' and float(took) < 4, (result.stdout, result.stderr)
     assert wait_for_bodies(daemon, ['before', 'after'], timeout=3) == ['before', 'after']
     assert 'loghog' not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Guards: attacks that held
+
+SIGNAL_STORM = """\
+    import logging, multiprocessing, signal, sys, time
+    from loghog import LoghogHandler
+
+    fired = 0
+
+
+    def child(port, ready):
+        log = logging.getLogger('child')
+        log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+        log.setLevel(logging.INFO)
+
+        def on_alarm(*_):
+            global fired
+            fired += 1
+        signal.signal(signal.SIGALRM, on_alarm)     # each one written to the wake-up fd
+        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        for n in range(2000):
+            log.info('line %d', n)
+        ready.set()
+        spins = 0
+        while True:                 # busy, a signal every 0.5 ms
+            spins += 1
+
+
+    if __name__ == '__main__':
+        ctx = multiprocessing.get_context(sys.argv[2])
+        ready = ctx.Event()
+        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
+        process.start()
+        ready.wait(10)
+        started = time.monotonic()
+        process.terminate()
+        process.join(15)
+        print(process.exitcode, round(time.monotonic() - started, 2))
+    """
+
+
+def test_a_worker_in_a_signal_storm_delivers_and_dies_at_sigterm(daemon, tmp_path):
+    """SIGALRM every 0.5 ms (each one a byte for the watcher) and then terminate(): the
+    worker still delivers every line and dies of SIGTERM, at once."""
+    result = run_file(tmp_path, SIGNAL_STORM, daemon.tcp_port, 'fork')
+    exitcode, took = result.stdout.split()
+    assert exitcode == '-15' and float(took) < 4, (result.stdout, result.stderr)
+    wanted = ['line %d' % n for n in range(2000)]
+    assert wait_for_bodies(daemon, wanted, timeout=5) == wanted
+    assert 'loghog' not in result.stderr, result.stderr
+
+
+UNDISTURBED_WORKER = """\
+    import logging, multiprocessing, os, signal, subprocess, sys, time
+    from loghog import LoghogHandler
+
+    SHOW_FDS = 'for f in /proc/self/fd/*; do readlink $f; done; grep ^SigBlk /proc/self/status'
+
+
+    def exec_sees():
+        return subprocess.run(['sh', '-c', SHOW_FDS], close_fds=False, capture_output=True,
+                              text=True).stdout.count('\\n')
+
+
+    def child(port, ready):
+        before = exec_sees()
+        log = logging.getLogger('child')
+        log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+        log.setLevel(logging.INFO)
+        log.info('up')              # the SIGTERM watch, its wake-up fd and its thread
+        log.info('exec sees %d more' % (exec_sees() - before))
+        try:
+            ready.set()
+            time.sleep(30)
+        except KeyboardInterrupt:
+            log.info('KeyboardInterrupt')
+            sys.exit(5)
+
+
+    if __name__ == '__main__':
+        ctx = multiprocessing.get_context(sys.argv[2])
+        ready = ctx.Event()
+        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
+        process.start()
+        ready.wait(10)
+        process.join(0.2)
+        os.kill(process.pid, signal.SIGINT)
+        process.join(15)
+        print(process.exitcode)
+    """
+
+
+@pytest.mark.parametrize('method', ['fork', 'spawn'])
+def test_a_worker_with_the_watch_keeps_its_sigint_exit_code_and_exec_fds(daemon, tmp_path,
+                                                                          method):
+    """Promise (5): the watch disturbs nothing of a worker that is not terminated: SIGINT
+    still raises KeyboardInterrupt (the watcher reads its byte too), the worker's own exit
+    code stays, and a program it execs (close_fds=False) inherits no new descriptor."""
+    result = run_file(tmp_path, UNDISTURBED_WORKER, daemon.tcp_port, method)
+    assert result.stdout.strip() == '5', (result.stdout, result.stderr)
+    wanted = ['up', 'exec sees 0 more', 'KeyboardInterrupt']
+    assert wait_for_bodies(daemon, wanted, timeout=5) == wanted
+
+
+ASYNCIO_SIGTERM_AFTER_THE_FIRST_RECORD = """\
+    import asyncio, logging, multiprocessing, signal, sys, time
+    from loghog import LoghogHandler
+
+
+    def child(port, ready):
+        log = logging.getLogger('child')
+        log.addHandler(LoghogHandler('app', '127.0.0.1', port))
+        log.setLevel(logging.INFO)
+        log.info('starting')
+
+        async def main():
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            ready.set()
+            await stop.wait()
+            await asyncio.sleep(1.5)        # longer than the watcher's 1.1 s
+            log.info('stopped cleanly')
+        asyncio.run(main())
+        sys.exit(7)
+
+
+    if __name__ == '__main__':
+        ctx = multiprocessing.get_context('fork')
+        ready = ctx.Event()
+        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
+        process.start()
+        ready.wait(10)
+        process.terminate()
+        process.join(20)
+        print(process.exitcode)
+    """
+
+
+def test_an_asyncio_sigterm_handler_added_after_the_first_record_is_left_alone(daemon,
+                                                                               tmp_path):
+    """The asyncio form of A9-1 holds: loop.add_signal_handler replaces the wake-up fd too,
+    so the watcher never sees the SIGTERM and the graceful shutdown runs to its end."""
+    result = run_file(tmp_path, ASYNCIO_SIGTERM_AFTER_THE_FIRST_RECORD, daemon.tcp_port)
+    assert result.stdout.strip() == '7', (result.stdout, result.stderr)
+    wanted = ['starting', 'stopped cleanly']
+    assert wait_for_bodies(daemon, wanted, timeout=5) == wanted
