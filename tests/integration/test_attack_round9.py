@@ -80,11 +80,10 @@ OWN_HANDLER_AFTER_THE_FIRST_RECORD = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A9-1: the watcher takes every SIGTERM for its own: '
-                   'an application handler set after the first record runs ~20 times and '
-                   'the process is SIGKILLed 1.1 s after the signal')
 def test_an_application_sigterm_handler_set_after_the_first_record_is_left_alone(
         daemon, tmp_path):
+    """A9-1 (fixed): the watcher took every SIGTERM for its own: an application handler set
+    after the first record ran 21 times and the process was SIGKILLed 1.1 s later."""
     result = run_file(tmp_path, OWN_HANDLER_AFTER_THE_FIRST_RECORD, daemon.tcp_port, 'fork')
     exitcode, took = result.stdout.split()
     # main: '-9 1.11', the last record lost
@@ -130,11 +129,10 @@ WORKER_ENDS_ITS_FORK_AT_ONCE = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A9-2: a SIGTERM that reaches a fork of the worker '
-                   'before its at-fork hook is written into the wake-up pipe it shares '
-                   'with the worker: the worker (never signalled) dies of SIGTERM 0.1 s '
-                   'later, and the fork lives on')
 def test_a_worker_that_sigterms_its_fork_at_once_lives_and_the_fork_dies(daemon, tmp_path):
+    """A9-2 (fixed): a SIGTERM reaching a fork of the worker before its at-fork hook went
+    into the wake-up pipe the fork shares with the worker, which (never signalled) died of
+    it 0.1 s later.  SIGTERM is now held across the fork."""
     result = run_file(tmp_path, WORKER_ENDS_ITS_FORK_AT_ONCE, daemon.tcp_port, 'fork')
     # main: '-15 -': the worker died; a grandchild slept its second and exited 3
     assert result.stdout.split() == ['0', '10'], (result.stdout, result.stderr)
@@ -391,12 +389,11 @@ LOGS_AT_IMPORT = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A9-7: the sender thread starts while the main module '
-                   'is imported, before parent_process() is set: no multiprocessing '
-                   'finalizer (nor SIGTERM watch) is ever registered, and a forkserver '
-                   "child's os._exit loses what is still queued, silently")
 def test_a_forkserver_child_whose_main_module_logs_at_import_delivers_on_the_way_out(
         daemon, tmp_path):
+    """A9-7 (fixed): a forkserver child whose main module logged at import registered no
+    multiprocessing finalizer, and lost what was still queued at its os._exit (312 of
+    3,000 lines delivered), silently."""
     result = run_file(tmp_path, LOGS_AT_IMPORT, daemon.tcp_port, 'forkserver')
     assert result.stdout.strip() == '0', result.stderr
     wanted = ['line %d' % n for n in range(3000)]

@@ -63,11 +63,11 @@ FIRST_RECORD_FROM_A_THREAD = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A9-4: _deliver_at_sigterm is tried once, at the '
-                   "sender thread's start, and only from the main thread: a child whose "
-                   'first record comes from another thread dies at SIGTERM at once, its '
-                   'unacknowledged records lost without a word')
 def test_a_child_whose_first_record_comes_from_a_thread_says_what_sigterm_lost(tmp_path):
+    """A9-4 (fixed): the SIGTERM delivery was tried once, at the first record, and only from
+    the main thread: a child whose first record came from a helper thread died at once, its
+    101 unacknowledged records lost without a word.  Now the first main-thread record
+    installs it."""
     with FrameServer() as server:
         server.ack_limit = 1              # the handshake only: no message is acknowledged
         result = run_file(tmp_path, FIRST_RECORD_FROM_A_THREAD, server.port, 'fork', 'thread')
@@ -183,11 +183,10 @@ STDERR_THAT_DOES_NOT_DRAIN = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason="A9-6: when the main thread runs the SIGTERM handler "
-                   'its delivery has no kill timer (only the watcher\'s has): the "not '
-                   'delivered" line written to a stderr that does not drain blocks it, and '
-                   'the process outlives its SIGTERM for ever')
 def test_a_child_whose_stderr_does_not_drain_still_ends_at_sigterm(tmp_path):
+    """A9-6 (fixed): the main thread's own delivery had no bound: its "not delivered" line,
+    written to a stderr nobody reads, kept the process alive for ever.  The watcher's kill
+    timer now bounds both paths."""
     with FrameServer() as server:
         server.ack_limit = 1              # the handshake only: no message is acknowledged
         result = run_file(tmp_path, STDERR_THAT_DOES_NOT_DRAIN, server.port)
@@ -278,10 +277,10 @@ LOGS_AT_IMPORT = """\
     """
 
 
-@pytest.mark.xfail(strict=True, reason='A9-7: a spawn child whose main module logged at '
-                   'import never installs the SIGTERM delivery: terminate() loses its '
-                   'unacknowledged records without a word')
 def test_a_spawn_child_whose_main_module_logs_at_import_says_what_sigterm_lost(tmp_path):
+    """A9-7 (fixed), its SIGTERM side: a spawn child whose main module logged while it was
+    imported (before the child knew its parent) never installed the delivery: terminate()
+    lost its 101 unacknowledged records without a word."""
     with FrameServer() as server:
         server.ack_limit = 1              # the handshake only: no message is acknowledged
         result = run_file(tmp_path, LOGS_AT_IMPORT, server.port, 'spawn')
