@@ -231,6 +231,7 @@ class Sender:
         self._exit_deadline = None        # set by the exit hook: flush and close share it
         self._start_over()
         self._closing = False
+        self._registered_after_fork = False   # with multiprocessing.util (A9-7)
         _SENDERS.add(self)
         os.register_at_fork(after_in_child=functools.partial(_start_over_in_child,
                                                              weakref.ref(self)))
@@ -627,11 +628,13 @@ class Sender:
             self._close_with_multiprocessing()
         multiprocessing = sys.modules.get('multiprocessing')
         util = getattr(multiprocessing, 'util', None)
-        if util is not None:
+        if util is not None and not self._registered_after_fork:
             # A spawn or forkserver child's main module logs while it is imported, before
             # the child knows itself one (no parent_process yet), and Process._bootstrap
             # then clears the finalizers: each child's start calls this (attack finding
-            # A9-7: such a child's records were lost at its exit, silently).
+            # A9-7: such a child's records were lost at its exit, silently).  Once per
+            # sender: the registry, like the sender, passes to fork children.
+            self._registered_after_fork = True
             util.register_after_fork(self, Sender._close_with_multiprocessing)
 
     def _close_with_multiprocessing(self):
@@ -1324,7 +1327,7 @@ def _set_wakeup_fd_beside_the_watch(fd, /, *, warn_on_full_buffer=True):
     takes the watch's place (the watcher is blind while it is set, as the SIGTERM handler
     leaves the application's own alone), and when the application gives it up (-1: an
     asyncio loop with signal handlers, closed), the watch takes it back.  It was left
-    blind for good: the with Pool() hang came back (attack finding A9-3, 6 runs in 700).
+    blind for good: the with Pool() hang came back (attack finding A9-3).
     The watch's own fd is never returned: the application sees -1 where it was."""
     previous = _SET_WAKEUP_FD(fd, warn_on_full_buffer=warn_on_full_buffer)
     watch = _SIGTERM['watch']
@@ -1394,7 +1397,10 @@ def _watch_sigterm(watch):
             killer = threading.Timer(limit + CLOSE_GRACE_S + SIGTERM_NUDGE_FOR_S + 1.0,
                                      _kill_now)
             killer.daemon = True
-            killer.start()
+            try:
+                killer.start()
+            except RuntimeError:    # no thread to be had: the watch goes on without
+                pass
         if terms - watch.nudges > 1:    # a second SIGTERM: no waiting any more
             _kill_now()
         if watch.started.is_set():
@@ -1402,8 +1408,11 @@ def _watch_sigterm(watch):
         if delivering or watch.started.wait(SIGTERM_HANDLER_WAIT_S):
             continue
         delivering = True
-        threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
-                         name='loghog-sigterm-delivery', daemon=True).start()
+        try:
+            threading.Thread(target=_deliver_for_the_main_thread, args=(watch,),
+                             name='loghog-sigterm-delivery', daemon=True).start()
+        except RuntimeError:        # no thread to be had: deliver here (a second SIGTERM
+            _deliver_for_the_main_thread(watch)     # is then not seen until it is done)
 
 
 def _deliver_for_the_main_thread(watch):
