@@ -46,10 +46,20 @@ WHICH_PYTHON := import sys; print(sys.version.split()[0], sys.base_prefix)
 $(OTHER_VENV)/.installed: setup.py
 	$(call venv_install,$(OTHER_VENV),$(OTHER_PYTHON))
 
+# The packaging test (tests/packaging: as root, on Debian with apt, unless LOGHOG_SKIP_PACKAGING=1)
+# builds the packages, and the build runs the unit tests under Debian's python3 with Debian's
+# libraries: `make test` with no PYTEST_ARGS does not run them a second time under that Python.
+PACKAGING_RUNS := $(shell [ "$$(id -u)" = 0 ] && [ -x /usr/bin/apt-get ] && [ -f /etc/debian_version ] \
+	&& [ "$$LOGHOG_SKIP_PACKAGING" != 1 ] && echo yes)
+
 unit-other-python: $(STAMP)
 	@if [ ! -x $(OTHER_PYTHON) ]; then echo "unit-other-python: no $(OTHER_PYTHON), skipped"; \
 	elif [ "$$($(OTHER_PYTHON) -c '$(WHICH_PYTHON)')" = "$$($(VPY) -c '$(WHICH_PYTHON)')" ]; then \
 	    echo "unit-other-python: $(OTHER_PYTHON) is $(VENV)'s Python, skipped"; \
+	elif [ "$(MAKECMDGOALS)" = test ] && [ -z "$(PYTEST_ARGS)" ] && [ "$(PACKAGING_RUNS)" = yes ] \
+	        && [ "$$(readlink -f $(OTHER_PYTHON))" = "$$(readlink -f /usr/bin/python3)" ]; then \
+	    echo "unit-other-python: the packaging test's build runs the unit tests under" \
+	        "$(OTHER_PYTHON) (Debian's libraries), skipped here"; \
 	else $(MAKE) --no-print-directory $(OTHER_VENV)/.installed && \
 	    $(OTHER_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit; fi
 
