@@ -3,9 +3,9 @@ b5eaae4: ``_deliver_at_sigterm``, its wake-up fd and its ``loghog-sigterm`` watc
 with the DEFAULT daemon and the DEFAULT ``LoghogHandler('app', '127.0.0.1', port)``.
 
 Real loghogd processes on loopback (ports chosen at run time) and real Python programs.
-Tests marked ``xfail(strict=True, reason='A9-N: ...')`` are findings (the report of that
-session says more); the others are attacks that found nothing, kept as guards of a real
-promise.  Those that need a daemon that never acknowledges are in
+Tests whose docstring starts "A9-N (fixed)" are findings, strict xfails until fixed; one
+still marked ``xfail(strict=True, reason='A9-N: ...')`` is a known limit; the others are
+attacks that found nothing, kept as guards of a real promise.  Those that need a daemon that never acknowledges are in
 tests/unit/test_attack_round9.py.
 """
 
@@ -17,6 +17,23 @@ import textwrap
 import pytest
 
 from tests.support import ROOT, line_body, read_lines, wait_for
+
+
+# The driver of the scripts below: child(port, ready) in a process of the start method
+# argv[2], terminate() once it is ready; prints its exit code and how long that took.
+TERMINATE_WHEN_READY = """\
+
+    if __name__ == '__main__':
+        ctx = multiprocessing.get_context(sys.argv[2])
+        ready = ctx.Event()
+        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
+        process.start()
+        ready.wait(10)
+        started = time.monotonic()
+        process.terminate()
+        process.join(20)
+        print(process.exitcode, round(time.monotonic() - started, 2))
+    """
 
 
 def run_file(tmp_path, code, *args, timeout=60):
@@ -67,17 +84,7 @@ OWN_HANDLER_AFTER_THE_FIRST_RECORD = """\
         sys.exit(7)
 
 
-    if __name__ == '__main__':
-        ctx = multiprocessing.get_context(sys.argv[2])
-        ready = ctx.Event()
-        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
-        process.start()
-        ready.wait(10)
-        started = time.monotonic()
-        process.terminate()
-        process.join(20)
-        print(process.exitcode, round(time.monotonic() - started, 2))
-    """
+    """ + TERMINATE_WHEN_READY
 
 
 def test_an_application_sigterm_handler_set_after_the_first_record_is_left_alone(
@@ -242,17 +249,7 @@ SIGNAL_STORM = """\
             spins += 1
 
 
-    if __name__ == '__main__':
-        ctx = multiprocessing.get_context(sys.argv[2])
-        ready = ctx.Event()
-        process = ctx.Process(target=child, args=(int(sys.argv[1]), ready))
-        process.start()
-        ready.wait(10)
-        started = time.monotonic()
-        process.terminate()
-        process.join(15)
-        print(process.exitcode, round(time.monotonic() - started, 2))
-    """
+    """ + TERMINATE_WHEN_READY
 
 
 def test_a_worker_in_a_signal_storm_delivers_and_dies_at_sigterm(daemon, tmp_path):

@@ -1,6 +1,7 @@
 """Adversarial round 9, with a fake daemon (tests/unit/test_client_fakes.py FrameServer):
-the SIGTERM delivery of a multiprocessing child (commits 65fbd88 and b5eaae4).  Tests
-marked ``xfail(strict=True, reason='A9-N: ...')`` are findings; the others are attacks that
+the SIGTERM delivery of a multiprocessing child (commits 65fbd88 and b5eaae4).  Tests whose
+docstring starts "A9-N (fixed)" are findings, strict xfails until fixed; one still marked
+``xfail(strict=True, reason='A9-N: ...')`` is a known limit; the others are attacks that
 found nothing, kept as guards.  The real-daemon ones are in
 tests/integration/test_attack_round9.py."""
 
