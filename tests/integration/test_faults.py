@@ -697,9 +697,34 @@ def fail_the_disk_between_calls(daemon, mount_point):
     before (and is on the disk) or starts after (and fails)."""
     pids = daemon.processes()
     with stopped(pids):
-        wait_for(lambda: all(_is_stopped(pid) for pid in pids), 10, interval=0.001,
-                 message="every thread of the daemon's processes stopped")
+        # A thread inside an fsync of the loop device's ext4 stops only when the call
+        # returns: 10 s were once not enough on a busy CI disk (the states are said).
+        try:
+            wait_for(lambda: all(_is_stopped(pid) for pid in pids), 60, interval=0.001)
+        except AssertionError:
+            raise AssertionError("the daemon's threads did not all stop within 60 s: %s"
+                                 % _thread_states(pids)) from None
         fail_the_disk(mount_point)
+
+
+def _thread_states(pids):
+    """Each thread's state and kernel wait channel, for a failure message."""
+    states = []
+    for pid in pids:
+        try:
+            tasks = os.listdir('/proc/%d/task' % pid)
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open('/proc/%d/task/%s/stat' % (pid, task)) as stream:
+                    state = stream.read().rsplit(')', 1)[1].split()[0]
+                with open('/proc/%d/task/%s/wchan' % (pid, task)) as stream:
+                    wchan = stream.read()
+            except OSError:
+                continue
+            states.append('%s/%s %s %s' % (pid, task, state, wchan))
+    return ', '.join(states)
 
 
 def _is_stopped(pid):
